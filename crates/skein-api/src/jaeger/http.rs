@@ -1,0 +1,188 @@
+//! Jaeger query API v1 (JSON), as served by jaeger-query on 16686.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use skein_model::{hex, SpanKind, TraceId};
+use skein_query::{QueryEngine, TraceQuery};
+
+use super::convert::trace_to_jaeger;
+use crate::params::Params;
+
+pub fn router(engine: QueryEngine) -> Router {
+    Router::new()
+        .route("/api/services", get(services))
+        .route("/api/services/{service}/operations", get(service_operations))
+        .route("/api/operations", get(operations))
+        .route("/api/traces", get(find_traces))
+        .route("/api/traces/{id}", get(get_trace))
+        .route("/api/dependencies", get(dependencies))
+        .with_state(engine)
+}
+
+/// Jaeger's v1 envelope.
+fn data(data: Value, total: usize) -> Response {
+    Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null })).into_response()
+}
+
+pub fn v1_error(status: StatusCode, msg: impl Into<String>) -> Response {
+    let msg = msg.into();
+    (status, Json(json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": status.as_u16(), "msg": msg }] })))
+        .into_response()
+}
+
+async fn services(State(q): State<QueryEngine>) -> Response {
+    let s = q.services();
+    let n = s.len();
+    data(json!(s), n)
+}
+
+async fn service_operations(State(q): State<QueryEngine>, Path(service): Path<String>) -> Response {
+    let mut names: Vec<String> = q.operations(&service, None).into_iter().map(|(n, _)| n).collect();
+    names.dedup();
+    let n = names.len();
+    data(json!(names), n)
+}
+
+async fn operations(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
+    let p = Params(p);
+    let Some(service) = p.get("service") else {
+        return v1_error(StatusCode::BAD_REQUEST, "parameter 'service' is required");
+    };
+    let kind = match p.get("spanKind").map(|k| SpanKind::parse(k).ok_or(k)) {
+        Some(Err(k)) => return v1_error(StatusCode::BAD_REQUEST, format!("unknown spanKind {k:?}")),
+        Some(Ok(k)) => Some(k),
+        None => None,
+    };
+    let ops: Vec<Value> = q
+        .operations(service, kind)
+        .into_iter()
+        .map(|(name, k)| json!({ "name": name, "spanKind": if k == SpanKind::Unspecified { "" } else { k.as_jaeger() } }))
+        .collect();
+    let n = ops.len();
+    data(json!(ops), n)
+}
+
+pub fn parse_trace_id(s: &str) -> Result<TraceId, String> {
+    hex::decode_id::<16>(s).ok_or_else(|| format!("invalid trace id {s:?}: expected up to 32 hex characters"))
+}
+
+async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Response {
+    let id = match parse_trace_id(&id) {
+        Ok(id) => id,
+        Err(e) => return v1_error(StatusCode::BAD_REQUEST, e),
+    };
+    match q.trace(&id).await {
+        Ok(spans) if spans.is_empty() => v1_error(StatusCode::NOT_FOUND, "trace not found"),
+        Ok(spans) => data(json!([trace_to_jaeger(&spans)]), 1),
+        Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn now_us() -> u64 {
+    skein_store::now_unix_nano() / 1000
+}
+
+/// Builds a search from Jaeger v1 parameters.
+pub fn v1_query(p: &Params) -> Result<TraceQuery, String> {
+    let mut q = TraceQuery {
+        service: p.get("service").map(str::to_string),
+        operation: p.get("operation").filter(|o| *o != "all").map(str::to_string),
+        limit: p.u64("limit")?.unwrap_or(20) as usize,
+        min_duration_nano: p.duration_ns(&["minDuration"])?,
+        max_duration_nano: p.duration_ns(&["maxDuration"])?,
+        ..TraceQuery::default()
+    };
+    if let Some(k) = p.get("spanKind") {
+        q.span_kind = Some(SpanKind::parse(k).ok_or_else(|| format!("unknown spanKind {k:?}"))?);
+    }
+    if let Some(tags) = p.get("tags") {
+        let map: BTreeMap<String, Value> =
+            serde_json::from_str(tags).map_err(|e| format!("parameter tags must be a JSON object of strings: {e}"))?;
+        for (k, v) in map {
+            let v = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            q.attributes.push((k, v));
+        }
+    }
+    for t in p.all("tag") {
+        let (k, v) = t.split_once(':').ok_or_else(|| format!("parameter tag={t:?} must look like key:value"))?;
+        q.attributes.push((k.to_string(), v.to_string()));
+    }
+    let end_us = p.u64("end")?.unwrap_or_else(now_us);
+    let start_us = match p.u64("start")? {
+        Some(s) => s,
+        None => match p.get("lookback").filter(|l| *l != "custom") {
+            Some(l) => {
+                let d = skein_model::units::parse_duration(l).map_err(|e| format!("parameter lookback: {e}"))?;
+                end_us.saturating_sub(d.as_micros() as u64)
+            }
+            None => end_us.saturating_sub(3600 * 1_000_000 * 48),
+        },
+    };
+    q.start_min = Some(start_us * 1000);
+    q.start_max = Some(end_us * 1000 + 999);
+    Ok(q)
+}
+
+async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
+    let p = Params(p);
+    // Jaeger also accepts traceID=…&traceID=… to fetch several traces at once.
+    let ids: Vec<&str> = p.all("traceID").collect();
+    if !ids.is_empty() {
+        let mut out = Vec::new();
+        for id in ids {
+            let id = match parse_trace_id(id) {
+                Ok(id) => id,
+                Err(e) => return v1_error(StatusCode::BAD_REQUEST, e),
+            };
+            match q.trace(&id).await {
+                Ok(spans) if !spans.is_empty() => out.push(trace_to_jaeger(&spans)),
+                Ok(_) => {}
+                Err(e) => return v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        let n = out.len();
+        return data(json!(out), n);
+    }
+    let query = match v1_query(&p) {
+        Ok(q) => q,
+        Err(e) => return v1_error(StatusCode::BAD_REQUEST, e),
+    };
+    match q.find_traces(&query).await {
+        Ok(traces) => {
+            let out: Vec<Value> = traces.iter().map(|t| trace_to_jaeger(t)).collect();
+            let n = out.len();
+            data(json!(out), n)
+        }
+        Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn dependencies(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
+    let p = Params(p);
+    let end_ms = match p.u64("endTs") {
+        Ok(v) => v.unwrap_or(now_us() / 1000),
+        Err(e) => return v1_error(StatusCode::BAD_REQUEST, e),
+    };
+    let lookback_ms = match p.u64("lookback") {
+        Ok(v) => v.unwrap_or(24 * 3600 * 1000),
+        Err(e) => return v1_error(StatusCode::BAD_REQUEST, e),
+    };
+    let end = end_ms.saturating_mul(1_000_000);
+    let start = end_ms.saturating_sub(lookback_ms).saturating_mul(1_000_000);
+    match q.dependencies(start, end).await {
+        Ok(deps) => {
+            let n = deps.len();
+            data(json!(deps), n)
+        }
+        Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

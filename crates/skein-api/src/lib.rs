@@ -1,0 +1,26 @@
+//! Query-side HTTP: Jaeger's APIs (v1 JSON and api_v3), health, readiness and metrics.
+//! Protocol shapes are produced here, at the edge, from the one model.
+
+pub mod jaeger;
+pub mod params;
+pub mod time;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use skein_query::QueryEngine;
+
+/// The router for the query port (16686).
+pub fn router(engine: QueryEngine) -> Router {
+    Router::new()
+        .merge(jaeger::router(engine))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+}
+
+async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], skein_model::metrics::render())
+}

@@ -1,0 +1,5 @@
+//! Protocol receivers. Each protocol folder decodes its wire format into the one model and
+//! hands it to the pipeline; nothing past this crate knows which protocol a span came from.
+
+pub mod body;
+pub mod otlp;

@@ -1,0 +1,194 @@
+//! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, optionally gzip/zstd encoded.
+//! Answers in the request's content type, as the spec requires.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use prost::Message;
+use skein_model::otlp::pb::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use skein_model::otlp::{json, proto};
+use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::config::OtlpConfig;
+use crate::body::{self, BodyError};
+
+#[derive(Clone)]
+struct Ctx {
+    pipeline: Pipeline,
+    max_bytes: usize,
+    proto_metrics: ProtocolMetrics,
+    json_metrics: ProtocolMetrics,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+pub fn router(pipeline: Pipeline, cfg: &OtlpConfig) -> Router {
+    let max_bytes = cfg.max_request_bytes as usize;
+    let ctx = Ctx {
+        pipeline,
+        max_bytes,
+        proto_metrics: ProtocolMetrics::new("otlp_http_protobuf"),
+        json_metrics: ProtocolMetrics::new("otlp_http_json"),
+    };
+    Router::new()
+        .route("/v1/traces", post(export))
+        // The compressed body may not exceed the limit either; decompression re-checks it.
+        .layer(DefaultBodyLimit::max(max_bytes))
+        .layer(cors(&cfg.cors_allowed_origins))
+        .with_state(ctx)
+}
+
+pub fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING, header::HeaderName::from_static("x-requested-with")])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
+async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let format = match ctype.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
+        "application/json" => Format::Json,
+        other => {
+            let msg = if other.is_empty() {
+                "missing Content-Type: use application/x-protobuf or application/json".to_string()
+            } else {
+                format!("unsupported Content-Type {other:?}: use application/x-protobuf or application/json")
+            };
+            return error(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
+        }
+    };
+    let m = if format == Format::Json { &ctx.json_metrics } else { &ctx.proto_metrics };
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let raw = match body::decode(encoding, body, ctx.max_bytes) {
+        Ok(b) => b,
+        Err(e @ BodyError::TooLarge { .. }) => {
+            m.request("too_large");
+            return error(format, StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+        }
+        Err(e @ BodyError::UnsupportedEncoding(_)) => return error(format, StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()),
+        Err(e) => {
+            m.request("bad_request");
+            return error(format, StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let _reservation = match ctx.pipeline.reserve(raw.len()) {
+        Ok(r) => r,
+        Err(e) => {
+            m.backpressure.inc();
+            return submit_error(format, e);
+        }
+    };
+    let decoded = match format {
+        Format::Protobuf => match ExportTraceServiceRequest::decode(raw) {
+            Ok(req) => proto::decode_request(req),
+            Err(e) => {
+                m.request("bad_request");
+                return error(format, StatusCode::BAD_REQUEST, format!("invalid OTLP protobuf: {e}"));
+            }
+        },
+        Format::Json => match json::decode_request(&raw) {
+            Ok(d) => d,
+            Err(e) => {
+                m.request("bad_request");
+                return error(format, StatusCode::BAD_REQUEST, e.to_string());
+            }
+        },
+    };
+    match ctx.pipeline.submit(decoded, m).await {
+        Ok(outcome) => {
+            let partial = outcome.message().map(|error_message| ExportTracePartialSuccess {
+                rejected_spans: outcome.rejected.len() as i64,
+                error_message,
+            });
+            match format {
+                Format::Protobuf => {
+                    let body = ExportTraceServiceResponse { partial_success: partial }.encode_to_vec();
+                    ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+                }
+                Format::Json => {
+                    let body = match partial {
+                        Some(p) => serde_json::json!({"partialSuccess": {
+                            "rejectedSpans": p.rejected_spans.to_string(),
+                            "errorMessage": p.error_message,
+                        }}),
+                        None => serde_json::json!({}),
+                    };
+                    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+                }
+            }
+        }
+        Err(e) => submit_error(format, e),
+    }
+}
+
+fn submit_error(format: Format, e: SubmitError) -> Response {
+    let (status, msg) = match e {
+        SubmitError::Overloaded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
+        SubmitError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        SubmitError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+    };
+    let mut resp = error(format, status, msg);
+    if status != StatusCode::INTERNAL_SERVER_ERROR {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+// google.rpc.Status, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn grpc_code(status: StatusCode) -> i32 {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
+        StatusCode::PAYLOAD_TOO_LARGE => 11,                                // OUT_OF_RANGE
+        StatusCode::TOO_MANY_REQUESTS => 8,                                 // RESOURCE_EXHAUSTED
+        StatusCode::SERVICE_UNAVAILABLE => 14,                              // UNAVAILABLE
+        _ => 13,                                                            // INTERNAL
+    }
+}
+
+fn error(format: Format, status: StatusCode, message: String) -> Response {
+    let code = grpc_code(status);
+    match format {
+        Format::Protobuf => {
+            let body = RpcStatus { code, message }.encode_to_vec();
+            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+        }
+        Format::Json => {
+            let body = serde_json::json!({ "code": code, "message": message });
+            (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
+    }
+}

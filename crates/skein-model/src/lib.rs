@@ -1,0 +1,10 @@
+//! The one span model. Every protocol is translated to and from these types at the edge
+//! (ingest or api), exactly once.
+
+pub mod hex;
+pub mod metrics;
+pub mod otlp;
+pub mod units;
+mod span;
+
+pub use span::*;

@@ -1,0 +1,7 @@
+//! OTLP codecs: protobuf (`proto`, also the WAL's record format) and the OTLP JSON mapping
+//! (`json`).
+
+pub mod json;
+pub mod proto;
+
+pub use opentelemetry_proto::tonic as pb;

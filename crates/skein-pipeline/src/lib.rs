@@ -1,0 +1,295 @@
+//! Admission between ingest and the store: per-span limits (reported when hit), a memory
+//! budget for requests in flight, and backpressure instead of unbounded queues.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use skein_model::metrics::{self, Counter};
+use skein_model::units::serde_bytes;
+use skein_model::{AnyValue, Decoded, KeyValue, Rejected, Span, SpanError};
+use skein_store::{Store, StoreError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Attributes kept per span, event and link; the rest are dropped and counted.
+    pub max_attributes_per_span: usize,
+    /// String and bytes attribute values are truncated to this many bytes.
+    pub max_attribute_value_length: usize,
+    pub max_events_per_span: usize,
+    pub max_links_per_span: usize,
+    /// Spans of one trace held in the head; further spans of that trace are rejected.
+    pub max_spans_per_trace: usize,
+    /// Decoded requests in flight (between decode and the WAL's acknowledgement).
+    #[serde(with = "serde_bytes")]
+    pub max_inflight_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_attributes_per_span: 128,
+            max_attribute_value_length: 16 * 1024,
+            max_events_per_span: 128,
+            max_links_per_span: 128,
+            max_spans_per_trace: 100_000,
+            max_inflight_bytes: 128 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Retry later (HTTP 429 / gRPC RESOURCE_EXHAUSTED).
+    #[error("{0}")]
+    Overloaded(String),
+    /// Retry later, elsewhere (HTTP 503 / gRPC UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What happened to a request's spans.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub accepted: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+impl Outcome {
+    pub fn message(&self) -> Option<String> {
+        let first = self.rejected.first()?;
+        Some(format!(
+            "{} span(s) rejected; first: span #{}: {}",
+            self.rejected.len(),
+            first.index,
+            first.error
+        ))
+    }
+}
+
+/// Per-protocol self-metrics.
+#[derive(Clone)]
+pub struct ProtocolMetrics {
+    protocol: &'static str,
+    pub received: Counter,
+    pub accepted: Counter,
+    pub backpressure: Counter,
+    pub truncated: Counter,
+}
+
+impl ProtocolMetrics {
+    pub fn new(protocol: &'static str) -> Self {
+        let l = [("protocol", protocol)];
+        ProtocolMetrics {
+            protocol,
+            received: metrics::counter("skein_spans_received_total", "Spans received, by protocol", &l),
+            accepted: metrics::counter("skein_spans_accepted_total", "Spans durably accepted, by protocol", &l),
+            backpressure: metrics::counter(
+                "skein_backpressure_events_total",
+                "Requests refused with retry advice because skein was overloaded",
+                &l,
+            ),
+            truncated: metrics::counter(
+                "skein_limit_truncations_total",
+                "Attributes, events, links or values dropped or truncated by limits",
+                &l,
+            ),
+        }
+    }
+
+    pub fn rejected(&self, reason: &str, n: u64) {
+        metrics::counter(
+            "skein_spans_rejected_total",
+            "Spans rejected, by protocol and reason",
+            &[("protocol", self.protocol), ("reason", reason)],
+        )
+        .add(n);
+    }
+
+    pub fn request(&self, outcome: &str) {
+        metrics::counter(
+            "skein_requests_total",
+            "Export requests, by protocol and outcome",
+            &[("protocol", self.protocol), ("outcome", outcome)],
+        )
+        .inc();
+    }
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    limits: Arc<Limits>,
+    store: Store,
+    inflight: Arc<Semaphore>,
+    inflight_units: u64,
+}
+
+/// Memory reservation for a request; released when dropped.
+pub struct Reservation(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+const UNIT: u64 = 1024;
+
+impl Pipeline {
+    pub fn new(limits: Limits, store: Store) -> Self {
+        let inflight_units = (limits.max_inflight_bytes / UNIT).clamp(1, u32::MAX as u64 / 2);
+        Pipeline {
+            inflight: Arc::new(Semaphore::new(inflight_units as usize)),
+            inflight_units,
+            limits: Arc::new(limits),
+            store,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Reserves memory for a request of `bytes` encoded bytes (decoded spans take a few times
+    /// more). Refuses at once when the budget is spent: the caller answers "retry later".
+    pub fn reserve(&self, bytes: usize) -> Result<Reservation, SubmitError> {
+        let units = ((bytes as u64 * 4) / UNIT + 1).min(self.inflight_units) as u32;
+        match self.inflight.clone().try_acquire_many_owned(units) {
+            Ok(p) => Ok(Reservation(Some(p))),
+            Err(_) => Err(SubmitError::Overloaded("too many requests in flight; retry later".into())),
+        }
+    }
+
+    /// Applies limits, writes the good spans to the WAL and waits until they are durable.
+    pub async fn submit(&self, mut decoded: Decoded, m: &ProtocolMetrics) -> Result<Outcome, SubmitError> {
+        let total = decoded.batch.spans.len() + decoded.rejected.len();
+        m.received.add(total as u64);
+        let mut outcome = Outcome { accepted: 0, rejected: std::mem::take(&mut decoded.rejected) };
+        let mut spans = std::mem::take(&mut decoded.batch.spans);
+        let mut truncated = 0u64;
+        for s in &mut spans {
+            truncated += self.apply_limits(s);
+        }
+        m.truncated.add(truncated);
+        if self.limits.max_spans_per_trace > 0 {
+            let mut kept = Vec::with_capacity(spans.len());
+            let mut counts: std::collections::HashMap<skein_model::TraceId, usize> = Default::default();
+            for (i, s) in spans.into_iter().enumerate() {
+                let n = counts.entry(s.trace_id).or_insert_with(|| self.store.head_spans_in_trace(&s.trace_id));
+                if *n >= self.limits.max_spans_per_trace {
+                    outcome.rejected.push(Rejected {
+                        index: i,
+                        error: SpanError::TooManySpansInTrace { limit: self.limits.max_spans_per_trace },
+                    });
+                } else {
+                    *n += 1;
+                    kept.push(s);
+                }
+            }
+            spans = kept;
+        }
+        for r in &outcome.rejected {
+            m.rejected(r.error.reason(), 1);
+        }
+        let n = spans.len();
+        match self.store.append(spans).await {
+            Ok(()) => {
+                outcome.accepted = n;
+                m.accepted.add(n as u64);
+                m.request(if outcome.rejected.is_empty() { "ok" } else { "partial" });
+                Ok(outcome)
+            }
+            Err(StoreError::Overloaded(why)) => {
+                m.backpressure.inc();
+                m.request("throttled");
+                Err(SubmitError::Overloaded(format!("skein is overloaded ({why}); retry later")))
+            }
+            Err(StoreError::ShuttingDown) => {
+                m.request("unavailable");
+                Err(SubmitError::Unavailable("skein is shutting down; retry against another instance".into()))
+            }
+            Err(e) => {
+                m.request("error");
+                Err(SubmitError::Internal(format!("storing spans failed: {e}")))
+            }
+        }
+    }
+
+    /// Enforces per-span limits in place; returns how many things were dropped or truncated.
+    fn apply_limits(&self, s: &mut Span) -> u64 {
+        let l = &self.limits;
+        let mut n = 0;
+        n += cap_attrs(&mut s.attributes, &mut s.dropped_attributes_count, l);
+        if s.events.len() > l.max_events_per_span {
+            let extra = s.events.len() - l.max_events_per_span;
+            s.events.truncate(l.max_events_per_span);
+            s.dropped_events_count = s.dropped_events_count.saturating_add(extra as u32);
+            n += extra as u64;
+        }
+        for e in &mut s.events {
+            n += cap_attrs(&mut e.attributes, &mut e.dropped_attributes_count, l);
+        }
+        if s.links.len() > l.max_links_per_span {
+            let extra = s.links.len() - l.max_links_per_span;
+            s.links.truncate(l.max_links_per_span);
+            s.dropped_links_count = s.dropped_links_count.saturating_add(extra as u32);
+            n += extra as u64;
+        }
+        for k in &mut s.links {
+            n += cap_attrs(&mut k.attributes, &mut k.dropped_attributes_count, l);
+        }
+        n
+    }
+}
+
+fn cap_attrs(attrs: &mut Vec<KeyValue>, dropped: &mut u32, l: &Limits) -> u64 {
+    let mut n = 0;
+    if attrs.len() > l.max_attributes_per_span {
+        let extra = attrs.len() - l.max_attributes_per_span;
+        attrs.truncate(l.max_attributes_per_span);
+        *dropped = dropped.saturating_add(extra as u32);
+        n += extra as u64;
+    }
+    for kv in attrs {
+        n += truncate_value(&mut kv.value, l.max_attribute_value_length);
+    }
+    n
+}
+
+fn truncate_value(v: &mut AnyValue, max: usize) -> u64 {
+    match v {
+        AnyValue::String(s) if s.len() > max => {
+            let mut cut = max;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            1
+        }
+        AnyValue::Bytes(b) if b.len() > max => {
+            b.truncate(max);
+            1
+        }
+        AnyValue::Array(a) => a.iter_mut().map(|x| truncate_value(x, max)).sum(),
+        AnyValue::KvList(kv) => kv.iter_mut().map(|x| truncate_value(&mut x.value, max)).sum(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundaries_and_counts() {
+        let mut v = AnyValue::String("héllo".into());
+        assert_eq!(truncate_value(&mut v, 2), 1);
+        assert_eq!(v, AnyValue::String("h".into()));
+        let l = Limits { max_attributes_per_span: 1, ..Limits::default() };
+        let mut attrs = vec![KeyValue::string("a", "1"), KeyValue::string("b", "2")];
+        let mut dropped = 0;
+        assert_eq!(cap_attrs(&mut attrs, &mut dropped, &l), 1);
+        assert_eq!((attrs.len(), dropped), (1, 1));
+    }
+}

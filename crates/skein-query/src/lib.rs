@@ -1,0 +1,513 @@
+//! Queries over the store: trace by id, search, services/operations and dependencies.
+//!
+//! Every query looks at a snapshot: the in-memory heads first, then blocks, pruned by block
+//! meta (time range, services, operations), row-group ranges and bloom filters.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
+use skein_model::metrics;
+use skein_model::otlp::{pb, proto};
+use skein_model::*;
+use skein_store::block::schema::{self, HotType, HOT};
+use skein_store::block::{BlockHandle, TraceSummary};
+use skein_store::{Store, StoreError};
+
+pub use skein_store::block::TraceSummary as Summary;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A search. Span-level conditions must all hold for one span of a trace; the trace matches
+/// when any of its spans does (Jaeger's semantics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceQuery {
+    pub service: Option<String>,
+    pub operation: Option<String>,
+    pub span_kind: Option<SpanKind>,
+    /// Exact matches on span or resource attributes, compared on the typed value's text
+    /// (`200` matches an int 200, `true` a bool). `error=true` also matches error status.
+    pub attributes: Vec<(String, String)>,
+    pub error: Option<bool>,
+    pub min_duration_nano: Option<u64>,
+    pub max_duration_nano: Option<u64>,
+    /// Span start time window, unix ns, inclusive.
+    pub start_min: Option<u64>,
+    pub start_max: Option<u64>,
+    pub limit: usize,
+}
+
+impl TraceQuery {
+    fn window(&self) -> (u64, u64) {
+        (self.start_min.unwrap_or(0), self.start_max.unwrap_or(u64::MAX))
+    }
+
+    /// Whether one span satisfies every span-level condition.
+    pub fn matches_span(&self, s: &Span) -> bool {
+        let (lo, hi) = self.window();
+        if s.start_unix_nano < lo || s.start_unix_nano > hi {
+            return false;
+        }
+        if self.service.as_deref().is_some_and(|svc| s.service_name() != svc) {
+            return false;
+        }
+        if self.operation.as_deref().is_some_and(|op| s.name != op) {
+            return false;
+        }
+        if self.span_kind.is_some_and(|k| s.kind != k) {
+            return false;
+        }
+        if self.error.is_some_and(|e| s.is_error() != e) {
+            return false;
+        }
+        let d = s.duration_nano();
+        if self.min_duration_nano.is_some_and(|m| d < m) || self.max_duration_nano.is_some_and(|m| d > m) {
+            return false;
+        }
+        self.attributes.iter().all(|(k, v)| {
+            (k == "error" && v == "true" && s.is_error())
+                || attr_matches(&s.attributes, k, v)
+                || attr_matches(&s.resource.attributes, k, v)
+        })
+    }
+}
+
+fn attr_matches(attrs: &[KeyValue], key: &str, want: &str) -> bool {
+    attrs.iter().any(|kv| kv.key == key && value_matches(&kv.value, want))
+}
+
+fn value_matches(v: &AnyValue, want: &str) -> bool {
+    match v {
+        AnyValue::String(s) => s == want,
+        AnyValue::Int(i) => want.parse::<i64>().is_ok_and(|w| w == *i),
+        AnyValue::Double(d) => want.parse::<f64>().is_ok_and(|w| w == *d),
+        AnyValue::Bool(b) => want.parse::<bool>().is_ok_and(|w| w == *b),
+        other => other.to_display_string() == want,
+    }
+}
+
+#[derive(Clone)]
+pub struct QueryEngine {
+    store: Store,
+}
+
+/// An edge of the service dependency graph.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dependency {
+    pub parent: String,
+    pub child: String,
+    #[serde(rename = "callCount")]
+    pub call_count: u64,
+}
+
+impl QueryEngine {
+    pub fn new(store: Store) -> Self {
+        QueryEngine { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// All spans of a trace, merged from head and blocks, deduped by span id, ordered by start.
+    pub async fn trace(&self, id: &TraceId) -> Result<Vec<Span>, QueryError> {
+        let t = std::time::Instant::now();
+        let (mut spans, blocks) = self.store.trace_sources(id);
+        for b in blocks {
+            spans.extend(b.trace(id).await?);
+        }
+        let mut seen = HashSet::new();
+        spans.sort_by(|a, b| (a.start_unix_nano, a.span_id).cmp(&(b.start_unix_nano, b.span_id)));
+        spans.retain(|s| seen.insert(s.span_id));
+        observe("trace_by_id", t);
+        Ok(spans)
+    }
+
+    /// Summaries of the matching traces, newest first (ties by trace id), at most `limit`.
+    pub async fn search(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
+        let t = std::time::Instant::now();
+        let snap = self.store.snapshot();
+        let mut hits: HashSet<TraceId> = HashSet::new();
+        for h in &snap.heads {
+            for s in h.spans() {
+                if q.matches_span(s) {
+                    hits.insert(s.trace_id);
+                }
+            }
+        }
+        let mut block_hits: Vec<(Arc<BlockHandle>, HashSet<TraceId>)> = Vec::new();
+        for b in &snap.blocks {
+            if !block_may_match(&b.meta, q) {
+                continue;
+            }
+            let found = search_block(b, q).await?;
+            if !found.is_empty() {
+                hits.extend(found.iter().copied());
+                block_hits.push((b.clone(), found));
+            }
+        }
+        let mut summaries = self.summaries_of(&hits, &snap).await?;
+        summaries.sort_by(|a, b| b.start.cmp(&a.start).then(a.trace_id.cmp(&b.trace_id)));
+        if q.limit > 0 {
+            summaries.truncate(q.limit);
+        }
+        observe("search", t);
+        Ok(summaries)
+    }
+
+    /// Merged summaries of the given traces across heads and every block that may hold them.
+    pub async fn summaries_of(
+        &self,
+        ids: &HashSet<TraceId>,
+        snap: &skein_store::Snapshot,
+    ) -> Result<Vec<TraceSummary>, QueryError> {
+        let mut merged: HashMap<TraceId, TraceSummary> = HashMap::new();
+        let mut head_spans: HashMap<TraceId, Vec<&Span>> = HashMap::new();
+        for h in &snap.heads {
+            for s in h.spans() {
+                if ids.contains(&s.trace_id) {
+                    head_spans.entry(s.trace_id).or_default().push(s);
+                }
+            }
+        }
+        for (id, spans) in head_spans {
+            merged.insert(id, TraceSummary::from_spans(id, spans));
+        }
+        for b in &snap.blocks {
+            let wanted: HashSet<TraceId> = ids.iter().filter(|id| b.may_contain(id)).copied().collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            for s in b.summaries(Some(&wanted)).await? {
+                match merged.get_mut(&s.trace_id) {
+                    Some(m) => m.merge(&s),
+                    None => {
+                        merged.insert(s.trace_id, s);
+                    }
+                }
+            }
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    /// Full traces for a search, newest first.
+    pub async fn find_traces(&self, q: &TraceQuery) -> Result<Vec<Vec<Span>>, QueryError> {
+        let mut out = Vec::new();
+        for s in self.search(q).await? {
+            let spans = self.trace(&s.trace_id).await?;
+            if !spans.is_empty() {
+                out.push(spans);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Service names, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let snap = self.store.snapshot();
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for h in &snap.heads {
+            let mut last: Option<*const Resource> = None;
+            for s in h.spans() {
+                let p = Arc::as_ptr(&s.resource);
+                if last != Some(p) {
+                    last = Some(p);
+                    if !out.contains(s.service_name()) {
+                        out.insert(s.service_name().to_string());
+                    }
+                }
+            }
+        }
+        for b in &snap.blocks {
+            out.extend(b.meta.services.keys().cloned());
+        }
+        out.into_iter().collect()
+    }
+
+    /// (operation, kind) pairs of a service, sorted; `kind` filters when given.
+    pub fn operations(&self, service: &str, kind: Option<SpanKind>) -> Vec<(String, SpanKind)> {
+        let snap = self.store.snapshot();
+        let mut out: BTreeSet<(String, SpanKind)> = BTreeSet::new();
+        for h in &snap.heads {
+            for s in h.spans() {
+                if s.service_name() == service && kind.is_none_or(|k| k == s.kind) && !out.contains(&(s.name.clone(), s.kind)) {
+                    out.insert((s.name.clone(), s.kind));
+                }
+            }
+        }
+        for b in &snap.blocks {
+            if let Some(ops) = b.meta.services.get(service) {
+                for (name, k) in ops {
+                    let k = SpanKind::from_i32(*k as i32).unwrap_or_default();
+                    if kind.is_none_or(|want| want == k) {
+                        out.insert((name.clone(), k));
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Service → service call counts from parent/child spans that started in the window.
+    pub async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, QueryError> {
+        let t = std::time::Instant::now();
+        let snap = self.store.snapshot();
+        let mut edges: BTreeMap<(String, String), u64> = BTreeMap::new();
+        // Head: group by trace across all head chunks.
+        let mut by_trace: HashMap<TraceId, Vec<(SpanId, SpanId, &str)>> = HashMap::new();
+        for h in &snap.heads {
+            for s in h.spans() {
+                if s.start_unix_nano >= start && s.start_unix_nano <= end {
+                    by_trace.entry(s.trace_id).or_default().push((s.span_id, s.parent_span_id, s.service_name()));
+                }
+            }
+        }
+        for spans in by_trace.values() {
+            add_edges(spans, &mut edges);
+        }
+        // Blocks are sorted by trace id, so each trace's spans are contiguous within a block.
+        let cols = [schema::TRACE_ID, schema::SPAN_ID, schema::PARENT_SPAN_ID, schema::SERVICE, schema::START];
+        for b in &snap.blocks {
+            if !b.meta.overlaps(start, end) {
+                continue;
+            }
+            let groups = row_groups_in_window(b, start, end);
+            let mut current: Option<TraceId> = None;
+            let mut spans: Vec<(SpanId, SpanId, String)> = Vec::new();
+            for batch in b.scan(&cols, Some(groups)).await? {
+                let tid = fixed_col(&batch, schema::TRACE_ID)?;
+                let sid = fixed_col(&batch, schema::SPAN_ID)?;
+                let pid = fixed_col(&batch, schema::PARENT_SPAN_ID)?;
+                let svc = string_col(&batch, schema::SERVICE)?;
+                let st = i64_col(&batch, schema::START)?;
+                for i in 0..batch.num_rows() {
+                    let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
+                    if current != Some(t) {
+                        let refs: Vec<(SpanId, SpanId, &str)> = spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+                        add_edges(&refs, &mut edges);
+                        spans.clear();
+                        current = Some(t);
+                    }
+                    let s = st.value(i) as u64;
+                    if s >= start && s <= end {
+                        spans.push((
+                            sid.value(i).try_into().unwrap_or([0; 8]),
+                            pid.value(i).try_into().unwrap_or([0; 8]),
+                            svc.value(i).to_string(),
+                        ));
+                    }
+                }
+            }
+            let refs: Vec<(SpanId, SpanId, &str)> = spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+            add_edges(&refs, &mut edges);
+        }
+        observe("dependencies", t);
+        Ok(edges
+            .into_iter()
+            .map(|((parent, child), call_count)| Dependency { parent, child, call_count })
+            .collect())
+    }
+}
+
+fn observe(kind: &'static str, t: std::time::Instant) {
+    metrics::histogram("skein_query_duration_seconds", "Query latency by kind", &[("kind", kind)])
+        .observe(t.elapsed().as_secs_f64());
+}
+
+fn add_edges(spans: &[(SpanId, SpanId, &str)], edges: &mut BTreeMap<(String, String), u64>) {
+    if spans.len() < 2 {
+        return;
+    }
+    let services: HashMap<SpanId, &str> = spans.iter().map(|(id, _, svc)| (*id, *svc)).collect();
+    for (_, parent, svc) in spans {
+        if let Some(p) = services.get(parent) {
+            if p != svc {
+                *edges.entry((p.to_string(), svc.to_string())).or_default() += 1;
+            }
+        }
+    }
+}
+
+fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool {
+    let (lo, hi) = q.window();
+    if meta.max_end < lo || meta.min_start > hi {
+        return false;
+    }
+    if let Some(svc) = &q.service {
+        match meta.services.get(svc) {
+            None => return false,
+            Some(ops) => {
+                if let Some(op) = &q.operation {
+                    if !ops.iter().any(|(n, k)| n == op && q.span_kind.is_none_or(|want| want as u8 == *k)) {
+                        return false;
+                    }
+                }
+            }
+        }
+    } else if let Some(op) = &q.operation {
+        if !meta.services.values().any(|ops| ops.iter().any(|(n, _)| n == op)) {
+            return false;
+        }
+    }
+    true
+}
+
+fn row_groups_in_window(b: &BlockHandle, lo: u64, hi: u64) -> Vec<usize> {
+    b.meta
+        .row_groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.min_start <= hi && g.max_end >= lo)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn fixed_col<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a arrow_array::FixedSizeBinaryArray, StoreError> {
+    downcast(b, n)
+}
+fn string_col<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a StringArray, StoreError> {
+    downcast(b, n)
+}
+fn i64_col<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a Int64Array, StoreError> {
+    downcast(b, n)
+}
+fn downcast<'a, T: 'static>(b: &'a RecordBatch, n: &str) -> Result<&'a T, StoreError> {
+    b.column_by_name(n)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| StoreError::corrupt(format!("column {n} missing or of the wrong type")))
+}
+
+/// Scans the columns a query needs in one block and returns the trace ids with a matching span.
+async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId>, StoreError> {
+    let (lo, hi) = q.window();
+    let groups = row_groups_in_window(b, lo, hi);
+    if groups.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut cols = vec![schema::TRACE_ID, schema::START, schema::DURATION];
+    if q.service.is_some() {
+        cols.push(schema::SERVICE);
+    }
+    if q.operation.is_some() {
+        cols.push(schema::NAME);
+    }
+    if q.span_kind.is_some() {
+        cols.push(schema::KIND);
+    }
+    if q.error.is_some() || q.attributes.iter().any(|(k, _)| k == "error") {
+        cols.push(schema::STATUS_CODE);
+    }
+    if !q.attributes.is_empty() {
+        cols.push(schema::ATTRS);
+        cols.push(schema::RESOURCE);
+        for (k, _) in &q.attributes {
+            if let Some(i) = schema::hot_index(k) {
+                if !cols.contains(&HOT[i].0) {
+                    cols.push(HOT[i].0);
+                }
+            }
+        }
+    }
+    let mut out = HashSet::new();
+    for batch in b.scan(&cols, Some(groups)).await? {
+        let tid = fixed_col(&batch, schema::TRACE_ID)?;
+        let st = i64_col(&batch, schema::START)?;
+        let du = i64_col(&batch, schema::DURATION)?;
+        let svc = q.service.as_ref().map(|_| string_col(&batch, schema::SERVICE)).transpose()?;
+        let name = q.operation.as_ref().map(|_| string_col(&batch, schema::NAME)).transpose()?;
+        let kind = batch.column_by_name(schema::KIND).and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
+        let status = batch
+            .column_by_name(schema::STATUS_CODE)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
+        let attrs = batch.column_by_name(schema::ATTRS).and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
+        let res = batch.column_by_name(schema::RESOURCE).and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
+        let mut res_cache: HashMap<&[u8], Vec<KeyValue>> = HashMap::new();
+        for i in 0..batch.num_rows() {
+            let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
+            if out.contains(&t) {
+                continue;
+            }
+            let s = st.value(i) as u64;
+            if s < lo || s > hi {
+                continue;
+            }
+            let d = du.value(i) as u64;
+            if q.min_duration_nano.is_some_and(|m| d < m) || q.max_duration_nano.is_some_and(|m| d > m) {
+                continue;
+            }
+            if let (Some(want), Some(col)) = (&q.service, svc) {
+                if col.value(i) != want {
+                    continue;
+                }
+            }
+            if let (Some(want), Some(col)) = (&q.operation, name) {
+                if col.value(i) != want {
+                    continue;
+                }
+            }
+            if let (Some(want), Some(col)) = (q.span_kind, kind) {
+                if col.value(i) != want as u8 {
+                    continue;
+                }
+            }
+            let is_error = status.is_some_and(|c| c.value(i) == StatusCode::Error as u8);
+            if q.error.is_some_and(|e| e != is_error) {
+                continue;
+            }
+            if !q.attributes.is_empty() {
+                let mut generic: Option<Vec<KeyValue>> = None;
+                let all = q.attributes.iter().all(|(k, v)| {
+                    if k == "error" && v == "true" && is_error {
+                        return true;
+                    }
+                    if let Some(h) = schema::hot_index(k) {
+                        if let Some(col) = batch.column_by_name(HOT[h].0) {
+                            if !col.is_null(i) && hot_matches(col.as_ref(), HOT[h].2, i, v) {
+                                return true;
+                            }
+                        }
+                    }
+                    let g = generic.get_or_insert_with(|| {
+                        attrs
+                            .and_then(|a| <pb::common::v1::KeyValueList as prost::Message>::decode(a.value(i)).ok())
+                            .map(|l| proto::attrs_from(l.values))
+                            .unwrap_or_default()
+                    });
+                    if attr_matches(g, k, v) {
+                        return true;
+                    }
+                    let Some(r) = res else { return false };
+                    let ra = res_cache.entry(r.value(i)).or_insert_with(|| {
+                        <pb::resource::v1::Resource as prost::Message>::decode(r.value(i))
+                            .map(|r| proto::resource_from(r).attributes)
+                            .unwrap_or_default()
+                    });
+                    attr_matches(ra, k, v)
+                });
+                if !all {
+                    continue;
+                }
+            }
+            out.insert(t);
+        }
+    }
+    Ok(out)
+}
+
+fn hot_matches(col: &dyn Array, t: HotType, i: usize, want: &str) -> bool {
+    match t {
+        HotType::Str => col.as_any().downcast_ref::<StringArray>().is_some_and(|a| a.value(i) == want),
+        HotType::Int => col
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .is_some_and(|a| want.parse::<i64>().is_ok_and(|w| w == a.value(i))),
+        HotType::Bool => col
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .is_some_and(|a| want.parse::<bool>().is_ok_and(|w| w == a.value(i))),
+    }
+}

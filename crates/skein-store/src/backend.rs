@@ -1,0 +1,153 @@
+//! Where blocks live: anything `object_store` speaks. Only the local directory is wired up
+//! today; S3/GCS/Azure plug in here by building a different `ObjectStore`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::StoreError;
+
+#[derive(Clone)]
+pub struct Backend {
+    pub store: Arc<dyn ObjectStore>,
+    /// Set for the local directory backend, whose writes we fsync ourselves.
+    local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend({})", self.store)
+    }
+}
+
+impl Backend {
+    pub fn local(root: PathBuf) -> Result<Backend, StoreError> {
+        std::fs::create_dir_all(&root).map_err(|e| StoreError::io("creating block directory", &root, e))?;
+        let fs = LocalFileSystem::new_with_prefix(&root).map_err(StoreError::object)?;
+        Ok(Backend { store: Arc::new(fs), local_root: Some(root) })
+    }
+
+    pub fn block_path(&self, id: &str, file: &str) -> Path {
+        Path::from(format!("blocks/{id}/{file}"))
+    }
+
+    /// Writes an object and, for the local backend, makes it durable before returning.
+    pub async fn put_durable(&self, path: &Path, data: Vec<u8>) -> Result<(), StoreError> {
+        self.store
+            .put(path, PutPayload::from(Bytes::from(data)))
+            .await
+            .map_err(StoreError::object)?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(path.as_ref());
+            let dir = file.parent().map(|p| p.to_path_buf());
+            tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+                std::fs::File::open(&file)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StoreError::io("syncing block file", &file, e))?;
+                if let Some(dir) = dir {
+                    crate::wal::sync_dir(&dir)?;
+                    if let Some(blocks) = dir.parent() {
+                        crate::wal::sync_dir(blocks)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, path: &Path) -> Result<Bytes, StoreError> {
+        self.store
+            .get(path)
+            .await
+            .map_err(StoreError::object)?
+            .bytes()
+            .await
+            .map_err(StoreError::object)
+    }
+
+    pub async fn delete_block(&self, id: &str) -> Result<(), StoreError> {
+        // Meta first, so a half-deleted block is never mistaken for a whole one.
+        for file in [super::block::META_FILE, super::block::DATA_FILE, super::block::SUMMARY_FILE, super::block::BLOOM_FILE] {
+            match self.store.delete(&self.block_path(id, file)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(StoreError::object(e)),
+            }
+        }
+        if let Some(root) = &self.local_root {
+            let _ = std::fs::remove_dir(root.join("blocks").join(id));
+        }
+        Ok(())
+    }
+
+    /// Ids of blocks that have a meta file (complete blocks), oldest first.
+    pub async fn list_blocks(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = Path::from("blocks");
+        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(StoreError::object)?;
+        let mut ids: Vec<String> = objects
+            .iter()
+            .filter_map(|o| {
+                let parts: Vec<_> = o.location.parts().collect();
+                (parts.len() == 3 && parts[2].as_ref() == super::block::META_FILE).then(|| parts[1].as_ref().to_string())
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// Reads a Parquet file from the object store by byte ranges.
+#[derive(Clone, Debug)]
+pub struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl ObjectReader {
+    pub fn new(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Self {
+        ObjectReader { store, path, size }
+    }
+}
+
+fn pq_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        use futures::FutureExt;
+        async move { self.store.get_range(&self.path, range).await.map_err(pq_err) }.boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        use futures::FutureExt;
+        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(pq_err) }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>> {
+        use futures::FutureExt;
+        async move {
+            let size = self.size;
+            let md = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(md))
+        }
+        .boxed()
+    }
+}

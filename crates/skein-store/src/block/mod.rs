@@ -1,0 +1,120 @@
+//! Immutable blocks: a Parquet file of spans, a Parquet table of trace summaries, a bloom
+//! filter over trace ids and a JSON meta, all under `blocks/<id>/` in the object store.
+
+pub mod bloom;
+pub mod read;
+pub mod schema;
+pub mod write;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use skein_model::otlp::pb;
+use skein_model::TraceId;
+
+pub use read::BlockHandle;
+pub use write::{BlockBuilder, BuiltBlock, TraceSummary};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const ROW_GROUP_ROWS: usize = 16 * 1024;
+
+pub const DATA_FILE: &str = "data.parquet";
+pub const SUMMARY_FILE: &str = "traces.parquet";
+pub const BLOOM_FILE: &str = "bloom";
+pub const META_FILE: &str = "meta.json";
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EventList {
+    #[prost(message, repeated, tag = "1")]
+    pub events: Vec<pb::trace::v1::span::Event>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinkList {
+    #[prost(message, repeated, tag = "1")]
+    pub links: Vec<pb::trace::v1::span::Link>,
+}
+
+mod hex_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(id: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&skein_model::hex::encode(id))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        skein_model::hex::decode_id(&s).ok_or_else(|| serde::de::Error::custom("bad trace id"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowGroupMeta {
+    #[serde(with = "hex_id")]
+    pub min_trace: TraceId,
+    #[serde(with = "hex_id")]
+    pub max_trace: TraceId,
+    pub min_start: u64,
+    pub max_end: u64,
+    pub rows: u64,
+}
+
+/// What a block holds, read at start-up and kept in memory for pruning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub format: u32,
+    pub id: String,
+    /// 0 for blocks cut from the head; a compacted block is one more than its highest input.
+    pub level: u32,
+    pub min_start: u64,
+    pub max_end: u64,
+    pub span_count: u64,
+    pub trace_count: u64,
+    pub data_bytes: u64,
+    pub summary_bytes: u64,
+    /// service → (operation, span kind) pairs present in the block.
+    pub services: BTreeMap<String, Vec<(String, u8)>>,
+    pub row_groups: Vec<RowGroupMeta>,
+    /// WAL segments whose spans this block holds (replay skips them after a crash).
+    #[serde(default)]
+    pub wal_segments: Vec<u64>,
+    pub created_unix_nano: u64,
+}
+
+impl BlockMeta {
+    pub fn new(id: String, level: u32) -> BlockMeta {
+        BlockMeta {
+            format: FORMAT_VERSION,
+            id,
+            level,
+            min_start: u64::MAX,
+            max_end: 0,
+            span_count: 0,
+            trace_count: 0,
+            data_bytes: 0,
+            summary_bytes: 0,
+            services: BTreeMap::new(),
+            row_groups: Vec::new(),
+            wal_segments: Vec::new(),
+            created_unix_nano: crate::now_unix_nano(),
+        }
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.data_bytes + self.summary_bytes
+    }
+
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.min_start <= end && self.max_end >= start
+    }
+}
+
+/// A new block id: time-ordered so listings sort oldest first.
+pub fn new_block_id() -> String {
+    format!("{:016x}-{:08x}", crate::now_unix_nano(), fastrand_u32())
+}
+
+fn fastrand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::now_unix_nano());
+    h.finish() as u32
+}

@@ -1,0 +1,302 @@
+//! Reading blocks: trace by id through bloom + row-group ranges + a row filter on trace id,
+//! column scans for search, summaries, and full scans for compaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use futures::{Stream, StreamExt, TryStreamExt};
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter};
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::PageIndexPolicy;
+use prost::Message;
+use skein_model::otlp::{pb, proto};
+use skein_model::*;
+use tokio::sync::OnceCell;
+
+use super::bloom::Bloom;
+use super::schema::{self, HotType, HOT};
+use super::write::{binaries, column, fsb, i64s, strings, u8s, unpack_dropped, TraceSummary};
+use super::{BlockMeta, EventList, LinkList, DATA_FILE, SUMMARY_FILE};
+use crate::backend::{Backend, ObjectReader};
+use crate::StoreError;
+
+pub struct BlockHandle {
+    pub meta: BlockMeta,
+    pub bloom: Bloom,
+    backend: Backend,
+    data_meta: OnceCell<ArrowReaderMetadata>,
+}
+
+impl std::fmt::Debug for BlockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockHandle").field("id", &self.meta.id).finish()
+    }
+}
+
+impl BlockHandle {
+    pub fn new(meta: BlockMeta, bloom: Bloom, backend: Backend) -> BlockHandle {
+        BlockHandle { meta, bloom, backend, data_meta: OnceCell::new() }
+    }
+
+    fn reader(&self, file: &str, size: u64) -> ObjectReader {
+        ObjectReader::new(self.backend.store.clone(), self.backend.block_path(&self.meta.id, file), size)
+    }
+
+    async fn data_metadata(&self) -> Result<ArrowReaderMetadata, StoreError> {
+        self.data_meta
+            .get_or_try_init(|| async {
+                let mut r = self.reader(DATA_FILE, self.meta.data_bytes);
+                let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+                ArrowReaderMetadata::load_async(&mut r, opts).await.map_err(StoreError::parquet)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Row groups whose trace id range admits `id`.
+    fn row_groups_for(&self, id: &TraceId) -> Vec<usize> {
+        self.meta
+            .row_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.min_trace <= *id && *id <= g.max_trace)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    pub fn may_contain(&self, id: &TraceId) -> bool {
+        self.bloom.may_contain(id) && !self.row_groups_for(id).is_empty()
+    }
+
+    /// Every span of trace `id` in this block.
+    pub async fn trace(&self, id: &TraceId) -> Result<Vec<Span>, StoreError> {
+        if !self.bloom.may_contain(id) {
+            return Ok(Vec::new());
+        }
+        let groups = self.row_groups_for(id);
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let md = self.data_metadata().await?;
+        let tid_mask = ProjectionMask::roots(md.parquet_schema(), [schema::col(schema::TRACE_ID)]);
+        let want = *id;
+        let predicate = ArrowPredicateFn::new(tid_mask, move |batch: RecordBatch| {
+            let ids = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .ok_or_else(|| arrow_schema::ArrowError::SchemaError("trace_id column type".into()))?;
+            Ok(BooleanArray::from_iter((0..ids.len()).map(|i| Some(ids.value(i) == want))))
+        });
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+            .with_row_groups(groups)
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .build()
+            .map_err(StoreError::parquet)?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(StoreError::parquet)?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.extend(batch_to_spans(b)?);
+        }
+        Ok(out)
+    }
+
+    /// Reads the named columns of the chosen row groups (all when `None`).
+    pub async fn scan(&self, columns: &[&str], row_groups: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, StoreError> {
+        self.stream(columns, row_groups).await?.try_collect().await
+    }
+
+    pub async fn stream(
+        &self,
+        columns: &[&str],
+        row_groups: Option<Vec<usize>>,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError> {
+        let md = self.data_metadata().await?;
+        let idx: Vec<usize> = columns.iter().map(|c| schema::col(c)).collect();
+        let mask = ProjectionMask::roots(md.parquet_schema(), idx);
+        let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+            .with_projection(mask)
+            .with_batch_size(8192);
+        if let Some(g) = row_groups {
+            b = b.with_row_groups(g);
+        }
+        Ok(b.build().map_err(StoreError::parquet)?.map(|r| r.map_err(StoreError::parquet)))
+    }
+
+    /// Summaries of the given traces (all traces when `ids` is `None`).
+    pub async fn summaries(&self, ids: Option<&HashSet<TraceId>>) -> Result<Vec<TraceSummary>, StoreError> {
+        let r = self.reader(SUMMARY_FILE, self.meta.summary_bytes);
+        let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new(r)
+            .await
+            .map_err(StoreError::parquet)?
+            .build()
+            .map_err(StoreError::parquet)?
+            .try_collect()
+            .await
+            .map_err(StoreError::parquet)?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let tid = fsb(b, schema::SUM_TRACE_ID)?;
+            let rs = strings(b, schema::SUM_ROOT_SERVICE)?;
+            let rn = strings(b, schema::SUM_ROOT_NAME)?;
+            let st: &Int64Array = column(b, schema::SUM_START)?;
+            let en: &Int64Array = column(b, schema::SUM_END)?;
+            let sc: &UInt32Array = column(b, schema::SUM_SPANS)?;
+            let ec: &UInt32Array = column(b, schema::SUM_ERRORS)?;
+            let sv = strings(b, schema::SUM_SERVICES)?;
+            for i in 0..b.num_rows() {
+                let id: TraceId = tid.value(i).try_into().map_err(|_| StoreError::corrupt("trace id width"))?;
+                if ids.is_some_and(|set| !set.contains(&id)) {
+                    continue;
+                }
+                let root = rs.value(i);
+                let (has_root, root_service) = match root.strip_prefix('\u{1}') {
+                    Some(r) => (false, r.to_string()),
+                    None => (true, root.to_string()),
+                };
+                out.push(TraceSummary {
+                    trace_id: id,
+                    root_service,
+                    root_name: rn.value(i).to_string(),
+                    has_root,
+                    start: st.value(i) as u64,
+                    end: en.value(i) as u64,
+                    span_count: sc.value(i),
+                    error_count: ec.value(i),
+                    services: sv
+                        .value(i)
+                        .split('\n')
+                        .filter_map(|p| p.rsplit_once('='))
+                        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
+                        .collect(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes full-schema record batches back into spans.
+pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
+    let tid = fsb(b, schema::TRACE_ID)?;
+    let sid = fsb(b, schema::SPAN_ID)?;
+    let pid = fsb(b, schema::PARENT_SPAN_ID)?;
+    let name = strings(b, schema::NAME)?;
+    let kind = u8s(b, schema::KIND)?;
+    let start = i64s(b, schema::START)?;
+    let dur = i64s(b, schema::DURATION)?;
+    let scode = u8s(b, schema::STATUS_CODE)?;
+    let smsg = strings(b, schema::STATUS_MESSAGE)?;
+    let tstate = strings(b, schema::TRACE_STATE)?;
+    let flags: &UInt32Array = column(b, schema::FLAGS)?;
+    let res = binaries(b, schema::RESOURCE)?;
+    let scope = binaries(b, schema::SCOPE)?;
+    let attrs = binaries(b, schema::ATTRS)?;
+    let events = binaries(b, schema::EVENTS)?;
+    let links = binaries(b, schema::LINKS)?;
+    let dropped: &UInt64Array = column(b, schema::DROPPED)?;
+    let hot: Vec<&dyn Array> = HOT
+        .iter()
+        .map(|(c, _, _)| b.column_by_name(c).map(|a| a.as_ref()).ok_or_else(|| StoreError::corrupt(format!("column {c} missing"))))
+        .collect::<Result<_, _>>()?;
+
+    let mut resources: HashMap<&[u8], Arc<Resource>> = HashMap::new();
+    let mut scopes: HashMap<&[u8], Arc<Scope>> = HashMap::new();
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        let r = match resources.get(res.value(i)) {
+            Some(r) => r.clone(),
+            None => {
+                let decoded = pb::resource::v1::Resource::decode(res.value(i)).map_err(StoreError::decode)?;
+                let r = Arc::new(proto::resource_from(decoded));
+                resources.insert(res.value(i), r.clone());
+                r
+            }
+        };
+        let sc = match scopes.get(scope.value(i)) {
+            Some(s) => s.clone(),
+            None => {
+                let decoded = pb::common::v1::InstrumentationScope::decode(scope.value(i)).map_err(StoreError::decode)?;
+                let s = Arc::new(proto::scope_from(decoded));
+                scopes.insert(scope.value(i), s.clone());
+                s
+            }
+        };
+        let mut attributes = Vec::new();
+        for (h, (_, key, t)) in HOT.iter().enumerate() {
+            let a = hot[h];
+            if a.is_null(i) {
+                continue;
+            }
+            let v = match t {
+                HotType::Str => a.as_any().downcast_ref::<StringArray>().map(|x| AnyValue::String(x.value(i).to_string())),
+                HotType::Int => a.as_any().downcast_ref::<Int64Array>().map(|x| AnyValue::Int(x.value(i))),
+                HotType::Bool => a.as_any().downcast_ref::<BooleanArray>().map(|x| AnyValue::Bool(x.value(i))),
+            };
+            if let Some(v) = v {
+                attributes.push(KeyValue::new(*key, v));
+            }
+        }
+        let rest = pb::common::v1::KeyValueList::decode(attrs.value(i)).map_err(StoreError::decode)?;
+        attributes.extend(proto::attrs_from(rest.values));
+        let (da, de, dl) = unpack_dropped(dropped.value(i));
+        let start_ns = start.value(i) as u64;
+        let mut span = Span {
+            trace_id: tid.value(i).try_into().map_err(|_| StoreError::corrupt("trace id width"))?,
+            span_id: sid.value(i).try_into().map_err(|_| StoreError::corrupt("span id width"))?,
+            parent_span_id: pid.value(i).try_into().map_err(|_| StoreError::corrupt("parent id width"))?,
+            trace_state: tstate.value(i).to_string(),
+            flags: flags.value(i),
+            name: name.value(i).to_string(),
+            kind: SpanKind::from_i32(kind.value(i) as i32).unwrap_or_default(),
+            start_unix_nano: start_ns,
+            end_unix_nano: start_ns + dur.value(i) as u64,
+            attributes,
+            dropped_attributes_count: da,
+            events: Vec::new(),
+            dropped_events_count: de,
+            links: Vec::new(),
+            dropped_links_count: dl,
+            status: Status {
+                code: StatusCode::from_i32(scode.value(i) as i32).unwrap_or_default(),
+                message: smsg.value(i).to_string(),
+            },
+            resource: r,
+            scope: sc,
+        };
+        if !events.value(i).is_empty() {
+            let ev = EventList::decode(events.value(i)).map_err(StoreError::decode)?;
+            span.events = ev
+                .events
+                .into_iter()
+                .map(|e| Event {
+                    time_unix_nano: e.time_unix_nano,
+                    name: e.name,
+                    attributes: proto::attrs_from(e.attributes),
+                    dropped_attributes_count: e.dropped_attributes_count,
+                })
+                .collect();
+        }
+        if !links.value(i).is_empty() {
+            let ls = LinkList::decode(links.value(i)).map_err(StoreError::decode)?;
+            span.links = ls
+                .links
+                .into_iter()
+                .filter_map(|l| {
+                    Some(Link {
+                        trace_id: l.trace_id.as_slice().try_into().ok()?,
+                        span_id: l.span_id.as_slice().try_into().ok()?,
+                        trace_state: l.trace_state,
+                        attributes: proto::attrs_from(l.attributes),
+                        dropped_attributes_count: l.dropped_attributes_count,
+                        flags: l.flags,
+                    })
+                })
+                .collect();
+        }
+        out.push(span);
+    }
+    Ok(out)
+}

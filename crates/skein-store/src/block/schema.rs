@@ -1,0 +1,114 @@
+//! The block's column layout: one row per span, sorted by (trace id, start time).
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+pub const TRACE_ID: &str = "trace_id";
+pub const SPAN_ID: &str = "span_id";
+pub const PARENT_SPAN_ID: &str = "parent_span_id";
+pub const NAME: &str = "name";
+pub const KIND: &str = "kind";
+pub const START: &str = "start_unix_nano";
+pub const DURATION: &str = "duration_nano";
+pub const STATUS_CODE: &str = "status_code";
+pub const STATUS_MESSAGE: &str = "status_message";
+pub const TRACE_STATE: &str = "trace_state";
+pub const FLAGS: &str = "flags";
+pub const SERVICE: &str = "service_name";
+pub const RESOURCE: &str = "resource";
+pub const SCOPE: &str = "scope";
+pub const ATTRS: &str = "attributes";
+pub const EVENTS: &str = "events";
+pub const LINKS: &str = "links";
+pub const DROPPED: &str = "dropped_counts";
+
+/// How a hot attribute is stored in its dedicated column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HotType {
+    Str,
+    Int,
+    Bool,
+}
+
+/// Attributes that get a column of their own: searched often, cheap to scan, compress well.
+/// An attribute whose value is not of the column's type stays in the generic column.
+pub const HOT: &[(&str, &str, HotType)] = &[
+    ("attr_http_request_method", "http.request.method", HotType::Str),
+    ("attr_http_response_status_code", "http.response.status_code", HotType::Int),
+    ("attr_http_route", "http.route", HotType::Str),
+    ("attr_url_full", "url.full", HotType::Str),
+    ("attr_server_address", "server.address", HotType::Str),
+    ("attr_db_system", "db.system", HotType::Str),
+    ("attr_db_statement", "db.statement", HotType::Str),
+    ("attr_db_query_text", "db.query.text", HotType::Str),
+    ("attr_rpc_system", "rpc.system", HotType::Str),
+    ("attr_rpc_service", "rpc.service", HotType::Str),
+    ("attr_rpc_method", "rpc.method", HotType::Str),
+    ("attr_error", "error", HotType::Bool),
+];
+
+pub fn hot_index(key: &str) -> Option<usize> {
+    HOT.iter().position(|(_, k, _)| *k == key)
+}
+
+pub static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = vec![
+        Field::new(TRACE_ID, DataType::FixedSizeBinary(16), false),
+        Field::new(SPAN_ID, DataType::FixedSizeBinary(8), false),
+        Field::new(PARENT_SPAN_ID, DataType::FixedSizeBinary(8), false),
+        Field::new(NAME, DataType::Utf8, false),
+        Field::new(KIND, DataType::UInt8, false),
+        Field::new(START, DataType::Int64, false),
+        Field::new(DURATION, DataType::Int64, false),
+        Field::new(STATUS_CODE, DataType::UInt8, false),
+        Field::new(STATUS_MESSAGE, DataType::Utf8, false),
+        Field::new(TRACE_STATE, DataType::Utf8, false),
+        Field::new(FLAGS, DataType::UInt32, false),
+        Field::new(SERVICE, DataType::Utf8, false),
+        Field::new(RESOURCE, DataType::Binary, false),
+        Field::new(SCOPE, DataType::Binary, false),
+    ];
+    for (col, _, t) in HOT {
+        let dt = match t {
+            HotType::Str => DataType::Utf8,
+            HotType::Int => DataType::Int64,
+            HotType::Bool => DataType::Boolean,
+        };
+        fields.push(Field::new(*col, dt, true));
+    }
+    fields.push(Field::new(ATTRS, DataType::Binary, false));
+    fields.push(Field::new(EVENTS, DataType::Binary, false));
+    fields.push(Field::new(LINKS, DataType::Binary, false));
+    // dropped attribute, event and link counts, as one u64 (21 bits each)
+    fields.push(Field::new(DROPPED, DataType::UInt64, false));
+    Arc::new(Schema::new(fields))
+});
+
+pub fn col(name: &str) -> usize {
+    SPANS.index_of(name).expect("column in schema")
+}
+
+// The per-trace summary table, which search reads before any span column.
+pub const SUM_TRACE_ID: &str = "trace_id";
+pub const SUM_ROOT_SERVICE: &str = "root_service";
+pub const SUM_ROOT_NAME: &str = "root_name";
+pub const SUM_START: &str = "start_unix_nano";
+pub const SUM_END: &str = "end_unix_nano";
+pub const SUM_SPANS: &str = "span_count";
+pub const SUM_ERRORS: &str = "error_count";
+pub const SUM_SERVICES: &str = "services";
+
+pub static SUMMARIES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(SUM_TRACE_ID, DataType::FixedSizeBinary(16), false),
+        Field::new(SUM_ROOT_SERVICE, DataType::Utf8, false),
+        Field::new(SUM_ROOT_NAME, DataType::Utf8, false),
+        Field::new(SUM_START, DataType::Int64, false),
+        Field::new(SUM_END, DataType::Int64, false),
+        Field::new(SUM_SPANS, DataType::UInt32, false),
+        Field::new(SUM_ERRORS, DataType::UInt32, false),
+        // "service=count" pairs joined by '\n'
+        Field::new(SUM_SERVICES, DataType::Utf8, false),
+    ]))
+});

@@ -1,0 +1,215 @@
+//! Compaction (merge small blocks into bigger ones, deduping spans) and retention (drop whole
+//! blocks by age and by total size).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::{Array, RecordBatch};
+use futures::StreamExt;
+use skein_model::metrics;
+use skein_model::{SpanId, TraceId};
+
+use crate::block::schema;
+use crate::block::{new_block_id, BlockBuilder, BlockHandle};
+use crate::{upload_block, Store, StoreError};
+
+impl Store {
+    /// Deletes blocks entirely older than the retention period, then the oldest blocks while
+    /// the total size exceeds `retention_max_bytes` (when set). Returns how many were deleted.
+    pub async fn enforce_retention(&self, now_unix_nano: u64) -> Result<usize, StoreError> {
+        let _guard = self.compaction_lock().lock().await;
+        let cfg = self.config();
+        let cutoff = now_unix_nano.saturating_sub(cfg.retention.as_nanos() as u64);
+        let mut blocks = self.snapshot().blocks;
+        blocks.sort_by_key(|b| (b.meta.max_end, b.meta.min_start));
+        let mut doomed: Vec<String> = blocks.iter().filter(|b| b.meta.max_end < cutoff).map(|b| b.meta.id.clone()).collect();
+        if cfg.retention_max_bytes > 0 {
+            let mut total: u64 = blocks
+                .iter()
+                .filter(|b| !doomed.contains(&b.meta.id))
+                .map(|b| b.meta.total_bytes())
+                .sum();
+            for b in &blocks {
+                if total <= cfg.retention_max_bytes {
+                    break;
+                }
+                if !doomed.contains(&b.meta.id) {
+                    total -= b.meta.total_bytes();
+                    doomed.push(b.meta.id.clone());
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        self.replace_blocks(Vec::new(), &doomed);
+        for id in &doomed {
+            self.backend().delete_block(id).await?;
+        }
+        metrics::counter("skein_retention_deleted_blocks_total", "Blocks deleted by retention", &[]).add(doomed.len() as u64);
+        tracing::info!(blocks = doomed.len(), "retention deleted blocks");
+        Ok(doomed.len())
+    }
+
+    /// Picks one group of small blocks, neighbours in time, and merges them. Returns the number
+    /// of input blocks merged (0 when nothing was worth compacting).
+    pub async fn compact_once(&self) -> Result<usize, StoreError> {
+        let _guard = self.compaction_lock().lock().await;
+        let target = self.config().compaction_target_spans;
+        let mut small: Vec<Arc<BlockHandle>> =
+            self.snapshot().blocks.into_iter().filter(|b| b.meta.span_count < target / 2).collect();
+        small.sort_by_key(|b| (b.meta.min_start, b.meta.id.clone()));
+        let mut group: Vec<Arc<BlockHandle>> = Vec::new();
+        let mut spans = 0u64;
+        for b in small {
+            if spans + b.meta.span_count > target && group.len() >= 2 {
+                break;
+            }
+            if spans + b.meta.span_count > target {
+                group.clear();
+                spans = 0;
+            }
+            spans += b.meta.span_count;
+            group.push(b);
+        }
+        if group.len() < 2 {
+            return Ok(0);
+        }
+        let started = std::time::Instant::now();
+        let merged = merge_blocks(&group).await?;
+        let (in_spans, out_spans) = (spans, merged.meta.span_count);
+        let handle = Arc::new(upload_block(self.backend(), merged).await?);
+        let ids: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
+        self.replace_blocks(vec![handle], &ids);
+        for id in &ids {
+            self.backend().delete_block(id).await?;
+        }
+        metrics::counter("skein_compactions_total", "Compactions completed", &[]).inc();
+        metrics::counter("skein_compaction_deduped_spans_total", "Duplicate spans removed by compaction", &[])
+            .add(in_spans - out_spans);
+        tracing::info!(inputs = ids.len(), spans_in = in_spans, spans_out = out_spans, elapsed = ?started.elapsed(), "compacted blocks");
+        Ok(ids.len())
+    }
+}
+
+struct Cursor {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch, StoreError>> + Send>>,
+    batch: Option<RecordBatch>,
+    row: usize,
+}
+
+impl Cursor {
+    async fn advance_batch(&mut self) -> Result<(), StoreError> {
+        self.batch = None;
+        self.row = 0;
+        while let Some(b) = self.stream.next().await {
+            let b = b?;
+            if b.num_rows() > 0 {
+                self.batch = Some(b);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> Option<(TraceId, i64)> {
+        let b = self.batch.as_ref()?;
+        let tid = crate::block::write::fsb(b, schema::TRACE_ID).ok()?;
+        let st = crate::block::write::i64s(b, schema::START).ok()?;
+        Some((tid.value(self.row).try_into().ok()?, st.value(self.row)))
+    }
+
+    fn span_id(&self) -> Option<SpanId> {
+        let b = self.batch.as_ref()?;
+        crate::block::write::fsb(b, schema::SPAN_ID).ok()?.value(self.row).try_into().ok()
+    }
+}
+
+/// K-way merge of sorted blocks into one sorted block, streaming one batch per input at a time
+/// and dropping spans already seen in the same trace.
+pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::BuiltBlock, StoreError> {
+    let all: Vec<&str> = schema::SPANS.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut cursors = Vec::new();
+    for b in inputs {
+        let stream = b.stream(&all, None).await?;
+        let mut c = Cursor { stream: Box::pin(stream), batch: None, row: 0 };
+        c.advance_batch().await?;
+        cursors.push(c);
+    }
+    let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
+    let mut builder = BlockBuilder::new(new_block_id(), level)?;
+    let mut wal_segments: Vec<u64> = inputs.iter().flat_map(|b| b.meta.wal_segments.iter().copied()).collect();
+    wal_segments.sort_unstable();
+    wal_segments.dedup();
+
+    let mut picks: Vec<(usize, usize)> = Vec::new();
+    let mut current_trace: Option<TraceId> = None;
+    let mut seen: HashSet<SpanId> = HashSet::new();
+    loop {
+        // The smallest (trace id, start) among the cursors.
+        let mut best: Option<(usize, (TraceId, i64))> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            if let Some(k) = c.key() {
+                if best.as_ref().is_none_or(|(_, bk)| k < *bk) {
+                    best = Some((i, k));
+                }
+            }
+        }
+        let Some((i, (tid, _))) = best else { break };
+        if current_trace != Some(tid) {
+            current_trace = Some(tid);
+            seen.clear();
+        }
+        let sid = cursors[i].span_id().ok_or_else(|| StoreError::corrupt("span id"))?;
+        if seen.insert(sid) {
+            picks.push((i, cursors[i].row));
+        }
+        cursors[i].row += 1;
+        let exhausted = cursors[i].batch.as_ref().is_some_and(|b| cursors[i].row >= b.num_rows());
+        if exhausted || picks.len() >= 8192 {
+            flush_picks(&cursors, &mut picks, &mut builder)?;
+        }
+        if exhausted {
+            cursors[i].advance_batch().await?;
+        }
+    }
+    flush_picks(&cursors, &mut picks, &mut builder)?;
+    let mut built = builder.finish()?;
+    built.meta.wal_segments = wal_segments;
+    Ok(built)
+}
+
+fn flush_picks(cursors: &[Cursor], picks: &mut Vec<(usize, usize)>, builder: &mut BlockBuilder) -> Result<(), StoreError> {
+    if picks.is_empty() {
+        return Ok(());
+    }
+    // Every pick refers to a cursor's current batch (we flush before any cursor moves on).
+    let batches: Vec<&RecordBatch> = cursors.iter().map(|c| c.batch.as_ref()).collect::<Option<Vec<_>>>().unwrap_or_else(|| {
+        cursors.iter().filter_map(|c| c.batch.as_ref()).collect()
+    });
+    let index_of: Vec<Option<usize>> = {
+        let mut k = 0;
+        cursors
+            .iter()
+            .map(|c| {
+                c.batch.as_ref().map(|_| {
+                    k += 1;
+                    k - 1
+                })
+            })
+            .collect()
+    };
+    let mapped: Vec<(usize, usize)> = picks
+        .iter()
+        .map(|(c, r)| index_of[*c].map(|b| (b, *r)).ok_or_else(|| StoreError::Internal("pick from an empty cursor".into())))
+        .collect::<Result<_, _>>()?;
+    let mut columns = Vec::with_capacity(schema::SPANS.fields().len());
+    for col in 0..schema::SPANS.fields().len() {
+        let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(col).as_ref()).collect();
+        columns.push(arrow_select::interleave::interleave(&arrays, &mapped).map_err(StoreError::arrow)?);
+    }
+    let out = RecordBatch::try_new(schema::SPANS.clone(), columns).map_err(StoreError::arrow)?;
+    builder.push(&out)?;
+    picks.clear();
+    Ok(())
+}

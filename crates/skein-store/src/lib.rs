@@ -1,0 +1,643 @@
+//! The embedded trace store: WAL → head → Parquet blocks, with compaction and retention.
+//!
+//! One writer thread owns the WAL: it group-commits whatever requests are queued (one fsync
+//! for all of them), inserts their spans into the head, acknowledges, and cuts the head into a
+//! block when it is big or old enough. Blocks are built and uploaded on the tokio runtime; a
+//! block's WAL segments are deleted once the block is durable.
+
+pub mod backend;
+pub mod block;
+pub mod compact;
+pub mod head;
+pub mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use skein_model::metrics::{self, Counter, Gauge, Histogram};
+use skein_model::otlp::{pb, proto};
+use skein_model::units::{serde_bytes, serde_duration};
+use skein_model::{Span, TraceId};
+use tokio::sync::oneshot;
+
+use backend::Backend;
+use block::{BlockBuilder, BlockHandle, BlockMeta};
+use head::{Head, HeadView};
+
+pub fn now_unix_nano() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("object store: {0}")]
+    Object(String),
+    #[error("parquet: {0}")]
+    Parquet(String),
+    #[error("arrow: {0}")]
+    Arrow(String),
+    #[error("encoding: {0}")]
+    Encode(String),
+    #[error("decoding stored data: {0}")]
+    Decode(String),
+    #[error("corrupt block: {0}")]
+    Corrupt(String),
+    #[error("the store is overloaded ({0}); retry later")]
+    Overloaded(&'static str),
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn io(what: &'static str, path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io { what, path: path.to_path_buf(), source }
+    }
+    pub fn object(e: object_store::Error) -> Self {
+        StoreError::Object(e.to_string())
+    }
+    pub fn parquet(e: parquet::errors::ParquetError) -> Self {
+        StoreError::Parquet(e.to_string())
+    }
+    pub fn arrow(e: arrow_schema::ArrowError) -> Self {
+        StoreError::Arrow(e.to_string())
+    }
+    pub fn encode(e: prost::EncodeError) -> Self {
+        StoreError::Encode(e.to_string())
+    }
+    pub fn decode(e: prost::DecodeError) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+    pub fn corrupt(msg: impl Into<String>) -> Self {
+        StoreError::Corrupt(msg.into())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Spans in the head before it is cut into a block.
+    pub head_max_spans: usize,
+    /// Estimated memory of the head before it is cut.
+    #[serde(with = "serde_bytes")]
+    pub head_max_bytes: u64,
+    /// Age of the head before it is cut (even when small), bounding WAL replay time.
+    #[serde(with = "serde_duration")]
+    pub head_max_age: Duration,
+    /// Requests waiting for the WAL before new ones are refused with backpressure.
+    pub wal_queue_depth: usize,
+    /// Heads waiting to become blocks before ingest is refused with backpressure.
+    pub max_pending_blocks: usize,
+    /// Blocks whose newest span is older than this are deleted.
+    #[serde(with = "serde_duration")]
+    pub retention: Duration,
+    /// When set, the oldest blocks are deleted while the total exceeds this many bytes.
+    #[serde(with = "serde_bytes")]
+    pub retention_max_bytes: u64,
+    #[serde(with = "serde_duration")]
+    pub compaction_interval: Duration,
+    /// Compaction merges small blocks into blocks of up to this many spans.
+    pub compaction_target_spans: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            head_max_spans: 250_000,
+            head_max_bytes: 192 << 20,
+            head_max_age: Duration::from_secs(60),
+            wal_queue_depth: 512,
+            max_pending_blocks: 2,
+            retention: Duration::from_secs(7 * 86400),
+            retention_max_bytes: 0,
+            compaction_interval: Duration::from_secs(30),
+            compaction_target_spans: 2_000_000,
+        }
+    }
+}
+
+struct Frozen {
+    head: Head,
+}
+
+#[derive(Default)]
+struct State {
+    head: Head,
+    frozen: Vec<Arc<Frozen>>,
+    blocks: Vec<Arc<BlockHandle>>,
+}
+
+struct Metrics {
+    wal_bytes: Counter,
+    wal_records: Counter,
+    fsync: Histogram,
+    head_spans: Gauge,
+    head_bytes: Gauge,
+    head_traces: Gauge,
+    blocks: Gauge,
+    block_bytes: Gauge,
+    block_spans: Gauge,
+    pending_blocks: Gauge,
+    queue_depth: Gauge,
+    cuts: Counter,
+    replay_truncated: Counter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        Metrics {
+            wal_bytes: metrics::counter("skein_wal_bytes_total", "Bytes appended to the write-ahead log", &[]),
+            wal_records: metrics::counter("skein_wal_records_total", "Records appended to the write-ahead log", &[]),
+            fsync: metrics::histogram("skein_wal_fsync_seconds", "Latency of WAL group-commit fsyncs", &[]),
+            head_spans: metrics::gauge("skein_head_spans", "Spans in the in-memory head", &[]),
+            head_bytes: metrics::gauge("skein_head_bytes", "Estimated bytes held by the in-memory head", &[]),
+            head_traces: metrics::gauge("skein_head_traces", "Traces in the in-memory head", &[]),
+            blocks: metrics::gauge("skein_blocks", "Blocks in the store", &[]),
+            block_bytes: metrics::gauge("skein_block_bytes", "Bytes of all blocks in the store", &[]),
+            block_spans: metrics::gauge("skein_block_spans", "Spans in all blocks", &[]),
+            pending_blocks: metrics::gauge("skein_pending_blocks", "Cut heads waiting to be written as blocks", &[]),
+            queue_depth: metrics::gauge("skein_ingest_queue_depth", "Requests waiting for the WAL writer", &[]),
+            cuts: metrics::counter("skein_head_cuts_total", "Heads cut into blocks", &[]),
+            replay_truncated: metrics::counter(
+                "skein_wal_truncated_bytes_total",
+                "Bytes of torn or corrupt WAL tails truncated during replay",
+                &[],
+            ),
+        }
+    }
+}
+
+enum WalMsg {
+    Append { payload: Vec<u8>, spans: Vec<Span>, done: oneshot::Sender<Result<(), StoreError>> },
+    Cut(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Inner {
+    cfg: StoreConfig,
+    backend: Backend,
+    wal_dir: PathBuf,
+    tx: SyncSender<WalMsg>,
+    state: RwLock<State>,
+    metrics: Metrics,
+    runtime: tokio::runtime::Handle,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compaction: tokio::sync::Mutex<()>,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// A point-in-time view for queries: heads (active and being cut) and blocks.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub heads: Vec<HeadView>,
+    pub blocks: Vec<Arc<BlockHandle>>,
+}
+
+/// Store-wide figures, for `/metrics`, `/ready` and the load report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStats {
+    pub head_spans: usize,
+    pub pending_blocks: usize,
+    pub blocks: usize,
+    pub block_spans: u64,
+    pub block_bytes: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `data_dir`, replaying the WAL. Must be called inside a
+    /// tokio runtime.
+    pub async fn open(data_dir: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
+        let wal_dir = data_dir.join("wal");
+        std::fs::create_dir_all(&wal_dir).map_err(|e| StoreError::io("creating WAL directory", &wal_dir, e))?;
+        let backend = Backend::local(data_dir.to_path_buf())?;
+        let metrics = Metrics::new();
+
+        // Blocks first: their metas say which WAL segments are already in a block.
+        let mut blocks = Vec::new();
+        for id in backend.list_blocks().await? {
+            match load_block(&backend, &id).await {
+                Ok(h) => blocks.push(Arc::new(h)),
+                Err(e) => tracing::error!(block = %id, error = %e, "skipping unreadable block"),
+            }
+        }
+        let covered: std::collections::HashSet<u64> =
+            blocks.iter().flat_map(|b| b.meta.wal_segments.iter().copied()).collect();
+
+        let mut head = Head::default();
+        let segments = wal::list_segments(&wal_dir)?;
+        let started = Instant::now();
+        let mut replayed = 0usize;
+        for &seq in &segments {
+            if covered.contains(&seq) {
+                // The crash came after the block was written but before the segment was deleted.
+                let _ = wal::remove_segment(&wal_dir, seq);
+                continue;
+            }
+            let path = wal::segment_path(&wal_dir, seq);
+            let r = wal::replay_segment(&path)?;
+            if r.truncated_bytes > 0 {
+                tracing::warn!(segment = %path.display(), bytes = r.truncated_bytes, "truncated a torn WAL tail");
+                metrics.replay_truncated.add(r.truncated_bytes);
+            }
+            for rec in r.records {
+                let req = pb::collector::trace::v1::ExportTraceServiceRequest::decode(rec.as_slice()).map_err(StoreError::decode)?;
+                let decoded = proto::decode_request(req);
+                replayed += decoded.batch.spans.len();
+                head.insert(decoded.batch.spans);
+            }
+            head.wal_segments.push(seq);
+        }
+        if !segments.is_empty() {
+            tracing::info!(segments = segments.len(), spans = replayed, elapsed = ?started.elapsed(), "replayed WAL");
+        }
+        let next_seq = segments.last().map_or(1, |s| s + 1);
+        let segment = wal::Segment::create(&wal_dir, next_seq)?;
+        head.wal_segments.push(next_seq);
+
+        let (tx, rx) = mpsc::sync_channel(cfg.wal_queue_depth.max(1));
+        let inner = Arc::new(Inner {
+            cfg,
+            backend,
+            wal_dir,
+            tx,
+            state: RwLock::new(State { head, frozen: Vec::new(), blocks }),
+            metrics,
+            runtime: tokio::runtime::Handle::current(),
+            writer: Mutex::new(None),
+            compaction: tokio::sync::Mutex::new(()),
+        });
+        inner.update_gauges();
+        let weak = Arc::downgrade(&inner);
+        let handle = std::thread::Builder::new()
+            .name("skein-wal".into())
+            .spawn(move || writer_loop(weak, rx, segment))
+            .map_err(|e| StoreError::Internal(format!("spawning WAL writer: {e}")))?;
+        *inner.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(Store { inner })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.cfg
+    }
+
+    /// Queues spans for the WAL. The returned receiver resolves once they are durable and
+    /// queryable. Fails at once with `Overloaded` when the WAL queue or block backlog is full.
+    pub fn try_append(&self, spans: Vec<Span>) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        if spans.is_empty() {
+            let _ = done.send(Ok(()));
+            return Ok(rx);
+        }
+        {
+            let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+            if st.frozen.len() >= self.inner.cfg.max_pending_blocks {
+                return Err(StoreError::Overloaded("block writer is behind"));
+            }
+        }
+        let payload = proto::encode_request(spans.iter()).encode_to_vec();
+        match self.inner.tx.try_send(WalMsg::Append { payload, spans, done }) {
+            Ok(()) => {
+                self.inner.metrics.queue_depth.add(1);
+                Ok(rx)
+            }
+            Err(TrySendError::Full(_)) => Err(StoreError::Overloaded("WAL queue is full")),
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::ShuttingDown),
+        }
+    }
+
+    /// Appends and waits until durable.
+    pub async fn append(&self, spans: Vec<Span>) -> Result<(), StoreError> {
+        self.try_append(spans)?.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// How many spans of `trace_id` the head holds (for the per-trace span limit).
+    pub fn head_spans_in_trace(&self, trace_id: &TraceId) -> usize {
+        let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+        st.head.spans_in_trace(trace_id) + st.frozen.iter().map(|f| f.head.spans_in_trace(trace_id)).sum::<usize>()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut heads = vec![HeadView::of(&st.head)];
+        heads.extend(st.frozen.iter().map(|f| HeadView::of(&f.head)));
+        Snapshot { heads, blocks: st.blocks.clone() }
+    }
+
+    /// Spans of one trace held in memory, plus the blocks that may hold more.
+    pub fn trace_sources(&self, id: &TraceId) -> (Vec<Span>, Vec<Arc<BlockHandle>>) {
+        let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut spans = st.head.trace(id);
+        for f in &st.frozen {
+            spans.extend(f.head.trace(id));
+        }
+        let blocks = st.blocks.iter().filter(|b| b.may_contain(id)).cloned().collect();
+        (spans, blocks)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+        StoreStats {
+            head_spans: st.head.spans + st.frozen.iter().map(|f| f.head.spans).sum::<usize>(),
+            pending_blocks: st.frozen.len(),
+            blocks: st.blocks.len(),
+            block_spans: st.blocks.iter().map(|b| b.meta.span_count).sum(),
+            block_bytes: st.blocks.iter().map(|b| b.meta.total_bytes()).sum(),
+        }
+    }
+
+    /// Cuts the head into a block now and waits until every pending block is written.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.tx.send(WalMsg::Cut(tx)).map_err(|_| StoreError::ShuttingDown)?;
+        let _ = rx.await;
+        self.wait_pending_blocks(Duration::from_secs(120)).await
+    }
+
+    async fn wait_pending_blocks(&self, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.inner.state.read().unwrap_or_else(|e| e.into_inner()).frozen.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(StoreError::Internal("timed out waiting for blocks to be written".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops accepting writes, cuts the head into a block and waits for it (graceful shutdown).
+    /// Everything acknowledged is already durable in the WAL; this only shortens the next start.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(WalMsg::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        self.wait_pending_blocks(Duration::from_secs(60)).await?;
+        let handle = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        Ok(())
+    }
+
+    /// Runs compaction and retention every `compaction_interval` until the store is dropped.
+    pub fn start_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let every = self.inner.cfg.compaction_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let store = Store { inner };
+                if let Err(e) = store.enforce_retention(now_unix_nano()).await {
+                    tracing::error!(error = %e, "retention failed");
+                }
+                if let Err(e) = store.compact_once().await {
+                    tracing::error!(error = %e, "compaction failed");
+                }
+            }
+        })
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// Swaps blocks in the live list: adds `added`, removes `removed` ids, in one step.
+    pub(crate) fn replace_blocks(&self, added: Vec<Arc<BlockHandle>>, removed: &[String]) {
+        let mut st = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        st.blocks.retain(|b| !removed.contains(&b.meta.id));
+        st.blocks.extend(added);
+        st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+        drop(st);
+        self.inner.update_gauges();
+    }
+
+    pub(crate) fn compaction_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.compaction
+    }
+}
+
+impl Inner {
+    fn update_gauges(&self) {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        self.metrics.head_spans.set(st.head.spans as i64);
+        self.metrics.head_bytes.set(st.head.bytes as i64);
+        self.metrics.head_traces.set(st.head.trace_count() as i64);
+        self.metrics.blocks.set(st.blocks.len() as i64);
+        self.metrics.block_bytes.set(st.blocks.iter().map(|b| b.meta.total_bytes()).sum::<u64>() as i64);
+        self.metrics.block_spans.set(st.blocks.iter().map(|b| b.meta.span_count).sum::<u64>() as i64);
+        self.metrics.pending_blocks.set(st.frozen.len() as i64);
+    }
+
+    fn head_due(&self) -> bool {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let h = &st.head;
+        !h.is_empty()
+            && (h.spans >= self.cfg.head_max_spans
+                || h.bytes as u64 >= self.cfg.head_max_bytes
+                || h.created.elapsed() >= self.cfg.head_max_age)
+    }
+}
+
+pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandle, StoreError> {
+    let meta_bytes = backend.get(&backend.block_path(id, block::META_FILE)).await?;
+    let meta: BlockMeta = serde_json::from_slice(&meta_bytes).map_err(|e| StoreError::corrupt(format!("meta of {id}: {e}")))?;
+    if meta.format != block::FORMAT_VERSION {
+        return Err(StoreError::corrupt(format!("block {id} has format {} (this build reads {})", meta.format, block::FORMAT_VERSION)));
+    }
+    let bloom_bytes = backend.get(&backend.block_path(id, block::BLOOM_FILE)).await?;
+    let bloom = block::bloom::Bloom::from_bytes(&bloom_bytes).ok_or_else(|| StoreError::corrupt(format!("bloom of {id}")))?;
+    Ok(BlockHandle::new(meta, bloom, backend.clone()))
+}
+
+/// Builds a block from spans in memory (sorting them by trace id, start).
+pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::BuiltBlock, StoreError> {
+    let mut sorted: Vec<&Span> = spans.to_vec();
+    sorted.sort_unstable_by(|a, b| (a.trace_id, a.start_unix_nano, a.span_id).cmp(&(b.trace_id, b.start_unix_nano, b.span_id)));
+    // The same span can arrive twice (client retries); keep one.
+    sorted.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id && a.start_unix_nano == b.start_unix_nano);
+    let mut builder = BlockBuilder::new(id, level)?;
+    for chunk in sorted.chunks(block::ROW_GROUP_ROWS) {
+        builder.push(&block::write::spans_to_batch(chunk)?)?;
+    }
+    builder.finish()
+}
+
+/// Uploads a built block: data, summaries and bloom first, meta last (the commit point).
+pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) -> Result<BlockHandle, StoreError> {
+    let id = built.meta.id.clone();
+    backend.put_durable(&backend.block_path(&id, block::DATA_FILE), built.data).await?;
+    backend.put_durable(&backend.block_path(&id, block::SUMMARY_FILE), built.summaries).await?;
+    backend.put_durable(&backend.block_path(&id, block::BLOOM_FILE), built.bloom.clone()).await?;
+    let meta_json = serde_json::to_vec_pretty(&built.meta).map_err(|e| StoreError::Internal(e.to_string()))?;
+    backend.put_durable(&backend.block_path(&id, block::META_FILE), meta_json).await?;
+    let bloom = block::bloom::Bloom::from_bytes(&built.bloom).ok_or_else(|| StoreError::corrupt("bloom"))?;
+    Ok(BlockHandle::new(built.meta, bloom, backend.clone()))
+}
+
+// ---- the WAL writer thread ---------------------------------------------------------------
+
+const MAX_GROUP_BYTES: usize = 32 << 20;
+
+fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment: wal::Segment) {
+    let mut framed = Vec::with_capacity(1 << 20);
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let mut appends = Vec::new();
+        let mut force_cut = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = first;
+        while let Some(msg) = next.take() {
+            match msg {
+                WalMsg::Append { payload, spans, done } => {
+                    bytes += payload.len();
+                    appends.push((payload, spans, done));
+                }
+                WalMsg::Cut(tx) => force_cut.push(tx),
+                WalMsg::Shutdown(tx) => shutdown = Some(tx),
+            }
+            if bytes < MAX_GROUP_BYTES && shutdown.is_none() {
+                next = rx.try_recv().ok();
+            }
+        }
+        inner.metrics.queue_depth.add(-(appends.len() as i64));
+
+        if !appends.is_empty() {
+            framed.clear();
+            for (payload, _, _) in &appends {
+                wal::encode_record(payload, &mut framed);
+            }
+            let t = Instant::now();
+            let res = segment.append_durable(&framed);
+            inner.metrics.fsync.observe(t.elapsed().as_secs_f64());
+            match res {
+                Ok(()) => {
+                    inner.metrics.wal_bytes.add(framed.len() as u64);
+                    inner.metrics.wal_records.add(appends.len() as u64);
+                    let mut acks = Vec::with_capacity(appends.len());
+                    {
+                        let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
+                        for (_, spans, done) in appends {
+                            st.head.insert(spans);
+                            acks.push(done);
+                        }
+                    }
+                    for done in acks {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "WAL append failed; requests are refused, not acknowledged");
+                    for (_, _, done) in appends {
+                        let _ = done.send(Err(StoreError::Internal(format!("WAL write failed: {e}"))));
+                    }
+                }
+            }
+        }
+
+        let cut = !force_cut.is_empty() || shutdown.is_some() || inner.head_due();
+        if cut {
+            match cut_head(&inner, &mut segment) {
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "cutting the head failed"),
+            }
+        }
+        inner.update_gauges();
+        for tx in force_cut {
+            let _ = tx.send(());
+        }
+        if let Some(tx) = shutdown.take() {
+            let _ = tx.send(());
+            return;
+        }
+    }
+}
+
+/// Rotates the WAL and freezes the head; a task turns the frozen head into a block.
+fn cut_head(inner: &Arc<Inner>, segment: &mut wal::Segment) -> Result<(), StoreError> {
+    {
+        let st = inner.state.read().unwrap_or_else(|e| e.into_inner());
+        if st.head.is_empty() {
+            return Ok(());
+        }
+    }
+    let new_segment = wal::Segment::create(&inner.wal_dir, segment.seq + 1)?;
+    let old = std::mem::replace(segment, new_segment);
+    let frozen = {
+        let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = Head::default();
+        fresh.wal_segments.push(segment.seq);
+        let head = std::mem::replace(&mut st.head, fresh);
+        let f = Arc::new(Frozen { head });
+        st.frozen.push(f.clone());
+        f
+    };
+    drop(old);
+    inner.metrics.cuts.inc();
+    let inner = inner.clone();
+    let rt = inner.runtime.clone();
+    rt.spawn(async move {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match write_frozen(&inner, &frozen).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?delay, "writing block failed; the head stays in memory and in the WAL");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn write_frozen(inner: &Arc<Inner>, frozen: &Arc<Frozen>) -> Result<(), StoreError> {
+    let f = frozen.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let spans: Vec<&Span> = f.head.all_spans().collect();
+        let mut built = build_block(&spans, block::new_block_id(), 0)?;
+        built.meta.wal_segments = f.head.wal_segments.clone();
+        Ok::<_, StoreError>(built)
+    })
+    .await
+    .map_err(|e| StoreError::Internal(e.to_string()))??;
+    let handle = Arc::new(upload_block(&inner.backend, built).await?);
+    {
+        let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
+        st.blocks.push(handle);
+        st.frozen.retain(|x| !Arc::ptr_eq(x, frozen));
+    }
+    for seq in &frozen.head.wal_segments {
+        if let Err(e) = wal::remove_segment(&inner.wal_dir, *seq) {
+            tracing::warn!(segment = seq, error = %e, "could not delete a WAL segment already in a block");
+        }
+    }
+    inner.update_gauges();
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! One TOML file, every key overridable by `SKEIN_*` environment variables and by flags.
+//!
+//! Precedence: defaults < file < environment < `--set key=value` and dedicated flags.
+//! Nested keys use `__` in the environment: `SKEIN_STORE__RETENTION=3d` sets `store.retention`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use skein_ingest::otlp::OtlpConfig;
+use skein_pipeline::Limits;
+use skein_store::StoreConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the WAL and (for the local backend) blocks live.
+    pub data_dir: PathBuf,
+    /// Log filter, e.g. `info` or `skein_store=debug,info` (`RUST_LOG` wins when set).
+    pub log_level: String,
+    pub otlp: OtlpConfig,
+    pub query: QueryConfig,
+    pub store: StoreConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Jaeger-compatible HTTP query API, `/metrics`, `/health`, `/ready`.
+    pub http_addr: String,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { http_addr: "0.0.0.0:16686".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./skein-data"),
+            log_level: "info".into(),
+            otlp: OtlpConfig::default(),
+            query: QueryConfig::default(),
+            store: StoreConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Parses an override value the way TOML would, falling back to a plain string.
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value, origin: &str) -> anyhow::Result<()> {
+    let (last, parents) = path.split_last().context("empty configuration key")?;
+    let mut table = root;
+    for p in parents {
+        let entry = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("{origin}: {p} is not a section"),
+        };
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Loads the effective configuration.
+pub fn load(
+    file: Option<&Path>,
+    env: impl Iterator<Item = (String, String)>,
+    sets: &[String],
+) -> anyhow::Result<Config> {
+    let mut root = match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading config file {}", f.display()))?;
+            text.parse::<toml::Table>().with_context(|| format!("parsing config file {}", f.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let mut env: Vec<(String, String)> = env.filter(|(k, _)| k.starts_with("SKEIN_")).collect();
+    env.sort();
+    for (k, v) in env {
+        let path: Vec<String> = k["SKEIN_".len()..].to_ascii_lowercase().split("__").map(str::to_string).collect();
+        set_path(&mut root, &path, parse_value(&v), &format!("environment variable {k}"))?;
+    }
+    for s in sets {
+        let (k, v) = s.split_once('=').with_context(|| format!("--set {s:?}: expected key=value"))?;
+        let path: Vec<String> = k.trim().split('.').map(str::to_string).collect();
+        set_path(&mut root, &path, parse_value(v.trim()), &format!("--set {k}"))?;
+    }
+    let cfg: Config = toml::Value::Table(root)
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+    Ok(cfg)
+}
+
+pub fn to_toml(cfg: &Config) -> anyhow::Result<String> {
+    Ok(toml::to_string_pretty(cfg)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("skein.toml");
+        std::fs::write(&f, "data_dir = \"/from/file\"\n[store]\nretention = \"3d\"\nhead_max_spans = 10\n").unwrap();
+        let env = vec![("SKEIN_STORE__HEAD_MAX_SPANS".to_string(), "20".to_string()), ("HOME".into(), "/x".into())];
+        let cfg = load(Some(&f), env.into_iter(), &["otlp.grpc_addr=127.0.0.1:0".into()]).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(cfg.store.retention, std::time::Duration::from_secs(3 * 86400));
+        assert_eq!(cfg.store.head_max_spans, 20);
+        assert_eq!(cfg.otlp.grpc_addr, "127.0.0.1:0");
+
+        let err = load(None, std::iter::empty(), &["store.retension=3d".into()]).unwrap_err().to_string();
+        assert!(err.contains("retension"), "{err}");
+        let env = vec![("SKEIN_NOPE".to_string(), "1".to_string())];
+        let err = load(None, env.into_iter(), &[]).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = load(None, std::iter::empty(), &["store.retention=soon".into()]).unwrap_err().to_string();
+        assert!(err.contains("soon"), "{err}");
+        // What `skein config` prints loads back to the same configuration.
+        let text = to_toml(&cfg).unwrap();
+        std::fs::write(&f, text).unwrap();
+        assert_eq!(load(Some(&f), std::iter::empty(), &[]).unwrap(), cfg);
+    }
+}

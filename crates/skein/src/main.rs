@@ -1,0 +1,81 @@
+//! `skein`: one binary — receive spans, keep them durably, answer queries.
+
+mod config;
+mod load;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "skein", version, about = "A distributed tracing backend in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "SKEIN_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (WAL and blocks); overrides `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override any configuration key, e.g. `--set store.retention=3d` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<config::Config> {
+        let mut sets = self.sets.clone();
+        if let Some(d) = &self.data_dir {
+            sets.push(format!("data_dir={}", toml::Value::String(d.display().to_string())));
+        }
+        let env = std::env::vars().filter(|(k, _)| k != "SKEIN_CONFIG_FILE");
+        config::load(self.config.as_deref(), env, &sets)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: OTLP in on 4317/4318, Jaeger-compatible queries on 16686.
+    Serve(ConfigArgs),
+    /// Print the effective configuration (defaults, file, environment and flags applied).
+    Config(ConfigArgs),
+    /// Send realistic OTLP load to a running skein and report throughput and latency.
+    Load(load::LoadArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(args) => {
+            let cfg = args.load()?;
+            print!("{}", config::to_toml(&cfg)?);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let cfg = args.load()?;
+            init_logging(&cfg.log_level);
+            runtime()?.block_on(serve::run(cfg))
+        }
+        Command::Load(args) => {
+            init_logging("warn");
+            runtime()?.block_on(async move { load::run(args).await.map(|_| ()) })
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

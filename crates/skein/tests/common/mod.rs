@@ -1,0 +1,146 @@
+//! Test harness: runs the real `skein` binary on loopback port 0 and talks to it over real
+//! sockets. Ports are read from the `skein: listening <name> <addr>` lines it prints.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Option<Child>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub query: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_skein")
+}
+
+impl Server {
+    /// Starts `skein serve` on `data_dir` with every port on 127.0.0.1:0 plus extra `--set`s.
+    pub fn start(data_dir: &Path, sets: &[&str]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--set", "otlp.grpc_addr=127.0.0.1:0"])
+            .args(["--set", "otlp.http_addr=127.0.0.1:0"])
+            .args(["--set", "query.http_addr=127.0.0.1:0"]);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn skein");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut grpc, mut http, mut query) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("skein did not become ready within 60s"));
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if parts.len() == 4 && parts[1] == "listening" {
+                let addr: SocketAddr = parts[3].parse().expect("address");
+                match parts[2] {
+                    "otlp_grpc" => grpc = Some(addr),
+                    "otlp_http" => http = Some(addr),
+                    "query_http" => query = Some(addr),
+                    _ => {}
+                }
+            }
+            if line.starts_with("skein: ready") {
+                break;
+            }
+        }
+        Server {
+            child: Some(child),
+            grpc: grpc.expect("grpc port"),
+            http: http.expect("http port"),
+            query: query.expect("query port"),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+    pub fn query_url(&self) -> String {
+        format!("http://{}", self.query)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,321 @@
+//! OTLP/HTTP and gRPC receivers against the real binary: every documented response, OTLP JSON
+//! edge cases, encodings, CORS, and the query API's error shapes.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{eventually, hex, Server};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::{json, Value};
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    std::array::from_fn(|_| fastrand::u8(1..=255))
+}
+
+fn span(trace: [u8; 16], id: [u8; 8], parent: Option<[u8; 8]>, name: &str) -> Span {
+    let start = now_ns() - 5_000_000;
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: id.to_vec(),
+        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 1_000_000,
+        attributes: vec![KeyValue {
+            key: "http.response.status_code".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::IntValue(200)) }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+async fn post(s: &Server, ctype: &str, encoding: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+    let mut r = reqwest::Client::new().post(format!("{}/v1/traces", s.http_url())).header("content-type", ctype);
+    if let Some(e) = encoding {
+        r = r.header("content-encoding", e);
+    }
+    r.body(body).send().await.unwrap()
+}
+
+async fn get_json(url: String) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn span_count(s: &Server, trace: &[u8]) -> Option<usize> {
+    let (status, v) = get_json(format!("{}/api/traces/{}", s.query_url(), hex(trace))).await;
+    (status == 200).then(|| v["data"][0]["spans"].as_array().map_or(0, Vec::len))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_json_encodings_partial_success_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["otlp.max_request_bytes=64KiB"]);
+
+    // Protobuf, plain: 200 with an empty protobuf response, and queryable at once.
+    let t1 = rand_bytes::<16>();
+    let body = request("proto-svc", vec![span(t1, rand_bytes(), None, "GET /a")]).encode_to_vec();
+    let r = post(&s, "application/x-protobuf", None, body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-protobuf");
+    let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    assert!(resp.partial_success.is_none());
+    assert_eq!(span_count(&s, &t1).await, Some(1), "acknowledged span must be queryable immediately");
+
+    // gzip and zstd bodies.
+    let t2 = rand_bytes::<16>();
+    let raw = request("proto-svc", vec![span(t2, rand_bytes(), None, "GET /gz")]).encode_to_vec();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    assert_eq!(post(&s, "application/x-protobuf", Some("gzip"), gz.finish().unwrap()).await.status(), 200);
+    let t3 = rand_bytes::<16>();
+    let raw = request("proto-svc", vec![span(t3, rand_bytes(), None, "GET /zstd")]).encode_to_vec();
+    let z = zstd::encode_all(&raw[..], 3).unwrap();
+    assert_eq!(post(&s, "application/x-protobuf", Some("zstd"), z).await.status(), 200);
+    assert_eq!(span_count(&s, &t2).await, Some(1));
+    assert_eq!(span_count(&s, &t3).await, Some(1));
+
+    // Partial success: one good span, a zero trace id, a short span id, end before start.
+    let good = rand_bytes::<16>();
+    let mut zero = span([0; 16], rand_bytes(), None, "zero");
+    zero.trace_id = vec![0; 16];
+    let mut short = span(rand_bytes(), rand_bytes(), None, "short");
+    short.span_id = vec![1, 2, 3];
+    let mut backwards = span(rand_bytes(), rand_bytes(), None, "backwards");
+    backwards.end_time_unix_nano = backwards.start_time_unix_nano - 1;
+    let body = request("partial-svc", vec![span(good, rand_bytes(), None, "ok"), zero, short, backwards]).encode_to_vec();
+    let r = post(&s, "application/x-protobuf", None, body).await;
+    assert_eq!(r.status(), 200);
+    let ps = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap().partial_success.unwrap();
+    assert_eq!(ps.rejected_spans, 3);
+    assert!(ps.error_message.contains("span #1: trace id is all zeros"), "{}", ps.error_message);
+    assert_eq!(span_count(&s, &good).await, Some(1), "the good span of a partial batch is kept");
+
+    // Undecodable protobuf → 400 with a google.rpc.Status body naming the problem.
+    let r = post(&s, "application/x-protobuf", None, vec![0xff, 0xff, 0xff]).await;
+    assert_eq!(r.status(), 400);
+    assert!(String::from_utf8_lossy(&r.bytes().await.unwrap()).contains("invalid OTLP protobuf"));
+
+    // Bad JSON → 400 with a JSON Status.
+    let r = post(&s, "application/json", None, b"{\"resourceSpans\": [".to_vec()).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], 3);
+    assert!(v["message"].as_str().unwrap().contains("invalid OTLP JSON"), "{v}");
+
+    // Unsupported content type → 415; unsupported encoding → 415.
+    assert_eq!(post(&s, "text/plain", None, b"hello".to_vec()).await.status(), 415);
+    assert_eq!(post(&s, "application/x-protobuf", Some("br"), vec![1]).await.status(), 415);
+
+    // Too large → 413, both plain and as a small gzip that inflates past the limit.
+    assert_eq!(post(&s, "application/x-protobuf", None, vec![0; 65 * 1024]).await.status(), 413);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024);
+    assert_eq!(post(&s, "application/x-protobuf", Some("gzip"), bomb).await.status(), 413);
+
+    // CORS preflight from a browser SDK.
+    let r = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/traces", s.http_url()))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+
+    // Self-metrics count what happened, by protocol and reason.
+    let metrics = reqwest::get(format!("{}/metrics", s.query_url())).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("skein_spans_accepted_total{protocol=\"otlp_http_protobuf\"}"), "{metrics}");
+    assert!(metrics.contains("skein_spans_rejected_total{protocol=\"otlp_http_protobuf\",reason=\"invalid_trace_id\"} 1"));
+    assert!(metrics.contains("skein_wal_fsync_seconds_bucket"));
+    assert!(s.stop(), "clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_edge_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let trace = hex(&rand_bytes::<16>());
+    let root = hex(&rand_bytes::<8>());
+    let child = hex(&rand_bytes::<8>());
+    let start = now_ns() - 1_000_000_000;
+    // Integers as strings and as numbers, enum names and numbers, snake_case field names, nulls,
+    // unknown fields, arrays and kvlists, base64 bytes.
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}], "unknown": 1},
+        "scopeSpans": [{"scope": {"name": "lib", "version": "1.2"}, "spans": [
+            {"traceId": trace, "spanId": root, "name": "root", "kind": "SPAN_KIND_SERVER",
+             "startTimeUnixNano": start.to_string(), "endTimeUnixNano": (start + 2_000_000).to_string(),
+             "attributes": [
+                {"key": "i", "value": {"intValue": "42"}},
+                {"key": "i2", "value": {"intValue": 7}},
+                {"key": "d", "value": {"doubleValue": 1.5}},
+                {"key": "b", "value": {"boolValue": true}},
+                {"key": "arr", "value": {"arrayValue": {"values": [{"stringValue": "x"}, {"intValue": "1"}]}}},
+                {"key": "kv", "value": {"kvlistValue": {"values": [{"key": "inner", "value": {"stringValue": "y"}}]}}},
+                {"key": "bytes", "value": {"bytesValue": "AQID"}}
+             ],
+             "status": {"code": "STATUS_CODE_ERROR", "message": "boom"},
+             "events": [{"timeUnixNano": start + 10, "name": "exception", "attributes": null}],
+             "links": null, "droppedAttributesCount": 0, "futureField": {"x": 1}},
+            {"trace_id": trace, "span_id": child, "parent_span_id": root, "name": "child", "kind": 3,
+             "start_time_unix_nano": start + 1000, "end_time_unix_nano": start + 5000, "status": null}
+        ]}]
+    }]});
+    let r = post(&s, "application/json", None, serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({}));
+
+    let (status, v) = get_json(format!("{}/api/v3/traces/{trace}", s.query_url())).await;
+    assert_eq!(status, 200);
+    let spans = v["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().clone();
+    assert_eq!(spans.len(), 2);
+    let r = spans.iter().find(|s| s["name"] == "root").unwrap();
+    assert_eq!(r["kind"], 2);
+    assert_eq!(r["status"], json!({"code": 2, "message": "boom"}));
+    let attr = |k: &str| r["attributes"].as_array().unwrap().iter().find(|a| a["key"] == k).unwrap()["value"].clone();
+    assert_eq!(attr("i"), json!({"intValue": "42"}));
+    assert_eq!(attr("i2"), json!({"intValue": "7"}));
+    assert_eq!(attr("d"), json!({"doubleValue": 1.5}));
+    assert_eq!(attr("b"), json!({"boolValue": true}));
+    assert_eq!(attr("arr"), json!({"arrayValue": {"values": [{"stringValue": "x"}, {"intValue": "1"}]}}));
+    assert_eq!(attr("kv"), json!({"kvlistValue": {"values": [{"key": "inner", "value": {"stringValue": "y"}}]}}));
+    assert_eq!(attr("bytes"), json!({"bytesValue": "AQID"}));
+    let c = spans.iter().find(|s| s["name"] == "child").unwrap();
+    assert_eq!(c["parentSpanId"], json!(root));
+    assert_eq!(c["startTimeUnixNano"], json!((start + 1000).to_string()));
+
+    // A JSON span with a bad id is rejected alone, reported in partialSuccess.
+    let body = json!({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "not-hex", "spanId": root, "name": "bad", "startTimeUnixNano": "1", "endTimeUnixNano": "2"},
+        {"traceId": hex(&rand_bytes::<16>()), "spanId": hex(&rand_bytes::<8>()), "name": "good",
+         "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+    ]}]}]});
+    let r = post(&s, "application/json", None, serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["partialSuccess"]["rejectedSpans"], "1");
+    assert!(v["partialSuccess"]["errorMessage"].as_str().unwrap().contains("trace id"), "{v}");
+
+    // An empty request is fine.
+    assert_eq!(post(&s, "application/json", None, b"{}".to_vec()).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_gives_retry_advice_on_http_and_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    // With no room for pending blocks, every write is refused: deterministic overload.
+    let s = Server::start(dir.path(), &["store.max_pending_blocks=0"]);
+    let body = request("busy", vec![span(rand_bytes(), rand_bytes(), None, "x")]).encode_to_vec();
+    let r = post(&s, "application/x-protobuf", None, body).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+
+    let mut client = TraceServiceClient::connect(s.grpc_url()).await.unwrap();
+    let err = client.export(request("busy", vec![span(rand_bytes(), rand_bytes(), None, "x")])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(!err.details().is_empty(), "RESOURCE_EXHAUSTED carries RetryInfo so SDKs retry");
+    let metrics = reqwest::get(format!("{}/metrics", s.query_url())).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("skein_backpressure_events_total{protocol=\"otlp_grpc\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_partial_success_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["limits.max_spans_per_trace=3", "limits.max_attribute_value_length=8"]);
+    let mut client = TraceServiceClient::connect(s.grpc_url()).await.unwrap();
+    let t = rand_bytes::<16>();
+    let mut spans: Vec<Span> = (0..5).map(|i| span(t, rand_bytes(), None, &format!("s{i}"))).collect();
+    spans[0].attributes.push(KeyValue {
+        key: "long".into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue("0123456789abcdef".into())) }),
+        ..Default::default()
+    });
+    let mut bad = span(t, rand_bytes(), None, "bad");
+    bad.parent_span_id = vec![1; 5];
+    spans.push(bad);
+    let resp = client.export(request("grpc-svc", spans)).await.unwrap().into_inner();
+    let ps = resp.partial_success.unwrap();
+    assert_eq!(ps.rejected_spans, 3, "two over the per-trace limit and one bad parent id: {}", ps.error_message);
+    let (status, v) = get_json(format!("{}/api/traces/{}", s.query_url(), hex(&t))).await;
+    assert_eq!(status, 200);
+    let spans = v["data"][0]["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 3);
+    let long = spans
+        .iter()
+        .flat_map(|s| s["tags"].as_array().unwrap())
+        .find(|t| t["key"] == "long")
+        .expect("truncated attribute kept");
+    assert_eq!(long["value"], "01234567");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_api_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let q = s.query_url();
+    let (status, v) = get_json(format!("{q}/api/traces/not-a-trace-id")).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["errors"][0]["code"], 400);
+    assert!(v["errors"][0]["msg"].as_str().unwrap().contains("invalid trace id"));
+    let (status, v) = get_json(format!("{q}/api/traces/{}", hex(&rand_bytes::<16>()))).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["errors"][0]["msg"], "trace not found");
+    let (status, v) = get_json(format!("{q}/api/v3/traces/{}", hex(&rand_bytes::<16>()))).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["httpCode"], 404);
+    let (status, v) = get_json(format!("{q}/api/v3/traces?query.serviceName=x")).await;
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("startTimeMin"), "{v}");
+    let (status, v) = get_json(format!("{q}/api/traces?service=x&minDuration=fast")).await;
+    assert_eq!(status, 400);
+    assert!(v["errors"][0]["msg"].as_str().unwrap().contains("minDuration"), "{v}");
+    let (status, _) = get_json(format!("{q}/api/operations")).await;
+    assert_eq!(status, 400);
+    let r = reqwest::get(format!("{q}/health")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(format!("{q}/ready")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Still answering after all that.
+    eventually("services", Duration::from_secs(5), || async {
+        let (st, v) = get_json(format!("{q}/api/services")).await;
+        (st == 200 && v["data"].is_array()).then_some(())
+    })
+    .await;
+}
