@@ -22,5 +22,8 @@ pub fn router(engine: QueryEngine) -> Router {
 }
 
 async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], skein_model::metrics::render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        skein_model::metrics::render(),
+    )
 }

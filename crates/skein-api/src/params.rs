@@ -8,7 +8,10 @@ pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.as_str())
     }
 
     /// The first non-empty value among several spellings of one parameter.
@@ -22,7 +25,10 @@ impl Params {
 
     pub fn u64(&self, key: &str) -> Result<Option<u64>, String> {
         self.get(key)
-            .map(|v| v.parse().map_err(|_| format!("parameter {key}={v:?} is not a non-negative integer")))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("parameter {key}={v:?} is not a non-negative integer"))
+            })
             .transpose()
     }
 

@@ -31,7 +31,10 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
         return Err(err());
     }
     let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        std::str::from_utf8(&b[r]).ok().and_then(|x| x.parse().ok()).ok_or_else(err)
+        std::str::from_utf8(&b[r])
+            .ok()
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(err)
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -77,7 +80,12 @@ pub fn format_rfc3339(ns: u64) -> String {
     let nanos = ns % 1_000_000_000;
     let (y, m, d) = civil_from_days(secs.div_euclid(86400));
     let sod = secs.rem_euclid(86400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 #[cfg(test)]
@@ -89,7 +97,10 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), 0);
         let t = parse_rfc3339("2024-02-29T23:59:58.5+01:00").unwrap();
         assert_eq!(format_rfc3339(t), "2024-02-29T22:59:58.500000000Z");
-        assert_eq!(parse_rfc3339(&format_rfc3339(1_700_000_000_123_456_789)).unwrap(), 1_700_000_000_123_456_789);
+        assert_eq!(
+            parse_rfc3339(&format_rfc3339(1_700_000_000_123_456_789)).unwrap(),
+            1_700_000_000_123_456_789
+        );
         assert!(parse_rfc3339("yesterday").is_err());
         assert!(parse_rfc3339("2024-13-01T00:00:00Z").is_err());
     }

@@ -10,7 +10,10 @@ pub enum BodyError {
     #[error("unsupported Content-Encoding {0:?} (supported: gzip, zstd, identity)")]
     UnsupportedEncoding(String),
     #[error("could not decompress {encoding} body: {source}")]
-    Corrupt { encoding: &'static str, source: std::io::Error },
+    Corrupt {
+        encoding: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Decodes `Content-Encoding` into plain bytes, refusing anything larger than `limit`.
@@ -27,7 +30,12 @@ pub fn decode(encoding: Option<&str>, body: bytes::Bytes, limit: usize) -> Resul
         "deflate" => ("deflate", Box::new(flate2::read::ZlibDecoder::new(&body[..]))),
         "zstd" => (
             "zstd",
-            Box::new(zstd::stream::read::Decoder::new(&body[..]).map_err(|source| BodyError::Corrupt { encoding: "zstd", source })?),
+            Box::new(
+                zstd::stream::read::Decoder::new(&body[..]).map_err(|source| BodyError::Corrupt {
+                    encoding: "zstd",
+                    source,
+                })?,
+            ),
         ),
         other => return Err(BodyError::UnsupportedEncoding(other.to_string())),
     };

@@ -23,12 +23,10 @@ fn nibble(c: u8) -> Option<u8> {
 /// Decodes hex of any even length; `None` on odd length or a non-hex character.
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    s.chunks(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    s.chunks(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
 }
 
 /// Decodes a hex id into `N` bytes, left-padding shorter ids with zeros (64-bit Zipkin/Jaeger

@@ -4,7 +4,7 @@
 pub mod hex;
 pub mod metrics;
 pub mod otlp;
-pub mod units;
 mod span;
+pub mod units;
 
 pub use span::*;

@@ -95,13 +95,20 @@ fn labels(l: &[(&str, &str)]) -> Labels {
 
 fn with_family<T>(name: &'static str, help: &'static str, f: impl FnOnce(&mut Family) -> T) -> T {
     let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    let fam = reg.entry(name).or_insert_with(|| Family { help, series: BTreeMap::new() });
+    let fam = reg.entry(name).or_insert_with(|| Family {
+        help,
+        series: BTreeMap::new(),
+    });
     f(fam)
 }
 
 pub fn counter(name: &'static str, help: &'static str, l: &[(&str, &str)]) -> Counter {
     with_family(name, help, |fam| {
-        match fam.series.entry(labels(l)).or_insert_with(|| Metric::Counter(Counter::default())) {
+        match fam
+            .series
+            .entry(labels(l))
+            .or_insert_with(|| Metric::Counter(Counter::default()))
+        {
             Metric::Counter(c) => c.clone(),
             _ => Counter::default(),
         }
@@ -110,7 +117,11 @@ pub fn counter(name: &'static str, help: &'static str, l: &[(&str, &str)]) -> Co
 
 pub fn gauge(name: &'static str, help: &'static str, l: &[(&str, &str)]) -> Gauge {
     with_family(name, help, |fam| {
-        match fam.series.entry(labels(l)).or_insert_with(|| Metric::Gauge(Gauge::default())) {
+        match fam
+            .series
+            .entry(labels(l))
+            .or_insert_with(|| Metric::Gauge(Gauge::default()))
+        {
             Metric::Gauge(g) => g.clone(),
             _ => Gauge::default(),
         }
@@ -133,7 +144,12 @@ pub fn histogram(name: &'static str, help: &'static str, l: &[(&str, &str)]) -> 
 fn fmt_labels(l: &Labels, extra: Option<(&str, String)>) -> String {
     let mut parts: Vec<String> = l
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+            )
+        })
         .collect();
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{v}\""));
@@ -170,10 +186,18 @@ pub fn render() -> String {
                     let mut cumulative = 0;
                     for (i, b) in h.0.bounds.iter().enumerate() {
                         cumulative += h.0.counts[i].load(Ordering::Relaxed);
-                        let _ = writeln!(out, "{name}_bucket{} {cumulative}", fmt_labels(l, Some(("le", b.to_string()))));
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{} {cumulative}",
+                            fmt_labels(l, Some(("le", b.to_string())))
+                        );
                     }
                     let count = h.0.count.load(Ordering::Relaxed);
-                    let _ = writeln!(out, "{name}_bucket{} {count}", fmt_labels(l, Some(("le", "+Inf".into()))));
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {count}",
+                        fmt_labels(l, Some(("le", "+Inf".into())))
+                    );
                     let sum = h.0.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
                     let _ = writeln!(out, "{name}_sum{} {sum}", fmt_labels(l, None));
                     let _ = writeln!(out, "{name}_count{} {count}", fmt_labels(l, None));

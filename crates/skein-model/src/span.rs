@@ -294,9 +294,7 @@ impl SpanError {
     pub fn reason(&self) -> &'static str {
         match self {
             SpanError::TraceIdLength(_) | SpanError::ZeroTraceId => "invalid_trace_id",
-            SpanError::SpanIdLength(_) | SpanError::ZeroSpanId | SpanError::ParentIdLength(_) => {
-                "invalid_span_id"
-            }
+            SpanError::SpanIdLength(_) | SpanError::ZeroSpanId | SpanError::ParentIdLength(_) => "invalid_span_id",
             SpanError::EndBeforeStart { .. } => "invalid_time",
             SpanError::Kind(_) | SpanError::StatusCode(_) => "invalid_enum",
             SpanError::LinkIds => "invalid_link",

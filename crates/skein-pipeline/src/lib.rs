@@ -157,7 +157,9 @@ impl Pipeline {
         let units = ((bytes as u64 * 4) / UNIT + 1).min(self.inflight_units) as u32;
         match self.inflight.clone().try_acquire_many_owned(units) {
             Ok(p) => Ok(Reservation(Some(p))),
-            Err(_) => Err(SubmitError::Overloaded("too many requests in flight; retry later".into())),
+            Err(_) => Err(SubmitError::Overloaded(
+                "too many requests in flight; retry later".into(),
+            )),
         }
     }
 
@@ -165,7 +167,10 @@ impl Pipeline {
     pub async fn submit(&self, mut decoded: Decoded, m: &ProtocolMetrics) -> Result<Outcome, SubmitError> {
         let total = decoded.batch.spans.len() + decoded.rejected.len();
         m.received.add(total as u64);
-        let mut outcome = Outcome { accepted: 0, rejected: std::mem::take(&mut decoded.rejected) };
+        let mut outcome = Outcome {
+            accepted: 0,
+            rejected: std::mem::take(&mut decoded.rejected),
+        };
         let mut spans = std::mem::take(&mut decoded.batch.spans);
         let mut truncated = 0u64;
         for s in &mut spans {
@@ -176,11 +181,15 @@ impl Pipeline {
             let mut kept = Vec::with_capacity(spans.len());
             let mut counts: std::collections::HashMap<skein_model::TraceId, usize> = Default::default();
             for (i, s) in spans.into_iter().enumerate() {
-                let n = counts.entry(s.trace_id).or_insert_with(|| self.store.head_spans_in_trace(&s.trace_id));
+                let n = counts
+                    .entry(s.trace_id)
+                    .or_insert_with(|| self.store.head_spans_in_trace(&s.trace_id));
                 if *n >= self.limits.max_spans_per_trace {
                     outcome.rejected.push(Rejected {
                         index: i,
-                        error: SpanError::TooManySpansInTrace { limit: self.limits.max_spans_per_trace },
+                        error: SpanError::TooManySpansInTrace {
+                            limit: self.limits.max_spans_per_trace,
+                        },
                     });
                 } else {
                     *n += 1;
@@ -203,11 +212,15 @@ impl Pipeline {
             Err(StoreError::Overloaded(why)) => {
                 m.backpressure.inc();
                 m.request("throttled");
-                Err(SubmitError::Overloaded(format!("skein is overloaded ({why}); retry later")))
+                Err(SubmitError::Overloaded(format!(
+                    "skein is overloaded ({why}); retry later"
+                )))
             }
             Err(StoreError::ShuttingDown) => {
                 m.request("unavailable");
-                Err(SubmitError::Unavailable("skein is shutting down; retry against another instance".into()))
+                Err(SubmitError::Unavailable(
+                    "skein is shutting down; retry against another instance".into(),
+                ))
             }
             Err(e) => {
                 m.request("error");
@@ -286,7 +299,10 @@ mod tests {
         let mut v = AnyValue::String("héllo".into());
         assert_eq!(truncate_value(&mut v, 2), 1);
         assert_eq!(v, AnyValue::String("h".into()));
-        let l = Limits { max_attributes_per_span: 1, ..Limits::default() };
+        let l = Limits {
+            max_attributes_per_span: 1,
+            ..Limits::default()
+        };
         let mut attrs = vec![KeyValue::string("a", "1"), KeyValue::string("b", "2")];
         let mut dropped = 0;
         assert_eq!(cap_attrs(&mut attrs, &mut dropped, &l), 1);

@@ -121,7 +121,7 @@ impl QueryEngine {
             spans.extend(b.trace(id).await?);
         }
         let mut seen = HashSet::new();
-        spans.sort_by(|a, b| (a.start_unix_nano, a.span_id).cmp(&(b.start_unix_nano, b.span_id)));
+        spans.sort_by_key(|s| (s.start_unix_nano, s.span_id));
         spans.retain(|s| seen.insert(s.span_id));
         observe("trace_by_id", t);
         Ok(spans)
@@ -234,7 +234,10 @@ impl QueryEngine {
         let mut out: BTreeSet<(String, SpanKind)> = BTreeSet::new();
         for h in &snap.heads {
             for s in h.spans() {
-                if s.service_name() == service && kind.is_none_or(|k| k == s.kind) && !out.contains(&(s.name.clone(), s.kind)) {
+                if s.service_name() == service
+                    && kind.is_none_or(|k| k == s.kind)
+                    && !out.contains(&(s.name.clone(), s.kind))
+                {
                     out.insert((s.name.clone(), s.kind));
                 }
             }
@@ -262,7 +265,10 @@ impl QueryEngine {
         for h in &snap.heads {
             for s in h.spans() {
                 if s.start_unix_nano >= start && s.start_unix_nano <= end {
-                    by_trace.entry(s.trace_id).or_default().push((s.span_id, s.parent_span_id, s.service_name()));
+                    by_trace
+                        .entry(s.trace_id)
+                        .or_default()
+                        .push((s.span_id, s.parent_span_id, s.service_name()));
                 }
             }
         }
@@ -270,7 +276,13 @@ impl QueryEngine {
             add_edges(spans, &mut edges);
         }
         // Blocks are sorted by trace id, so each trace's spans are contiguous within a block.
-        let cols = [schema::TRACE_ID, schema::SPAN_ID, schema::PARENT_SPAN_ID, schema::SERVICE, schema::START];
+        let cols = [
+            schema::TRACE_ID,
+            schema::SPAN_ID,
+            schema::PARENT_SPAN_ID,
+            schema::SERVICE,
+            schema::START,
+        ];
         for b in &snap.blocks {
             if !b.meta.overlaps(start, end) {
                 continue;
@@ -287,7 +299,8 @@ impl QueryEngine {
                 for i in 0..batch.num_rows() {
                     let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
                     if current != Some(t) {
-                        let refs: Vec<(SpanId, SpanId, &str)> = spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+                        let refs: Vec<(SpanId, SpanId, &str)> =
+                            spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
                         add_edges(&refs, &mut edges);
                         spans.clear();
                         current = Some(t);
@@ -308,14 +321,22 @@ impl QueryEngine {
         observe("dependencies", t);
         Ok(edges
             .into_iter()
-            .map(|((parent, child), call_count)| Dependency { parent, child, call_count })
+            .map(|((parent, child), call_count)| Dependency {
+                parent,
+                child,
+                call_count,
+            })
             .collect())
     }
 }
 
 fn observe(kind: &'static str, t: std::time::Instant) {
-    metrics::histogram("skein_query_duration_seconds", "Query latency by kind", &[("kind", kind)])
-        .observe(t.elapsed().as_secs_f64());
+    metrics::histogram(
+        "skein_query_duration_seconds",
+        "Query latency by kind",
+        &[("kind", kind)],
+    )
+    .observe(t.elapsed().as_secs_f64());
 }
 
 fn add_edges(spans: &[(SpanId, SpanId, &str)], edges: &mut BTreeMap<(String, String), u64>) {
@@ -342,7 +363,10 @@ fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool
             None => return false,
             Some(ops) => {
                 if let Some(op) = &q.operation {
-                    if !ops.iter().any(|(n, k)| n == op && q.span_kind.is_none_or(|want| want as u8 == *k)) {
+                    if !ops
+                        .iter()
+                        .any(|(n, k)| n == op && q.span_kind.is_none_or(|want| want as u8 == *k))
+                    {
                         return false;
                     }
                 }
@@ -417,14 +441,28 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId
         let tid = fixed_col(&batch, schema::TRACE_ID)?;
         let st = i64_col(&batch, schema::START)?;
         let du = i64_col(&batch, schema::DURATION)?;
-        let svc = q.service.as_ref().map(|_| string_col(&batch, schema::SERVICE)).transpose()?;
-        let name = q.operation.as_ref().map(|_| string_col(&batch, schema::NAME)).transpose()?;
-        let kind = batch.column_by_name(schema::KIND).and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
+        let svc = q
+            .service
+            .as_ref()
+            .map(|_| string_col(&batch, schema::SERVICE))
+            .transpose()?;
+        let name = q
+            .operation
+            .as_ref()
+            .map(|_| string_col(&batch, schema::NAME))
+            .transpose()?;
+        let kind = batch
+            .column_by_name(schema::KIND)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
         let status = batch
             .column_by_name(schema::STATUS_CODE)
             .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
-        let attrs = batch.column_by_name(schema::ATTRS).and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
-        let res = batch.column_by_name(schema::RESOURCE).and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
+        let attrs = batch
+            .column_by_name(schema::ATTRS)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
+        let res = batch
+            .column_by_name(schema::RESOURCE)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
         let mut res_cache: HashMap<&[u8], Vec<KeyValue>> = HashMap::new();
         for i in 0..batch.num_rows() {
             let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
@@ -500,7 +538,10 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId
 
 fn hot_matches(col: &dyn Array, t: HotType, i: usize, want: &str) -> bool {
     match t {
-        HotType::Str => col.as_any().downcast_ref::<StringArray>().is_some_and(|a| a.value(i) == want),
+        HotType::Str => col
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .is_some_and(|a| a.value(i) == want),
         HotType::Int => col
             .as_any()
             .downcast_ref::<Int64Array>()

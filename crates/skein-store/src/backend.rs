@@ -29,7 +29,10 @@ impl Backend {
     pub fn local(root: PathBuf) -> Result<Backend, StoreError> {
         std::fs::create_dir_all(&root).map_err(|e| StoreError::io("creating block directory", &root, e))?;
         let fs = LocalFileSystem::new_with_prefix(&root).map_err(StoreError::object)?;
-        Ok(Backend { store: Arc::new(fs), local_root: Some(root) })
+        Ok(Backend {
+            store: Arc::new(fs),
+            local_root: Some(root),
+        })
     }
 
     pub fn block_path(&self, id: &str, file: &str) -> Path {
@@ -75,7 +78,12 @@ impl Backend {
 
     pub async fn delete_block(&self, id: &str) -> Result<(), StoreError> {
         // Meta first, so a half-deleted block is never mistaken for a whole one.
-        for file in [super::block::META_FILE, super::block::DATA_FILE, super::block::SUMMARY_FILE, super::block::BLOOM_FILE] {
+        for file in [
+            super::block::META_FILE,
+            super::block::DATA_FILE,
+            super::block::SUMMARY_FILE,
+            super::block::BLOOM_FILE,
+        ] {
             match self.store.delete(&self.block_path(id, file)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(StoreError::object(e)),
@@ -90,12 +98,18 @@ impl Backend {
     /// Ids of blocks that have a meta file (complete blocks), oldest first.
     pub async fn list_blocks(&self) -> Result<Vec<String>, StoreError> {
         let prefix = Path::from("blocks");
-        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(StoreError::object)?;
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(StoreError::object)?;
         let mut ids: Vec<String> = objects
             .iter()
             .filter_map(|o| {
                 let parts: Vec<_> = o.location.parts().collect();
-                (parts.len() == 3 && parts[2].as_ref() == super::block::META_FILE).then(|| parts[1].as_ref().to_string())
+                (parts.len() == 3 && parts[2].as_ref() == super::block::META_FILE)
+                    .then(|| parts[1].as_ref().to_string())
             })
             .collect();
         ids.sort();
@@ -122,7 +136,10 @@ fn pq_err(e: object_store::Error) -> parquet::errors::ParquetError {
 }
 
 impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
-    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
         use futures::FutureExt;
         async move { self.store.get_range(&self.path, range).await.map_err(pq_err) }.boxed()
     }

@@ -22,7 +22,11 @@ impl Store {
         let cutoff = now_unix_nano.saturating_sub(cfg.retention.as_nanos() as u64);
         let mut blocks = self.snapshot().blocks;
         blocks.sort_by_key(|b| (b.meta.max_end, b.meta.min_start));
-        let mut doomed: Vec<String> = blocks.iter().filter(|b| b.meta.max_end < cutoff).map(|b| b.meta.id.clone()).collect();
+        let mut doomed: Vec<String> = blocks
+            .iter()
+            .filter(|b| b.meta.max_end < cutoff)
+            .map(|b| b.meta.id.clone())
+            .collect();
         if cfg.retention_max_bytes > 0 {
             let mut total: u64 = blocks
                 .iter()
@@ -46,7 +50,12 @@ impl Store {
         for id in &doomed {
             self.backend().delete_block(id).await?;
         }
-        metrics::counter("skein_retention_deleted_blocks_total", "Blocks deleted by retention", &[]).add(doomed.len() as u64);
+        metrics::counter(
+            "skein_retention_deleted_blocks_total",
+            "Blocks deleted by retention",
+            &[],
+        )
+        .add(doomed.len() as u64);
         tracing::info!(blocks = doomed.len(), "retention deleted blocks");
         Ok(doomed.len())
     }
@@ -56,8 +65,12 @@ impl Store {
     pub async fn compact_once(&self) -> Result<usize, StoreError> {
         let _guard = self.compaction_lock().lock().await;
         let target = self.config().compaction_target_spans;
-        let mut small: Vec<Arc<BlockHandle>> =
-            self.snapshot().blocks.into_iter().filter(|b| b.meta.span_count < target / 2).collect();
+        let mut small: Vec<Arc<BlockHandle>> = self
+            .snapshot()
+            .blocks
+            .into_iter()
+            .filter(|b| b.meta.span_count < target / 2)
+            .collect();
         small.sort_by_key(|b| (b.meta.min_start, b.meta.id.clone()));
         let mut group: Vec<Arc<BlockHandle>> = Vec::new();
         let mut spans = 0u64;
@@ -85,8 +98,12 @@ impl Store {
             self.backend().delete_block(id).await?;
         }
         metrics::counter("skein_compactions_total", "Compactions completed", &[]).inc();
-        metrics::counter("skein_compaction_deduped_spans_total", "Duplicate spans removed by compaction", &[])
-            .add(in_spans - out_spans);
+        metrics::counter(
+            "skein_compaction_deduped_spans_total",
+            "Duplicate spans removed by compaction",
+            &[],
+        )
+        .add(in_spans - out_spans);
         tracing::info!(inputs = ids.len(), spans_in = in_spans, spans_out = out_spans, elapsed = ?started.elapsed(), "compacted blocks");
         Ok(ids.len())
     }
@@ -121,7 +138,11 @@ impl Cursor {
 
     fn span_id(&self) -> Option<SpanId> {
         let b = self.batch.as_ref()?;
-        crate::block::write::fsb(b, schema::SPAN_ID).ok()?.value(self.row).try_into().ok()
+        crate::block::write::fsb(b, schema::SPAN_ID)
+            .ok()?
+            .value(self.row)
+            .try_into()
+            .ok()
     }
 }
 
@@ -132,13 +153,20 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
     let mut cursors = Vec::new();
     for b in inputs {
         let stream = b.stream(&all, None).await?;
-        let mut c = Cursor { stream: Box::pin(stream), batch: None, row: 0 };
+        let mut c = Cursor {
+            stream: Box::pin(stream),
+            batch: None,
+            row: 0,
+        };
         c.advance_batch().await?;
         cursors.push(c);
     }
     let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
     let mut builder = BlockBuilder::new(new_block_id(), level)?;
-    let mut wal_segments: Vec<u64> = inputs.iter().flat_map(|b| b.meta.wal_segments.iter().copied()).collect();
+    let mut wal_segments: Vec<u64> = inputs
+        .iter()
+        .flat_map(|b| b.meta.wal_segments.iter().copied())
+        .collect();
     wal_segments.sort_unstable();
     wal_segments.dedup();
 
@@ -165,7 +193,10 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
             picks.push((i, cursors[i].row));
         }
         cursors[i].row += 1;
-        let exhausted = cursors[i].batch.as_ref().is_some_and(|b| cursors[i].row >= b.num_rows());
+        let exhausted = cursors[i]
+            .batch
+            .as_ref()
+            .is_some_and(|b| cursors[i].row >= b.num_rows());
         if exhausted || picks.len() >= 8192 {
             flush_picks(&cursors, &mut picks, &mut builder)?;
         }
@@ -179,14 +210,20 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
     Ok(built)
 }
 
-fn flush_picks(cursors: &[Cursor], picks: &mut Vec<(usize, usize)>, builder: &mut BlockBuilder) -> Result<(), StoreError> {
+fn flush_picks(
+    cursors: &[Cursor],
+    picks: &mut Vec<(usize, usize)>,
+    builder: &mut BlockBuilder,
+) -> Result<(), StoreError> {
     if picks.is_empty() {
         return Ok(());
     }
     // Every pick refers to a cursor's current batch (we flush before any cursor moves on).
-    let batches: Vec<&RecordBatch> = cursors.iter().map(|c| c.batch.as_ref()).collect::<Option<Vec<_>>>().unwrap_or_else(|| {
-        cursors.iter().filter_map(|c| c.batch.as_ref()).collect()
-    });
+    let batches: Vec<&RecordBatch> = cursors
+        .iter()
+        .map(|c| c.batch.as_ref())
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_else(|| cursors.iter().filter_map(|c| c.batch.as_ref()).collect());
     let index_of: Vec<Option<usize>> = {
         let mut k = 0;
         cursors
@@ -201,7 +238,11 @@ fn flush_picks(cursors: &[Cursor], picks: &mut Vec<(usize, usize)>, builder: &mu
     };
     let mapped: Vec<(usize, usize)> = picks
         .iter()
-        .map(|(c, r)| index_of[*c].map(|b| (b, *r)).ok_or_else(|| StoreError::Internal("pick from an empty cursor".into())))
+        .map(|(c, r)| {
+            index_of[*c]
+                .map(|b| (b, *r))
+                .ok_or_else(|| StoreError::Internal("pick from an empty cursor".into()))
+        })
         .collect::<Result<_, _>>()?;
     let mut columns = Vec::with_capacity(schema::SPANS.fields().len());
     for col in 0..schema::SPANS.fields().len() {

@@ -69,7 +69,11 @@ impl Head {
     pub fn trace(&self, id: &TraceId) -> Vec<Span> {
         self.index
             .get(id)
-            .map(|pos| pos.iter().map(|(c, i)| self.chunks[*c as usize][*i as usize].clone()).collect())
+            .map(|pos| {
+                pos.iter()
+                    .map(|(c, i)| self.chunks[*c as usize][*i as usize].clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -38,7 +38,11 @@ pub fn now_unix_nano() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("object store: {0}")]
     Object(String),
     #[error("parquet: {0}")]
@@ -61,7 +65,11 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn io(what: &'static str, path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io { what, path: path.to_path_buf(), source }
+        StoreError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
     }
     pub fn object(e: object_store::Error) -> Self {
         StoreError::Object(e.to_string())
@@ -157,7 +165,11 @@ impl Metrics {
     fn new() -> Metrics {
         Metrics {
             wal_bytes: metrics::counter("skein_wal_bytes_total", "Bytes appended to the write-ahead log", &[]),
-            wal_records: metrics::counter("skein_wal_records_total", "Records appended to the write-ahead log", &[]),
+            wal_records: metrics::counter(
+                "skein_wal_records_total",
+                "Records appended to the write-ahead log",
+                &[],
+            ),
             fsync: metrics::histogram("skein_wal_fsync_seconds", "Latency of WAL group-commit fsyncs", &[]),
             head_spans: metrics::gauge("skein_head_spans", "Spans in the in-memory head", &[]),
             head_bytes: metrics::gauge("skein_head_bytes", "Estimated bytes held by the in-memory head", &[]),
@@ -178,7 +190,11 @@ impl Metrics {
 }
 
 enum WalMsg {
-    Append { payload: Vec<u8>, spans: Vec<Span>, done: oneshot::Sender<Result<(), StoreError>> },
+    Append {
+        payload: Vec<u8>,
+        spans: Vec<Span>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
     Cut(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -235,8 +251,10 @@ impl Store {
                 Err(e) => tracing::error!(block = %id, error = %e, "skipping unreadable block"),
             }
         }
-        let covered: std::collections::HashSet<u64> =
-            blocks.iter().flat_map(|b| b.meta.wal_segments.iter().copied()).collect();
+        let covered: std::collections::HashSet<u64> = blocks
+            .iter()
+            .flat_map(|b| b.meta.wal_segments.iter().copied())
+            .collect();
 
         let mut head = Head::default();
         let segments = wal::list_segments(&wal_dir)?;
@@ -255,7 +273,8 @@ impl Store {
                 metrics.replay_truncated.add(r.truncated_bytes);
             }
             for rec in r.records {
-                let req = pb::collector::trace::v1::ExportTraceServiceRequest::decode(rec.as_slice()).map_err(StoreError::decode)?;
+                let req = pb::collector::trace::v1::ExportTraceServiceRequest::decode(rec.as_slice())
+                    .map_err(StoreError::decode)?;
                 let decoded = proto::decode_request(req);
                 replayed += decoded.batch.spans.len();
                 head.insert(decoded.batch.spans);
@@ -275,7 +294,11 @@ impl Store {
             backend,
             wal_dir,
             tx,
-            state: RwLock::new(State { head, frozen: Vec::new(), blocks }),
+            state: RwLock::new(State {
+                head,
+                frozen: Vec::new(),
+                blocks,
+            }),
             metrics,
             runtime: tokio::runtime::Handle::current(),
             writer: Mutex::new(None),
@@ -335,7 +358,10 @@ impl Store {
         let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
         let mut heads = vec![HeadView::of(&st.head)];
         heads.extend(st.frozen.iter().map(|f| HeadView::of(&f.head)));
-        Snapshot { heads, blocks: st.blocks.clone() }
+        Snapshot {
+            heads,
+            blocks: st.blocks.clone(),
+        }
     }
 
     /// Spans of one trace held in memory, plus the blocks that may hold more.
@@ -363,7 +389,10 @@ impl Store {
     /// Cuts the head into a block now and waits until every pending block is written.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.tx.send(WalMsg::Cut(tx)).map_err(|_| StoreError::ShuttingDown)?;
+        self.inner
+            .tx
+            .send(WalMsg::Cut(tx))
+            .map_err(|_| StoreError::ShuttingDown)?;
         let _ = rx.await;
         self.wait_pending_blocks(Duration::from_secs(120)).await
     }
@@ -371,11 +400,20 @@ impl Store {
     async fn wait_pending_blocks(&self, timeout: Duration) -> Result<(), StoreError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.inner.state.read().unwrap_or_else(|e| e.into_inner()).frozen.is_empty() {
+            if self
+                .inner
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .frozen
+                .is_empty()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(StoreError::Internal("timed out waiting for blocks to be written".into()));
+                return Err(StoreError::Internal(
+                    "timed out waiting for blocks to be written".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -443,8 +481,12 @@ impl Inner {
         self.metrics.head_bytes.set(st.head.bytes as i64);
         self.metrics.head_traces.set(st.head.trace_count() as i64);
         self.metrics.blocks.set(st.blocks.len() as i64);
-        self.metrics.block_bytes.set(st.blocks.iter().map(|b| b.meta.total_bytes()).sum::<u64>() as i64);
-        self.metrics.block_spans.set(st.blocks.iter().map(|b| b.meta.span_count).sum::<u64>() as i64);
+        self.metrics
+            .block_bytes
+            .set(st.blocks.iter().map(|b| b.meta.total_bytes()).sum::<u64>() as i64);
+        self.metrics
+            .block_spans
+            .set(st.blocks.iter().map(|b| b.meta.span_count).sum::<u64>() as i64);
         self.metrics.pending_blocks.set(st.frozen.len() as i64);
     }
 
@@ -460,21 +502,30 @@ impl Inner {
 
 pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandle, StoreError> {
     let meta_bytes = backend.get(&backend.block_path(id, block::META_FILE)).await?;
-    let meta: BlockMeta = serde_json::from_slice(&meta_bytes).map_err(|e| StoreError::corrupt(format!("meta of {id}: {e}")))?;
+    let meta: BlockMeta =
+        serde_json::from_slice(&meta_bytes).map_err(|e| StoreError::corrupt(format!("meta of {id}: {e}")))?;
     if meta.format != block::FORMAT_VERSION {
-        return Err(StoreError::corrupt(format!("block {id} has format {} (this build reads {})", meta.format, block::FORMAT_VERSION)));
+        return Err(StoreError::corrupt(format!(
+            "block {id} has format {} (this build reads {})",
+            meta.format,
+            block::FORMAT_VERSION
+        )));
     }
     let bloom_bytes = backend.get(&backend.block_path(id, block::BLOOM_FILE)).await?;
-    let bloom = block::bloom::Bloom::from_bytes(&bloom_bytes).ok_or_else(|| StoreError::corrupt(format!("bloom of {id}")))?;
+    let bloom =
+        block::bloom::Bloom::from_bytes(&bloom_bytes).ok_or_else(|| StoreError::corrupt(format!("bloom of {id}")))?;
     Ok(BlockHandle::new(meta, bloom, backend.clone()))
 }
 
 /// Builds a block from spans in memory (sorting them by trace id, start).
 pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::BuiltBlock, StoreError> {
     let mut sorted: Vec<&Span> = spans.to_vec();
-    sorted.sort_unstable_by(|a, b| (a.trace_id, a.start_unix_nano, a.span_id).cmp(&(b.trace_id, b.start_unix_nano, b.span_id)));
+    sorted.sort_unstable_by(|a, b| {
+        (a.trace_id, a.start_unix_nano, a.span_id).cmp(&(b.trace_id, b.start_unix_nano, b.span_id))
+    });
     // The same span can arrive twice (client retries); keep one.
-    sorted.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id && a.start_unix_nano == b.start_unix_nano);
+    sorted
+        .dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id && a.start_unix_nano == b.start_unix_nano);
     let mut builder = BlockBuilder::new(id, level)?;
     for chunk in sorted.chunks(block::ROW_GROUP_ROWS) {
         builder.push(&block::write::spans_to_batch(chunk)?)?;
@@ -485,11 +536,19 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
 /// Uploads a built block: data, summaries and bloom first, meta last (the commit point).
 pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) -> Result<BlockHandle, StoreError> {
     let id = built.meta.id.clone();
-    backend.put_durable(&backend.block_path(&id, block::DATA_FILE), built.data).await?;
-    backend.put_durable(&backend.block_path(&id, block::SUMMARY_FILE), built.summaries).await?;
-    backend.put_durable(&backend.block_path(&id, block::BLOOM_FILE), built.bloom.clone()).await?;
+    backend
+        .put_durable(&backend.block_path(&id, block::DATA_FILE), built.data)
+        .await?;
+    backend
+        .put_durable(&backend.block_path(&id, block::SUMMARY_FILE), built.summaries)
+        .await?;
+    backend
+        .put_durable(&backend.block_path(&id, block::BLOOM_FILE), built.bloom.clone())
+        .await?;
     let meta_json = serde_json::to_vec_pretty(&built.meta).map_err(|e| StoreError::Internal(e.to_string()))?;
-    backend.put_durable(&backend.block_path(&id, block::META_FILE), meta_json).await?;
+    backend
+        .put_durable(&backend.block_path(&id, block::META_FILE), meta_json)
+        .await?;
     let bloom = block::bloom::Bloom::from_bytes(&built.bloom).ok_or_else(|| StoreError::corrupt("bloom"))?;
     Ok(BlockHandle::new(built.meta, bloom, backend.clone()))
 }

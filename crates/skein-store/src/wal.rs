@@ -102,14 +102,18 @@ pub fn replay_segment(path: &Path) -> Result<Replay, StoreError> {
     let mut replay = Replay::default();
     let mut pos = 0usize;
     while pos < data.len() {
-        let Some(header) = data.get(pos..pos + HEADER_LEN) else { break };
+        let Some(header) = data.get(pos..pos + HEADER_LEN) else {
+            break;
+        };
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
         if len > MAX_RECORD {
             break;
         }
         let start = pos + HEADER_LEN;
-        let Some(payload) = data.get(start..start + len as usize) else { break };
+        let Some(payload) = data.get(start..start + len as usize) else {
+            break;
+        };
         if crc32c::crc32c(payload) != crc {
             break;
         }

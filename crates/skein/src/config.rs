@@ -33,7 +33,9 @@ pub struct QueryConfig {
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { http_addr: "0.0.0.0:16686".into() }
+        QueryConfig {
+            http_addr: "0.0.0.0:16686".into(),
+        }
     }
 }
 
@@ -63,7 +65,9 @@ fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value, origin:
     let (last, parents) = path.split_last().context("empty configuration key")?;
     let mut table = root;
     for p in parents {
-        let entry = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         table = match entry {
             toml::Value::Table(t) => t,
             _ => bail!("{origin}: {p} is not a section"),
@@ -82,18 +86,25 @@ pub fn load(
     let mut root = match file {
         Some(f) => {
             let text = std::fs::read_to_string(f).with_context(|| format!("reading config file {}", f.display()))?;
-            text.parse::<toml::Table>().with_context(|| format!("parsing config file {}", f.display()))?
+            text.parse::<toml::Table>()
+                .with_context(|| format!("parsing config file {}", f.display()))?
         }
         None => toml::Table::new(),
     };
     let mut env: Vec<(String, String)> = env.filter(|(k, _)| k.starts_with("SKEIN_")).collect();
     env.sort();
     for (k, v) in env {
-        let path: Vec<String> = k["SKEIN_".len()..].to_ascii_lowercase().split("__").map(str::to_string).collect();
+        let path: Vec<String> = k["SKEIN_".len()..]
+            .to_ascii_lowercase()
+            .split("__")
+            .map(str::to_string)
+            .collect();
         set_path(&mut root, &path, parse_value(&v), &format!("environment variable {k}"))?;
     }
     for s in sets {
-        let (k, v) = s.split_once('=').with_context(|| format!("--set {s:?}: expected key=value"))?;
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("--set {s:?}: expected key=value"))?;
         let path: Vec<String> = k.trim().split('.').map(str::to_string).collect();
         set_path(&mut root, &path, parse_value(v.trim()), &format!("--set {k}"))?;
     }
@@ -115,20 +126,31 @@ mod tests {
     fn precedence_and_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("skein.toml");
-        std::fs::write(&f, "data_dir = \"/from/file\"\n[store]\nretention = \"3d\"\nhead_max_spans = 10\n").unwrap();
-        let env = vec![("SKEIN_STORE__HEAD_MAX_SPANS".to_string(), "20".to_string()), ("HOME".into(), "/x".into())];
+        std::fs::write(
+            &f,
+            "data_dir = \"/from/file\"\n[store]\nretention = \"3d\"\nhead_max_spans = 10\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("SKEIN_STORE__HEAD_MAX_SPANS".to_string(), "20".to_string()),
+            ("HOME".into(), "/x".into()),
+        ];
         let cfg = load(Some(&f), env.into_iter(), &["otlp.grpc_addr=127.0.0.1:0".into()]).unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/from/file"));
         assert_eq!(cfg.store.retention, std::time::Duration::from_secs(3 * 86400));
         assert_eq!(cfg.store.head_max_spans, 20);
         assert_eq!(cfg.otlp.grpc_addr, "127.0.0.1:0");
 
-        let err = load(None, std::iter::empty(), &["store.retension=3d".into()]).unwrap_err().to_string();
+        let err = load(None, std::iter::empty(), &["store.retension=3d".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("retension"), "{err}");
         let env = vec![("SKEIN_NOPE".to_string(), "1".to_string())];
         let err = load(None, env.into_iter(), &[]).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
-        let err = load(None, std::iter::empty(), &["store.retention=soon".into()]).unwrap_err().to_string();
+        let err = load(None, std::iter::empty(), &["store.retention=soon".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("soon"), "{err}");
         // What `skein config` prints loads back to the same configuration.
         let text = to_toml(&cfg).unwrap();

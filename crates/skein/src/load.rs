@@ -148,11 +148,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
     };
 
     let mut rng = fastrand::Rng::new();
-    let services = Arc::new(make_services(args.services, &mut rng));
+    let services = make_services(args.services, &mut rng);
     let tail = args.max_spans.map_or(0, |m| (m % batch as u64) as usize);
     let pool_seed = rng.u64(..);
-    let gen_services = services.clone();
-    let (pool, tail) = tokio::task::spawn_blocking(move || build_pool(&gen_services, batch, tail, pool_seed))
+    let (pool, tail) = tokio::task::spawn_blocking(move || build_pool(&services, batch, tail, pool_seed))
         .await
         .context("request generator panicked")??;
 
@@ -278,7 +277,7 @@ struct Ctx {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panicking worker cannot leave these counters half-updated in a harmful way.
+    // Poisoning only says another worker panicked; what these mutexes guard stays consistent.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -1915,6 +1914,25 @@ mod tests {
         let decoded = skein_model::otlp::proto::decode_request(req);
         assert!(decoded.rejected.is_empty(), "{:?}", decoded.rejected);
         assert_eq!(decoded.batch.len(), 3);
+    }
+
+    #[test]
+    fn grpc_retry_info_is_honoured() {
+        let info = RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: 0,
+                nanos: 250_000_000,
+            }),
+        };
+        let details = RpcStatus {
+            details: vec![ProtoAny {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        let st = tonic::Status::with_details(tonic::Code::ResourceExhausted, "busy", details.encode_to_vec().into());
+        assert_eq!(grpc_retry_delay(&st), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_retry_delay(&tonic::Status::unavailable("busy")), None);
     }
 
     #[test]

@@ -14,7 +14,9 @@ async fn bind(name: &str, addr: &str) -> anyhow::Result<Option<TcpListener>> {
         tracing::info!(receiver = name, "disabled");
         return Ok(None);
     }
-    let l = TcpListener::bind(addr).await.with_context(|| format!("binding {name} on {addr}"))?;
+    let l = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {name} on {addr}"))?;
     let local: SocketAddr = l.local_addr()?;
     // A stable, parseable line: tests and scripts read the real port from it when given port 0.
     println!("skein: listening {name} {local}");
@@ -54,7 +56,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let app = skein_api::router(engine.clone());
         tasks.push(spawn_http(l, app, stop_rx.clone(), "query HTTP server"));
     }
-    println!("skein: ready data_dir={} startup={:?}", cfg.data_dir.display(), started.elapsed());
+    println!(
+        "skein: ready data_dir={} startup={:?}",
+        cfg.data_dir.display(),
+        started.elapsed()
+    );
 
     shutdown_signal().await;
     tracing::info!("shutting down: refusing new requests, flushing the head into a block");

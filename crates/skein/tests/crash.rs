@@ -19,7 +19,10 @@ const TRACES_PER_REQUEST: usize = 4;
 const SPANS_PER_TRACE: usize = 10;
 
 fn batch(seq: u64) -> (ExportTraceServiceRequest, Vec<[u8; 16]>) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let mut spans = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..TRACES_PER_REQUEST {
@@ -27,7 +30,11 @@ fn batch(seq: u64) -> (ExportTraceServiceRequest, Vec<[u8; 16]>) {
         ids.push(trace);
         let root: [u8; 8] = std::array::from_fn(|_| fastrand::u8(1..));
         for i in 0..SPANS_PER_TRACE {
-            let id: [u8; 8] = if i == 0 { root } else { std::array::from_fn(|_| fastrand::u8(1..)) };
+            let id: [u8; 8] = if i == 0 {
+                root
+            } else {
+                std::array::from_fn(|_| fastrand::u8(1..))
+            };
             spans.push(Span {
                 trace_id: trace.to_vec(),
                 span_id: id.to_vec(),
@@ -38,7 +45,9 @@ fn batch(seq: u64) -> (ExportTraceServiceRequest, Vec<[u8; 16]>) {
                 end_time_unix_nano: now + i as u64 * 1000 + 500_000,
                 attributes: vec![KeyValue {
                     key: "request.seq".into(),
-                    value: Some(AnyValue { value: Some(any_value::Value::IntValue(seq as i64)) }),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(seq as i64)),
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -50,12 +59,17 @@ fn batch(seq: u64) -> (ExportTraceServiceRequest, Vec<[u8; 16]>) {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
                     key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(any_value::Value::StringValue("crash-test".into())) }),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("crash-test".into())),
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             schema_url: String::new(),
         }],
     };
@@ -65,7 +79,11 @@ fn batch(seq: u64) -> (ExportTraceServiceRequest, Vec<[u8; 16]>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_load_loses_no_acknowledged_span() {
     let dir = tempfile::tempdir().unwrap();
-    let sets = ["store.head_max_spans=3000", "store.compaction_interval=1s", "store.compaction_target_spans=20000"];
+    let sets = [
+        "store.head_max_spans=3000",
+        "store.compaction_interval=1s",
+        "store.compaction_target_spans=20000",
+    ];
     for round in 0..3 {
         let s = Server::start(dir.path(), &sets);
         let url = format!("{}/v1/traces", s.http_url());
@@ -121,7 +139,13 @@ async fn sigkill_during_load_loses_no_acknowledged_span() {
                 missing.insert(hex(id), n);
             }
         }
-        assert!(missing.is_empty(), "round {round}: {} of {} acknowledged traces incomplete after SIGKILL: {:?}", missing.len(), acked.len(), missing.iter().take(5).collect::<Vec<_>>());
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} of {} acknowledged traces incomplete after SIGKILL: {:?}",
+            missing.len(),
+            acked.len(),
+            missing.iter().take(5).collect::<Vec<_>>()
+        );
         // Leave this round's server running into the next round's start? No: stop it cleanly,
         // which also exercises graceful shutdown on a recovered store.
         assert!(s.stop(), "clean shutdown after recovery");

@@ -16,7 +16,10 @@ use prost::Message;
 use serde_json::{json, Value};
 
 fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn rand_bytes<const N: usize>() -> [u8; N] {
@@ -35,7 +38,9 @@ fn span(trace: [u8; 16], id: [u8; 8], parent: Option<[u8; 8]>, name: &str) -> Sp
         end_time_unix_nano: start + 1_000_000,
         attributes: vec![KeyValue {
             key: "http.response.status_code".into(),
-            value: Some(AnyValue { value: Some(any_value::Value::IntValue(200)) }),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(200)),
+            }),
             ..Default::default()
         }],
         ..Default::default()
@@ -48,19 +53,26 @@ fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
                     key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.into())),
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             schema_url: String::new(),
         }],
     }
 }
 
 async fn post(s: &Server, ctype: &str, encoding: Option<&str>, body: Vec<u8>) -> reqwest::Response {
-    let mut r = reqwest::Client::new().post(format!("{}/v1/traces", s.http_url())).header("content-type", ctype);
+    let mut r = reqwest::Client::new()
+        .post(format!("{}/v1/traces", s.http_url()))
+        .header("content-type", ctype);
     if let Some(e) = encoding {
         r = r.header("content-encoding", e);
     }
@@ -91,14 +103,23 @@ async fn protobuf_json_encodings_partial_success_and_errors() {
     assert_eq!(r.headers()["content-type"], "application/x-protobuf");
     let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
     assert!(resp.partial_success.is_none());
-    assert_eq!(span_count(&s, &t1).await, Some(1), "acknowledged span must be queryable immediately");
+    assert_eq!(
+        span_count(&s, &t1).await,
+        Some(1),
+        "acknowledged span must be queryable immediately"
+    );
 
     // gzip and zstd bodies.
     let t2 = rand_bytes::<16>();
     let raw = request("proto-svc", vec![span(t2, rand_bytes(), None, "GET /gz")]).encode_to_vec();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&raw).unwrap();
-    assert_eq!(post(&s, "application/x-protobuf", Some("gzip"), gz.finish().unwrap()).await.status(), 200);
+    assert_eq!(
+        post(&s, "application/x-protobuf", Some("gzip"), gz.finish().unwrap())
+            .await
+            .status(),
+        200
+    );
     let t3 = rand_bytes::<16>();
     let raw = request("proto-svc", vec![span(t3, rand_bytes(), None, "GET /zstd")]).encode_to_vec();
     let z = zstd::encode_all(&raw[..], 3).unwrap();
@@ -114,13 +135,28 @@ async fn protobuf_json_encodings_partial_success_and_errors() {
     short.span_id = vec![1, 2, 3];
     let mut backwards = span(rand_bytes(), rand_bytes(), None, "backwards");
     backwards.end_time_unix_nano = backwards.start_time_unix_nano - 1;
-    let body = request("partial-svc", vec![span(good, rand_bytes(), None, "ok"), zero, short, backwards]).encode_to_vec();
+    let body = request(
+        "partial-svc",
+        vec![span(good, rand_bytes(), None, "ok"), zero, short, backwards],
+    )
+    .encode_to_vec();
     let r = post(&s, "application/x-protobuf", None, body).await;
     assert_eq!(r.status(), 200);
-    let ps = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap().partial_success.unwrap();
+    let ps = ExportTraceServiceResponse::decode(r.bytes().await.unwrap())
+        .unwrap()
+        .partial_success
+        .unwrap();
     assert_eq!(ps.rejected_spans, 3);
-    assert!(ps.error_message.contains("span #1: trace id is all zeros"), "{}", ps.error_message);
-    assert_eq!(span_count(&s, &good).await, Some(1), "the good span of a partial batch is kept");
+    assert!(
+        ps.error_message.contains("span #1: trace id is all zeros"),
+        "{}",
+        ps.error_message
+    );
+    assert_eq!(
+        span_count(&s, &good).await,
+        Some(1),
+        "the good span of a partial batch is kept"
+    );
 
     // Undecodable protobuf → 400 with a google.rpc.Status body naming the problem.
     let r = post(&s, "application/x-protobuf", None, vec![0xff, 0xff, 0xff]).await;
@@ -136,15 +172,26 @@ async fn protobuf_json_encodings_partial_success_and_errors() {
 
     // Unsupported content type → 415; unsupported encoding → 415.
     assert_eq!(post(&s, "text/plain", None, b"hello".to_vec()).await.status(), 415);
-    assert_eq!(post(&s, "application/x-protobuf", Some("br"), vec![1]).await.status(), 415);
+    assert_eq!(
+        post(&s, "application/x-protobuf", Some("br"), vec![1]).await.status(),
+        415
+    );
 
     // Too large → 413, both plain and as a small gzip that inflates past the limit.
-    assert_eq!(post(&s, "application/x-protobuf", None, vec![0; 65 * 1024]).await.status(), 413);
+    assert_eq!(
+        post(&s, "application/x-protobuf", None, vec![0; 65 * 1024])
+            .await
+            .status(),
+        413
+    );
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&vec![0u8; 1 << 20]).unwrap();
     let bomb = gz.finish().unwrap();
     assert!(bomb.len() < 64 * 1024);
-    assert_eq!(post(&s, "application/x-protobuf", Some("gzip"), bomb).await.status(), 413);
+    assert_eq!(
+        post(&s, "application/x-protobuf", Some("gzip"), bomb).await.status(),
+        413
+    );
 
     // CORS preflight from a browser SDK.
     let r = reqwest::Client::new()
@@ -159,9 +206,19 @@ async fn protobuf_json_encodings_partial_success_and_errors() {
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
 
     // Self-metrics count what happened, by protocol and reason.
-    let metrics = reqwest::get(format!("{}/metrics", s.query_url())).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("skein_spans_accepted_total{protocol=\"otlp_http_protobuf\"}"), "{metrics}");
-    assert!(metrics.contains("skein_spans_rejected_total{protocol=\"otlp_http_protobuf\",reason=\"invalid_trace_id\"} 1"));
+    let metrics = reqwest::get(format!("{}/metrics", s.query_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("skein_spans_accepted_total{protocol=\"otlp_http_protobuf\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("skein_spans_rejected_total{protocol=\"otlp_http_protobuf\",reason=\"invalid_trace_id\"} 1")
+    );
     assert!(metrics.contains("skein_wal_fsync_seconds_bucket"));
     assert!(s.stop(), "clean shutdown");
 }
@@ -204,18 +261,35 @@ async fn otlp_json_edge_cases() {
 
     let (status, v) = get_json(format!("{}/api/v3/traces/{trace}", s.query_url())).await;
     assert_eq!(status, 200);
-    let spans = v["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().clone();
+    let spans = v["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(spans.len(), 2);
     let r = spans.iter().find(|s| s["name"] == "root").unwrap();
     assert_eq!(r["kind"], 2);
     assert_eq!(r["status"], json!({"code": 2, "message": "boom"}));
-    let attr = |k: &str| r["attributes"].as_array().unwrap().iter().find(|a| a["key"] == k).unwrap()["value"].clone();
+    let attr = |k: &str| {
+        r["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == k)
+            .unwrap()["value"]
+            .clone()
+    };
     assert_eq!(attr("i"), json!({"intValue": "42"}));
     assert_eq!(attr("i2"), json!({"intValue": "7"}));
     assert_eq!(attr("d"), json!({"doubleValue": 1.5}));
     assert_eq!(attr("b"), json!({"boolValue": true}));
-    assert_eq!(attr("arr"), json!({"arrayValue": {"values": [{"stringValue": "x"}, {"intValue": "1"}]}}));
-    assert_eq!(attr("kv"), json!({"kvlistValue": {"values": [{"key": "inner", "value": {"stringValue": "y"}}]}}));
+    assert_eq!(
+        attr("arr"),
+        json!({"arrayValue": {"values": [{"stringValue": "x"}, {"intValue": "1"}]}})
+    );
+    assert_eq!(
+        attr("kv"),
+        json!({"kvlistValue": {"values": [{"key": "inner", "value": {"stringValue": "y"}}]}})
+    );
     assert_eq!(attr("bytes"), json!({"bytesValue": "AQID"}));
     let c = spans.iter().find(|s| s["name"] == "child").unwrap();
     assert_eq!(c["parentSpanId"], json!(root));
@@ -231,7 +305,13 @@ async fn otlp_json_edge_cases() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["partialSuccess"]["rejectedSpans"], "1");
-    assert!(v["partialSuccess"]["errorMessage"].as_str().unwrap().contains("trace id"), "{v}");
+    assert!(
+        v["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("trace id"),
+        "{v}"
+    );
 
     // An empty request is fine.
     assert_eq!(post(&s, "application/json", None, b"{}".to_vec()).await.status(), 200);
@@ -248,23 +328,42 @@ async fn backpressure_gives_retry_advice_on_http_and_grpc() {
     assert_eq!(r.headers()["retry-after"], "1");
 
     let mut client = TraceServiceClient::connect(s.grpc_url()).await.unwrap();
-    let err = client.export(request("busy", vec![span(rand_bytes(), rand_bytes(), None, "x")])).await.unwrap_err();
+    let err = client
+        .export(request("busy", vec![span(rand_bytes(), rand_bytes(), None, "x")]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    assert!(!err.details().is_empty(), "RESOURCE_EXHAUSTED carries RetryInfo so SDKs retry");
-    let metrics = reqwest::get(format!("{}/metrics", s.query_url())).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("skein_backpressure_events_total{protocol=\"otlp_grpc\"} 1"), "{metrics}");
+    assert!(
+        !err.details().is_empty(),
+        "RESOURCE_EXHAUSTED carries RetryInfo so SDKs retry"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", s.query_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("skein_backpressure_events_total{protocol=\"otlp_grpc\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_partial_success_and_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["limits.max_spans_per_trace=3", "limits.max_attribute_value_length=8"]);
+    let s = Server::start(
+        dir.path(),
+        &["limits.max_spans_per_trace=3", "limits.max_attribute_value_length=8"],
+    );
     let mut client = TraceServiceClient::connect(s.grpc_url()).await.unwrap();
     let t = rand_bytes::<16>();
     let mut spans: Vec<Span> = (0..5).map(|i| span(t, rand_bytes(), None, &format!("s{i}"))).collect();
     spans[0].attributes.push(KeyValue {
         key: "long".into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue("0123456789abcdef".into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("0123456789abcdef".into())),
+        }),
         ..Default::default()
     });
     let mut bad = span(t, rand_bytes(), None, "bad");
@@ -272,7 +371,11 @@ async fn grpc_partial_success_and_limits() {
     spans.push(bad);
     let resp = client.export(request("grpc-svc", spans)).await.unwrap().into_inner();
     let ps = resp.partial_success.unwrap();
-    assert_eq!(ps.rejected_spans, 3, "two over the per-trace limit and one bad parent id: {}", ps.error_message);
+    assert_eq!(
+        ps.rejected_spans, 3,
+        "two over the per-trace limit and one bad parent id: {}",
+        ps.error_message
+    );
     let (status, v) = get_json(format!("{}/api/traces/{}", s.query_url(), hex(&t))).await;
     assert_eq!(status, 200);
     let spans = v["data"][0]["spans"].as_array().unwrap();

@@ -113,7 +113,9 @@ pub fn v1_query(p: &Params) -> Result<TraceQuery, String> {
         }
     }
     for t in p.all("tag") {
-        let (k, v) = t.split_once(':').ok_or_else(|| format!("parameter tag={t:?} must look like key:value"))?;
+        let (k, v) = t
+            .split_once(':')
+            .ok_or_else(|| format!("parameter tag={t:?} must look like key:value"))?;
         q.attributes.push((k.to_string(), v.to_string()));
     }
     let end_us = p.u64("end")?.unwrap_or_else(now_us);

@@ -9,5 +9,7 @@ use axum::Router;
 use skein_query::QueryEngine;
 
 pub fn router(engine: QueryEngine) -> Router {
-    Router::new().merge(http::router(engine.clone())).merge(v3::router(engine))
+    Router::new()
+        .merge(http::router(engine.clone()))
+        .merge(v3::router(engine))
 }

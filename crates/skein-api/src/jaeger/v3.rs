@@ -27,7 +27,11 @@ pub fn router(engine: QueryEngine) -> Router {
 }
 
 pub fn v3_error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": { "httpCode": status.as_u16(), "message": msg.into() } }))).into_response()
+    (
+        status,
+        Json(json!({ "error": { "httpCode": status.as_u16(), "message": msg.into() } })),
+    )
+        .into_response()
 }
 
 async fn services(State(q): State<QueryEngine>) -> Response {
@@ -70,14 +74,23 @@ async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Resp
 pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
     let mut q = TraceQuery {
         service: p.any(&["query.serviceName", "query.service_name"]).map(str::to_string),
-        operation: p.any(&["query.operationName", "query.operation_name"]).map(str::to_string),
+        operation: p
+            .any(&["query.operationName", "query.operation_name"])
+            .map(str::to_string),
         min_duration_nano: p.duration_ns(&["query.durationMin", "query.duration_min"])?,
         max_duration_nano: p.duration_ns(&["query.durationMax", "query.duration_max"])?,
         limit: 20,
         ..TraceQuery::default()
     };
-    if let Some(n) = p.any(&["query.searchDepth", "query.search_depth", "query.numTraces", "query.num_traces"]) {
-        q.limit = n.parse().map_err(|_| format!("query.searchDepth={n:?} is not a positive integer"))?;
+    if let Some(n) = p.any(&[
+        "query.searchDepth",
+        "query.search_depth",
+        "query.numTraces",
+        "query.num_traces",
+    ]) {
+        q.limit = n
+            .parse()
+            .map_err(|_| format!("query.searchDepth={n:?} is not a positive integer"))?;
     }
     if let Some(k) = p.any(&["query.spanKind", "query.span_kind"]) {
         q.span_kind = Some(SpanKind::parse(k).ok_or_else(|| format!("unknown query.spanKind {k:?}"))?);
@@ -86,7 +99,8 @@ pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
         let map: BTreeMap<String, Value> =
             serde_json::from_str(a).map_err(|e| format!("query.attributes must be a JSON object: {e}"))?;
         for (k, v) in map {
-            q.attributes.push((k, if let Value::String(s) = v { s } else { v.to_string() }));
+            q.attributes
+                .push((k, if let Value::String(s) = v { s } else { v.to_string() }));
         }
     }
     let min = p.any(&["query.startTimeMin", "query.start_time_min"]);
@@ -121,8 +135,15 @@ pub fn summarize(spans: &[Span]) -> Value {
     let ids: HashSet<_> = spans.iter().map(|s| s.span_id).collect();
     let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
     let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0);
-    let root = spans.iter().filter(|s| s.is_root()).min_by_key(|s| s.start_unix_nano).or_else(|| spans.first());
-    let orphans = spans.iter().filter(|s| !s.is_root() && !ids.contains(&s.parent_span_id)).count();
+    let root = spans
+        .iter()
+        .filter(|s| s.is_root())
+        .min_by_key(|s| s.start_unix_nano)
+        .or_else(|| spans.first());
+    let orphans = spans
+        .iter()
+        .filter(|s| !s.is_root() && !ids.contains(&s.parent_span_id))
+        .count();
     let mut per_service: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for s in spans {
         let e = per_service.entry(s.service_name()).or_default();

@@ -15,11 +15,14 @@ pub struct OtlpGrpc {
 }
 
 pub fn service(pipeline: Pipeline, max_request_bytes: usize) -> TraceServiceServer<OtlpGrpc> {
-    TraceServiceServer::new(OtlpGrpc { pipeline, metrics: ProtocolMetrics::new("otlp_grpc") })
-        .max_decoding_message_size(max_request_bytes)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+    TraceServiceServer::new(OtlpGrpc {
+        pipeline,
+        metrics: ProtocolMetrics::new("otlp_grpc"),
+    })
+    .max_decoding_message_size(max_request_bytes)
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+    .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+    .send_compressed(tonic::codec::CompressionEncoding::Gzip)
 }
 
 #[tonic::async_trait]
@@ -34,7 +37,11 @@ impl TraceService for OtlpGrpc {
             submit_status(e)
         })?;
         let decoded = proto::decode_request(req);
-        let outcome = self.pipeline.submit(decoded, &self.metrics).await.map_err(submit_status)?;
+        let outcome = self
+            .pipeline
+            .submit(decoded, &self.metrics)
+            .await
+            .map_err(submit_status)?;
         let partial_success = outcome.message().map(|error_message| ExportTracePartialSuccess {
             rejected_spans: outcome.rejected.len() as i64,
             error_message,
@@ -75,11 +82,16 @@ struct ProtoDuration {
 
 /// A retryable status carrying `google.rpc.RetryInfo` (retry after one second).
 pub fn retryable(code: Code, message: String) -> Status {
-    let retry = RetryInfo { retry_delay: Some(ProtoDuration { seconds: 1, nanos: 0 }) };
+    let retry = RetryInfo {
+        retry_delay: Some(ProtoDuration { seconds: 1, nanos: 0 }),
+    };
     let details = RpcStatus {
         code: code as i32,
         message: message.clone(),
-        details: vec![Any { type_url: "type.googleapis.com/google.rpc.RetryInfo".into(), value: retry.encode_to_vec() }],
+        details: vec![Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: retry.encode_to_vec(),
+        }],
     };
     Status::with_details(code, message, details.encode_to_vec().into())
 }

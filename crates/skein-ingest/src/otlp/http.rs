@@ -57,7 +57,11 @@ pub fn cors(origins: &[String]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING, header::HeaderName::from_static("x-requested-with")])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::HeaderName::from_static("x-requested-with"),
+        ])
         .max_age(std::time::Duration::from_secs(3600))
 }
 
@@ -83,7 +87,11 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
             return error(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
         }
     };
-    let m = if format == Format::Json { &ctx.json_metrics } else { &ctx.proto_metrics };
+    let m = if format == Format::Json {
+        &ctx.json_metrics
+    } else {
+        &ctx.proto_metrics
+    };
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     let raw = match body::decode(encoding, body, ctx.max_bytes) {
         Ok(b) => b,
@@ -91,7 +99,9 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
             m.request("too_large");
             return error(format, StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
         }
-        Err(e @ BodyError::UnsupportedEncoding(_)) => return error(format, StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()),
+        Err(e @ BodyError::UnsupportedEncoding(_)) => {
+            return error(format, StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())
+        }
         Err(e) => {
             m.request("bad_request");
             return error(format, StatusCode::BAD_REQUEST, e.to_string());
@@ -128,7 +138,10 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
             });
             match format {
                 Format::Protobuf => {
-                    let body = ExportTraceServiceResponse { partial_success: partial }.encode_to_vec();
+                    let body = ExportTraceServiceResponse {
+                        partial_success: partial,
+                    }
+                    .encode_to_vec();
                     ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
                 }
                 Format::Json => {
@@ -155,7 +168,8 @@ fn submit_error(format: Format, e: SubmitError) -> Response {
     };
     let mut resp = error(format, status, msg);
     if status != StatusCode::INTERNAL_SERVER_ERROR {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
@@ -172,10 +186,10 @@ struct RpcStatus {
 fn grpc_code(status: StatusCode) -> i32 {
     match status {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
-        StatusCode::PAYLOAD_TOO_LARGE => 11,                                // OUT_OF_RANGE
-        StatusCode::TOO_MANY_REQUESTS => 8,                                 // RESOURCE_EXHAUSTED
-        StatusCode::SERVICE_UNAVAILABLE => 14,                              // UNAVAILABLE
-        _ => 13,                                                            // INTERNAL
+        StatusCode::PAYLOAD_TOO_LARGE => 11,                               // OUT_OF_RANGE
+        StatusCode::TOO_MANY_REQUESTS => 8,                                // RESOURCE_EXHAUSTED
+        StatusCode::SERVICE_UNAVAILABLE => 14,                             // UNAVAILABLE
+        _ => 13,                                                           // INTERNAL
     }
 }
 

@@ -60,7 +60,11 @@ struct JResourceSpans {
 struct JResource {
     #[serde(deserialize_with = "null_vec")]
     attributes: Vec<JKeyValue>,
-    #[serde(rename = "droppedAttributesCount", alias = "dropped_attributes_count", deserialize_with = "de_u32")]
+    #[serde(
+        rename = "droppedAttributesCount",
+        alias = "dropped_attributes_count",
+        deserialize_with = "de_u32"
+    )]
     dropped_attributes_count: u32,
 }
 
@@ -91,7 +95,11 @@ struct JScope {
     version: String,
     #[serde(deserialize_with = "null_vec")]
     attributes: Vec<JKeyValue>,
-    #[serde(rename = "droppedAttributesCount", alias = "dropped_attributes_count", deserialize_with = "de_u32")]
+    #[serde(
+        rename = "droppedAttributesCount",
+        alias = "dropped_attributes_count",
+        deserialize_with = "de_u32"
+    )]
     dropped_attributes_count: u32,
 }
 
@@ -123,21 +131,41 @@ struct JSpan {
     name: String,
     #[serde(deserialize_with = "de_kind")]
     kind: i32,
-    #[serde(rename = "startTimeUnixNano", alias = "start_time_unix_nano", deserialize_with = "de_u64")]
+    #[serde(
+        rename = "startTimeUnixNano",
+        alias = "start_time_unix_nano",
+        deserialize_with = "de_u64"
+    )]
     start: u64,
-    #[serde(rename = "endTimeUnixNano", alias = "end_time_unix_nano", deserialize_with = "de_u64")]
+    #[serde(
+        rename = "endTimeUnixNano",
+        alias = "end_time_unix_nano",
+        deserialize_with = "de_u64"
+    )]
     end: u64,
     #[serde(deserialize_with = "null_vec")]
     attributes: Vec<JKeyValue>,
-    #[serde(rename = "droppedAttributesCount", alias = "dropped_attributes_count", deserialize_with = "de_u32")]
+    #[serde(
+        rename = "droppedAttributesCount",
+        alias = "dropped_attributes_count",
+        deserialize_with = "de_u32"
+    )]
     dropped_attributes_count: u32,
     #[serde(deserialize_with = "null_vec")]
     events: Vec<JEvent>,
-    #[serde(rename = "droppedEventsCount", alias = "dropped_events_count", deserialize_with = "de_u32")]
+    #[serde(
+        rename = "droppedEventsCount",
+        alias = "dropped_events_count",
+        deserialize_with = "de_u32"
+    )]
     dropped_events_count: u32,
     #[serde(deserialize_with = "null_vec")]
     links: Vec<JLink>,
-    #[serde(rename = "droppedLinksCount", alias = "dropped_links_count", deserialize_with = "de_u32")]
+    #[serde(
+        rename = "droppedLinksCount",
+        alias = "dropped_links_count",
+        deserialize_with = "de_u32"
+    )]
     dropped_links_count: u32,
     status: Option<JStatus>,
 }
@@ -151,7 +179,11 @@ struct JEvent {
     name: String,
     #[serde(deserialize_with = "null_vec")]
     attributes: Vec<JKeyValue>,
-    #[serde(rename = "droppedAttributesCount", alias = "dropped_attributes_count", deserialize_with = "de_u32")]
+    #[serde(
+        rename = "droppedAttributesCount",
+        alias = "dropped_attributes_count",
+        deserialize_with = "de_u32"
+    )]
     dropped_attributes_count: u32,
 }
 
@@ -166,7 +198,11 @@ struct JLink {
     trace_state: String,
     #[serde(deserialize_with = "null_vec")]
     attributes: Vec<JKeyValue>,
-    #[serde(rename = "droppedAttributesCount", alias = "dropped_attributes_count", deserialize_with = "de_u32")]
+    #[serde(
+        rename = "droppedAttributesCount",
+        alias = "dropped_attributes_count",
+        deserialize_with = "de_u32"
+    )]
     dropped_attributes_count: u32,
     #[serde(deserialize_with = "de_u32")]
     flags: u32,
@@ -259,7 +295,9 @@ fn json_id<const N: usize>(s: &str) -> Option<Vec<u8>> {
             return Some(b);
         }
     }
-    hex::decode(s).or_else(|| base64_decode(s)).or(Some(s.as_bytes().to_vec()))
+    hex::decode(s)
+        .or_else(|| base64_decode(s))
+        .or(Some(s.as_bytes().to_vec()))
 }
 
 impl JSpan {
@@ -297,7 +335,10 @@ impl JSpan {
             dropped_events_count: self.dropped_events_count,
             links,
             dropped_links_count: self.dropped_links_count,
-            status: self.status.map(|s| super::pb::trace::v1::Status { message: s.message, code: s.code }),
+            status: self.status.map(|s| super::pb::trace::v1::Status {
+                message: s.message,
+                code: s.code,
+            }),
         };
         let mut span = super::proto::span_from(pb, res, scope)?;
         span.attributes = attrs(self.attributes);
@@ -471,7 +512,9 @@ pub fn any_value(v: &AnyValue) -> Value {
         AnyValue::Bool(b) => json!({ "boolValue": b }),
         AnyValue::Int(i) => json!({ "intValue": i.to_string() }),
         AnyValue::Double(d) if d.is_finite() => json!({ "doubleValue": d }),
-        AnyValue::Double(d) => json!({ "doubleValue": if d.is_nan() { "NaN" } else if *d > 0.0 { "Infinity" } else { "-Infinity" } }),
+        AnyValue::Double(d) => {
+            json!({ "doubleValue": if d.is_nan() { "NaN" } else if *d > 0.0 { "Infinity" } else { "-Infinity" } })
+        }
         AnyValue::Bytes(b) => json!({ "bytesValue": base64_encode(b) }),
         AnyValue::Array(a) => json!({ "arrayValue": { "values": a.iter().map(any_value).collect::<Vec<_>>() } }),
         AnyValue::KvList(kv) => json!({ "kvlistValue": { "values": attributes(kv) } }),
@@ -488,12 +531,18 @@ pub fn any_value_plain(v: &AnyValue) -> Value {
         AnyValue::Double(d) => json!(d),
         AnyValue::Bytes(b) => json!(base64_encode(b)),
         AnyValue::Array(a) => Value::Array(a.iter().map(any_value_plain).collect()),
-        AnyValue::KvList(kv) => Value::Object(kv.iter().map(|kv| (kv.key.clone(), any_value_plain(&kv.value))).collect()),
+        AnyValue::KvList(kv) => Value::Object(
+            kv.iter()
+                .map(|kv| (kv.key.clone(), any_value_plain(&kv.value)))
+                .collect(),
+        ),
     }
 }
 
 pub fn attributes(kvs: &[KeyValue]) -> Vec<Value> {
-    kvs.iter().map(|kv| json!({ "key": kv.key, "value": any_value(&kv.value) })).collect()
+    kvs.iter()
+        .map(|kv| json!({ "key": kv.key, "value": any_value(&kv.value) }))
+        .collect()
 }
 
 fn put_nonzero(m: &mut Map<String, Value>, key: &str, v: u32) {
@@ -568,9 +617,13 @@ pub fn span(s: &Span) -> Value {
 
 /// `{"resourceSpans": [...]}` for spans, grouped by resource and scope like the protobuf form.
 pub fn encode_traces_data<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Value {
-    let mut groups: Vec<(&Arc<Resource>, Vec<(&Arc<Scope>, Vec<&Span>)>)> = Vec::new();
+    type ScopeGroup<'a> = (&'a Arc<Scope>, Vec<&'a Span>);
+    let mut groups: Vec<(&Arc<Resource>, Vec<ScopeGroup>)> = Vec::new();
     for s in spans {
-        let gi = match groups.iter().position(|(r, _)| Arc::ptr_eq(r, &s.resource) || **r == s.resource) {
+        let gi = match groups
+            .iter()
+            .position(|(r, _)| Arc::ptr_eq(r, &s.resource) || **r == s.resource)
+        {
             Some(i) => i,
             None => {
                 groups.push((&s.resource, Vec::new()));
@@ -578,7 +631,10 @@ pub fn encode_traces_data<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Valu
             }
         };
         let scopes = &mut groups[gi].1;
-        match scopes.iter_mut().find(|(sc, _)| Arc::ptr_eq(sc, &s.scope) || **sc == s.scope) {
+        match scopes
+            .iter_mut()
+            .find(|(sc, _)| Arc::ptr_eq(sc, &s.scope) || **sc == s.scope)
+        {
             Some((_, v)) => v.push(s),
             None => scopes.push((&s.scope, vec![s])),
         }

@@ -65,7 +65,10 @@ pub fn span_from(s: trace::Span, res: &Arc<Resource>, scope: &Arc<Scope>) -> Res
         fixed(&s.parent_span_id).ok_or(SpanError::ParentIdLength(s.parent_span_id.len()))?
     };
     if s.end_time_unix_nano < s.start_time_unix_nano {
-        return Err(SpanError::EndBeforeStart { start: s.start_time_unix_nano, end: s.end_time_unix_nano });
+        return Err(SpanError::EndBeforeStart {
+            start: s.start_time_unix_nano,
+            end: s.end_time_unix_nano,
+        });
     }
     let kind = SpanKind::from_i32(s.kind).ok_or(SpanError::Kind(s.kind))?;
     let status = match s.status {
@@ -191,7 +194,11 @@ pub fn span_to(s: &Span) -> trace::Span {
         trace_id: s.trace_id.to_vec(),
         span_id: s.span_id.to_vec(),
         trace_state: s.trace_state.clone(),
-        parent_span_id: if s.is_root() { Vec::new() } else { s.parent_span_id.to_vec() },
+        parent_span_id: if s.is_root() {
+            Vec::new()
+        } else {
+            s.parent_span_id.to_vec()
+        },
         flags: s.flags,
         name: s.name.clone(),
         kind: s.kind as i32,

@@ -63,11 +63,14 @@ impl Bloom {
     }
 
     pub fn from_bytes(b: &[u8]) -> Option<Bloom> {
-        if b.is_empty() || b.len() % 8 != 0 {
+        if b.is_empty() || !b.len().is_multiple_of(8) {
             return None;
         }
         Some(Bloom {
-            bits: b.chunks(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+            bits: b
+                .chunks(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
         })
     }
 }

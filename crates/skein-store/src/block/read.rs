@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
@@ -37,11 +39,20 @@ impl std::fmt::Debug for BlockHandle {
 
 impl BlockHandle {
     pub fn new(meta: BlockMeta, bloom: Bloom, backend: Backend) -> BlockHandle {
-        BlockHandle { meta, bloom, backend, data_meta: OnceCell::new() }
+        BlockHandle {
+            meta,
+            bloom,
+            backend,
+            data_meta: OnceCell::new(),
+        }
     }
 
     fn reader(&self, file: &str, size: u64) -> ObjectReader {
-        ObjectReader::new(self.backend.store.clone(), self.backend.block_path(&self.meta.id, file), size)
+        ObjectReader::new(
+            self.backend.store.clone(),
+            self.backend.block_path(&self.meta.id, file),
+            size,
+        )
     }
 
     async fn data_metadata(&self) -> Result<ArrowReaderMetadata, StoreError> {
@@ -49,7 +60,9 @@ impl BlockHandle {
             .get_or_try_init(|| async {
                 let mut r = self.reader(DATA_FILE, self.meta.data_bytes);
                 let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-                ArrowReaderMetadata::load_async(&mut r, opts).await.map_err(StoreError::parquet)
+                ArrowReaderMetadata::load_async(&mut r, opts)
+                    .await
+                    .map_err(StoreError::parquet)
             })
             .await
             .cloned()
@@ -88,13 +101,16 @@ impl BlockHandle {
                 .as_any()
                 .downcast_ref::<FixedSizeBinaryArray>()
                 .ok_or_else(|| arrow_schema::ArrowError::SchemaError("trace_id column type".into()))?;
-            Ok(BooleanArray::from_iter((0..ids.len()).map(|i| Some(ids.value(i) == want))))
+            Ok(BooleanArray::from_iter(
+                (0..ids.len()).map(|i| Some(ids.value(i) == want)),
+            ))
         });
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
-            .with_row_groups(groups)
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
-            .build()
-            .map_err(StoreError::parquet)?;
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+                .with_row_groups(groups)
+                .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+                .build()
+                .map_err(StoreError::parquet)?;
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(StoreError::parquet)?;
         let mut out = Vec::new();
         for b in &batches {
@@ -116,13 +132,16 @@ impl BlockHandle {
         let md = self.data_metadata().await?;
         let idx: Vec<usize> = columns.iter().map(|c| schema::col(c)).collect();
         let mask = ProjectionMask::roots(md.parquet_schema(), idx);
-        let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
-            .with_projection(mask)
-            .with_batch_size(8192);
+        let mut b =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+                .with_projection(mask)
+                .with_batch_size(8192);
         if let Some(g) = row_groups {
             b = b.with_row_groups(g);
         }
-        Ok(b.build().map_err(StoreError::parquet)?.map(|r| r.map_err(StoreError::parquet)))
+        Ok(b.build()
+            .map_err(StoreError::parquet)?
+            .map(|r| r.map_err(StoreError::parquet)))
     }
 
     /// Summaries of the given traces (all traces when `ids` is `None`).
@@ -147,7 +166,10 @@ impl BlockHandle {
             let ec: &UInt32Array = column(b, schema::SUM_ERRORS)?;
             let sv = strings(b, schema::SUM_SERVICES)?;
             for i in 0..b.num_rows() {
-                let id: TraceId = tid.value(i).try_into().map_err(|_| StoreError::corrupt("trace id width"))?;
+                let id: TraceId = tid
+                    .value(i)
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("trace id width"))?;
                 if ids.is_some_and(|set| !set.contains(&id)) {
                     continue;
                 }
@@ -199,7 +221,11 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
     let dropped: &UInt64Array = column(b, schema::DROPPED)?;
     let hot: Vec<&dyn Array> = HOT
         .iter()
-        .map(|(c, _, _)| b.column_by_name(c).map(|a| a.as_ref()).ok_or_else(|| StoreError::corrupt(format!("column {c} missing"))))
+        .map(|(c, _, _)| {
+            b.column_by_name(c)
+                .map(|a| a.as_ref())
+                .ok_or_else(|| StoreError::corrupt(format!("column {c} missing")))
+        })
         .collect::<Result<_, _>>()?;
 
     let mut resources: HashMap<&[u8], Arc<Resource>> = HashMap::new();
@@ -218,7 +244,8 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
         let sc = match scopes.get(scope.value(i)) {
             Some(s) => s.clone(),
             None => {
-                let decoded = pb::common::v1::InstrumentationScope::decode(scope.value(i)).map_err(StoreError::decode)?;
+                let decoded =
+                    pb::common::v1::InstrumentationScope::decode(scope.value(i)).map_err(StoreError::decode)?;
                 let s = Arc::new(proto::scope_from(decoded));
                 scopes.insert(scope.value(i), s.clone());
                 s
@@ -231,9 +258,18 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
                 continue;
             }
             let v = match t {
-                HotType::Str => a.as_any().downcast_ref::<StringArray>().map(|x| AnyValue::String(x.value(i).to_string())),
-                HotType::Int => a.as_any().downcast_ref::<Int64Array>().map(|x| AnyValue::Int(x.value(i))),
-                HotType::Bool => a.as_any().downcast_ref::<BooleanArray>().map(|x| AnyValue::Bool(x.value(i))),
+                HotType::Str => a
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .map(|x| AnyValue::String(x.value(i).to_string())),
+                HotType::Int => a
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .map(|x| AnyValue::Int(x.value(i))),
+                HotType::Bool => a
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .map(|x| AnyValue::Bool(x.value(i))),
             };
             if let Some(v) = v {
                 attributes.push(KeyValue::new(*key, v));
@@ -244,9 +280,18 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
         let (da, de, dl) = unpack_dropped(dropped.value(i));
         let start_ns = start.value(i) as u64;
         let mut span = Span {
-            trace_id: tid.value(i).try_into().map_err(|_| StoreError::corrupt("trace id width"))?,
-            span_id: sid.value(i).try_into().map_err(|_| StoreError::corrupt("span id width"))?,
-            parent_span_id: pid.value(i).try_into().map_err(|_| StoreError::corrupt("parent id width"))?,
+            trace_id: tid
+                .value(i)
+                .try_into()
+                .map_err(|_| StoreError::corrupt("trace id width"))?,
+            span_id: sid
+                .value(i)
+                .try_into()
+                .map_err(|_| StoreError::corrupt("span id width"))?,
+            parent_span_id: pid
+                .value(i)
+                .try_into()
+                .map_err(|_| StoreError::corrupt("parent id width"))?,
             trace_state: tstate.value(i).to_string(),
             flags: flags.value(i),
             name: name.value(i).to_string(),

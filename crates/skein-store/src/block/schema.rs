@@ -35,7 +35,11 @@ pub enum HotType {
 /// An attribute whose value is not of the column's type stays in the generic column.
 pub const HOT: &[(&str, &str, HotType)] = &[
     ("attr_http_request_method", "http.request.method", HotType::Str),
-    ("attr_http_response_status_code", "http.response.status_code", HotType::Int),
+    (
+        "attr_http_response_status_code",
+        "http.response.status_code",
+        HotType::Int,
+    ),
     ("attr_http_route", "http.route", HotType::Str),
     ("attr_url_full", "url.full", HotType::Str),
     ("attr_server_address", "server.address", HotType::Str),

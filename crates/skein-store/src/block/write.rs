@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Int64Builder, StringBuilder, UInt32Builder,
-    UInt64Builder, UInt8Builder,
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Int64Builder, StringBuilder, UInt32Builder, UInt64Builder,
+    UInt8Builder,
 };
 use arrow_array::{
     Array, ArrayRef, BinaryArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, UInt8Array,
@@ -21,7 +21,7 @@ use skein_model::{AnyValue, Span, TraceId};
 
 use super::bloom::Bloom;
 use super::schema::{self, HotType, HOT};
-use super::{BlockMeta, RowGroupMeta, EventList, LinkList, ROW_GROUP_ROWS};
+use super::{BlockMeta, EventList, LinkList, RowGroupMeta, ROW_GROUP_ROWS};
 use crate::StoreError;
 
 fn props(row_group_rows: usize) -> WriterProperties {
@@ -106,7 +106,9 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
                 hot_vals[i].is_none()
                     && matches!(
                         (HOT[i].2, &kv.value),
-                        (HotType::Str, AnyValue::String(_)) | (HotType::Int, AnyValue::Int(_)) | (HotType::Bool, AnyValue::Bool(_))
+                        (HotType::Str, AnyValue::String(_))
+                            | (HotType::Int, AnyValue::Int(_))
+                            | (HotType::Bool, AnyValue::Bool(_))
                     )
             });
             match fits {
@@ -126,23 +128,39 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
         }
         buf.clear();
         let rest: Vec<_> = rest.into_iter().cloned().collect();
-        pb::common::v1::KeyValueList { values: proto::attrs_to(&rest) }
-            .encode(&mut buf)
-            .map_err(StoreError::encode)?;
+        pb::common::v1::KeyValueList {
+            values: proto::attrs_to(&rest),
+        }
+        .encode(&mut buf)
+        .map_err(StoreError::encode)?;
         attrs.append_value(&buf);
 
-        let pbspan = if s.events.is_empty() && s.links.is_empty() { None } else { Some(proto::span_to(s)) };
+        let pbspan = if s.events.is_empty() && s.links.is_empty() {
+            None
+        } else {
+            Some(proto::span_to(s))
+        };
         buf.clear();
         if let Some(p) = &pbspan {
-            EventList { events: p.events.clone() }.encode(&mut buf).map_err(StoreError::encode)?;
+            EventList {
+                events: p.events.clone(),
+            }
+            .encode(&mut buf)
+            .map_err(StoreError::encode)?;
         }
         events.append_value(&buf);
         buf.clear();
         if let Some(p) = &pbspan {
-            LinkList { links: p.links.clone() }.encode(&mut buf).map_err(StoreError::encode)?;
+            LinkList { links: p.links.clone() }
+                .encode(&mut buf)
+                .map_err(StoreError::encode)?;
         }
         links.append_value(&buf);
-        dropped.append_value(pack_dropped(s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count));
+        dropped.append_value(pack_dropped(
+            s.dropped_attributes_count,
+            s.dropped_events_count,
+            s.dropped_links_count,
+        ));
     }
 
     let mut columns: Vec<ArrayRef> = vec![
@@ -179,7 +197,9 @@ const DROPPED_BITS: u32 = 21;
 const DROPPED_MASK: u64 = (1 << DROPPED_BITS) - 1;
 
 fn pack_dropped(a: u32, e: u32, l: u32) -> u64 {
-    (a as u64).min(DROPPED_MASK) | (e as u64).min(DROPPED_MASK) << DROPPED_BITS | (l as u64).min(DROPPED_MASK) << (2 * DROPPED_BITS)
+    (a as u64).min(DROPPED_MASK)
+        | (e as u64).min(DROPPED_MASK) << DROPPED_BITS
+        | (l as u64).min(DROPPED_MASK) << (2 * DROPPED_BITS)
 }
 
 pub fn unpack_dropped(v: u64) -> (u32, u32, u32) {
@@ -206,7 +226,11 @@ pub struct TraceSummary {
 
 impl TraceSummary {
     fn new(trace_id: TraceId) -> Self {
-        TraceSummary { trace_id, start: u64::MAX, ..Default::default() }
+        TraceSummary {
+            trace_id,
+            start: u64::MAX,
+            ..Default::default()
+        }
     }
 
     /// Folds in one span (root = the earliest span without a parent; else the earliest span).
@@ -243,7 +267,14 @@ impl TraceSummary {
     pub fn from_spans<'a>(trace_id: TraceId, spans: impl IntoIterator<Item = &'a Span>) -> TraceSummary {
         let mut s = TraceSummary::new(trace_id);
         for sp in spans {
-            s.add(sp.service_name(), &sp.name, sp.is_root(), sp.start_unix_nano, sp.end_unix_nano, sp.is_error());
+            s.add(
+                sp.service_name(),
+                &sp.name,
+                sp.is_root(),
+                sp.start_unix_nano,
+                sp.end_unix_nano,
+                sp.is_error(),
+            );
         }
         s
     }
@@ -302,7 +333,10 @@ impl BlockBuilder {
         let durations = i64s(batch, schema::DURATION)?;
         let status = u8s(batch, schema::STATUS_CODE)?;
         for i in 0..batch.num_rows() {
-            let tid: TraceId = trace_ids.value(i).try_into().map_err(|_| StoreError::corrupt("trace id width"))?;
+            let tid: TraceId = trace_ids
+                .value(i)
+                .try_into()
+                .map_err(|_| StoreError::corrupt("trace id width"))?;
             let start = starts.value(i) as u64;
             let end = start + durations.value(i) as u64;
             let rg = (self.rows / self.row_group_rows as u64) as usize;
@@ -375,7 +409,12 @@ impl BlockBuilder {
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().collect()))
             .collect();
-        Ok(BuiltBlock { data, summaries, bloom: bloom.to_bytes(), meta })
+        Ok(BuiltBlock {
+            data,
+            summaries,
+            bloom: bloom.to_bytes(),
+            meta,
+        })
     }
 }
 
@@ -391,7 +430,11 @@ fn write_summaries(sums: &[TraceSummary]) -> Result<Vec<u8>, StoreError> {
     for s in sums {
         tid.append_value(s.trace_id).map_err(StoreError::arrow)?;
         // A summary without a real root is marked so merging across blocks can prefer a root.
-        root_service.append_value(if s.has_root { s.root_service.clone() } else { format!("\u{1}{}", s.root_service) });
+        root_service.append_value(if s.has_root {
+            s.root_service.clone()
+        } else {
+            format!("\u{1}{}", s.root_service)
+        });
         root_name.append_value(&s.root_name);
         start.append_value(s.start as i64);
         end.append_value(s.end as i64);
@@ -418,7 +461,8 @@ fn write_summaries(sums: &[TraceSummary]) -> Result<Vec<u8>, StoreError> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .set_column_dictionary_enabled(ColumnPath::from(schema::SUM_TRACE_ID), false)
         .build();
-    let mut w = ArrowWriter::try_new(Vec::new(), schema::SUMMARIES.clone(), Some(props)).map_err(StoreError::parquet)?;
+    let mut w =
+        ArrowWriter::try_new(Vec::new(), schema::SUMMARIES.clone(), Some(props)).map_err(StoreError::parquet)?;
     w.write(&batch).map_err(StoreError::parquet)?;
     w.into_inner().map_err(StoreError::parquet)
 }

@@ -34,7 +34,9 @@ impl Server {
         for s in sets {
             cmd.args(["--set", s]);
         }
-        cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn skein");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -50,7 +52,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("skein did not become ready within 60s"));
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("skein did not become ready within 60s"));
             let parts: Vec<&str> = line.split_whitespace().collect();
             if parts.len() == 4 && parts[1] == "listening" {
                 let addr: SocketAddr = parts[3].parse().expect("address");

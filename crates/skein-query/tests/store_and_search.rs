@@ -1,0 +1,455 @@
+//! The store and query engine on real files: blocks round-trip spans exactly, search agrees
+//! between head and blocks, compaction dedupes, retention drops by age and size, and a restart
+//! finds everything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein_model::*;
+use skein_query::{QueryEngine, TraceQuery};
+use skein_store::{Store, StoreConfig};
+
+fn rid<const N: usize>() -> [u8; N] {
+    std::array::from_fn(|_| fastrand::u8(1..))
+}
+
+struct Gen {
+    resources: Vec<Arc<Resource>>,
+    scope: Arc<Scope>,
+}
+
+impl Gen {
+    fn new() -> Gen {
+        let resources = ["frontend", "checkout", "payment", "db-proxy"]
+            .iter()
+            .map(|s| {
+                Arc::new(Resource {
+                    attributes: vec![
+                        KeyValue::string("service.name", *s),
+                        KeyValue::string("host.name", format!("{s}-1")),
+                        KeyValue::new("process.pid", AnyValue::Int(42)),
+                    ],
+                    dropped_attributes_count: 0,
+                })
+            })
+            .collect();
+        let scope = Arc::new(Scope {
+            name: "test-lib".into(),
+            version: "1.0".into(),
+            ..Default::default()
+        });
+        Gen { resources, scope }
+    }
+
+    /// A trace: frontend root → checkout → payment (error when `fail`), durations in ms.
+    fn trace(&self, start: u64, dur_ms: u64, fail: bool) -> Vec<Span> {
+        let t = rid::<16>();
+        let ids: Vec<[u8; 8]> = (0..4).map(|_| rid()).collect();
+        let mk = |i: usize, parent: Option<usize>, name: &str, kind: SpanKind, off_ms: u64, d_ms: u64| Span {
+            trace_id: t,
+            span_id: ids[i],
+            parent_span_id: parent.map(|p| ids[p]).unwrap_or([0; 8]),
+            name: name.into(),
+            kind,
+            start_unix_nano: start + off_ms * 1_000_000,
+            end_unix_nano: start + (off_ms + d_ms) * 1_000_000,
+            attributes: vec![
+                KeyValue::string("http.request.method", "POST"),
+                KeyValue::new("http.response.status_code", AnyValue::Int(if fail { 500 } else { 200 })),
+                KeyValue::string("customer.tier", if fail { "gold" } else { "free" }),
+                KeyValue::new("retry", AnyValue::Bool(false)),
+                KeyValue::new("ratio", AnyValue::Double(0.25)),
+                KeyValue::new(
+                    "tags",
+                    AnyValue::Array(vec![AnyValue::String("a".into()), AnyValue::Int(1)]),
+                ),
+            ],
+            events: vec![Event {
+                time_unix_nano: start + off_ms * 1_000_000 + 1,
+                name: "work".into(),
+                attributes: vec![KeyValue::new("n", AnyValue::Int(i as i64))],
+                dropped_attributes_count: 0,
+            }],
+            links: if i == 3 {
+                vec![Link {
+                    trace_id: rid(),
+                    span_id: rid(),
+                    trace_state: "k=v".into(),
+                    attributes: vec![KeyValue::string("l", "1")],
+                    dropped_attributes_count: 0,
+                    flags: 1,
+                }]
+            } else {
+                Vec::new()
+            },
+            status: if fail && i == 2 {
+                Status {
+                    code: StatusCode::Error,
+                    message: "card declined".into(),
+                }
+            } else {
+                Status::default()
+            },
+            resource: self.resources[i].clone(),
+            scope: self.scope.clone(),
+            flags: 1,
+            trace_state: String::new(),
+            dropped_attributes_count: 0,
+            dropped_events_count: 0,
+            dropped_links_count: 0,
+        };
+        vec![
+            mk(0, None, "GET /checkout", SpanKind::Server, 0, dur_ms),
+            mk(1, Some(0), "checkout", SpanKind::Server, 1, dur_ms - 2),
+            mk(2, Some(1), "charge", SpanKind::Client, 2, dur_ms / 2),
+            mk(3, Some(1), "SELECT stock", SpanKind::Client, 3, 1),
+        ]
+    }
+}
+
+fn sorted(mut v: Vec<Span>) -> Vec<Span> {
+    v.sort_by_key(|s| (s.start_unix_nano, s.span_id));
+    for s in &mut v {
+        s.attributes.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    v
+}
+
+fn cfg() -> StoreConfig {
+    StoreConfig {
+        compaction_interval: Duration::from_secs(3600),
+        ..StoreConfig::default()
+    }
+}
+
+fn now() -> u64 {
+    skein_store::now_unix_nano()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_round_trip_and_search_agrees_with_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 600 * 1_000_000_000;
+    let mut traces = Vec::new();
+    for i in 0..60u64 {
+        let t = g.trace(base + i * 1_000_000_000, 20 + i, i % 10 == 0);
+        store.append(t.clone()).await.unwrap();
+        traces.push(t);
+    }
+    let queries = vec![
+        TraceQuery {
+            service: Some("payment".into()),
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            error: Some(true),
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            attributes: vec![("error".into(), "true".into())],
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            attributes: vec![("http.response.status_code".into(), "500".into())],
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            attributes: vec![("customer.tier".into(), "gold".into())],
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            attributes: vec![("host.name".into(), "payment-1".into())],
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            service: Some("checkout".into()),
+            operation: Some("checkout".into()),
+            span_kind: Some(SpanKind::Server),
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            min_duration_nano: Some(70_000_000),
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            max_duration_nano: Some(2_000_000),
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            start_min: Some(base + 10_000_000_000),
+            start_max: Some(base + 19_999_999_999),
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            service: Some("frontend".into()),
+            limit: 7,
+            ..Default::default()
+        },
+        TraceQuery {
+            service: Some("nope".into()),
+            limit: 100,
+            ..Default::default()
+        },
+    ];
+    let in_head: Vec<Vec<TraceId>> = {
+        let mut v = Vec::new();
+        for qq in &queries {
+            v.push(q.search(qq).await.unwrap().iter().map(|s| s.trace_id).collect());
+        }
+        v
+    };
+    // Expected answers computed directly from the spans.
+    let expect = |qq: &TraceQuery| -> Vec<TraceId> {
+        let mut hits: Vec<&Vec<Span>> = traces.iter().filter(|t| t.iter().any(|s| qq.matches_span(s))).collect();
+        hits.sort_by(|a, b| {
+            b[0].start_unix_nano
+                .cmp(&a[0].start_unix_nano)
+                .then(a[0].trace_id.cmp(&b[0].trace_id))
+        });
+        hits.iter().take(qq.limit).map(|t| t[0].trace_id).collect()
+    };
+    for (qq, got) in queries.iter().zip(&in_head) {
+        assert_eq!(got, &expect(qq), "head answer for {qq:?}");
+    }
+    assert_eq!(in_head[0].len(), 60);
+    assert_eq!(in_head[1].len(), 6);
+    assert_eq!(in_head[10].len(), 7);
+    assert!(in_head[11].is_empty());
+
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(store.stats().head_spans, 0);
+    for (qq, want) in queries.iter().zip(&in_head) {
+        let got: Vec<TraceId> = q.search(qq).await.unwrap().iter().map(|s| s.trace_id).collect();
+        assert_eq!(&got, want, "block answer differs from head answer for {qq:?}");
+    }
+    // Every span comes back from the block exactly as it went in.
+    for t in &traces {
+        assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
+    }
+    // Summaries come from the block's summary table.
+    let s = q
+        .search(&TraceQuery {
+            error: Some(true),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            s[0].span_count,
+            s[0].error_count,
+            s[0].root_service.as_str(),
+            s[0].root_name.as_str()
+        ),
+        (4, 1, "frontend", "GET /checkout")
+    );
+    assert_eq!(s[0].services.get("checkout"), Some(&1));
+
+    // Services, operations and dependencies from block meta and columns.
+    assert_eq!(q.services(), vec!["checkout", "db-proxy", "frontend", "payment"]);
+    assert_eq!(
+        q.operations("payment", None),
+        vec![("charge".to_string(), SpanKind::Client)]
+    );
+    assert!(q.operations("payment", Some(SpanKind::Server)).is_empty());
+    let deps = q.dependencies(base - 1, now()).await.unwrap();
+    let d: Vec<(String, String, u64)> = deps.into_iter().map(|d| (d.parent, d.child, d.call_count)).collect();
+    assert_eq!(
+        d,
+        vec![
+            ("checkout".into(), "db-proxy".into(), 60),
+            ("checkout".into(), "payment".into(), 60),
+            ("frontend".into(), "checkout".into(), 60)
+        ]
+    );
+
+    // A restart reads the block back; nothing is replayed twice.
+    store.shutdown().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(store.stats().head_spans, 0);
+    assert_eq!(store.stats().block_spans, 240);
+    assert_eq!(q.search(&queries[0]).await.unwrap().len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_and_dedupes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    let mut all = Vec::new();
+    for b in 0..4u64 {
+        let mut batch = Vec::new();
+        for i in 0..50u64 {
+            batch.extend(g.trace(base + (b * 50 + i) * 10_000_000, 30, false));
+        }
+        store.append(batch.clone()).await.unwrap();
+        store.flush().await.unwrap();
+        all.push(batch);
+    }
+    // A client retry: the same spans again, in their own block.
+    store.append(all[1].clone()).await.unwrap();
+    // A trace split across two blocks: half its spans now, half later.
+    let split = g.trace(base, 40, true);
+    store.append(split[..2].to_vec()).await.unwrap();
+    store.flush().await.unwrap();
+    store.append(split[2..].to_vec()).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().blocks, 6);
+    let before = store.stats().block_spans;
+    assert_eq!(before, 4 * 200 + 200 + 4);
+
+    // Duplicate spans are merged at query time already.
+    assert_eq!(q.trace(&all[1][0].trace_id).await.unwrap().len(), 4);
+
+    let merged = store.compact_once().await.unwrap();
+    assert_eq!(merged, 6);
+    let st = store.stats();
+    assert_eq!(st.blocks, 1);
+    assert_eq!(st.block_spans, 4 * 200 + 4, "the retried copies are gone");
+    for batch in &all {
+        for t in batch.chunks(4) {
+            assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.to_vec()));
+        }
+    }
+    assert_eq!(
+        sorted(q.trace(&split[0].trace_id).await.unwrap()),
+        sorted(split.clone())
+    );
+    let s = q
+        .search(&TraceQuery {
+            error: Some(true),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        (s[0].span_count, s[0].root_name.as_str()),
+        (4, "GET /checkout"),
+        "one summary for the formerly split trace"
+    );
+    // Nothing more to do.
+    assert_eq!(store.compact_once().await.unwrap(), 0);
+    // Deleted inputs are gone from disk and a restart sees one block.
+    store.shutdown().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(std::fs::read_dir(dir.path().join("blocks")).unwrap().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_age_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400 * 1_000_000_000u64;
+    let c = StoreConfig {
+        retention: Duration::from_secs(2 * 86_400),
+        ..cfg()
+    };
+    let store = Store::open(dir.path(), c).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let n = now();
+    // Blocks of traces 5, 3, 1 and 0 days old.
+    let mut ids = Vec::new();
+    for age in [5, 3, 1, 0] {
+        let t = g.trace(n - age * day - 1_000_000_000, 10, false);
+        ids.push(t[0].trace_id);
+        store.append(t).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    assert_eq!(store.stats().blocks, 4);
+    assert_eq!(store.enforce_retention(n).await.unwrap(), 2);
+    assert!(q.trace(&ids[0]).await.unwrap().is_empty());
+    assert!(q.trace(&ids[1]).await.unwrap().is_empty());
+    assert_eq!(q.trace(&ids[2]).await.unwrap().len(), 4);
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    // By size: cap below two blocks' worth keeps only the newest.
+    let one = std::fs::read_dir(dir.path().join("blocks")).unwrap().count();
+    assert_eq!(one, 2);
+    let c = StoreConfig {
+        retention: Duration::from_secs(30 * 86_400),
+        retention_max_bytes: 1,
+        ..cfg()
+    };
+    let store = Store::open(dir.path(), c).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let newest = store
+        .snapshot()
+        .blocks
+        .iter()
+        .map(|b| b.meta.total_bytes())
+        .max()
+        .unwrap();
+    drop(q);
+    let c2 = StoreConfig {
+        retention_max_bytes: newest + 1,
+        ..store.config().clone()
+    };
+    store.shutdown().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), c2).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(store.enforce_retention(n).await.unwrap(), 1);
+    assert!(
+        q.trace(&ids[2]).await.unwrap().is_empty(),
+        "oldest block dropped for size"
+    );
+    assert_eq!(q.trace(&ids[3]).await.unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_replay_after_unclean_stop_and_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gen::new();
+    let t = g.trace(now() - 1_000_000_000, 10, false);
+    {
+        let store = Store::open(dir.path(), cfg()).await.unwrap();
+        store.append(t.clone()).await.unwrap();
+        // Dropped without shutdown: only the WAL has it.
+    }
+    // Simulate a torn write after the last good record.
+    let wal = dir.path().join("wal");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).collect();
+    segs.sort();
+    let with_data = segs
+        .iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .unwrap()
+        .clone();
+    let mut bytes = std::fs::read(&with_data).unwrap();
+    let good = bytes.len();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5]);
+    std::fs::write(&with_data, &bytes).unwrap();
+
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
+    assert_eq!(
+        std::fs::metadata(&with_data).unwrap().len() as usize,
+        good,
+        "torn tail truncated"
+    );
+}
