@@ -115,9 +115,14 @@ impl AnyValue {
     /// Approximate heap bytes, for memory accounting.
     pub fn heap_size(&self) -> usize {
         match self {
-            AnyValue::String(s) => s.len(),
-            AnyValue::Bytes(b) => b.len(),
-            AnyValue::Array(a) => a.iter().map(|v| v.heap_size() + 24).sum(),
+            AnyValue::String(s) => s.len() + 16,
+            AnyValue::Bytes(b) => b.len() + 16,
+            AnyValue::Array(a) => {
+                a.iter()
+                    .map(|v| v.heap_size() + std::mem::size_of::<AnyValue>())
+                    .sum::<usize>()
+                    + 16
+            }
             AnyValue::KvList(kv) => kv.iter().map(KeyValue::heap_size).sum(),
             _ => 0,
         }
@@ -137,8 +142,9 @@ impl KeyValue {
     pub fn string(key: impl Into<String>, value: impl Into<String>) -> Self {
         KeyValue::new(key, AnyValue::String(value.into()))
     }
+    /// Inline size plus the key's and value's allocations, each with allocator overhead.
     pub fn heap_size(&self) -> usize {
-        self.key.len() + self.value.heap_size() + 48
+        std::mem::size_of::<KeyValue>() + self.key.len() + 16 + self.value.heap_size()
     }
 }
 
@@ -279,6 +285,8 @@ pub enum SpanError {
     ParentIdLength(usize),
     #[error("end time {end} is before start time {start}")]
     EndBeforeStart { start: u64, end: u64 },
+    #[error("{0} is neither hex nor base64")]
+    IdEncoding(&'static str),
     #[error("invalid span kind {0}")]
     Kind(i32),
     #[error("invalid status code {0}")]
@@ -294,6 +302,7 @@ impl SpanError {
     pub fn reason(&self) -> &'static str {
         match self {
             SpanError::TraceIdLength(_) | SpanError::ZeroTraceId => "invalid_trace_id",
+            SpanError::IdEncoding(_) => "invalid_id_encoding",
             SpanError::SpanIdLength(_) | SpanError::ZeroSpanId | SpanError::ParentIdLength(_) => "invalid_span_id",
             SpanError::EndBeforeStart { .. } => "invalid_time",
             SpanError::Kind(_) | SpanError::StatusCode(_) => "invalid_enum",

@@ -34,7 +34,7 @@ impl Default for Limits {
             max_events_per_span: 128,
             max_links_per_span: 128,
             max_spans_per_trace: 100_000,
-            max_inflight_bytes: 128 << 20,
+            max_inflight_bytes: 64 << 20,
         }
     }
 }
@@ -164,7 +164,14 @@ impl Pipeline {
     }
 
     /// Applies limits, writes the good spans to the WAL and waits until they are durable.
-    pub async fn submit(&self, mut decoded: Decoded, m: &ProtocolMetrics) -> Result<Outcome, SubmitError> {
+    /// `encoded` is the request as OTLP protobuf when the caller has it; it is used as the WAL
+    /// record only if every span is stored unchanged.
+    pub async fn submit(
+        &self,
+        mut decoded: Decoded,
+        encoded: Option<bytes::Bytes>,
+        m: &ProtocolMetrics,
+    ) -> Result<Outcome, SubmitError> {
         let total = decoded.batch.spans.len() + decoded.rejected.len();
         m.received.add(total as u64);
         let mut outcome = Outcome {
@@ -201,8 +208,9 @@ impl Pipeline {
         for r in &outcome.rejected {
             m.rejected(r.error.reason(), 1);
         }
+        let unchanged = truncated == 0 && outcome.rejected.is_empty();
         let n = spans.len();
-        match self.store.append(spans).await {
+        match self.store.append_encoded(spans, encoded.filter(|_| unchanged)).await {
             Ok(()) => {
                 outcome.accepted = n;
                 m.accepted.add(n as u64);

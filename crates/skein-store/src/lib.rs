@@ -122,7 +122,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             head_max_spans: 250_000,
-            head_max_bytes: 192 << 20,
+            head_max_bytes: 64 << 20,
             head_max_age: Duration::from_secs(60),
             wal_queue_depth: 512,
             max_pending_blocks: 2,
@@ -191,7 +191,7 @@ impl Metrics {
 
 enum WalMsg {
     Append {
-        payload: Vec<u8>,
+        payload: bytes::Bytes,
         spans: Vec<Span>,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -320,7 +320,14 @@ impl Store {
 
     /// Queues spans for the WAL. The returned receiver resolves once they are durable and
     /// queryable. Fails at once with `Overloaded` when the WAL queue or block backlog is full.
-    pub fn try_append(&self, spans: Vec<Span>) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+    ///
+    /// `encoded` may carry the spans already as an OTLP `ExportTraceServiceRequest` (the bytes
+    /// a client sent, when nothing was rejected or truncated); it becomes the WAL record as is.
+    pub fn try_append(
+        &self,
+        spans: Vec<Span>,
+        encoded: Option<bytes::Bytes>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (done, rx) = oneshot::channel();
         if spans.is_empty() {
             let _ = done.send(Ok(()));
@@ -332,7 +339,11 @@ impl Store {
                 return Err(StoreError::Overloaded("block writer is behind"));
             }
         }
-        let payload = proto::encode_request(spans.iter()).encode_to_vec();
+        let payload = encoded.unwrap_or_else(|| {
+            let mut buf = Vec::with_capacity(spans.len() * 512);
+            skein_model::otlp::wire::export_request(spans.iter(), &mut buf);
+            buf.into()
+        });
         match self.inner.tx.try_send(WalMsg::Append { payload, spans, done }) {
             Ok(()) => {
                 self.inner.metrics.queue_depth.add(1);
@@ -345,7 +356,14 @@ impl Store {
 
     /// Appends and waits until durable.
     pub async fn append(&self, spans: Vec<Span>) -> Result<(), StoreError> {
-        self.try_append(spans)?.await.map_err(|_| StoreError::ShuttingDown)?
+        self.append_encoded(spans, None).await
+    }
+
+    /// Like `append`, with the spans' OTLP encoding already at hand (see `try_append`).
+    pub async fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
+        self.try_append(spans, encoded)?
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?
     }
 
     /// How many spans of `trace_id` the head holds (for the per-trace span limit).

@@ -40,6 +40,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream_of(l);
             tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new(
+                    skein_ingest::otlp::grpc::invalid_argument_on_decode_error,
+                ))
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|s| *s).await;

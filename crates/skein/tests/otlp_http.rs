@@ -309,7 +309,7 @@ async fn otlp_json_edge_cases() {
         v["partialSuccess"]["errorMessage"]
             .as_str()
             .unwrap()
-            .contains("trace id"),
+            .contains("traceId is neither hex nor base64"),
         "{v}"
     );
 
@@ -386,6 +386,67 @@ async fn grpc_partial_success_and_limits() {
         .find(|t| t["key"] == "long")
         .expect("truncated attribute kept");
     assert_eq!(long["value"], "01234567");
+}
+
+/// Sends raw bytes as the Export request body, to prove how malformed input is answered.
+struct RawCodec;
+struct RawEncoder;
+struct ResponseDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_malformed_request_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    let err = grpc
+        .unary(tonic::Request::new(vec![0xff, 0xff, 0xff]), path.clone(), RawCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // A well-formed body still works on the same connection.
+    let ok = request("raw", vec![span(rand_bytes(), rand_bytes(), None, "fine")]).encode_to_vec();
+    grpc.ready().await.unwrap();
+    let resp = grpc.unary(tonic::Request::new(ok), path, RawCodec).await.unwrap();
+    assert!(resp.into_inner().partial_success.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

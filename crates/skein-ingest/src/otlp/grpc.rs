@@ -36,10 +36,13 @@ impl TraceService for OtlpGrpc {
             self.metrics.backpressure.inc();
             submit_status(e)
         })?;
+        // Re-encoding the generated structs is cheap (no string copies into new structs) and lets
+        // the WAL keep the request as it came.
+        let encoded = req.encode_to_vec();
         let decoded = proto::decode_request(req);
         let outcome = self
             .pipeline
-            .submit(decoded, &self.metrics)
+            .submit(decoded, Some(encoded.into()), &self.metrics)
             .await
             .map_err(submit_status)?;
         let partial_success = outcome.message().map(|error_message| ExportTracePartialSuccess {
@@ -102,4 +105,20 @@ pub fn submit_status(e: SubmitError) -> Status {
         SubmitError::Unavailable(m) => retryable(Code::Unavailable, m),
         SubmitError::Internal(m) => Status::internal(m),
     }
+}
+
+/// tonic answers an undecodable request body with INTERNAL; OTLP asks for INVALID_ARGUMENT
+/// (not retryable, and it tells the sender the fault is theirs). Decode failures are answered
+/// "trailers-only", so the status is in the response headers and can be rewritten there.
+pub fn invalid_argument_on_decode_error<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let h = resp.headers_mut();
+    let internal = h.get("grpc-status").is_some_and(|v| v == "13");
+    let decode = h
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("decode") && m.contains("Protobuf"));
+    if internal && decode {
+        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    resp
 }

@@ -114,23 +114,23 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
             return submit_error(format, e);
         }
     };
-    let decoded = match format {
-        Format::Protobuf => match ExportTraceServiceRequest::decode(raw) {
-            Ok(req) => proto::decode_request(req),
+    let (decoded, encoded) = match format {
+        Format::Protobuf => match ExportTraceServiceRequest::decode(raw.clone()) {
+            Ok(req) => (proto::decode_request(req), Some(raw)),
             Err(e) => {
                 m.request("bad_request");
                 return error(format, StatusCode::BAD_REQUEST, format!("invalid OTLP protobuf: {e}"));
             }
         },
         Format::Json => match json::decode_request(&raw) {
-            Ok(d) => d,
+            Ok(d) => (d, None),
             Err(e) => {
                 m.request("bad_request");
                 return error(format, StatusCode::BAD_REQUEST, e.to_string());
             }
         },
     };
-    match ctx.pipeline.submit(decoded, m).await {
+    match ctx.pipeline.submit(decoded, encoded, m).await {
         Ok(outcome) => {
             let partial = outcome.message().map(|error_message| ExportTracePartialSuccess {
                 rejected_spans: outcome.rejected.len() as i64,

@@ -283,35 +283,32 @@ impl JAnyValue {
 }
 
 /// OTLP/JSON ids are hex; a few clients send protobuf-JSON base64 instead, which we accept
-/// when the length says so unambiguously.
+/// when the text is not hex but has base64's length for the id. `None`: neither.
 fn json_id<const N: usize>(s: &str) -> Option<Vec<u8>> {
-    if s.len() == N * 2 {
-        if let Some(b) = hex::decode(s) {
-            return Some(b);
-        }
+    if let Some(b) = hex::decode(s) {
+        // Any even-length hex; a wrong length is reported by validation with the byte count.
+        return Some(b);
     }
-    if s.len() == N.div_ceil(3) * 4 {
-        if let Some(b) = base64_decode(s) {
-            return Some(b);
-        }
+    let padded = N.div_ceil(3) * 4;
+    let unpadded = (N * 4).div_ceil(3);
+    if s.len() == padded || s.len() == unpadded {
+        return base64_decode(s).filter(|b| b.len() == N);
     }
-    hex::decode(s)
-        .or_else(|| base64_decode(s))
-        .or(Some(s.as_bytes().to_vec()))
+    None
 }
 
 impl JSpan {
     fn into_model(self, res: &Arc<Resource>, scope: &Arc<Scope>) -> Result<Span, SpanError> {
-        let trace_id = json_id::<16>(&self.trace_id).unwrap_or_default();
-        let span_id = json_id::<8>(&self.span_id).unwrap_or_default();
-        let parent = json_id::<8>(&self.parent_span_id).unwrap_or_default();
+        let trace_id = json_id::<16>(&self.trace_id).ok_or(SpanError::IdEncoding("traceId"))?;
+        let span_id = json_id::<8>(&self.span_id).ok_or(SpanError::IdEncoding("spanId"))?;
+        let parent = json_id::<8>(&self.parent_span_id).ok_or(SpanError::IdEncoding("parentSpanId"))?;
         let mut links = Vec::with_capacity(self.links.len());
         let mut link_attrs = Vec::with_capacity(self.links.len());
         for l in self.links {
             link_attrs.push(attrs(l.attributes));
             links.push(super::pb::trace::v1::span::Link {
-                trace_id: json_id::<16>(&l.trace_id).unwrap_or_default(),
-                span_id: json_id::<8>(&l.span_id).unwrap_or_default(),
+                trace_id: json_id::<16>(&l.trace_id).ok_or(SpanError::LinkIds)?,
+                span_id: json_id::<8>(&l.span_id).ok_or(SpanError::LinkIds)?,
                 trace_state: l.trace_state,
                 attributes: Vec::new(),
                 dropped_attributes_count: l.dropped_attributes_count,
@@ -615,7 +612,8 @@ pub fn span(s: &Span) -> Value {
     Value::Object(m)
 }
 
-/// `{"resourceSpans": [...]}` for spans, grouped by resource and scope like the protobuf form.
+/// `{"resourceSpans": [...]}` for spans, grouped by resource and scope value (so spans of one
+/// resource are together even when the input interleaves them).
 pub fn encode_traces_data<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Value {
     type ScopeGroup<'a> = (&'a Arc<Scope>, Vec<&'a Span>);
     let mut groups: Vec<(&Arc<Resource>, Vec<ScopeGroup>)> = Vec::new();

@@ -3,5 +3,6 @@
 
 pub mod json;
 pub mod proto;
+pub mod wire;
 
 pub use opentelemetry_proto::tonic as pb;

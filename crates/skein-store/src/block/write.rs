@@ -15,13 +15,12 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use prost::Message;
-use skein_model::otlp::{pb, proto};
+use skein_model::otlp::wire;
 use skein_model::{AnyValue, Span, TraceId};
 
 use super::bloom::Bloom;
 use super::schema::{self, HotType, HOT};
-use super::{BlockMeta, EventList, LinkList, RowGroupMeta, ROW_GROUP_ROWS};
+use super::{BlockMeta, RowGroupMeta, ROW_GROUP_ROWS};
 use crate::StoreError;
 
 fn props(row_group_rows: usize) -> WriterProperties {
@@ -89,12 +88,16 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
 
         let rp = Arc::as_ptr(&s.resource);
         if last_res.as_ref().is_none_or(|(p, _)| *p != rp) {
-            last_res = Some((rp, proto::resource_to(&s.resource).encode_to_vec()));
+            let mut b = Vec::new();
+            wire::resource(&s.resource, &mut b);
+            last_res = Some((rp, b));
         }
         resource.append_value(&last_res.as_ref().expect("set above").1);
         let sp = Arc::as_ptr(&s.scope);
         if last_scope.as_ref().is_none_or(|(p, _)| *p != sp) {
-            last_scope = Some((sp, proto::scope_to(&s.scope).encode_to_vec()));
+            let mut b = Vec::new();
+            wire::scope(&s.scope, &mut b);
+            last_scope = Some((sp, b));
         }
         scope.append_value(&last_scope.as_ref().expect("set above").1);
 
@@ -127,34 +130,14 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
             }
         }
         buf.clear();
-        let rest: Vec<_> = rest.into_iter().cloned().collect();
-        pb::common::v1::KeyValueList {
-            values: proto::attrs_to(&rest),
-        }
-        .encode(&mut buf)
-        .map_err(StoreError::encode)?;
+        wire::key_value_list(rest, &mut buf);
         attrs.append_value(&buf);
 
-        let pbspan = if s.events.is_empty() && s.links.is_empty() {
-            None
-        } else {
-            Some(proto::span_to(s))
-        };
         buf.clear();
-        if let Some(p) = &pbspan {
-            EventList {
-                events: p.events.clone(),
-            }
-            .encode(&mut buf)
-            .map_err(StoreError::encode)?;
-        }
+        wire::event_list(&s.events, &mut buf);
         events.append_value(&buf);
         buf.clear();
-        if let Some(p) = &pbspan {
-            LinkList { links: p.links.clone() }
-                .encode(&mut buf)
-                .map_err(StoreError::encode)?;
-        }
+        wire::link_list(&s.links, &mut buf);
         links.append_value(&buf);
         dropped.append_value(pack_dropped(
             s.dropped_attributes_count,
