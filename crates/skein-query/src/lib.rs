@@ -139,15 +139,33 @@ impl QueryEngine {
                 }
             }
         }
-        let mut block_hits: Vec<(Arc<BlockHandle>, HashSet<TraceId>)> = Vec::new();
-        for b in &snap.blocks {
-            if !block_may_match(&b.meta, q) {
-                continue;
+        // Newest blocks first; stop once `limit` hits are newer than anything older blocks hold.
+        // (A trace's start can only be earlier than its matching span's, so ordering across the
+        // cut-off is by the matching spans — exact for traces that live in one block.)
+        let mut blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| block_may_match(&b.meta, q)).collect();
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_end));
+        let mut newest: HashMap<TraceId, u64> = HashMap::new();
+        for h in &snap.heads {
+            for s in h.spans() {
+                if hits.contains(&s.trace_id) {
+                    let e = newest.entry(s.trace_id).or_insert(0);
+                    *e = (*e).max(s.start_unix_nano);
+                }
             }
-            let found = search_block(b, q).await?;
-            if !found.is_empty() {
-                hits.extend(found.iter().copied());
-                block_hits.push((b.clone(), found));
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            for (t, start) in search_block(b, q).await? {
+                hits.insert(t);
+                let e = newest.entry(t).or_insert(0);
+                *e = (*e).max(start);
+            }
+            if q.limit > 0 && newest.len() >= q.limit {
+                let mut starts: Vec<u64> = newest.values().copied().collect();
+                starts.sort_unstable_by(|a, b| b.cmp(a));
+                let kth = starts[q.limit - 1];
+                if blocks.get(i + 1).is_none_or(|next| next.meta.max_end < kth) {
+                    break;
+                }
             }
         }
         let mut summaries = self.summaries_of(&hits, &snap).await?;
@@ -406,11 +424,11 @@ fn downcast<'a, T: 'static>(b: &'a RecordBatch, n: &str) -> Result<&'a T, StoreE
 }
 
 /// Scans the columns a query needs in one block and returns the trace ids with a matching span.
-async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId>, StoreError> {
+async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
     let (lo, hi) = q.window();
     let groups = row_groups_in_window(b, lo, hi);
     if groups.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(HashMap::new());
     }
     let mut cols = vec![schema::TRACE_ID, schema::START, schema::DURATION];
     if q.service.is_some() {
@@ -425,8 +443,15 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId
     if q.error.is_some() || q.attributes.iter().any(|(k, _)| k == "error") {
         cols.push(schema::STATUS_CODE);
     }
-    if !q.attributes.is_empty() {
+    // The generic column is the widest: read it only for keys that can be in it.
+    let need_generic = q
+        .attributes
+        .iter()
+        .any(|(k, _)| schema::hot_index(k).is_none() || b.meta.generic_hot_keys.iter().any(|g| g == k));
+    if need_generic {
         cols.push(schema::ATTRS);
+    }
+    if !q.attributes.is_empty() {
         cols.push(schema::RESOURCE);
         for (k, _) in &q.attributes {
             if let Some(i) = schema::hot_index(k) {
@@ -436,7 +461,7 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId
             }
         }
     }
-    let mut out = HashSet::new();
+    let mut out: HashMap<TraceId, u64> = HashMap::new();
     for batch in b.scan(&cols, Some(groups)).await? {
         let tid = fixed_col(&batch, schema::TRACE_ID)?;
         let st = i64_col(&batch, schema::START)?;
@@ -466,11 +491,8 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId
         let mut res_cache: HashMap<&[u8], Vec<KeyValue>> = HashMap::new();
         for i in 0..batch.num_rows() {
             let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
-            if out.contains(&t) {
-                continue;
-            }
             let s = st.value(i) as u64;
-            if s < lo || s > hi {
+            if s < lo || s > hi || out.get(&t).is_some_and(|seen| *seen >= s) {
                 continue;
             }
             let d = du.value(i) as u64;
@@ -502,21 +524,29 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId
                     if k == "error" && v == "true" && is_error {
                         return true;
                     }
+                    let mut in_hot_column = false;
                     if let Some(h) = schema::hot_index(k) {
                         if let Some(col) = batch.column_by_name(HOT[h].0) {
-                            if !col.is_null(i) && hot_matches(col.as_ref(), HOT[h].2, i, v) {
-                                return true;
+                            if !col.is_null(i) {
+                                if hot_matches(col.as_ref(), HOT[h].2, i, v) {
+                                    return true;
+                                }
+                                in_hot_column = true;
                             }
                         }
                     }
-                    let g = generic.get_or_insert_with(|| {
-                        attrs
-                            .and_then(|a| <pb::common::v1::KeyValueList as prost::Message>::decode(a.value(i)).ok())
-                            .map(|l| proto::attrs_from(l.values))
-                            .unwrap_or_default()
-                    });
-                    if attr_matches(g, k, v) {
-                        return true;
+                    // A key with a value in its hot column is not also in the generic column
+                    // (only a second, differently typed copy would be): skip decoding it.
+                    if !in_hot_column {
+                        let g = generic.get_or_insert_with(|| {
+                            attrs
+                                .and_then(|a| <pb::common::v1::KeyValueList as prost::Message>::decode(a.value(i)).ok())
+                                .map(|l| proto::attrs_from(l.values))
+                                .unwrap_or_default()
+                        });
+                        if attr_matches(g, k, v) {
+                            return true;
+                        }
                     }
                     let Some(r) = res else { return false };
                     let ra = res_cache.entry(r.value(i)).or_insert_with(|| {
@@ -530,7 +560,7 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashSet<TraceId
                     continue;
                 }
             }
-            out.insert(t);
+            out.insert(t, s);
         }
     }
     Ok(out)

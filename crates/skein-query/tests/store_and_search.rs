@@ -453,3 +453,40 @@ async fn wal_replay_after_unclean_stop_and_torn_tail() {
         "torn tail truncated"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_attribute_with_another_type_is_still_found_in_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let mut odd = g.trace(now() - 5_000_000_000, 10, false);
+    // A client that sends the status code as a string: it cannot live in the Int64 column.
+    for kv in &mut odd[3].attributes {
+        if kv.key == "http.response.status_code" {
+            kv.value = AnyValue::String("418".into());
+        }
+    }
+    store.append(odd.clone()).await.unwrap();
+    store.append(g.trace(now() - 4_000_000_000, 10, false)).await.unwrap();
+    let query = TraceQuery {
+        attributes: vec![("http.response.status_code".into(), "418".into())],
+        limit: 10,
+        ..Default::default()
+    };
+    let head: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
+    assert_eq!(head, vec![odd[0].trace_id]);
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.snapshot().blocks[0].meta.generic_hot_keys,
+        vec!["http.response.status_code".to_string()]
+    );
+    let block: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
+    assert_eq!(block, head);
+    let typed = TraceQuery {
+        attributes: vec![("http.response.status_code".into(), "200".into())],
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(q.search(&typed).await.unwrap().len(), 2);
+}

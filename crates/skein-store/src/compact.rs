@@ -75,7 +75,8 @@ impl Store {
         let mut group: Vec<Arc<BlockHandle>> = Vec::new();
         let mut spans = 0u64;
         for b in small {
-            if spans + b.meta.span_count > target && group.len() >= 2 {
+            // Bounded fan-in: each input holds one decoded batch in memory during the merge.
+            if group.len() >= MAX_INPUTS || (spans + b.meta.span_count > target && group.len() >= 2) {
                 break;
             }
             if spans + b.meta.span_count > target {
@@ -108,6 +109,11 @@ impl Store {
         Ok(ids.len())
     }
 }
+
+/// Blocks merged by one compaction at most.
+const MAX_INPUTS: usize = 8;
+/// Rows per input batch while merging (memory per input ≈ this many decoded rows).
+const MERGE_BATCH_ROWS: usize = 2048;
 
 struct Cursor {
     stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch, StoreError>> + Send>>,
@@ -152,7 +158,7 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
     let all: Vec<&str> = schema::SPANS.fields().iter().map(|f| f.name().as_str()).collect();
     let mut cursors = Vec::new();
     for b in inputs {
-        let stream = b.stream(&all, None).await?;
+        let stream = b.stream_batches(&all, None, MERGE_BATCH_ROWS).await?;
         let mut c = Cursor {
             stream: Box::pin(stream),
             batch: None,
@@ -207,6 +213,11 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
     flush_picks(&cursors, &mut picks, &mut builder)?;
     let mut built = builder.finish()?;
     built.meta.wal_segments = wal_segments;
+    let spilled: std::collections::BTreeSet<String> = inputs
+        .iter()
+        .flat_map(|b| b.meta.generic_hot_keys.iter().cloned())
+        .collect();
+    built.meta.generic_hot_keys = spilled.into_iter().collect();
     Ok(built)
 }
 

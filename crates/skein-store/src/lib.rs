@@ -466,8 +466,17 @@ impl Store {
                 if let Err(e) = store.enforce_retention(now_unix_nano()).await {
                     tracing::error!(error = %e, "retention failed");
                 }
-                if let Err(e) = store.compact_once().await {
-                    tracing::error!(error = %e, "compaction failed");
+                // Keep merging while there is work: a backlog of small blocks costs query time
+                // and disk, and one merge per interval cannot keep up with a busy ingest.
+                loop {
+                    match store.compact_once().await {
+                        Ok(0) => break,
+                        Ok(_) => tokio::task::yield_now().await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction failed");
+                            break;
+                        }
+                    }
                 }
             }
         })
@@ -548,7 +557,9 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
     for chunk in sorted.chunks(block::ROW_GROUP_ROWS) {
         builder.push(&block::write::spans_to_batch(chunk)?)?;
     }
-    builder.finish()
+    let mut built = builder.finish()?;
+    built.meta.generic_hot_keys = block::write::generic_hot_keys(&sorted).into_iter().collect();
+    Ok(built)
 }
 
 /// Uploads a built block: data, summaries and bloom first, meta last (the commit point).

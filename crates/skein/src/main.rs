@@ -2,6 +2,7 @@
 
 mod config;
 mod load;
+mod query_bench;
 mod serve;
 
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ enum Command {
     Config(ConfigArgs),
     /// Send realistic OTLP load to a running skein and report throughput and latency.
     Load(load::LoadArgs),
+    /// Measure trace-by-id and attribute-search latency against a running skein.
+    BenchQuery(query_bench::QueryBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             init_logging(&cfg.log_level);
             runtime()?.block_on(serve::run(cfg))
         }
+        Command::BenchQuery(args) => runtime()?.block_on(query_bench::run(args)),
         Command::Load(args) => {
             init_logging("warn");
             runtime()?.block_on(async move { load::run(args).await.map(|_| ()) })

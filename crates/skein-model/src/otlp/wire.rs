@@ -233,7 +233,7 @@ mod tests {
         let mk = |i: u8, r: &Arc<Resource>| Span {
             trace_id: [i; 16],
             span_id: [i + 1; 8],
-            parent_span_id: if i % 2 == 0 { [0; 8] } else { [9; 8] },
+            parent_span_id: if i.is_multiple_of(2) { [0; 8] } else { [9; 8] },
             trace_state: "k=v".into(),
             flags: 0x101,
             name: format!("op{i}"),

@@ -73,6 +73,10 @@ pub struct BlockMeta {
     /// service → (operation, span kind) pairs present in the block.
     pub services: BTreeMap<String, Vec<(String, u8)>>,
     pub row_groups: Vec<RowGroupMeta>,
+    /// Hot attribute keys that also occur in the generic column (a value of another type, or a
+    /// repeated key). Search reads the generic column for a hot key only when it is listed.
+    #[serde(default)]
+    pub generic_hot_keys: Vec<String>,
     /// WAL segments whose spans this block holds (replay skips them after a crash).
     #[serde(default)]
     pub wal_segments: Vec<u64>,
@@ -93,6 +97,7 @@ impl BlockMeta {
             summary_bytes: 0,
             services: BTreeMap::new(),
             row_groups: Vec::new(),
+            generic_hot_keys: Vec::new(),
             wal_segments: Vec::new(),
             created_unix_nano: crate::now_unix_nano(),
         }

@@ -129,13 +129,22 @@ impl BlockHandle {
         columns: &[&str],
         row_groups: Option<Vec<usize>>,
     ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError> {
+        self.stream_batches(columns, row_groups, 8192).await
+    }
+
+    pub async fn stream_batches(
+        &self,
+        columns: &[&str],
+        row_groups: Option<Vec<usize>>,
+        batch_rows: usize,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError> {
         let md = self.data_metadata().await?;
         let idx: Vec<usize> = columns.iter().map(|c| schema::col(c)).collect();
         let mask = ProjectionMask::roots(md.parquet_schema(), idx);
         let mut b =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
                 .with_projection(mask)
-                .with_batch_size(8192);
+                .with_batch_size(batch_rows);
         if let Some(g) = row_groups {
             b = b.with_row_groups(g);
         }

@@ -23,9 +23,21 @@ use super::schema::{self, HotType, HOT};
 use super::{BlockMeta, RowGroupMeta, ROW_GROUP_ROWS};
 use crate::StoreError;
 
-fn props(row_group_rows: usize) -> WriterProperties {
+/// zstd level by compaction level: blocks cut from the head are written fast (level 1, they
+/// compete with ingest for CPU); compaction rewrites them smaller (level 6).
+fn zstd_level(level: u32) -> i32 {
+    if level == 0 {
+        1
+    } else {
+        6
+    }
+}
+
+fn props(row_group_rows: usize, level: u32) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(zstd_level(level)).expect("valid level"),
+        ))
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_data_page_row_count_limit(1024)
         .set_statistics_enabled(EnabledStatistics::Page);
@@ -39,6 +51,30 @@ fn props(row_group_rows: usize) -> WriterProperties {
             .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
     }
     b.build()
+}
+
+/// Hot keys whose value went to the generic column in any of these spans.
+pub fn generic_hot_keys(spans: &[&Span]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut seen = [false; HOT.len()];
+    for s in spans {
+        seen.iter_mut().for_each(|x| *x = false);
+        for kv in &s.attributes {
+            if let Some(i) = schema::hot_index(&kv.key) {
+                let fits = matches!(
+                    (HOT[i].2, &kv.value),
+                    (HotType::Str, AnyValue::String(_))
+                        | (HotType::Int, AnyValue::Int(_))
+                        | (HotType::Bool, AnyValue::Bool(_))
+                );
+                if seen[i] || !fits {
+                    out.insert(kv.key.clone());
+                }
+                seen[i] |= fits;
+            }
+        }
+    }
+    out
 }
 
 /// Turns spans into one record batch of the block schema.
@@ -228,7 +264,12 @@ impl TraceSummary {
         self.end = self.end.max(end);
         self.span_count += 1;
         self.error_count += error as u32;
-        *self.services.entry(service.to_string()).or_default() += 1;
+        match self.services.get_mut(service) {
+            Some(n) => *n += 1,
+            None => {
+                self.services.insert(service.to_string(), 1);
+            }
+        }
     }
 
     /// Combines summaries of one trace from several blocks or the head.
@@ -288,8 +329,12 @@ impl BlockBuilder {
     }
 
     pub fn with_row_group_rows(id: String, level: u32, row_group_rows: usize) -> Result<BlockBuilder, StoreError> {
-        let writer = ArrowWriter::try_new(Vec::new(), schema::SPANS.clone(), Some(props(row_group_rows)))
-            .map_err(StoreError::parquet)?;
+        let writer = ArrowWriter::try_new(
+            Vec::with_capacity(8 << 20),
+            schema::SPANS.clone(),
+            Some(props(row_group_rows, level)),
+        )
+        .map_err(StoreError::parquet)?;
         Ok(BlockBuilder {
             writer,
             row_group_rows,
@@ -352,9 +397,17 @@ impl BlockBuilder {
                 .as_mut()
                 .expect("set above")
                 .add(service, name, is_root, start, end, status.value(i) == 2);
-            let ops = self.services.entry(service.to_string()).or_default();
-            if !ops.contains(&(name.to_string(), kinds.value(i))) {
-                ops.insert((name.to_string(), kinds.value(i)));
+            // Lookups by &str: this runs for every row, allocations only for new names.
+            let kind = kinds.value(i);
+            let known = self
+                .services
+                .get(service)
+                .is_some_and(|ops| ops.iter().any(|(n, k)| *k == kind && n == name));
+            if !known {
+                self.services
+                    .entry(service.to_string())
+                    .or_default()
+                    .insert((name.to_string(), kind));
             }
             self.meta.min_start = self.meta.min_start.min(start);
             self.meta.max_end = self.meta.max_end.max(end);
