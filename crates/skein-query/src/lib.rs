@@ -116,10 +116,27 @@ impl QueryEngine {
     /// All spans of a trace, merged from head and blocks, deduped by span id, ordered by start.
     pub async fn trace(&self, id: &TraceId) -> Result<Vec<Span>, QueryError> {
         let t = std::time::Instant::now();
-        let (mut spans, blocks) = self.store.trace_sources(id);
-        for b in blocks {
-            spans.extend(b.trace(id).await?);
-        }
+        // Compaction deletes its input blocks right after swapping in the merged one; a reader
+        // holding the old list can then miss a file. Retrying takes the new list.
+        let mut attempt = 0;
+        let mut spans = loop {
+            let (mut spans, blocks) = self.store.trace_sources(id);
+            let mut failed = None;
+            for b in blocks {
+                match b.trace(id).await {
+                    Ok(s) => spans.extend(s),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => break spans,
+                Some(e) if attempt >= 2 => return Err(e.into()),
+                Some(_) => attempt += 1,
+            }
+        };
         let mut seen = HashSet::new();
         spans.sort_by_key(|s| (s.start_unix_nano, s.span_id));
         spans.retain(|s| seen.insert(s.span_id));
@@ -129,6 +146,20 @@ impl QueryEngine {
 
     /// Summaries of the matching traces, newest first (ties by trace id), at most `limit`.
     pub async fn search(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
+        // Retried like `trace` when compaction removes a block under the search.
+        let mut attempt = 0;
+        loop {
+            match self.search_once(q).await {
+                Err(e) if attempt < 2 => {
+                    tracing::debug!(error = %e, "search raced with compaction; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn search_once(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
         let t = std::time::Instant::now();
         let snap = self.store.snapshot();
         let mut hits: HashSet<TraceId> = HashSet::new();

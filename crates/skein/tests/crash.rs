@@ -130,13 +130,15 @@ async fn sigkill_during_load_loses_no_acknowledged_span() {
 
         let s = Server::start(dir.path(), &sets);
         let client = reqwest::Client::new();
-        let mut missing: HashMap<String, usize> = HashMap::new();
+        let mut missing: HashMap<String, String> = HashMap::new();
         for id in &acked {
             let url = format!("{}/api/traces/{}", s.query_url(), hex(id));
-            let v: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+            let r = client.get(&url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap();
             let n = v["data"][0]["spans"].as_array().map_or(0, Vec::len);
             if n != SPANS_PER_TRACE {
-                missing.insert(hex(id), n);
+                missing.insert(hex(id), format!("{n} spans, HTTP {status}: {}", v["errors"]));
             }
         }
         assert!(
