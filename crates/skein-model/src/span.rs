@@ -327,14 +327,19 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    /// One line for OTLP's `partial_success.error_message`: counts per reason plus the first.
+    /// One line for OTLP's `partial_success.error_message`.
     pub fn rejection_message(&self) -> Option<String> {
-        let first = self.rejected.first()?;
-        Some(format!(
-            "{} span(s) rejected; first: span #{}: {}",
-            self.rejected.len(),
-            first.index,
-            first.error
-        ))
+        rejection_message(&self.rejected)
     }
+}
+
+/// The count of rejected spans plus the first one's position and reason.
+pub fn rejection_message(rejected: &[Rejected]) -> Option<String> {
+    let first = rejected.first()?;
+    Some(format!(
+        "{} span(s) rejected; first: span #{}: {}",
+        rejected.len(),
+        first.index,
+        first.error
+    ))
 }

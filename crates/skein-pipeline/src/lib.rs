@@ -60,13 +60,7 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn message(&self) -> Option<String> {
-        let first = self.rejected.first()?;
-        Some(format!(
-            "{} span(s) rejected; first: span #{}: {}",
-            self.rejected.len(),
-            first.index,
-            first.error
-        ))
+        skein_model::rejection_message(&self.rejected)
     }
 }
 

@@ -163,10 +163,14 @@ impl QueryEngine {
         let t = std::time::Instant::now();
         let snap = self.store.snapshot();
         let mut hits: HashSet<TraceId> = HashSet::new();
+        // trace → start of its newest matching span, for early termination over blocks.
+        let mut newest: HashMap<TraceId, u64> = HashMap::new();
         for h in &snap.heads {
             for s in h.spans() {
                 if q.matches_span(s) {
                     hits.insert(s.trace_id);
+                    let e = newest.entry(s.trace_id).or_insert(0);
+                    *e = (*e).max(s.start_unix_nano);
                 }
             }
         }
@@ -175,15 +179,6 @@ impl QueryEngine {
         // cut-off is by the matching spans — exact for traces that live in one block.)
         let mut blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| block_may_match(&b.meta, q)).collect();
         blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_end));
-        let mut newest: HashMap<TraceId, u64> = HashMap::new();
-        for h in &snap.heads {
-            for s in h.spans() {
-                if hits.contains(&s.trace_id) {
-                    let e = newest.entry(s.trace_id).or_insert(0);
-                    *e = (*e).max(s.start_unix_nano);
-                }
-            }
-        }
         for (i, b) in blocks.iter().enumerate() {
             for (t, start) in search_block(b, q).await? {
                 hits.insert(t);

@@ -49,8 +49,6 @@ pub enum StoreError {
     Parquet(String),
     #[error("arrow: {0}")]
     Arrow(String),
-    #[error("encoding: {0}")]
-    Encode(String),
     #[error("decoding stored data: {0}")]
     Decode(String),
     #[error("corrupt block: {0}")]
@@ -79,9 +77,6 @@ impl StoreError {
     }
     pub fn arrow(e: arrow_schema::ArrowError) -> Self {
         StoreError::Arrow(e.to_string())
-    }
-    pub fn encode(e: prost::EncodeError) -> Self {
-        StoreError::Encode(e.to_string())
     }
     pub fn decode(e: prost::DecodeError) -> Self {
         StoreError::Decode(e.to_string())
