@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use skein_ingest::otlp::OtlpConfig;
+use skein_model::units::serde_bytes;
 use skein_pipeline::Limits;
 use skein_store::StoreConfig;
 
@@ -19,6 +20,8 @@ pub struct Config {
     /// Log filter, e.g. `info` or `skein_store=debug,info` (`RUST_LOG` wins when set).
     pub log_level: String,
     pub otlp: OtlpConfig,
+    pub zipkin: ZipkinConfig,
+    pub jaeger: JaegerConfig,
     pub query: QueryConfig,
     pub store: StoreConfig,
     pub limits: Limits,
@@ -27,14 +30,69 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
-    /// Jaeger-compatible HTTP query API, `/metrics`, `/health`, `/ready`.
+    /// Web UI, Jaeger-compatible HTTP query API, `/metrics`, `/health`, `/ready`.
     pub http_addr: String,
+    /// Jaeger gRPC query API (`jaeger.api_v2.QueryService`, `jaeger.api_v3.QueryService`).
+    pub grpc_addr: String,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             http_addr: "0.0.0.0:16686".into(),
+            grpc_addr: "0.0.0.0:16685".into(),
+        }
+    }
+}
+
+/// Zipkin: ingest (`POST /api/v2/spans`, `/api/v1/spans`) and the v2 query API share one port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZipkinConfig {
+    /// Listen address; empty disables Zipkin ingest and query.
+    pub http_addr: String,
+    /// Largest request accepted, after decompression.
+    #[serde(with = "serde_bytes")]
+    pub max_request_bytes: u64,
+    /// Origins allowed to call from browsers (CORS); `["*"]` allows any, `[]` none.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for ZipkinConfig {
+    fn default() -> Self {
+        ZipkinConfig {
+            http_addr: "0.0.0.0:9411".into(),
+            max_request_bytes: 16 << 20,
+            cors_allowed_origins: vec!["*".into()],
+        }
+    }
+}
+
+/// Jaeger's collector and agent ingest ports. Each address, when empty, disables that receiver.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JaegerConfig {
+    /// `POST /api/traces` with a thrift binary `Batch` (jaeger-collector's HTTP port).
+    pub thrift_http_addr: String,
+    /// `jaeger.api_v2.CollectorService/PostSpans`.
+    pub grpc_addr: String,
+    /// UDP agent, compact thrift `emitBatch`.
+    pub agent_compact_addr: String,
+    /// UDP agent, binary thrift `emitBatch`.
+    pub agent_binary_addr: String,
+    /// Largest request accepted, after decompression.
+    #[serde(with = "serde_bytes")]
+    pub max_request_bytes: u64,
+}
+
+impl Default for JaegerConfig {
+    fn default() -> Self {
+        JaegerConfig {
+            thrift_http_addr: "0.0.0.0:14268".into(),
+            grpc_addr: "0.0.0.0:14250".into(),
+            agent_compact_addr: "0.0.0.0:6831".into(),
+            agent_binary_addr: "0.0.0.0:6832".into(),
+            max_request_bytes: 16 << 20,
         }
     }
 }
@@ -45,6 +103,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./skein-data"),
             log_level: "info".into(),
             otlp: OtlpConfig::default(),
+            zipkin: ZipkinConfig::default(),
+            jaeger: JaegerConfig::default(),
             query: QueryConfig::default(),
             store: StoreConfig::default(),
             limits: Limits::default(),

@@ -14,8 +14,23 @@ pub struct Server {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub query: SocketAddr,
+    /// Every `skein: listening <name> <addr>` line, by name (`zipkin_http`, `jaeger_grpc`, …).
+    pub ports: std::collections::HashMap<String, SocketAddr>,
     pub data_dir: PathBuf,
 }
+
+/// Every listen address in the configuration, so tests never bind a well-known port.
+pub const ALL_ADDRS: &[&str] = &[
+    "otlp.grpc_addr",
+    "otlp.http_addr",
+    "query.http_addr",
+    "query.grpc_addr",
+    "zipkin.http_addr",
+    "jaeger.thrift_http_addr",
+    "jaeger.grpc_addr",
+    "jaeger.agent_compact_addr",
+    "jaeger.agent_binary_addr",
+];
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_skein")
@@ -27,10 +42,10 @@ impl Server {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--set", "otlp.grpc_addr=127.0.0.1:0"])
-            .args(["--set", "otlp.http_addr=127.0.0.1:0"])
-            .args(["--set", "query.http_addr=127.0.0.1:0"]);
+            .arg(data_dir);
+        for key in ALL_ADDRS {
+            cmd.args(["--set", &format!("{key}=127.0.0.1:0")]);
+        }
         for s in sets {
             cmd.args(["--set", s]);
         }
@@ -48,7 +63,7 @@ impl Server {
                 }
             }
         });
-        let (mut grpc, mut http, mut query) = (None, None, None);
+        let mut ports = std::collections::HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -58,12 +73,7 @@ impl Server {
             let parts: Vec<&str> = line.split_whitespace().collect();
             if parts.len() == 4 && parts[1] == "listening" {
                 let addr: SocketAddr = parts[3].parse().expect("address");
-                match parts[2] {
-                    "otlp_grpc" => grpc = Some(addr),
-                    "otlp_http" => http = Some(addr),
-                    "query_http" => query = Some(addr),
-                    _ => {}
-                }
+                ports.insert(parts[2].to_string(), addr);
             }
             if line.starts_with("skein: ready") {
                 break;
@@ -71,9 +81,10 @@ impl Server {
         }
         Server {
             child: Some(child),
-            grpc: grpc.expect("grpc port"),
-            http: http.expect("http port"),
-            query: query.expect("query port"),
+            grpc: ports["otlp_grpc"],
+            http: ports["otlp_http"],
+            query: ports["query_http"],
+            ports,
             data_dir: data_dir.to_path_buf(),
         }
     }
@@ -86,6 +97,14 @@ impl Server {
     }
     pub fn query_url(&self) -> String {
         format!("http://{}", self.query)
+    }
+
+    /// The address a receiver or API announced, e.g. `addr("zipkin_http")`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        *self
+            .ports
+            .get(name)
+            .unwrap_or_else(|| panic!("skein did not announce a {name} listener; it announced {:?}", self.ports))
     }
 
     pub fn pid(&self) -> u32 {
@@ -147,4 +166,32 @@ where
 
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `<workspace>/.test-deps`, filled by `scripts/test-deps`.
+pub fn test_deps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.test-deps")
+}
+
+/// The virtualenv's Python with the third-party clients from tests/python/requirements.txt.
+/// Missing is a failure, not a skip: run `scripts/test-deps` (scripts/test does).
+pub fn python() -> PathBuf {
+    let p = test_deps().join("venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/test-deps to install the Python test clients",
+        p.display()
+    );
+    p
+}
+
+/// `.test-deps/node/node_modules`, with the npm packages from tests/node/package.json.
+pub fn node_modules() -> PathBuf {
+    let p = test_deps().join("node/node_modules");
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/test-deps to install the npm test packages",
+        p.display()
+    );
+    p
 }
