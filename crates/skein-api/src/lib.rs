@@ -4,6 +4,8 @@
 pub mod jaeger;
 pub mod params;
 pub mod time;
+pub mod ui;
+pub mod zipkin;
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

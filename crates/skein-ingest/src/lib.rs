@@ -2,4 +2,6 @@
 //! hands it to the pipeline; nothing past this crate knows which protocol a span came from.
 
 pub mod body;
+pub mod jaeger;
 pub mod otlp;
+pub mod zipkin;

@@ -2,9 +2,11 @@
 //! (ingest or api), exactly once.
 
 pub mod hex;
+pub mod jaeger;
 pub mod metrics;
 pub mod otlp;
 mod span;
 pub mod units;
+pub mod zipkin;
 
 pub use span::*;

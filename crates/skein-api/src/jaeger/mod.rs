@@ -2,6 +2,7 @@
 //! (`/api/v3/...`, OTLP JSON in `{"result": …}`).
 
 pub mod convert;
+pub mod grpc;
 pub mod http;
 pub mod v3;
 

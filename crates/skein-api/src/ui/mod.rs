@@ -1,0 +1,1 @@
+//! The web UI, embedded in the binary and served on the query port.
