@@ -3,6 +3,8 @@
 //! Every query looks at a snapshot: the in-memory heads first, then blocks, pruned by block
 //! meta (time range, services, operations), row-group ranges and bloom filters.
 
+pub mod autocomplete;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -470,13 +472,17 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
         cols.push(schema::STATUS_CODE);
     }
     // The generic column is the widest: read it only for keys that can be in it.
-    let need_generic = q
-        .attributes
-        .iter()
-        .any(|(k, _)| schema::hot_index(k).is_none() || b.meta.generic_hot_keys.iter().any(|g| g == k));
+    let need_generic = q.attributes.iter().any(|(k, _)| b.meta.generic_may_contain(k));
     if need_generic {
         cols.push(schema::ATTRS);
     }
+    // Per-block dedicated columns of the queried keys.
+    let dedicated: Vec<(String, schema::Dedicated)> = q
+        .attributes
+        .iter()
+        .filter_map(|(k, _)| b.meta.dedicated.iter().find(|d| &d.key == k))
+        .map(|d| (d.column(), d.clone()))
+        .collect();
     if !q.attributes.is_empty() {
         cols.push(schema::RESOURCE);
         for (k, _) in &q.attributes {
@@ -484,6 +490,11 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
                 if !cols.contains(&HOT[i].0) {
                     cols.push(HOT[i].0);
                 }
+            }
+        }
+        for (c, _) in &dedicated {
+            if !cols.contains(&c.as_str()) {
+                cols.push(c);
             }
         }
     }
@@ -550,20 +561,22 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
                     if k == "error" && v == "true" && is_error {
                         return true;
                     }
-                    let mut in_hot_column = false;
-                    if let Some(h) = schema::hot_index(k) {
-                        if let Some(col) = batch.column_by_name(HOT[h].0) {
-                            if !col.is_null(i) {
-                                if hot_matches(col.as_ref(), HOT[h].2, i, v) {
-                                    return true;
-                                }
-                                in_hot_column = true;
+                    // A key whose value sits in its typed column (hot or dedicated) is in the
+                    // generic column only as a second copy: decode that only when listed.
+                    let typed = schema::hot_index(k).map(|h| (HOT[h].0, HOT[h].2)).or_else(|| {
+                        dedicated
+                            .iter()
+                            .find(|(_, d)| &d.key == k)
+                            .map(|(c, d)| (c.as_str(), d.ty))
+                    });
+                    if let Some((c, t)) = typed {
+                        if let Some(col) = batch.column_by_name(c) {
+                            if !col.is_null(i) && typed_matches(col.as_ref(), t, i, v) {
+                                return true;
                             }
                         }
                     }
-                    // A key with a value in its hot column is not also in the generic column
-                    // (only a second, differently typed copy would be): skip decoding it.
-                    if !in_hot_column {
+                    if b.meta.generic_may_contain(k) {
                         let g = generic.get_or_insert_with(|| {
                             attrs
                                 .and_then(|a| <pb::common::v1::KeyValueList as prost::Message>::decode(a.value(i)).ok())
@@ -592,7 +605,7 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
     Ok(out)
 }
 
-fn hot_matches(col: &dyn Array, t: HotType, i: usize, want: &str) -> bool {
+fn typed_matches(col: &dyn Array, t: HotType, i: usize, want: &str) -> bool {
     match t {
         HotType::Str => col
             .as_any()
@@ -602,6 +615,10 @@ fn hot_matches(col: &dyn Array, t: HotType, i: usize, want: &str) -> bool {
             .as_any()
             .downcast_ref::<Int64Array>()
             .is_some_and(|a| want.parse::<i64>().is_ok_and(|w| w == a.value(i))),
+        HotType::Double => col
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .is_some_and(|a| want.parse::<f64>().is_ok_and(|w| w == a.value(i))),
         HotType::Bool => col
             .as_any()
             .downcast_ref::<BooleanArray>()

@@ -477,9 +477,12 @@ async fn hot_attribute_with_another_type_is_still_found_in_blocks() {
     let head: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
     assert_eq!(head, vec![odd[0].trace_id]);
     store.flush().await.unwrap();
-    assert_eq!(
-        store.snapshot().blocks[0].meta.generic_hot_keys,
-        vec!["http.response.status_code".to_string()]
+    let meta = &store.snapshot().blocks[0].meta;
+    assert!(meta.generic_may_contain("http.response.status_code"));
+    assert!(
+        !meta.generic_may_contain("http.request.method"),
+        "{:?}",
+        meta.generic_keys
     );
     let block: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
     assert_eq!(block, head);
@@ -489,4 +492,85 @@ async fn hot_attribute_with_another_type_is_still_found_in_blocks() {
         ..Default::default()
     };
     assert_eq!(q.search(&typed).await.unwrap().len(), 2);
+}
+
+/// Blocks pick their own dedicated attribute columns; compaction merges blocks whose layouts
+/// disagree (a key dedicated in one block, generic in another, another type in a third) and
+/// every value stays exactly where search and trace-by-id find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_blocks_with_different_dedicated_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    let with_items = |traces: usize, offset: u64, value: AnyValue| -> Vec<Span> {
+        let mut out = Vec::new();
+        for i in 0..traces as u64 {
+            let mut t = g.trace(base + (offset + i) * 10_000_000, 30, false);
+            for s in &mut t {
+                s.attributes.push(KeyValue::new("cart.items", value.clone()));
+            }
+            out.extend(t);
+        }
+        out
+    };
+    let ints = with_items(100, 0, AnyValue::Int(7));
+    let few = with_items(1, 200, AnyValue::Int(7));
+    let strs = with_items(100, 300, AnyValue::String("many".into()));
+    for batch in [&ints, &few, &strs] {
+        store.append(batch.clone()).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let metas: Vec<_> = store.snapshot().blocks.iter().map(|b| b.meta.clone()).collect();
+    let dedicated_of = |m: &skein_store::block::BlockMeta| -> Vec<String> {
+        m.dedicated.iter().map(|d| format!("{}:{:?}", d.key, d.ty)).collect()
+    };
+    let by_count = |n: u64| metas.iter().find(|m| m.span_count == n).unwrap();
+    assert!(dedicated_of(by_count(400))
+        .iter()
+        .any(|d| d == "cart.items:Int" || d == "cart.items:Str"));
+    assert!(
+        dedicated_of(by_count(4)).is_empty(),
+        "too few spans for dedicated columns"
+    );
+    assert!(by_count(4).generic_may_contain("cart.items"));
+
+    let search = |v: &str| TraceQuery {
+        attributes: vec![("cart.items".into(), v.into())],
+        limit: 1000,
+        ..Default::default()
+    };
+    let before_int = q.search(&search("7")).await.unwrap().len();
+    let before_str = q.search(&search("many")).await.unwrap().len();
+    assert_eq!((before_int, before_str), (101, 100));
+
+    assert_eq!(store.compact_once().await.unwrap(), 3);
+    let meta = store.snapshot().blocks[0].meta.clone();
+    assert_eq!(meta.span_count, 804);
+    assert_eq!(
+        meta.dedicated.iter().filter(|d| d.key == "cart.items").count(),
+        1,
+        "one type wins the column: {:?}",
+        meta.dedicated
+    );
+    assert!(
+        meta.generic_may_contain("cart.items"),
+        "the other type's values moved to the generic column"
+    );
+    assert_eq!(q.search(&search("7")).await.unwrap().len(), 101);
+    assert_eq!(q.search(&search("many")).await.unwrap().len(), 100);
+    for t in ints.chunks(4).chain(few.chunks(4)).chain(strs.chunks(4)) {
+        assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.to_vec()));
+    }
+    // Other dedicated keys (string, bool, double) are searchable with typed matching.
+    let typed = |k: &str, v: &str| TraceQuery {
+        attributes: vec![(k.into(), v.into())],
+        limit: 1000,
+        ..Default::default()
+    };
+    assert_eq!(q.search(&typed("customer.tier", "free")).await.unwrap().len(), 201);
+    assert_eq!(q.search(&typed("retry", "false")).await.unwrap().len(), 201);
+    assert_eq!(q.search(&typed("ratio", "0.25")).await.unwrap().len(), 201);
+    assert_eq!(q.search(&typed("ratio", "0.5")).await.unwrap().len(), 0);
 }

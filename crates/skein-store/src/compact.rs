@@ -1,16 +1,20 @@
 //! Compaction (merge small blocks into bigger ones, deduping spans) and retention (drop whole
 //! blocks by age and by total size).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use futures::StreamExt;
+use prost::Message;
 use skein_model::metrics;
-use skein_model::{SpanId, TraceId};
+use skein_model::otlp::{pb, proto, wire};
+use skein_model::{KeyValue, SpanId, TraceId};
 
+use crate::block::read::typed_value;
 use crate::block::schema;
-use crate::block::{new_block_id, BlockBuilder, BlockHandle};
+use crate::block::write::{AttrSplitter, KeySet, TypedBuilder};
+use crate::block::{new_block_id, BlockBuilder, BlockHandle, Dedicated, Layout};
 use crate::{upload_block, Store, StoreError};
 
 impl Store {
@@ -117,18 +121,20 @@ const MERGE_BATCH_ROWS: usize = 2048;
 
 struct Cursor {
     stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch, StoreError>> + Send>>,
+    /// The current batch, already in the output layout.
     batch: Option<RecordBatch>,
     row: usize,
+    normalizer: Normalizer,
 }
 
 impl Cursor {
-    async fn advance_batch(&mut self) -> Result<(), StoreError> {
+    async fn advance_batch(&mut self, generic_keys: &mut KeySet) -> Result<(), StoreError> {
         self.batch = None;
         self.row = 0;
         while let Some(b) = self.stream.next().await {
             let b = b?;
             if b.num_rows() > 0 {
-                self.batch = Some(b);
+                self.batch = Some(self.normalizer.apply(&b, generic_keys)?);
                 break;
             }
         }
@@ -152,23 +158,139 @@ impl Cursor {
     }
 }
 
-/// K-way merge of sorted blocks into one sorted block, streaming one batch per input at a time
-/// and dropping spans already seen in the same trace.
+/// The dedicated columns of a compacted block: every input's, a key seen with two types
+/// keeping the type that covers more spans.
+fn merged_layout(inputs: &[Arc<BlockHandle>]) -> Layout {
+    let mut weight: BTreeMap<&Dedicated, u64> = BTreeMap::new();
+    for b in inputs {
+        for d in &b.meta.dedicated {
+            *weight.entry(d).or_default() += b.meta.span_count;
+        }
+    }
+    let mut best: BTreeMap<&str, (&Dedicated, u64)> = BTreeMap::new();
+    for (d, w) in weight {
+        let e = best.entry(d.key.as_str()).or_insert((d, w));
+        if w > e.1 {
+            *e = (d, w);
+        }
+    }
+    Layout::new(best.into_values().map(|(d, _)| d.clone()).collect())
+}
+
+/// Rewrites one input's batches into the output layout.
+struct Normalizer {
+    out: Layout,
+    input: Vec<Dedicated>,
+    /// Where each output dedicated column comes from, or `None` when rows must be re-split
+    /// (the input holds an output key in its generic column or in a column of another type).
+    direct: Option<Vec<Option<usize>>>,
+}
+
+impl Normalizer {
+    fn new(input: &BlockHandle, out: &Layout) -> Normalizer {
+        let fixed = schema::SPANS.fields().len();
+        let in_layout = &input.meta.dedicated;
+        let every_input_kept = in_layout.iter().all(|d| out.dedicated.contains(d));
+        let direct = every_input_kept
+            .then(|| {
+                out.dedicated
+                    .iter()
+                    .map(|d| match in_layout.iter().position(|x| x == d) {
+                        Some(i) => Some(Some(fixed + i)),
+                        None if !input.meta.generic_may_contain(&d.key) => Some(None),
+                        None => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+            })
+            .flatten();
+        Normalizer {
+            out: out.clone(),
+            input: in_layout.clone(),
+            direct,
+        }
+    }
+
+    fn apply(&self, b: &RecordBatch, generic_keys: &mut KeySet) -> Result<RecordBatch, StoreError> {
+        let fixed = schema::SPANS.fields().len();
+        let mut columns: Vec<ArrayRef> = b.columns()[..fixed].to_vec();
+        match &self.direct {
+            Some(sources) => {
+                for (d, src) in self.out.dedicated.iter().zip(sources) {
+                    columns.push(match src {
+                        Some(i) => b.column(*i).clone(),
+                        None => arrow_array::new_null_array(&d.ty.data_type(), b.num_rows()),
+                    });
+                }
+            }
+            None => {
+                let (attrs, dedicated) = self.resplit(b, generic_keys)?;
+                columns[schema::col(schema::ATTRS)] = attrs;
+                columns.extend(dedicated);
+            }
+        }
+        RecordBatch::try_new(self.out.schema.clone(), columns).map_err(StoreError::arrow)
+    }
+
+    /// The slow path: gathers each row's dedicated and generic attributes and splits them again.
+    fn resplit(&self, b: &RecordBatch, generic_keys: &mut KeySet) -> Result<(ArrayRef, Vec<ArrayRef>), StoreError> {
+        let fixed = schema::SPANS.fields().len();
+        let generic = crate::block::write::binaries(b, schema::ATTRS)?;
+        let mut splitter = AttrSplitter::new(false, &self.out.dedicated);
+        let mut typed: Vec<TypedBuilder> = self.out.dedicated.iter().map(|d| TypedBuilder::new(d.ty)).collect();
+        let mut rest_col = arrow_array::builder::BinaryBuilder::new();
+        let mut buf = Vec::new();
+        for i in 0..b.num_rows() {
+            let mut attrs: Vec<KeyValue> = Vec::new();
+            for (j, d) in self.input.iter().enumerate() {
+                let a = b.column(fixed + j);
+                if !a.is_null(i) {
+                    if let Some(v) = typed_value(a.as_ref(), i) {
+                        attrs.push(KeyValue::new(d.key.clone(), v));
+                    }
+                }
+            }
+            let list = pb::common::v1::KeyValueList::decode(generic.value(i)).map_err(StoreError::decode)?;
+            attrs.extend(proto::attrs_from(list.values));
+            let rest = splitter.split(&attrs);
+            for (t, v) in typed.iter_mut().zip(&splitter.values) {
+                t.append(v.as_ref());
+            }
+            for kv in &rest {
+                generic_keys.add(&kv.key);
+            }
+            buf.clear();
+            wire::key_value_list(rest, &mut buf);
+            rest_col.append_value(&buf);
+        }
+        Ok((
+            Arc::new(rest_col.finish()),
+            typed.iter_mut().map(TypedBuilder::finish).collect(),
+        ))
+    }
+}
+
 pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::BuiltBlock, StoreError> {
-    let all: Vec<&str> = schema::SPANS.fields().iter().map(|f| f.name().as_str()).collect();
+    let layout = merged_layout(inputs);
+    let mut generic_keys = KeySet::default();
+    for b in inputs {
+        generic_keys.union(&KeySet::from_list(b.meta.generic_keys.as_ref()));
+    }
     let mut cursors = Vec::new();
     for b in inputs {
-        let stream = b.stream_batches(&all, None, MERGE_BATCH_ROWS).await?;
+        let columns = b.meta.layout().column_names();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let stream = b.stream_batches(&columns, None, MERGE_BATCH_ROWS).await?;
         let mut c = Cursor {
             stream: Box::pin(stream),
             batch: None,
             row: 0,
+            normalizer: Normalizer::new(b, &layout),
         };
-        c.advance_batch().await?;
+        c.advance_batch(&mut generic_keys).await?;
         cursors.push(c);
     }
     let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
-    let mut builder = BlockBuilder::new(new_block_id(), level)?;
+    let mut builder = BlockBuilder::new(new_block_id(), level, layout)?;
     let mut wal_segments: Vec<u64> = inputs
         .iter()
         .flat_map(|b| b.meta.wal_segments.iter().copied())
@@ -180,7 +302,6 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
     let mut current_trace: Option<TraceId> = None;
     let mut seen: HashSet<SpanId> = HashSet::new();
     loop {
-        // The smallest (trace id, start) among the cursors.
         let mut best: Option<(usize, (TraceId, i64))> = None;
         for (i, c) in cursors.iter().enumerate() {
             if let Some(k) = c.key() {
@@ -207,17 +328,13 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
             flush_picks(&cursors, &mut picks, &mut builder)?;
         }
         if exhausted {
-            cursors[i].advance_batch().await?;
+            cursors[i].advance_batch(&mut generic_keys).await?;
         }
     }
     flush_picks(&cursors, &mut picks, &mut builder)?;
     let mut built = builder.finish()?;
     built.meta.wal_segments = wal_segments;
-    let spilled: std::collections::BTreeSet<String> = inputs
-        .iter()
-        .flat_map(|b| b.meta.generic_hot_keys.iter().cloned())
-        .collect();
-    built.meta.generic_hot_keys = spilled.into_iter().collect();
+    built.meta.generic_keys = generic_keys.into_list();
     Ok(built)
 }
 
@@ -255,12 +372,13 @@ fn flush_picks(
                 .ok_or_else(|| StoreError::Internal("pick from an empty cursor".into()))
         })
         .collect::<Result<_, _>>()?;
-    let mut columns = Vec::with_capacity(schema::SPANS.fields().len());
-    for col in 0..schema::SPANS.fields().len() {
+    let out_schema = builder.layout().schema.clone();
+    let mut columns = Vec::with_capacity(out_schema.fields().len());
+    for col in 0..out_schema.fields().len() {
         let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(col).as_ref()).collect();
         columns.push(arrow_select::interleave::interleave(&arrays, &mapped).map_err(StoreError::arrow)?);
     }
-    let out = RecordBatch::try_new(schema::SPANS.clone(), columns).map_err(StoreError::arrow)?;
+    let out = RecordBatch::try_new(out_schema, columns).map_err(StoreError::arrow)?;
     builder.push(&out)?;
     picks.clear();
     Ok(())

@@ -526,10 +526,11 @@ pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandl
     let meta_bytes = backend.get(&backend.block_path(id, block::META_FILE)).await?;
     let meta: BlockMeta =
         serde_json::from_slice(&meta_bytes).map_err(|e| StoreError::corrupt(format!("meta of {id}: {e}")))?;
-    if meta.format != block::FORMAT_VERSION {
+    if !(block::OLDEST_READABLE_FORMAT..=block::FORMAT_VERSION).contains(&meta.format) {
         return Err(StoreError::corrupt(format!(
-            "block {id} has format {} (this build reads {})",
+            "block {id} has format {} (this build reads {} to {})",
             meta.format,
+            block::OLDEST_READABLE_FORMAT,
             block::FORMAT_VERSION
         )));
     }
@@ -548,12 +549,15 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
     // The same span can arrive twice (client retries); keep one.
     sorted
         .dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id && a.start_unix_nano == b.start_unix_nano);
-    let mut builder = BlockBuilder::new(id, level)?;
+    let layout = block::write::choose_layout(&sorted);
+    let mut builder = BlockBuilder::new(id, level, layout)?;
+    let mut generic_keys = block::write::KeySet::default();
     for chunk in sorted.chunks(block::ROW_GROUP_ROWS) {
-        builder.push(&block::write::spans_to_batch(chunk)?)?;
+        let batch = block::write::spans_to_batch(chunk, builder.layout(), &mut generic_keys)?;
+        builder.push(&batch)?;
     }
     let mut built = builder.finish()?;
-    built.meta.generic_hot_keys = block::write::generic_hot_keys(&sorted).into_iter().collect();
+    built.meta.generic_keys = generic_keys.into_list();
     Ok(built)
 }
 

@@ -13,9 +13,12 @@ use skein_model::otlp::pb;
 use skein_model::TraceId;
 
 pub use read::BlockHandle;
+pub use schema::{Dedicated, Layout};
 pub use write::{BlockBuilder, BuiltBlock, TraceSummary};
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2 added per-block dedicated attribute columns; 1 is still read.
+pub const FORMAT_VERSION: u32 = 2;
+pub const OLDEST_READABLE_FORMAT: u32 = 1;
 pub const ROW_GROUP_ROWS: usize = 16 * 1024;
 
 pub const DATA_FILE: &str = "data.parquet";
@@ -73,10 +76,13 @@ pub struct BlockMeta {
     /// service → (operation, span kind) pairs present in the block.
     pub services: BTreeMap<String, Vec<(String, u8)>>,
     pub row_groups: Vec<RowGroupMeta>,
-    /// Hot attribute keys that also occur in the generic column (a value of another type, or a
-    /// repeated key). Search reads the generic column for a hot key only when it is listed.
+    /// Span attribute keys with a column of their own in this block (after the fixed columns).
     #[serde(default)]
-    pub generic_hot_keys: Vec<String>,
+    pub dedicated: Vec<Dedicated>,
+    /// Distinct keys in the generic attribute column; `None` when unknown or too many to list
+    /// (then any key may be there). Search decodes the generic column only for listed keys.
+    #[serde(default)]
+    pub generic_keys: Option<Vec<String>>,
     /// WAL segments whose spans this block holds (replay skips them after a crash).
     #[serde(default)]
     pub wal_segments: Vec<u64>,
@@ -97,10 +103,22 @@ impl BlockMeta {
             summary_bytes: 0,
             services: BTreeMap::new(),
             row_groups: Vec::new(),
-            generic_hot_keys: Vec::new(),
+            dedicated: Vec::new(),
+            generic_keys: Some(Vec::new()),
             wal_segments: Vec::new(),
             created_unix_nano: crate::now_unix_nano(),
         }
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.dedicated.clone())
+    }
+
+    /// Whether the generic attribute column may hold `key`.
+    pub fn generic_may_contain(&self, key: &str) -> bool {
+        self.generic_keys
+            .as_ref()
+            .is_none_or(|keys| keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok())
     }
 
     pub fn total_bytes(&self) -> u64 {

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+    Array, BooleanArray, FixedSizeBinaryArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter};
@@ -18,7 +19,7 @@ use skein_model::*;
 use tokio::sync::OnceCell;
 
 use super::bloom::Bloom;
-use super::schema::{self, HotType, HOT};
+use super::schema::{self, HOT};
 use super::write::{binaries, column, fsb, i64s, strings, u8s, unpack_dropped, TraceSummary};
 use super::{BlockMeta, EventList, LinkList, DATA_FILE, SUMMARY_FILE};
 use crate::backend::{Backend, ObjectReader};
@@ -139,7 +140,14 @@ impl BlockHandle {
         batch_rows: usize,
     ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError> {
         let md = self.data_metadata().await?;
-        let idx: Vec<usize> = columns.iter().map(|c| schema::col(c)).collect();
+        let idx: Vec<usize> = columns
+            .iter()
+            .map(|c| {
+                md.schema()
+                    .index_of(c)
+                    .map_err(|_| StoreError::corrupt(format!("block {} has no column {c}", self.meta.id)))
+            })
+            .collect::<Result<_, _>>()?;
         let mask = ProjectionMask::roots(md.parquet_schema(), idx);
         let mut b =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
@@ -237,6 +245,13 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
         })
         .collect::<Result<_, _>>()?;
 
+    let batch_schema = b.schema();
+    let dedicated: Vec<(&str, &dyn Array)> = batch_schema
+        .fields()
+        .iter()
+        .zip(b.columns())
+        .filter_map(|(f, a)| Some((f.name().strip_prefix(schema::DEDICATED_PREFIX)?, a.as_ref())))
+        .collect();
     let mut resources: HashMap<&[u8], Arc<Resource>> = HashMap::new();
     let mut scopes: HashMap<&[u8], Arc<Scope>> = HashMap::new();
     let mut out = Vec::with_capacity(b.num_rows());
@@ -261,27 +276,21 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
             }
         };
         let mut attributes = Vec::new();
-        for (h, (_, key, t)) in HOT.iter().enumerate() {
+        for (h, (_, key, _)) in HOT.iter().enumerate() {
             let a = hot[h];
             if a.is_null(i) {
                 continue;
             }
-            let v = match t {
-                HotType::Str => a
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .map(|x| AnyValue::String(x.value(i).to_string())),
-                HotType::Int => a
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .map(|x| AnyValue::Int(x.value(i))),
-                HotType::Bool => a
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .map(|x| AnyValue::Bool(x.value(i))),
-            };
+            let v = typed_value(a, i);
             if let Some(v) = v {
                 attributes.push(KeyValue::new(*key, v));
+            }
+        }
+        for (key, a) in &dedicated {
+            if !a.is_null(i) {
+                if let Some(v) = typed_value(*a, i) {
+                    attributes.push(KeyValue::new(*key, v));
+                }
             }
         }
         let rest = pb::common::v1::KeyValueList::decode(attrs.value(i)).map_err(StoreError::decode)?;
@@ -353,4 +362,22 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
         out.push(span);
     }
     Ok(out)
+}
+
+/// The value at row `i` of a typed attribute column (hot or dedicated).
+pub fn typed_value(a: &dyn Array, i: usize) -> Option<AnyValue> {
+    let any = a.as_any();
+    if let Some(x) = any.downcast_ref::<StringArray>() {
+        return Some(AnyValue::String(x.value(i).to_string()));
+    }
+    if let Some(x) = any.downcast_ref::<Int64Array>() {
+        return Some(AnyValue::Int(x.value(i)));
+    }
+    if let Some(x) = any.downcast_ref::<Float64Array>() {
+        return Some(AnyValue::Double(x.value(i)));
+    }
+    if let Some(x) = any.downcast_ref::<BooleanArray>() {
+        return Some(AnyValue::Bool(x.value(i)));
+    }
+    None
 }

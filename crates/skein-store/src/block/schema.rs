@@ -3,6 +3,8 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+use skein_model::AnyValue;
 
 pub const TRACE_ID: &str = "trace_id";
 pub const SPAN_ID: &str = "span_id";
@@ -23,12 +25,88 @@ pub const EVENTS: &str = "events";
 pub const LINKS: &str = "links";
 pub const DROPPED: &str = "dropped_counts";
 
-/// How a hot attribute is stored in its dedicated column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an attribute is stored in a column of its own (hot or per-block dedicated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HotType {
     Str,
     Int,
+    Double,
     Bool,
+}
+
+impl HotType {
+    pub fn of(v: &AnyValue) -> Option<HotType> {
+        Some(match v {
+            AnyValue::String(_) => HotType::Str,
+            AnyValue::Int(_) => HotType::Int,
+            AnyValue::Double(_) => HotType::Double,
+            AnyValue::Bool(_) => HotType::Bool,
+            _ => return None,
+        })
+    }
+
+    pub fn data_type(self) -> DataType {
+        match self {
+            HotType::Str => DataType::Utf8,
+            HotType::Int => DataType::Int64,
+            HotType::Double => DataType::Float64,
+            HotType::Bool => DataType::Boolean,
+        }
+    }
+}
+
+/// Column-name prefix of per-block dedicated attribute columns: `attr.<key>`.
+pub const DEDICATED_PREFIX: &str = "attr.";
+
+/// A span attribute key that one block stores in a column of its own. Each block picks the
+/// keys frequent in its spans, so a workload's own attributes get dictionary-encoded, typed
+/// columns (small on disk, scanned without decoding the generic column).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dedicated {
+    pub key: String,
+    #[serde(rename = "type")]
+    pub ty: HotType,
+}
+
+impl Dedicated {
+    pub fn column(&self) -> String {
+        format!("{DEDICATED_PREFIX}{}", self.key)
+    }
+}
+
+/// A block's span schema: the fixed columns followed by its dedicated attribute columns.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub dedicated: Vec<Dedicated>,
+    pub schema: SchemaRef,
+}
+
+impl Layout {
+    pub fn new(dedicated: Vec<Dedicated>) -> Layout {
+        let mut fields: Vec<Field> = SPANS.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for d in &dedicated {
+            fields.push(Field::new(d.column(), d.ty.data_type(), true));
+        }
+        Layout {
+            dedicated,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    /// The fixed schema only.
+    pub fn fixed() -> Layout {
+        Layout::new(Vec::new())
+    }
+
+    /// Index among `dedicated` of the column for `key`.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.dedicated.iter().position(|d| d.key == key)
+    }
+
+    pub fn column_names(&self) -> Vec<String> {
+        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+    }
 }
 
 /// Attributes that get a column of their own: searched often, cheap to scan, compress well.
@@ -74,12 +152,7 @@ pub static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(SCOPE, DataType::Binary, false),
     ];
     for (col, _, t) in HOT {
-        let dt = match t {
-            HotType::Str => DataType::Utf8,
-            HotType::Int => DataType::Int64,
-            HotType::Bool => DataType::Boolean,
-        };
-        fields.push(Field::new(*col, dt, true));
+        fields.push(Field::new(*col, t.data_type(), true));
     }
     fields.push(Field::new(ATTRS, DataType::Binary, false));
     fields.push(Field::new(EVENTS, DataType::Binary, false));

@@ -1,12 +1,12 @@
 //! Building a block: spans (sorted by trace id, start) → Parquet data file, trace summary
 //! table, bloom filter and meta.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Int64Builder, StringBuilder, UInt32Builder, UInt64Builder,
-    UInt8Builder,
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int64Builder, StringBuilder, UInt32Builder,
+    UInt64Builder, UInt8Builder,
 };
 use arrow_array::{
     Array, ArrayRef, BinaryArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, UInt8Array,
@@ -16,10 +16,10 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use skein_model::otlp::wire;
-use skein_model::{AnyValue, Span, TraceId};
+use skein_model::{AnyValue, KeyValue, Span, TraceId};
 
 use super::bloom::Bloom;
-use super::schema::{self, HotType, HOT};
+use super::schema::{self, Dedicated, HotType, Layout, HOT};
 use super::{BlockMeta, RowGroupMeta, ROW_GROUP_ROWS};
 use crate::StoreError;
 
@@ -53,32 +53,177 @@ fn props(row_group_rows: usize, level: u32) -> WriterProperties {
     b.build()
 }
 
-/// Hot keys whose value went to the generic column in any of these spans.
-pub fn generic_hot_keys(spans: &[&Span]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut seen = [false; HOT.len()];
+/// Most per-block dedicated columns; more rarely pays (each column costs pages and CPU).
+pub const MAX_DEDICATED: usize = 48;
+/// A key gets a dedicated column when at least this share of a block's spans carry it...
+const DEDICATED_MIN_SHARE: f64 = 0.005;
+/// ...and at least this many.
+const DEDICATED_MIN_SPANS: usize = 32;
+/// Generic-column keys listed in the block meta; beyond this the list is dropped (unknown).
+const MAX_LISTED_GENERIC_KEYS: usize = 1024;
+
+/// Picks the span attribute keys that get a column of their own in a block of these spans:
+/// the most frequent (key, type) pairs, except the fixed hot keys which always have theirs.
+pub fn choose_layout(spans: &[&Span]) -> Layout {
+    let mut counts: HashMap<(&str, HotType), usize> = HashMap::new();
     for s in spans {
-        seen.iter_mut().for_each(|x| *x = false);
         for kv in &s.attributes {
-            if let Some(i) = schema::hot_index(&kv.key) {
-                let fits = matches!(
-                    (HOT[i].2, &kv.value),
-                    (HotType::Str, AnyValue::String(_))
-                        | (HotType::Int, AnyValue::Int(_))
-                        | (HotType::Bool, AnyValue::Bool(_))
-                );
-                if seen[i] || !fits {
-                    out.insert(kv.key.clone());
-                }
-                seen[i] |= fits;
+            if schema::hot_index(&kv.key).is_some() {
+                continue;
+            }
+            if let Some(t) = HotType::of(&kv.value) {
+                *counts.entry((kv.key.as_str(), t)).or_default() += 1;
             }
         }
     }
-    out
+    let min = DEDICATED_MIN_SPANS.max((spans.len() as f64 * DEDICATED_MIN_SHARE) as usize);
+    let mut ranked: Vec<((&str, HotType), usize)> = counts.into_iter().filter(|(_, n)| *n >= min).collect();
+    // Most frequent first; a key seen with two types keeps only its more frequent one.
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut seen = BTreeSet::new();
+    let mut dedicated: Vec<Dedicated> = ranked
+        .into_iter()
+        .filter(|((k, _), _)| seen.insert(*k))
+        .take(MAX_DEDICATED)
+        .map(|((k, t), _)| Dedicated {
+            key: k.to_string(),
+            ty: t,
+        })
+        .collect();
+    dedicated.sort();
+    Layout::new(dedicated)
 }
 
-/// Turns spans into one record batch of the block schema.
-pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
+/// The distinct keys written to a generic attribute column, or "unknown" past a bound.
+#[derive(Debug, Clone)]
+pub struct KeySet(Option<BTreeSet<String>>);
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet(Some(BTreeSet::new()))
+    }
+}
+
+impl KeySet {
+    pub fn unknown() -> KeySet {
+        KeySet(None)
+    }
+
+    pub fn from_list(list: Option<&Vec<String>>) -> KeySet {
+        KeySet(list.map(|l| l.iter().cloned().collect()))
+    }
+
+    pub fn add(&mut self, key: &str) {
+        if let Some(set) = &mut self.0 {
+            if !set.contains(key) {
+                set.insert(key.to_string());
+                if set.len() > MAX_LISTED_GENERIC_KEYS {
+                    self.0 = None;
+                }
+            }
+        }
+    }
+
+    pub fn union(&mut self, other: &KeySet) {
+        match &other.0 {
+            None => self.0 = None,
+            Some(keys) => keys.iter().for_each(|k| self.add(k)),
+        }
+    }
+
+    /// Sorted, for the block meta.
+    pub fn into_list(self) -> Option<Vec<String>> {
+        self.0.map(|s| s.into_iter().collect())
+    }
+}
+
+/// Builders for a block's dedicated attribute columns.
+pub(crate) enum TypedBuilder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Double(Float64Builder),
+    Bool(BooleanBuilder),
+}
+
+impl TypedBuilder {
+    pub(crate) fn new(t: HotType) -> TypedBuilder {
+        match t {
+            HotType::Str => TypedBuilder::Str(StringBuilder::new()),
+            HotType::Int => TypedBuilder::Int(Int64Builder::new()),
+            HotType::Double => TypedBuilder::Double(Float64Builder::new()),
+            HotType::Bool => TypedBuilder::Bool(BooleanBuilder::new()),
+        }
+    }
+
+    /// Appends `v` (or null); the caller has checked the type.
+    pub(crate) fn append(&mut self, v: Option<&AnyValue>) {
+        match (self, v) {
+            (TypedBuilder::Str(b), Some(AnyValue::String(x))) => b.append_value(x),
+            (TypedBuilder::Int(b), Some(AnyValue::Int(x))) => b.append_value(*x),
+            (TypedBuilder::Double(b), Some(AnyValue::Double(x))) => b.append_value(*x),
+            (TypedBuilder::Bool(b), Some(AnyValue::Bool(x))) => b.append_value(*x),
+            (TypedBuilder::Str(b), _) => b.append_null(),
+            (TypedBuilder::Int(b), _) => b.append_null(),
+            (TypedBuilder::Double(b), _) => b.append_null(),
+            (TypedBuilder::Bool(b), _) => b.append_null(),
+        }
+    }
+
+    pub(crate) fn finish(&mut self) -> ArrayRef {
+        match self {
+            TypedBuilder::Str(b) => Arc::new(b.finish()),
+            TypedBuilder::Int(b) => Arc::new(b.finish()),
+            TypedBuilder::Double(b) => Arc::new(b.finish()),
+            TypedBuilder::Bool(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Splits one span's attributes between typed columns and the generic remainder: the first
+/// value of a column's key and type goes to the column, everything else stays generic.
+pub(crate) struct AttrSplitter<'l> {
+    columns: HashMap<&'l str, (usize, HotType)>,
+    pub(crate) values: Vec<Option<AnyValue>>,
+}
+
+impl<'l> AttrSplitter<'l> {
+    /// Splits into the fixed hot columns (indices `0..HOT.len()`) and then `dedicated`.
+    pub(crate) fn new(with_hot: bool, dedicated: &'l [Dedicated]) -> AttrSplitter<'l> {
+        let mut columns = HashMap::new();
+        if with_hot {
+            for (i, (_, key, t)) in HOT.iter().enumerate() {
+                columns.insert(*key, (i, *t));
+            }
+        }
+        let base = if with_hot { HOT.len() } else { 0 };
+        for (i, d) in dedicated.iter().enumerate() {
+            columns.insert(d.key.as_str(), (base + i, d.ty));
+        }
+        let n = base + dedicated.len();
+        AttrSplitter {
+            columns,
+            values: vec![None; n],
+        }
+    }
+
+    /// Fills `values` for one span; returns the attributes left for the generic column.
+    pub(crate) fn split<'a>(&mut self, attrs: impl IntoIterator<Item = &'a KeyValue>) -> Vec<&'a KeyValue> {
+        self.values.iter_mut().for_each(|v| *v = None);
+        let mut rest = Vec::new();
+        for kv in attrs {
+            match self.columns.get(kv.key.as_str()) {
+                Some(&(i, t)) if self.values[i].is_none() && HotType::of(&kv.value) == Some(t) => {
+                    self.values[i] = Some(kv.value.clone())
+                }
+                _ => rest.push(kv),
+            }
+        }
+        rest
+    }
+}
+
+/// Turns spans into one record batch of `layout`, adding generic-column keys to `generic_keys`.
+pub fn spans_to_batch(spans: &[&Span], layout: &Layout, generic_keys: &mut KeySet) -> Result<RecordBatch, StoreError> {
     let n = spans.len();
     let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
     let mut span_id = FixedSizeBinaryBuilder::with_capacity(n, 8);
@@ -94,9 +239,12 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
     let mut service = StringBuilder::with_capacity(n, n * 8);
     let mut resource = BinaryBuilder::new();
     let mut scope = BinaryBuilder::new();
-    let mut hot_str: Vec<StringBuilder> = HOT.iter().map(|_| StringBuilder::new()).collect();
-    let mut hot_int: Vec<Int64Builder> = HOT.iter().map(|_| Int64Builder::new()).collect();
-    let mut hot_bool: Vec<BooleanBuilder> = HOT.iter().map(|_| BooleanBuilder::new()).collect();
+    let mut typed: Vec<TypedBuilder> = HOT
+        .iter()
+        .map(|(_, _, t)| *t)
+        .chain(layout.dedicated.iter().map(|d| d.ty))
+        .map(TypedBuilder::new)
+        .collect();
     let mut attrs = BinaryBuilder::new();
     let mut events = BinaryBuilder::new();
     let mut links = BinaryBuilder::new();
@@ -106,7 +254,7 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
     let mut last_res: Option<(*const skein_model::Resource, Vec<u8>)> = None;
     let mut last_scope: Option<(*const skein_model::Scope, Vec<u8>)> = None;
     let mut buf = Vec::new();
-    let mut hot_vals: Vec<Option<&AnyValue>> = vec![None; HOT.len()];
+    let mut splitter = AttrSplitter::new(true, &layout.dedicated);
 
     for s in spans {
         trace_id.append_value(s.trace_id).map_err(StoreError::arrow)?;
@@ -137,33 +285,12 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
         }
         scope.append_value(&last_scope.as_ref().expect("set above").1);
 
-        // Split attributes into hot columns and the generic remainder.
-        hot_vals.iter_mut().for_each(|v| *v = None);
-        let mut rest = Vec::new();
-        for kv in &s.attributes {
-            let fits = schema::hot_index(&kv.key).filter(|&i| {
-                hot_vals[i].is_none()
-                    && matches!(
-                        (HOT[i].2, &kv.value),
-                        (HotType::Str, AnyValue::String(_))
-                            | (HotType::Int, AnyValue::Int(_))
-                            | (HotType::Bool, AnyValue::Bool(_))
-                    )
-            });
-            match fits {
-                Some(i) => hot_vals[i] = Some(&kv.value),
-                None => rest.push(kv),
-            }
+        let rest = splitter.split(&s.attributes);
+        for (b, v) in typed.iter_mut().zip(&splitter.values) {
+            b.append(v.as_ref());
         }
-        for (i, (_, _, t)) in HOT.iter().enumerate() {
-            match (t, hot_vals[i]) {
-                (HotType::Str, Some(AnyValue::String(v))) => hot_str[i].append_value(v),
-                (HotType::Str, _) => hot_str[i].append_null(),
-                (HotType::Int, Some(AnyValue::Int(v))) => hot_int[i].append_value(*v),
-                (HotType::Int, _) => hot_int[i].append_null(),
-                (HotType::Bool, Some(AnyValue::Bool(v))) => hot_bool[i].append_value(*v),
-                (HotType::Bool, _) => hot_bool[i].append_null(),
-            }
+        for kv in &rest {
+            generic_keys.add(&kv.key);
         }
         buf.clear();
         wire::key_value_list(rest, &mut buf);
@@ -182,6 +309,8 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
         ));
     }
 
+    let mut typed_arrays: Vec<ArrayRef> = typed.iter_mut().map(TypedBuilder::finish).collect();
+    let dedicated_arrays = typed_arrays.split_off(HOT.len());
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(trace_id.finish()),
         Arc::new(span_id.finish()),
@@ -198,18 +327,13 @@ pub fn spans_to_batch(spans: &[&Span]) -> Result<RecordBatch, StoreError> {
         Arc::new(resource.finish()),
         Arc::new(scope.finish()),
     ];
-    for (i, (_, _, t)) in HOT.iter().enumerate() {
-        columns.push(match t {
-            HotType::Str => Arc::new(hot_str[i].finish()),
-            HotType::Int => Arc::new(hot_int[i].finish()),
-            HotType::Bool => Arc::new(hot_bool[i].finish()),
-        });
-    }
+    columns.extend(typed_arrays);
     columns.push(Arc::new(attrs.finish()));
     columns.push(Arc::new(events.finish()));
     columns.push(Arc::new(links.finish()));
     columns.push(Arc::new(dropped.finish()));
-    RecordBatch::try_new(schema::SPANS.clone(), columns).map_err(StoreError::arrow)
+    columns.extend(dedicated_arrays);
+    RecordBatch::try_new(layout.schema.clone(), columns).map_err(StoreError::arrow)
 }
 
 const DROPPED_BITS: u32 = 21;
@@ -315,6 +439,7 @@ pub struct BuiltBlock {
 /// Streams sorted record batches into a block, computing summaries, bloom and meta on the way.
 pub struct BlockBuilder {
     writer: ArrowWriter<Vec<u8>>,
+    layout: Layout,
     row_group_rows: usize,
     rows: u64,
     meta: BlockMeta,
@@ -324,22 +449,30 @@ pub struct BlockBuilder {
 }
 
 impl BlockBuilder {
-    pub fn new(id: String, level: u32) -> Result<BlockBuilder, StoreError> {
-        Self::with_row_group_rows(id, level, ROW_GROUP_ROWS)
+    pub fn new(id: String, level: u32, layout: Layout) -> Result<BlockBuilder, StoreError> {
+        Self::with_row_group_rows(id, level, layout, ROW_GROUP_ROWS)
     }
 
-    pub fn with_row_group_rows(id: String, level: u32, row_group_rows: usize) -> Result<BlockBuilder, StoreError> {
+    pub fn with_row_group_rows(
+        id: String,
+        level: u32,
+        layout: Layout,
+        row_group_rows: usize,
+    ) -> Result<BlockBuilder, StoreError> {
         let writer = ArrowWriter::try_new(
             Vec::with_capacity(8 << 20),
-            schema::SPANS.clone(),
+            layout.schema.clone(),
             Some(props(row_group_rows, level)),
         )
         .map_err(StoreError::parquet)?;
+        let mut meta = BlockMeta::new(id, level);
+        meta.dedicated = layout.dedicated.clone();
         Ok(BlockBuilder {
             writer,
+            layout,
             row_group_rows,
             rows: 0,
-            meta: BlockMeta::new(id, level),
+            meta,
             current: None,
             summaries: Vec::new(),
             services: BTreeMap::new(),
@@ -348,6 +481,10 @@ impl BlockBuilder {
 
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// Appends rows; callers keep the whole block sorted by (trace id, start).
