@@ -574,3 +574,68 @@ async fn compaction_merges_blocks_with_different_dedicated_columns() {
     assert_eq!(q.search(&typed("ratio", "0.25")).await.unwrap().len(), 201);
     assert_eq!(q.search(&typed("ratio", "0.5")).await.unwrap().len(), 0);
 }
+
+/// Parents are stored as row offsets within a trace and row groups are cut only between
+/// traces: ids come back exactly, including clock-skewed children (parent sorted after the
+/// child), parents in another block, and traces either side of a row-group boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_ids_survive_offsets_row_groups_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 600 * 1_000_000_000;
+    let mut traces: Vec<Vec<Span>> = (0..5000u64)
+        .map(|i| g.trace(base + i * 1_000_000, 30, i % 97 == 0))
+        .collect();
+    // Clock skew: the child starts 5 ms before its parent, so it sorts first.
+    let skewed = &mut traces[10];
+    skewed[2].start_unix_nano = skewed[1].start_unix_nano - 5_000_000;
+    // Two children of one parent, the second listed first.
+    traces[20].swap(2, 3);
+    // An orphan whose parent arrives in another block.
+    let late_parent = traces[30].remove(1);
+    let all: Vec<Span> = traces.iter().flatten().cloned().collect();
+    store.append(all.clone()).await.unwrap();
+    let deps_head = q.dependencies(0, u64::MAX).await.unwrap();
+    assert_eq!(deps_head.len(), 3, "{deps_head:?}");
+    store.flush().await.unwrap();
+    let meta = store.snapshot().blocks[0].meta.clone();
+    assert!(meta.row_groups.len() >= 2, "{} row groups", meta.row_groups.len());
+    let check = |traces: Vec<Vec<Span>>| async {
+        for t in traces {
+            assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
+        }
+    };
+    let special = |traces: &[Vec<Span>]| -> Vec<Vec<Span>> {
+        let mut pick: Vec<Vec<Span>> = [10, 20, 30].iter().map(|&i| traces[i].clone()).collect();
+        // Both sides of every row-group boundary.
+        let mut seen = 0u64;
+        for t in traces {
+            let before = seen;
+            seen += t.len() as u64;
+            if meta
+                .row_groups
+                .iter()
+                .scan(0, |acc, g| {
+                    *acc += g.rows;
+                    Some(*acc)
+                })
+                .any(|edge| before <= edge && edge <= seen + 4)
+            {
+                pick.push(t.clone());
+            }
+        }
+        pick
+    };
+    check(special(&traces)).await;
+    check(traces.iter().step_by(50).cloned().collect()).await;
+    assert_eq!(q.dependencies(0, u64::MAX).await.unwrap(), deps_head);
+
+    store.append(vec![late_parent.clone()]).await.unwrap();
+    store.flush().await.unwrap();
+    traces[30].insert(1, late_parent);
+    assert_eq!(store.compact_once().await.unwrap(), 2);
+    check(special(&traces)).await;
+    check(traces.iter().step_by(50).cloned().collect()).await;
+}

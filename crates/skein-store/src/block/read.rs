@@ -113,9 +113,10 @@ impl BlockHandle {
                 .build()
                 .map_err(StoreError::parquet)?;
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(StoreError::parquet)?;
+        let mut parents = ParentResolver::default();
         let mut out = Vec::new();
-        for b in &batches {
-            out.extend(batch_to_spans(b)?);
+        for b in batches {
+            out.extend(batch_to_spans(&parents.resolve(b)?)?);
         }
         Ok(out)
     }
@@ -140,7 +141,17 @@ impl BlockHandle {
         batch_rows: usize,
     ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError> {
         let md = self.data_metadata().await?;
-        let idx: Vec<usize> = columns
+        let mut wanted: Vec<&str> = columns.to_vec();
+        // Parents are stored as offsets within the trace: resolving them needs the ids too.
+        let offsets = columns.contains(&schema::PARENT_SPAN_ID) && md.schema().index_of(schema::PARENT_OFFSET).is_ok();
+        if offsets {
+            for c in [schema::TRACE_ID, schema::SPAN_ID, schema::PARENT_OFFSET] {
+                if !wanted.contains(&c) {
+                    wanted.push(c);
+                }
+            }
+        }
+        let mut idx: Vec<usize> = wanted
             .iter()
             .map(|c| {
                 md.schema()
@@ -148,6 +159,7 @@ impl BlockHandle {
                     .map_err(|_| StoreError::corrupt(format!("block {} has no column {c}", self.meta.id)))
             })
             .collect::<Result<_, _>>()?;
+        idx.sort_unstable();
         let mask = ProjectionMask::roots(md.parquet_schema(), idx);
         let mut b =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
@@ -156,9 +168,10 @@ impl BlockHandle {
         if let Some(g) = row_groups {
             b = b.with_row_groups(g);
         }
+        let mut parents = ParentResolver::default();
         Ok(b.build()
             .map_err(StoreError::parquet)?
-            .map(|r| r.map_err(StoreError::parquet)))
+            .map(move |r| r.map_err(StoreError::parquet).and_then(|b| parents.resolve(b))))
     }
 
     /// Summaries of the given traces (all traces when `ids` is `None`).
@@ -214,6 +227,72 @@ impl BlockHandle {
             }
         }
         Ok(out)
+    }
+}
+
+/// Turns on-disk parent offsets back into parent span ids. Batches must come in file order
+/// and start at a trace's first row (row groups never split a trace; a trace-id row filter
+/// keeps whole traces). Batches without offsets (format 1 blocks) pass through unchanged.
+#[derive(Default)]
+pub(crate) struct ParentResolver {
+    trace: Option<TraceId>,
+    /// Span ids of the current trace's rows so far, by position.
+    ids: Vec<SpanId>,
+}
+
+impl ParentResolver {
+    pub(crate) fn resolve(&mut self, b: RecordBatch) -> Result<RecordBatch, StoreError> {
+        let Ok(offset_col) = b.schema().index_of(schema::PARENT_OFFSET) else {
+            return Ok(b);
+        };
+        let offsets: &UInt32Array = column(&b, schema::PARENT_OFFSET)?;
+        let tid = fsb(&b, schema::TRACE_ID)?;
+        let sid = fsb(&b, schema::SPAN_ID)?;
+        let stored = fsb(&b, schema::PARENT_SPAN_ID)?;
+        let mut parents = arrow_array::builder::FixedSizeBinaryBuilder::with_capacity(b.num_rows(), 8);
+        for i in 0..b.num_rows() {
+            let t: TraceId = tid
+                .value(i)
+                .try_into()
+                .map_err(|_| StoreError::corrupt("trace id width"))?;
+            if self.trace != Some(t) {
+                self.trace = Some(t);
+                self.ids.clear();
+            }
+            let off = offsets.value(i) as usize;
+            let parent: SpanId = if off > 0 {
+                let at =
+                    self.ids.len().checked_sub(off).ok_or_else(|| {
+                        StoreError::corrupt(format!("parent offset {off} before the start of its trace"))
+                    })?;
+                self.ids[at]
+            } else if stored.is_null(i) {
+                [0; 8]
+            } else {
+                stored
+                    .value(i)
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("parent id width"))?
+            };
+            parents.append_value(parent).map_err(StoreError::arrow)?;
+            self.ids.push(
+                sid.value(i)
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("span id width"))?,
+            );
+        }
+        let mut fields: Vec<arrow_schema::FieldRef> = b.schema().fields().iter().cloned().collect();
+        let mut columns = b.columns().to_vec();
+        fields.remove(offset_col);
+        columns.remove(offset_col);
+        let p = b.schema().index_of(schema::PARENT_SPAN_ID).map_err(StoreError::arrow)?;
+        fields[p] = Arc::new(arrow_schema::Field::new(
+            schema::PARENT_SPAN_ID,
+            arrow_schema::DataType::FixedSizeBinary(8),
+            false,
+        ));
+        columns[p] = Arc::new(parents.finish());
+        RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).map_err(StoreError::arrow)
     }
 }
 

@@ -24,6 +24,9 @@ pub const ATTRS: &str = "attributes";
 pub const EVENTS: &str = "events";
 pub const LINKS: &str = "links";
 pub const DROPPED: &str = "dropped_counts";
+/// On disk only: how many rows back, within the same trace, the parent span is (0: none or
+/// not in this block, then `parent_span_id` holds it). Readers turn it back into ids.
+pub const PARENT_OFFSET: &str = "parent_offset";
 
 /// How an attribute is stored in a column of its own (hot or per-block dedicated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -76,10 +79,14 @@ impl Dedicated {
 }
 
 /// A block's span schema: the fixed columns followed by its dedicated attribute columns.
+/// `schema` is what readers and writers exchange; `file_schema` is what Parquet stores, where
+/// parents are mostly row offsets (a random 8-byte id compresses to nothing; "3 rows back"
+/// compresses to a few bits).
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub dedicated: Vec<Dedicated>,
     pub schema: SchemaRef,
+    pub file_schema: SchemaRef,
 }
 
 impl Layout {
@@ -88,9 +95,13 @@ impl Layout {
         for d in &dedicated {
             fields.push(Field::new(d.column(), d.ty.data_type(), true));
         }
+        let schema = Arc::new(Schema::new(fields.clone()));
+        fields[col(PARENT_SPAN_ID)] = Field::new(PARENT_SPAN_ID, DataType::FixedSizeBinary(8), true);
+        fields.push(Field::new(PARENT_OFFSET, DataType::UInt32, false));
         Layout {
             dedicated,
-            schema: Arc::new(Schema::new(fields)),
+            schema,
+            file_schema: Arc::new(Schema::new(fields)),
         }
     }
 
@@ -104,6 +115,7 @@ impl Layout {
         self.dedicated.iter().position(|d| d.key == key)
     }
 
+    /// The columns readers see (parents as ids).
     pub fn column_names(&self) -> Vec<String> {
         self.schema.fields().iter().map(|f| f.name().clone()).collect()
     }

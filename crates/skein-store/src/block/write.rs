@@ -16,7 +16,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use skein_model::otlp::wire;
-use skein_model::{AnyValue, KeyValue, Span, TraceId};
+use skein_model::{AnyValue, KeyValue, Span, SpanId, TraceId};
 
 use super::bloom::Bloom;
 use super::schema::{self, Dedicated, HotType, Layout, HOT};
@@ -33,19 +33,20 @@ fn zstd_level(level: u32) -> i32 {
     }
 }
 
-fn props(row_group_rows: usize, level: u32) -> WriterProperties {
+fn props(level: u32) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(zstd_level(level)).expect("valid level"),
         ))
-        .set_max_row_group_row_count(Some(row_group_rows))
+        // Row groups are cut by BlockBuilder at trace boundaries, never inside a trace.
+        .set_max_row_group_row_count(None)
         .set_data_page_row_count_limit(1024)
         .set_statistics_enabled(EnabledStatistics::Page);
     // Random ids and timestamps gain nothing from a dictionary; deltas shrink timestamps.
     for c in [schema::SPAN_ID, schema::PARENT_SPAN_ID] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }
-    for c in [schema::START, schema::DURATION] {
+    for c in [schema::START, schema::DURATION, schema::PARENT_OFFSET] {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
@@ -446,6 +447,12 @@ pub struct BlockBuilder {
     current: Option<TraceSummary>,
     summaries: Vec<TraceSummary>,
     services: BTreeMap<String, BTreeSet<(String, u8)>>,
+    /// Rows in the open row group.
+    group_rows: usize,
+    /// Span id → position within the current trace, for parent offsets.
+    trace_positions: HashMap<SpanId, u32>,
+    /// Rows of the current trace so far.
+    trace_rows: u32,
 }
 
 impl BlockBuilder {
@@ -461,8 +468,8 @@ impl BlockBuilder {
     ) -> Result<BlockBuilder, StoreError> {
         let writer = ArrowWriter::try_new(
             Vec::with_capacity(8 << 20),
-            layout.schema.clone(),
-            Some(props(row_group_rows, level)),
+            layout.file_schema.clone(),
+            Some(props(level)),
         )
         .map_err(StoreError::parquet)?;
         let mut meta = BlockMeta::new(id, level);
@@ -476,6 +483,9 @@ impl BlockBuilder {
             current: None,
             summaries: Vec::new(),
             services: BTreeMap::new(),
+            group_rows: 0,
+            trace_positions: HashMap::new(),
+            trace_rows: 0,
         })
     }
 
@@ -487,9 +497,12 @@ impl BlockBuilder {
         &self.layout
     }
 
-    /// Appends rows; callers keep the whole block sorted by (trace id, start).
+    /// Appends rows; callers keep the whole block sorted by (trace id, start). Row groups are
+    /// cut at trace boundaries once they hold `row_group_rows`, so a trace never spans two
+    /// (readers resolve parent offsets within a trace and may skip whole row groups).
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
         let trace_ids = fsb(batch, schema::TRACE_ID)?;
+        let span_ids = fsb(batch, schema::SPAN_ID)?;
         let parents = fsb(batch, schema::PARENT_SPAN_ID)?;
         let names = strings(batch, schema::NAME)?;
         let services = strings(batch, schema::SERVICE)?;
@@ -497,6 +510,10 @@ impl BlockBuilder {
         let starts = i64s(batch, schema::START)?;
         let durations = i64s(batch, schema::DURATION)?;
         let status = u8s(batch, schema::STATUS_CODE)?;
+        let mut parent_ids = FixedSizeBinaryBuilder::with_capacity(batch.num_rows(), 8);
+        let mut parent_offsets = UInt32Builder::with_capacity(batch.num_rows());
+        // Rows at which a new row group starts.
+        let mut cuts = Vec::new();
         for i in 0..batch.num_rows() {
             let tid: TraceId = trace_ids
                 .value(i)
@@ -504,8 +521,20 @@ impl BlockBuilder {
                 .map_err(|_| StoreError::corrupt("trace id width"))?;
             let start = starts.value(i) as u64;
             let end = start + durations.value(i) as u64;
-            let rg = (self.rows / self.row_group_rows as u64) as usize;
-            if rg == self.meta.row_groups.len() {
+            let new_trace = self.current.as_ref().is_none_or(|c| c.trace_id != tid);
+            if new_trace {
+                if let Some(done) = self.current.take() {
+                    self.summaries.push(done);
+                }
+                self.current = Some(TraceSummary::new(tid));
+                self.trace_positions.clear();
+                self.trace_rows = 0;
+                if self.group_rows >= self.row_group_rows {
+                    cuts.push(i);
+                    self.group_rows = 0;
+                }
+            }
+            if self.group_rows == 0 {
                 self.meta.row_groups.push(RowGroupMeta {
                     min_trace: tid,
                     max_trace: tid,
@@ -514,22 +543,44 @@ impl BlockBuilder {
                     rows: 0,
                 });
             }
-            let g = &mut self.meta.row_groups[rg];
+            let g = self.meta.row_groups.last_mut().expect("pushed above");
             g.max_trace = tid;
             g.min_start = g.min_start.min(start);
             g.max_end = g.max_end.max(end);
             g.rows += 1;
             self.rows += 1;
+            self.group_rows += 1;
 
-            if self.current.as_ref().is_none_or(|c| c.trace_id != tid) {
-                if let Some(done) = self.current.take() {
-                    self.summaries.push(done);
+            let parent: SpanId = parents
+                .value(i)
+                .try_into()
+                .map_err(|_| StoreError::corrupt("parent id width"))?;
+            let position = self.trace_rows;
+            match self.trace_positions.get(&parent) {
+                Some(p) if parent != [0; 8] => {
+                    parent_offsets.append_value(position - p);
+                    parent_ids.append_null();
                 }
-                self.current = Some(TraceSummary::new(tid));
+                _ => {
+                    parent_offsets.append_value(0);
+                    if parent == [0; 8] {
+                        parent_ids.append_null();
+                    } else {
+                        parent_ids.append_value(parent).map_err(StoreError::arrow)?;
+                    }
+                }
             }
+            let span_id: SpanId = span_ids
+                .value(i)
+                .try_into()
+                .map_err(|_| StoreError::corrupt("span id width"))?;
+            // A repeated id (Zipkin's shared spans) points children at its latest row: same id.
+            self.trace_positions.insert(span_id, position);
+            self.trace_rows += 1;
+
             let service = services.value(i);
             let name = names.value(i);
-            let is_root = parents.value(i) == [0u8; 8];
+            let is_root = parent == [0u8; 8];
             self.current
                 .as_mut()
                 .expect("set above")
@@ -549,12 +600,35 @@ impl BlockBuilder {
             self.meta.min_start = self.meta.min_start.min(start);
             self.meta.max_end = self.meta.max_end.max(end);
         }
-        self.writer.write(batch).map_err(StoreError::parquet)
+        let mut columns = batch.columns().to_vec();
+        columns[schema::col(schema::PARENT_SPAN_ID)] = Arc::new(parent_ids.finish());
+        columns.push(Arc::new(parent_offsets.finish()));
+        let on_disk = RecordBatch::try_new(self.layout.file_schema.clone(), columns).map_err(StoreError::arrow)?;
+        let mut from = 0;
+        for cut in cuts {
+            self.writer
+                .write(&on_disk.slice(from, cut - from))
+                .map_err(StoreError::parquet)?;
+            self.writer.flush().map_err(StoreError::parquet)?;
+            from = cut;
+        }
+        self.writer
+            .write(&on_disk.slice(from, on_disk.num_rows() - from))
+            .map_err(StoreError::parquet)
     }
 
     pub fn finish(mut self) -> Result<BuiltBlock, StoreError> {
         if let Some(done) = self.current.take() {
             self.summaries.push(done);
+        }
+        // Trace reads address row groups by index from the meta: they must match the file.
+        let written = self.writer.flushed_row_groups().len() + usize::from(self.writer.in_progress_rows() > 0);
+        if written != self.meta.row_groups.len() {
+            return Err(StoreError::Internal(format!(
+                "block {} has {written} row groups but its meta lists {}",
+                self.meta.id,
+                self.meta.row_groups.len()
+            )));
         }
         let data = self.writer.into_inner().map_err(StoreError::parquet)?;
         // Spans of one trace can arrive in two cuts of the same block input only if the caller
