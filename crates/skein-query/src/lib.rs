@@ -483,8 +483,12 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
         .filter_map(|(k, _)| b.meta.dedicated.iter().find(|d| &d.key == k))
         .map(|d| (d.column(), d.clone()))
         .collect();
-    if !q.attributes.is_empty() {
+    // Resources are dictionary pages on disk but one value per row once decoded: skip them
+    // unless a queried key is a resource key in this block.
+    if q.attributes.iter().any(|(k, _)| b.meta.resource_may_contain(k)) {
         cols.push(schema::RESOURCE);
+    }
+    if !q.attributes.is_empty() {
         for (k, _) in &q.attributes {
             if let Some(i) = schema::hot_index(k) {
                 if !cols.contains(&HOT[i].0) {

@@ -573,6 +573,11 @@ async fn compaction_merges_blocks_with_different_dedicated_columns() {
     assert_eq!(q.search(&typed("retry", "false")).await.unwrap().len(), 201);
     assert_eq!(q.search(&typed("ratio", "0.25")).await.unwrap().len(), 201);
     assert_eq!(q.search(&typed("ratio", "0.5")).await.unwrap().len(), 0);
+    // Resource keys are listed, so a span-attribute search skips the resource column, and a
+    // resource-attribute search still finds its traces.
+    assert!(meta.resource_may_contain("host.name"), "{:?}", meta.resource_keys);
+    assert!(!meta.resource_may_contain("cart.items"));
+    assert_eq!(q.search(&typed("host.name", "payment-1")).await.unwrap().len(), 201);
 }
 
 /// Parents are stored as row offsets within a trace and row groups are cut only between

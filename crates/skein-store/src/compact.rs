@@ -13,7 +13,7 @@ use skein_model::{KeyValue, SpanId, TraceId};
 
 use crate::block::read::typed_value;
 use crate::block::schema;
-use crate::block::write::{AttrSplitter, KeySet, TypedBuilder};
+use crate::block::write::{AttrSplitter, BlockKeys, TypedBuilder};
 use crate::block::{new_block_id, BlockBuilder, BlockHandle, Dedicated, Layout};
 use crate::{upload_block, Store, StoreError};
 
@@ -128,13 +128,13 @@ struct Cursor {
 }
 
 impl Cursor {
-    async fn advance_batch(&mut self, generic_keys: &mut KeySet) -> Result<(), StoreError> {
+    async fn advance_batch(&mut self, keys: &mut BlockKeys) -> Result<(), StoreError> {
         self.batch = None;
         self.row = 0;
         while let Some(b) = self.stream.next().await {
             let b = b?;
             if b.num_rows() > 0 {
-                self.batch = Some(self.normalizer.apply(&b, generic_keys)?);
+                self.batch = Some(self.normalizer.apply(&b, keys)?);
                 break;
             }
         }
@@ -210,7 +210,7 @@ impl Normalizer {
         }
     }
 
-    fn apply(&self, b: &RecordBatch, generic_keys: &mut KeySet) -> Result<RecordBatch, StoreError> {
+    fn apply(&self, b: &RecordBatch, keys: &mut BlockKeys) -> Result<RecordBatch, StoreError> {
         let fixed = schema::SPANS.fields().len();
         let mut columns: Vec<ArrayRef> = b.columns()[..fixed].to_vec();
         match &self.direct {
@@ -223,7 +223,7 @@ impl Normalizer {
                 }
             }
             None => {
-                let (attrs, dedicated) = self.resplit(b, generic_keys)?;
+                let (attrs, dedicated) = self.resplit(b, keys)?;
                 columns[schema::col(schema::ATTRS)] = attrs;
                 columns.extend(dedicated);
             }
@@ -232,7 +232,7 @@ impl Normalizer {
     }
 
     /// The slow path: gathers each row's dedicated and generic attributes and splits them again.
-    fn resplit(&self, b: &RecordBatch, generic_keys: &mut KeySet) -> Result<(ArrayRef, Vec<ArrayRef>), StoreError> {
+    fn resplit(&self, b: &RecordBatch, keys: &mut BlockKeys) -> Result<(ArrayRef, Vec<ArrayRef>), StoreError> {
         let fixed = schema::SPANS.fields().len();
         let generic = crate::block::write::binaries(b, schema::ATTRS)?;
         let mut splitter = AttrSplitter::new(false, &self.out.dedicated);
@@ -256,7 +256,7 @@ impl Normalizer {
                 t.append(v.as_ref());
             }
             for kv in &rest {
-                generic_keys.add(&kv.key);
+                keys.generic.add(&kv.key);
             }
             buf.clear();
             wire::key_value_list(rest, &mut buf);
@@ -271,9 +271,9 @@ impl Normalizer {
 
 pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::BuiltBlock, StoreError> {
     let layout = merged_layout(inputs);
-    let mut generic_keys = KeySet::default();
+    let mut keys = BlockKeys::default();
     for b in inputs {
-        generic_keys.union(&KeySet::from_list(b.meta.generic_keys.as_ref()));
+        keys.union(&BlockKeys::of(&b.meta));
     }
     let mut cursors = Vec::new();
     for b in inputs {
@@ -286,7 +286,7 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
             row: 0,
             normalizer: Normalizer::new(b, &layout),
         };
-        c.advance_batch(&mut generic_keys).await?;
+        c.advance_batch(&mut keys).await?;
         cursors.push(c);
     }
     let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
@@ -328,13 +328,13 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
             flush_picks(&cursors, &mut picks, &mut builder)?;
         }
         if exhausted {
-            cursors[i].advance_batch(&mut generic_keys).await?;
+            cursors[i].advance_batch(&mut keys).await?;
         }
     }
     flush_picks(&cursors, &mut picks, &mut builder)?;
     let mut built = builder.finish()?;
     built.meta.wal_segments = wal_segments;
-    built.meta.generic_keys = generic_keys.into_list();
+    keys.store_in(&mut built.meta);
     Ok(built)
 }
 

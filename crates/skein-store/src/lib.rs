@@ -551,13 +551,13 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
         .dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id && a.start_unix_nano == b.start_unix_nano);
     let layout = block::write::choose_layout(&sorted);
     let mut builder = BlockBuilder::new(id, level, layout)?;
-    let mut generic_keys = block::write::KeySet::default();
+    let mut keys = block::write::BlockKeys::default();
     for chunk in sorted.chunks(block::ROW_GROUP_ROWS) {
-        let batch = block::write::spans_to_batch(chunk, builder.layout(), &mut generic_keys)?;
+        let batch = block::write::spans_to_batch(chunk, builder.layout(), &mut keys)?;
         builder.push(&batch)?;
     }
     let mut built = builder.finish()?;
-    built.meta.generic_keys = generic_keys.into_list();
+    keys.store_in(&mut built.meta);
     Ok(built)
 }
 

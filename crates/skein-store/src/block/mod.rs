@@ -83,6 +83,10 @@ pub struct BlockMeta {
     /// (then any key may be there). Search decodes the generic column only for listed keys.
     #[serde(default)]
     pub generic_keys: Option<Vec<String>>,
+    /// Distinct resource attribute keys; `None` when unknown or too many to list. Search
+    /// reads the resource column only for keys listed here.
+    #[serde(default)]
+    pub resource_keys: Option<Vec<String>>,
     /// WAL segments whose spans this block holds (replay skips them after a crash).
     #[serde(default)]
     pub wal_segments: Vec<u64>,
@@ -105,6 +109,7 @@ impl BlockMeta {
             row_groups: Vec::new(),
             dedicated: Vec::new(),
             generic_keys: Some(Vec::new()),
+            resource_keys: Some(Vec::new()),
             wal_segments: Vec::new(),
             created_unix_nano: crate::now_unix_nano(),
         }
@@ -117,6 +122,13 @@ impl BlockMeta {
     /// Whether the generic attribute column may hold `key`.
     pub fn generic_may_contain(&self, key: &str) -> bool {
         self.generic_keys
+            .as_ref()
+            .is_none_or(|keys| keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok())
+    }
+
+    /// Whether some span's resource in this block may have attribute `key`.
+    pub fn resource_may_contain(&self, key: &str) -> bool {
+        self.resource_keys
             .as_ref()
             .is_none_or(|keys| keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok())
     }

@@ -223,8 +223,36 @@ impl<'l> AttrSplitter<'l> {
     }
 }
 
-/// Turns spans into one record batch of `layout`, adding generic-column keys to `generic_keys`.
-pub fn spans_to_batch(spans: &[&Span], layout: &Layout, generic_keys: &mut KeySet) -> Result<RecordBatch, StoreError> {
+/// The attribute keys a block's meta lists, so search can skip columns that cannot match.
+#[derive(Debug, Clone, Default)]
+pub struct BlockKeys {
+    /// Keys in the generic attribute column.
+    pub generic: KeySet,
+    /// Resource attribute keys.
+    pub resource: KeySet,
+}
+
+impl BlockKeys {
+    pub fn of(meta: &BlockMeta) -> BlockKeys {
+        BlockKeys {
+            generic: KeySet::from_list(meta.generic_keys.as_ref()),
+            resource: KeySet::from_list(meta.resource_keys.as_ref()),
+        }
+    }
+
+    pub fn union(&mut self, other: &BlockKeys) {
+        self.generic.union(&other.generic);
+        self.resource.union(&other.resource);
+    }
+
+    pub fn store_in(self, meta: &mut BlockMeta) {
+        meta.generic_keys = self.generic.into_list();
+        meta.resource_keys = self.resource.into_list();
+    }
+}
+
+/// Turns spans into one record batch of `layout`, noting the keys it writes in `keys`.
+pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) -> Result<RecordBatch, StoreError> {
     let n = spans.len();
     let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
     let mut span_id = FixedSizeBinaryBuilder::with_capacity(n, 8);
@@ -276,6 +304,9 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, generic_keys: &mut KeySe
             let mut b = Vec::new();
             wire::resource(&s.resource, &mut b);
             last_res = Some((rp, b));
+            for kv in &s.resource.attributes {
+                keys.resource.add(&kv.key);
+            }
         }
         resource.append_value(&last_res.as_ref().expect("set above").1);
         let sp = Arc::as_ptr(&s.scope);
@@ -291,7 +322,7 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, generic_keys: &mut KeySe
             b.append(v.as_ref());
         }
         for kv in &rest {
-            generic_keys.add(&kv.key);
+            keys.generic.add(&kv.key);
         }
         buf.clear();
         wire::key_value_list(rest, &mut buf);
