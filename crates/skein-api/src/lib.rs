@@ -3,11 +3,13 @@
 
 pub mod jaeger;
 pub mod params;
+/// Jaeger remote-sampling endpoints (HTTP and gRPC) for SDKs.
+pub mod sampling;
 pub mod time;
 pub mod ui;
 pub mod zipkin;
 
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -15,12 +17,15 @@ use skein_query::QueryEngine;
 
 /// The router for the query port (16686).
 pub fn router(engine: QueryEngine) -> Router {
+    let engine_for_ui = engine.clone();
     Router::new()
         .merge(jaeger::router(engine))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .merge(ui::router(engine_for_ui))
+        // The UI's pages for non-API paths; `/api/*` and `/static/*` misses stay a plain 404.
+        .fallback(ui::fallback)
 }
 
 async fn metrics() -> impl IntoResponse {

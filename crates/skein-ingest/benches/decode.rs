@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
+use skein_model::jaeger::batch_to_model;
+use skein_model::jaeger::proto as jaeger_proto;
+use skein_model::jaeger::thrift::{self, Protocol};
 use skein_model::otlp::pb::collector::trace::v1::ExportTraceServiceRequest;
 use skein_model::otlp::proto;
 use skein_model::{AnyValue, Event, KeyValue, Resource, Scope, Span, SpanKind, Status, StatusCode};
@@ -31,6 +34,45 @@ fn decode_to_batch(c: &mut Criterion) {
             let decoded = proto::decode_request(req);
             assert!(decoded.rejected.is_empty());
             black_box(decoded.batch)
+        })
+    });
+
+    // The same spans as Jaeger clients would send them, decoded to the model by skein's Jaeger
+    // codecs: a thrift Batch per service (binary: collector HTTP and agent 6832; compact: agent
+    // 6831) and one api_v2 PostSpansRequest per service (gRPC 14250).
+    let groups = skein_model::jaeger::convert::group_by_process(&spans);
+    for protocol in [Protocol::Binary, Protocol::Compact] {
+        let batches: Vec<Vec<u8>> = groups
+            .iter()
+            .map(|(process, spans)| thrift::encode_batch(protocol, process, spans, None, None))
+            .collect();
+        let bytes: usize = batches.iter().map(Vec::len).sum();
+        println!("decode→batch: jaeger thrift {protocol:?}: {} bytes/span", bytes / SPANS);
+        g.bench_function(format!("jaeger thrift {protocol:?}").to_lowercase(), |b| {
+            b.iter(|| {
+                for bytes in &batches {
+                    let batch = thrift::decode_batch(protocol, black_box(bytes)).expect("bench batch decodes");
+                    let decoded = batch_to_model(batch.process, batch.spans);
+                    assert!(decoded.rejected.is_empty());
+                    black_box(decoded.batch);
+                }
+            })
+        });
+    }
+    let requests: Vec<Vec<u8>> = jaeger_proto::batches_from_model(&spans)
+        .into_iter()
+        .map(|batch| jaeger_proto::PostSpansRequest { batch: Some(batch) }.encode_to_vec())
+        .collect();
+    let bytes: usize = requests.iter().map(Vec::len).sum();
+    println!("decode→batch: jaeger proto: {} bytes/span", bytes / SPANS);
+    g.bench_function("jaeger proto", |b| {
+        b.iter(|| {
+            for bytes in &requests {
+                let req = jaeger_proto::PostSpansRequest::decode(black_box(bytes.as_slice())).expect("decodes");
+                let decoded = jaeger_proto::decode_post_spans(req);
+                assert!(decoded.rejected.is_empty());
+                black_box(decoded.batch);
+            }
         })
     });
     g.finish();

@@ -295,6 +295,13 @@ pub enum SpanError {
     LinkIds,
     #[error("trace already has {limit} spans (limits.max_spans_per_trace)")]
     TooManySpansInTrace { limit: usize },
+    #[error("{0} is negative or out of range")]
+    TimeRange(&'static str),
+    #[error("required field {0} is missing")]
+    MissingField(&'static str),
+    /// A field that is present but unusable (Zipkin/Jaeger: bad hex id, wrong JSON type …).
+    #[error("{0}")]
+    Malformed(String),
 }
 
 impl SpanError {
@@ -308,6 +315,9 @@ impl SpanError {
             SpanError::Kind(_) | SpanError::StatusCode(_) => "invalid_enum",
             SpanError::LinkIds => "invalid_link",
             SpanError::TooManySpansInTrace { .. } => "trace_too_large",
+            SpanError::TimeRange(_) => "invalid_time",
+            SpanError::MissingField(_) => "missing_field",
+            SpanError::Malformed(_) => "malformed",
         }
     }
 }

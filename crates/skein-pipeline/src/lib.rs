@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+pub mod sampling;
+
 use serde::{Deserialize, Serialize};
 use skein_model::metrics::{self, Counter};
 use skein_model::units::serde_bytes;
@@ -119,6 +121,8 @@ pub struct Pipeline {
     store: Store,
     inflight: Arc<Semaphore>,
     inflight_units: u64,
+    /// Counts accepted root spans for adaptive remote sampling, when it is on.
+    root_spans: Option<Arc<sampling::RootSpanCounter>>,
 }
 
 /// Memory reservation for a request; released when dropped.
@@ -134,7 +138,14 @@ impl Pipeline {
             inflight_units,
             limits: Arc::new(limits),
             store,
+            root_spans: None,
         }
+    }
+
+    /// Feeds every accepted batch's root spans to `counter` (adaptive remote sampling).
+    pub fn with_root_span_counter(mut self, counter: Arc<sampling::RootSpanCounter>) -> Self {
+        self.root_spans = Some(counter);
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -204,6 +215,9 @@ impl Pipeline {
         }
         let unchanged = truncated == 0 && outcome.rejected.is_empty();
         let n = spans.len();
+        if let Some(counter) = &self.root_spans {
+            counter.observe(&spans);
+        }
         match self.store.append_encoded(spans, encoded.filter(|_| unchanged)).await {
             Ok(()) => {
                 outcome.accepted = n;

@@ -25,6 +25,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub store: StoreConfig,
     pub limits: Limits,
+    pub sampling: SamplingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -97,6 +98,35 @@ impl Default for JaegerConfig {
     }
 }
 
+/// Remote sampling for SDKs (Jaeger's protocol): the strategies each service's SDK is told to use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// jaeger-agent's sampling port: `GET /sampling?service=` and `GET /?service=`; empty disables
+    /// it (`/api/sampling` on the Jaeger collector HTTP port and the gRPC `SamplingManager` on
+    /// the Jaeger collector gRPC port are served whenever those ports are).
+    pub http_addr: String,
+    /// A Jaeger strategies JSON file (`default_strategy`, `service_strategies`). Empty: every
+    /// service gets probabilistic 1.0 (keep everything; see docs/sampling.md).
+    pub strategies_file: String,
+    /// How often the strategies file is checked for changes; `0s` never reloads.
+    #[serde(with = "skein_model::units::serde_duration")]
+    pub reload_interval: std::time::Duration,
+    /// Adaptive per-operation probabilities from observed root-span throughput (off by default).
+    pub adaptive: skein_pipeline::sampling::AdaptiveConfig,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            http_addr: "0.0.0.0:5778".into(),
+            strategies_file: String::new(),
+            reload_interval: std::time::Duration::from_secs(10),
+            adaptive: Default::default(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -108,6 +138,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             store: StoreConfig::default(),
             limits: Limits::default(),
+            sampling: SamplingConfig::default(),
         }
     }
 }

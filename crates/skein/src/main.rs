@@ -1,6 +1,7 @@
 //! `skein`: one binary — receive spans, keep them durably, answer queries.
 
 mod config;
+mod demo;
 mod load;
 mod query_bench;
 mod serve;
@@ -55,6 +56,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Measure trace-by-id and attribute-search latency against a running skein.
     BenchQuery(query_bench::QueryBenchArgs),
+    /// Run skein plus a small instrumented shop that sends it real traces (see docs/demo.md).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +74,11 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(serve::run(cfg))
         }
         Command::BenchQuery(args) => runtime()?.block_on(query_bench::run(args)),
+        Command::Demo(args) => {
+            // skein's own logs stay quiet so the demo's links stand out (RUST_LOG still wins).
+            init_logging("warn");
+            runtime()?.block_on(demo::run(args))
+        }
         Command::Load(args) => {
             init_logging("warn");
             runtime()?.block_on(async move { load::run(args).await.map(|_| ()) })

@@ -23,7 +23,26 @@ async fn bind(name: &str, addr: &str) -> anyhow::Result<Option<TcpListener>> {
     Ok(Some(l))
 }
 
+/// Like [`bind`], for the UDP receivers (Jaeger agent ports).
+async fn bind_udp(name: &str, addr: &str) -> anyhow::Result<Option<tokio::net::UdpSocket>> {
+    if addr.trim().is_empty() {
+        tracing::info!(receiver = name, "disabled");
+        return Ok(None);
+    }
+    let s = tokio::net::UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("binding {name} on {addr} (udp)"))?;
+    println!("skein: listening {name} {}", s.local_addr()?);
+    Ok(Some(s))
+}
+
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    run_until(cfg, shutdown_signal()).await
+}
+
+/// `run`, but stopping when `stop_when` resolves instead of on a signal (`skein demo` runs the
+/// server in-process and stops it itself).
+pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let store = skein_store::Store::open(&cfg.data_dir, cfg.store.clone())
         .await
@@ -33,6 +52,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let engine = skein_query::QueryEngine::new(store.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    // ---- Remote sampling strategies (served on 5778, 14268 and 14250) ----
+    let strategies_file = Some(cfg.sampling.strategies_file.trim())
+        .filter(|f| !f.is_empty())
+        .map(std::path::Path::new);
+    let strategies = skein_pipeline::sampling::StrategyStore::open(strategies_file).map_err(anyhow::Error::msg)?;
+    // Adaptive mode: the pipeline counts root spans, a task turns them into probabilities.
+    cfg.sampling.adaptive.validate().map_err(anyhow::Error::msg)?;
+    let pipeline = if cfg.sampling.adaptive.enabled() {
+        pipeline.with_root_span_counter(strategies.enable_adaptive(cfg.sampling.adaptive.clone()))
+    } else {
+        pipeline
+    };
+    let adaptive_task = strategies.spawn_adaptive({
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    });
+    let strategies_reloader = strategies.spawn_reloader(cfg.sampling.reload_interval, {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    });
+    if let Some(l) = bind("sampling_http", &cfg.sampling.http_addr).await? {
+        let app = skein_api::sampling::agent_router(strategies.clone());
+        tasks.push(spawn_http(l, app, stop_rx.clone(), "remote sampling HTTP server"));
+    }
 
     if let Some(l) = bind("otlp_grpc", &cfg.otlp.grpc_addr).await? {
         let svc = skein_ingest::otlp::grpc::service(pipeline.clone(), cfg.otlp.max_request_bytes as usize);
@@ -55,6 +102,81 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let app = skein_ingest::otlp::http::router(pipeline.clone(), &cfg.otlp);
         tasks.push(spawn_http(l, app, stop_rx.clone(), "OTLP HTTP server"));
     }
+    // ---- Zipkin: ingest and the v2 query API share one port ----
+    if let Some(l) = bind("zipkin_http", &cfg.zipkin.http_addr).await? {
+        let app = skein_ingest::zipkin::router(pipeline.clone(), cfg.zipkin.max_request_bytes as usize)
+            .merge(skein_api::zipkin::router(engine.clone()))
+            .layer(skein_ingest::zipkin::cors(&cfg.zipkin.cors_allowed_origins));
+        tasks.push(spawn_http(l, app, stop_rx.clone(), "Zipkin HTTP server"));
+    }
+    // ---- Jaeger ingest (collector HTTP/gRPC, agent UDP) ----
+    let jaeger_max = cfg.jaeger.max_request_bytes as usize;
+    if let Some(l) = bind("jaeger_thrift_http", &cfg.jaeger.thrift_http_addr).await? {
+        let app = skein_ingest::jaeger::http::router(pipeline.clone(), jaeger_max)
+            .merge(skein_api::sampling::collector_router(strategies.clone()));
+        tasks.push(spawn_http(l, app, stop_rx.clone(), "Jaeger thrift HTTP server"));
+    }
+    if let Some(l) = bind("jaeger_grpc", &cfg.jaeger.grpc_addr).await? {
+        let svc = skein_ingest::jaeger::grpc::service(pipeline.clone(), jaeger_max);
+        let sampling_svc = skein_api::sampling::grpc::service(strategies.clone());
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new(
+                    skein_ingest::otlp::grpc::invalid_argument_on_decode_error,
+                ))
+                .add_service(svc)
+                .add_service(sampling_svc)
+                .serve_with_incoming_shutdown(tokio_stream_of(l), async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .context("Jaeger gRPC collector server")
+        }));
+    }
+    for (name, addr, protocol) in [
+        (
+            "jaeger_agent_compact",
+            &cfg.jaeger.agent_compact_addr,
+            skein_model::jaeger::thrift::Protocol::Compact,
+        ),
+        (
+            "jaeger_agent_binary",
+            &cfg.jaeger.agent_binary_addr,
+            skein_model::jaeger::thrift::Protocol::Binary,
+        ),
+    ] {
+        if let Some(socket) = bind_udp(name, addr).await? {
+            let mut rx = stop_rx.clone();
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let run = skein_ingest::jaeger::agent::run(socket, protocol, pipeline.clone(), shutdown);
+            tasks.push(tokio::spawn(async move {
+                run.await;
+                Ok(())
+            }));
+        }
+    }
+    if let Some(l) = bind("query_grpc", &cfg.query.grpc_addr).await? {
+        // Jaeger api_v2 and api_v3 QueryService; undecodable requests become INVALID_ARGUMENT.
+        use skein_api::jaeger::grpc::{v2::QueryServiceV2, v3::QueryServiceV3};
+        let (v2, v3) = (QueryServiceV2::new(engine.clone()), QueryServiceV3::new(engine.clone()));
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new(
+                    skein_ingest::otlp::grpc::invalid_argument_on_decode_error,
+                ))
+                .add_service(v2)
+                .add_service(v3)
+                .serve_with_incoming_shutdown(tokio_stream_of(l), async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .context("Jaeger gRPC query server")
+        }));
+    }
     if let Some(l) = bind("query_http", &cfg.query.http_addr).await? {
         let app = skein_api::router(engine.clone());
         tasks.push(spawn_http(l, app, stop_rx.clone(), "query HTTP server"));
@@ -65,7 +187,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         started.elapsed()
     );
 
-    shutdown_signal().await;
+    stop_when.await;
     tracing::info!("shutting down: refusing new requests, flushing the head into a block");
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -76,6 +198,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
     maintenance.abort();
+    strategies_reloader.abort();
+    if let Some(t) = adaptive_task {
+        t.abort();
+    }
     store.shutdown().await.context("flushing the store")?;
     tracing::info!("stopped cleanly");
     Ok(())

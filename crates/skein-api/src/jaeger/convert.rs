@@ -1,7 +1,8 @@
 //! Model ⇄ Jaeger JSON, the trace shape of Jaeger's HTTP query API v1 (`/api/traces`) that the
-//! Jaeger UI and Grafana's Jaeger data source read. Follows OpenTelemetry's OTel→Jaeger mapping:
-//! kind, status, scope and trace state travel as tags, events as logs, parent and links as
-//! references.
+//! Jaeger UI and Grafana's Jaeger data source read. Only the JSON shape lives here: the mapping
+//! itself (OpenTelemetry's Jaeger translator: kind, status, scope and trace state as tags, events
+//! as logs, parent and links as references) is `skein_model::jaeger::convert`, the one shared
+//! by every Jaeger format, ingest and query alike.
 //!
 //! Lossy by nature of the format: dropped counts, link attributes/state/flags, scope
 //! attributes and the type of array/kvlist values (sent as their JSON text) do not survive.
@@ -10,21 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Number, Value};
+use skein_model::jaeger::convert::ScopeCache;
+use skein_model::jaeger::{self, JaegerLog, JaegerProcess, JaegerRef, JaegerSpan, RefType};
 use skein_model::otlp::json::{base64_decode, base64_encode};
-use skein_model::{hex, AnyValue, Event, KeyValue, Link, Resource, Scope, Span, SpanKind, Status, StatusCode};
-
-const TAG_SPAN_KIND: &str = "span.kind";
-const TAG_STATUS_CODE: &str = "otel.status_code";
-const TAG_ERROR: &str = "error";
-const TAG_STATUS_DESCRIPTION: &str = "otel.status_description";
-const TAG_SCOPE_NAME: &str = "otel.scope.name";
-const TAG_SCOPE_VERSION: &str = "otel.scope.version";
-// Written by older OTel collectors; read, never written.
-const TAG_LIBRARY_NAME: &str = "otel.library.name";
-const TAG_LIBRARY_VERSION: &str = "otel.library.version";
-const TAG_TRACE_STATE: &str = "w3c.tracestate";
-const FIELD_EVENT: &str = "event";
-const SERVICE_NAME: &str = "service.name";
+use skein_model::{hex, AnyValue, KeyValue, Resource, Span};
 
 const CHILD_OF: &str = "CHILD_OF";
 const FOLLOWS_FROM: &str = "FOLLOWS_FROM";
@@ -53,12 +43,12 @@ pub fn trace_to_jaeger(spans: &[Span]) -> Value {
                 resources.len() - 1
             }
         };
-        out.push(span_to_jaeger(span, &process_key(index)));
+        out.push(span_to_json(&jaeger::span_from_model(span), &process_key(index)));
     }
     let processes: Map<String, Value> = resources
         .iter()
         .enumerate()
-        .map(|(i, r)| (process_key(i), process_to_jaeger(r)))
+        .map(|(i, r)| (process_key(i), process_to_json(&jaeger::process_from_resource(r))))
         .collect();
 
     json!({
@@ -73,61 +63,40 @@ fn process_key(index: usize) -> String {
     format!("p{}", index + 1)
 }
 
-fn process_to_jaeger(resource: &Resource) -> Value {
-    let tags: Vec<Value> = resource
-        .attributes
+fn process_to_json(p: &JaegerProcess) -> Value {
+    let tags: Vec<Value> = p.tags.iter().map(tag).collect();
+    json!({ "serviceName": p.service_name, "tags": tags })
+}
+
+fn span_to_json(span: &JaegerSpan, process_id: &str) -> Value {
+    let references: Vec<Value> = span
+        .references
         .iter()
-        // Only the service.name that became serviceName is redundant; an odd one (empty, not a
-        // string) stays a tag so nothing is lost.
-        .filter(|kv| !(kv.key == SERVICE_NAME && matches!(&kv.value, AnyValue::String(s) if !s.is_empty())))
-        .map(|kv| tag(&kv.key, &kv.value))
+        .map(|r| {
+            let ref_type = match r.ref_type {
+                RefType::ChildOf => CHILD_OF,
+                RefType::FollowsFrom => FOLLOWS_FROM,
+            };
+            json!({ "refType": ref_type, "traceID": hex::encode(&r.trace_id), "spanID": hex::encode(&r.span_id) })
+        })
         .collect();
-    json!({ "serviceName": resource.service_name(), "tags": tags })
-}
-
-/// Jaeger knows only its own flag bits; a sampled W3C span is plainly "sampled" to it.
-fn jaeger_flags(flags: u32) -> u32 {
-    if flags & 0x01 != 0 {
-        1
-    } else {
-        flags
-    }
-}
-
-fn span_to_jaeger(span: &Span, process_id: &str) -> Value {
-    let trace_id = hex::encode(&span.trace_id);
-
-    let mut references = Vec::with_capacity(span.links.len() + 1);
-    // The parent goes first: the Jaeger UI takes the first reference as the parent.
-    if !span.is_root() {
-        references.push(reference(CHILD_OF, &trace_id, &span.parent_span_id));
-    }
-    for link in &span.links {
-        references.push(reference(FOLLOWS_FROM, &hex::encode(&link.trace_id), &link.span_id));
-    }
-
-    let extra = extra_tags(span);
-    let mut tags = Vec::with_capacity(span.attributes.len() + extra.len());
-    // The span's own fields are authoritative; an attribute of the same name would only
-    // show up as a confusing duplicate.
-    tags.extend(
-        span.attributes
-            .iter()
-            .filter(|kv| !extra.iter().any(|(k, _)| *k == kv.key))
-            .map(|kv| tag(&kv.key, &kv.value)),
-    );
-    tags.extend(extra.iter().map(|(k, v)| tag(k, v)));
-
-    let logs: Vec<Value> = span.events.iter().map(event_to_log).collect();
-
+    let logs: Vec<Value> = span
+        .logs
+        .iter()
+        .map(|l| {
+            let fields: Vec<Value> = l.fields.iter().map(tag).collect();
+            json!({ "timestamp": l.time_unix_nano / 1000, "fields": fields })
+        })
+        .collect();
+    let tags: Vec<Value> = span.tags.iter().map(tag).collect();
     json!({
-        "traceID": trace_id,
+        "traceID": hex::encode(&span.trace_id),
         "spanID": hex::encode(&span.span_id),
-        "operationName": span.name,
+        "operationName": span.operation_name,
         "references": references,
-        "flags": jaeger_flags(span.flags),
+        "flags": span.flags,
         "startTime": span.start_unix_nano / 1000,
-        "duration": span.duration_nano() / 1000,
+        "duration": span.duration_nano / 1000,
         "tags": tags,
         "logs": logs,
         "processID": process_id,
@@ -135,63 +104,20 @@ fn span_to_jaeger(span: &Span, process_id: &str) -> Value {
     })
 }
 
-fn reference(ref_type: &str, trace_id: &str, span_id: &[u8]) -> Value {
-    json!({ "refType": ref_type, "traceID": trace_id, "spanID": hex::encode(span_id) })
-}
-
-/// The tags OTel's mapping derives from span fields, in its order.
-fn extra_tags(span: &Span) -> Vec<(&'static str, AnyValue)> {
-    let mut tags = Vec::new();
-    if span.kind != SpanKind::Unspecified {
-        tags.push((TAG_SPAN_KIND, AnyValue::String(span.kind.as_jaeger().to_string())));
-    }
-    match span.status.code {
-        StatusCode::Unset => {}
-        StatusCode::Ok => tags.push((TAG_STATUS_CODE, AnyValue::String("OK".to_string()))),
-        StatusCode::Error => {
-            tags.push((TAG_STATUS_CODE, AnyValue::String("ERROR".to_string())));
-            tags.push((TAG_ERROR, AnyValue::Bool(true)));
-        }
-    }
-    if !span.status.message.is_empty() {
-        tags.push((TAG_STATUS_DESCRIPTION, AnyValue::String(span.status.message.clone())));
-    }
-    if !span.scope.name.is_empty() {
-        tags.push((TAG_SCOPE_NAME, AnyValue::String(span.scope.name.clone())));
-    }
-    if !span.scope.version.is_empty() {
-        tags.push((TAG_SCOPE_VERSION, AnyValue::String(span.scope.version.clone())));
-    }
-    if !span.trace_state.is_empty() {
-        tags.push((TAG_TRACE_STATE, AnyValue::String(span.trace_state.clone())));
-    }
-    tags
-}
-
-fn event_to_log(event: &Event) -> Value {
-    let mut fields = Vec::with_capacity(event.attributes.len() + 1);
-    // OTel omits the field for an unnamed event, so an empty name round-trips as empty.
-    if !event.name.is_empty() {
-        fields.push(tag(FIELD_EVENT, &AnyValue::String(event.name.clone())));
-    }
-    fields.extend(event.attributes.iter().map(|kv| tag(&kv.key, &kv.value)));
-    json!({ "timestamp": event.time_unix_nano / 1000, "fields": fields })
-}
-
 /// A typed Jaeger tag (`{"key", "type", "value"}`).
-fn tag(key: &str, value: &AnyValue) -> Value {
-    let (ty, v) = match value {
+fn tag(kv: &KeyValue) -> Value {
+    let (ty, v) = match &kv.value {
         AnyValue::String(s) => ("string", Value::from(s.as_str())),
         AnyValue::Bool(b) => ("bool", Value::Bool(*b)),
         AnyValue::Int(i) => ("int64", Value::from(*i)),
         AnyValue::Double(d) => ("float64", float_value(*d)),
         AnyValue::Bytes(b) => ("binary", Value::from(base64_encode(b))),
-        // Jaeger has no composite types; OTel sends their JSON text.
-        AnyValue::Empty | AnyValue::Array(_) | AnyValue::KvList(_) => {
-            ("string", Value::from(value.to_display_string()))
+        // The shared mapping already turned composite values into their JSON text.
+        other @ (AnyValue::Empty | AnyValue::Array(_) | AnyValue::KvList(_)) => {
+            ("string", Value::from(other.to_display_string()))
         }
     };
-    json!({ "key": key, "type": ty, "value": v })
+    json!({ "key": kv.key, "type": ty, "value": v })
 }
 
 /// JSON numbers cannot be NaN or infinite; send those as OTLP JSON spells them.
@@ -232,8 +158,8 @@ fn trace_from_jaeger(v: &Value) -> Result<Vec<Span>, String> {
     match obj.get("processes") {
         Some(Value::Object(m)) => {
             for (key, p) in m {
-                let resource = process_from_jaeger(p).map_err(|e| format!("process {key}: {e}"))?;
-                processes.insert(key, Arc::new(resource));
+                let process = process_from_json(p).map_err(|e| format!("process {key}: {e}"))?;
+                processes.insert(key, Arc::new(jaeger::resource_from_process(process)));
             }
         }
         None | Some(Value::Null) => {}
@@ -247,7 +173,7 @@ fn trace_from_jaeger(v: &Value) -> Result<Vec<Span>, String> {
         None => return Err("no \"spans\" in trace".into()),
     };
     // Spans of one library share one Scope, as they would coming from an SDK.
-    let mut scopes: Vec<Arc<Scope>> = Vec::new();
+    let mut scopes = ScopeCache::default();
     spans
         .iter()
         .enumerate()
@@ -255,20 +181,16 @@ fn trace_from_jaeger(v: &Value) -> Result<Vec<Span>, String> {
         .collect()
 }
 
-fn process_from_jaeger(v: &Value) -> Result<Resource, String> {
+fn process_from_json(v: &Value) -> Result<JaegerProcess, String> {
     let obj = v.as_object().ok_or("process is not a JSON object")?;
-    let service = match obj.get("serviceName") {
-        Some(Value::String(s)) => s.as_str(),
-        None | Some(Value::Null) => "",
+    let service_name = match obj.get("serviceName") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
         Some(_) => return Err("\"serviceName\" is not a string".into()),
     };
-    let mut attributes = parse_tags(obj.get("tags"))?;
-    if !service.is_empty() && !attributes.iter().any(|kv| kv.key == SERVICE_NAME) {
-        attributes.insert(0, KeyValue::string(SERVICE_NAME, service));
-    }
-    Ok(Resource {
-        attributes,
-        dropped_attributes_count: 0,
+    Ok(JaegerProcess {
+        service_name,
+        tags: parse_tags(obj.get("tags"))?,
     })
 }
 
@@ -276,7 +198,7 @@ fn span_from_jaeger(
     v: &Value,
     trace_id: Option<[u8; 16]>,
     processes: &HashMap<&str, Arc<Resource>>,
-    scopes: &mut Vec<Arc<Scope>>,
+    scopes: &mut ScopeCache,
 ) -> Result<Span, String> {
     let obj = v.as_object().ok_or("span is not a JSON object")?;
 
@@ -284,14 +206,8 @@ fn span_from_jaeger(
         Some(s) => parse_trace_id(s)?,
         None => trace_id.ok_or("no traceID")?,
     };
-    if trace_id == [0; 16] {
-        return Err("traceID is zero".into());
-    }
     let span_id = parse_span_id(obj.get("spanID").and_then(Value::as_str).ok_or("no spanID")?)?;
-    if span_id == [0; 8] {
-        return Err("spanID is zero".into());
-    }
-    let name = match obj.get("operationName") {
+    let operation_name = match obj.get("operationName") {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => String::new(),
         Some(_) => return Err("\"operationName\" is not a string".into()),
@@ -303,52 +219,18 @@ fn span_from_jaeger(
             .and_then(|f| u32::try_from(f).ok())
             .ok_or("\"flags\" is not a 32-bit unsigned number")?,
     };
-
-    let (parent_span_id, links) = parse_references(obj, &trace_id)?;
-
+    let references = parse_references(obj, &trace_id)?;
+    let parent_span_id = match obj.get("parentSpanID").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => parse_span_id(s)?,
+        _ => [0; 8],
+    };
     let start_unix_nano = micros_to_nanos(obj.get("startTime"), "startTime")?.ok_or("no startTime")?;
-    let duration = micros_to_nanos(obj.get("duration"), "duration")?.unwrap_or(0);
-    let end_unix_nano = start_unix_nano.checked_add(duration).ok_or("end time overflows")?;
-
-    let mut attributes = parse_tags(obj.get("tags"))?;
-    let kind = take(&mut attributes, TAG_SPAN_KIND, |v| str_of(v).and_then(SpanKind::parse)).unwrap_or_default();
-    let code = take(&mut attributes, TAG_STATUS_CODE, |v| {
-        let s = str_of(v)?;
-        if s.eq_ignore_ascii_case("OK") {
-            Some(StatusCode::Ok)
-        } else if s.eq_ignore_ascii_case("ERROR") {
-            Some(StatusCode::Error)
-        } else if s.eq_ignore_ascii_case("UNSET") {
-            Some(StatusCode::Unset)
-        } else {
-            None
-        }
-    });
-    // Jaeger clients mark failures with `error=true` alone (some as the string "true").
-    let error = take(&mut attributes, TAG_ERROR, |v| match v {
-        AnyValue::Bool(true) => Some(()),
-        AnyValue::String(s) if s.eq_ignore_ascii_case("true") => Some(()),
-        _ => None,
-    });
-    let code = code.unwrap_or(if error.is_some() {
-        StatusCode::Error
-    } else {
-        StatusCode::Unset
-    });
-    let message = take(&mut attributes, TAG_STATUS_DESCRIPTION, string_of).unwrap_or_default();
-    let scope_name = take(&mut attributes, TAG_SCOPE_NAME, string_of)
-        .or_else(|| take(&mut attributes, TAG_LIBRARY_NAME, string_of))
-        .unwrap_or_default();
-    let scope_version = take(&mut attributes, TAG_SCOPE_VERSION, string_of)
-        .or_else(|| take(&mut attributes, TAG_LIBRARY_VERSION, string_of))
-        .unwrap_or_default();
-    let trace_state = take(&mut attributes, TAG_TRACE_STATE, string_of).unwrap_or_default();
-
-    let events = match obj.get("logs") {
+    let duration_nano = micros_to_nanos(obj.get("duration"), "duration")?.unwrap_or(0);
+    let logs = match obj.get("logs") {
         Some(Value::Array(logs)) => logs
             .iter()
             .enumerate()
-            .map(|(i, l)| log_to_event(l).map_err(|e| format!("log {i}: {e}")))
+            .map(|(i, l)| log_from_json(l).map_err(|e| format!("log {i}: {e}")))
             .collect::<Result<Vec<_>, _>>()?,
         None | Some(Value::Null) => Vec::new(),
         Some(_) => return Err("\"logs\" is not an array".into()),
@@ -361,130 +243,72 @@ fn span_from_jaeger(
             .ok_or_else(|| format!("unknown processID {id:?}"))?,
         // Some producers embed the process in each span instead of the trace's map.
         None => match obj.get("process") {
-            Some(p @ Value::Object(_)) => Arc::new(process_from_jaeger(p)?),
+            Some(p @ Value::Object(_)) => Arc::new(jaeger::resource_from_process(process_from_json(p)?)),
             _ => return Err("no processID or process".into()),
         },
     };
 
-    let scope = match scopes
-        .iter()
-        .find(|s| s.name == scope_name && s.version == scope_version)
-    {
-        Some(s) => s.clone(),
-        None => {
-            let s = Arc::new(Scope {
-                name: scope_name,
-                version: scope_version,
-                ..Scope::default()
-            });
-            scopes.push(s.clone());
-            s
-        }
-    };
-
-    Ok(Span {
+    let span = JaegerSpan {
         trace_id,
         span_id,
         parent_span_id,
-        trace_state,
+        operation_name,
+        references,
         flags,
-        name,
-        kind,
         start_unix_nano,
-        end_unix_nano,
-        attributes,
-        events,
-        links,
-        status: Status { code, message },
-        resource,
-        scope,
-        ..Span::default()
-    })
+        duration_nano,
+        tags: parse_tags(obj.get("tags"))?,
+        logs,
+        process: None,
+    };
+    jaeger::span_to_model(span, resource, scopes).map_err(|e| e.to_string())
 }
 
-/// The first CHILD_OF within the same trace is the parent; every other reference is a link.
-/// Falls back to the deprecated `parentSpanID` field.
-fn parse_references(obj: &Map<String, Value>, trace_id: &[u8; 16]) -> Result<([u8; 8], Vec<Link>), String> {
+/// References in order; a reference without a `traceID` is into this trace.
+fn parse_references(obj: &Map<String, Value>, trace_id: &[u8; 16]) -> Result<Vec<JaegerRef>, String> {
     let refs = match obj.get("references") {
         Some(Value::Array(a)) => a.as_slice(),
         None | Some(Value::Null) => &[],
         Some(_) => return Err("\"references\" is not an array".into()),
     };
-    let mut parent = None;
-    let mut links = Vec::new();
-    for (i, r) in refs.iter().enumerate() {
-        let r = r
-            .as_object()
-            .ok_or_else(|| format!("reference {i} is not a JSON object"))?;
-        let ref_trace = match r.get("traceID").and_then(Value::as_str) {
-            Some(s) => parse_trace_id(s).map_err(|e| format!("reference {i}: {e}"))?,
-            None => *trace_id,
-        };
-        let ref_span = r
-            .get("spanID")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("reference {i}: no spanID"))
-            .and_then(|s| parse_span_id(s).map_err(|e| format!("reference {i}: {e}")))?;
-        let is_child_of = r
-            .get("refType")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.eq_ignore_ascii_case(CHILD_OF));
-        if parent.is_none() && is_child_of && ref_trace == *trace_id {
-            parent = Some(ref_span);
-        } else {
-            links.push(Link {
+    refs.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let r = r
+                .as_object()
+                .ok_or_else(|| format!("reference {i} is not a JSON object"))?;
+            let ref_trace = match r.get("traceID").and_then(Value::as_str) {
+                Some(s) => parse_trace_id(s).map_err(|e| format!("reference {i}: {e}"))?,
+                None => *trace_id,
+            };
+            let ref_span = r
+                .get("spanID")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("reference {i}: no spanID"))
+                .and_then(|s| parse_span_id(s).map_err(|e| format!("reference {i}: {e}")))?;
+            let is_child_of = r
+                .get("refType")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case(CHILD_OF));
+            Ok(JaegerRef {
+                ref_type: if is_child_of {
+                    RefType::ChildOf
+                } else {
+                    RefType::FollowsFrom
+                },
                 trace_id: ref_trace,
                 span_id: ref_span,
-                ..Link::default()
-            });
-        }
-    }
-    let parent = match parent {
-        Some(p) => p,
-        None => match obj.get("parentSpanID").and_then(Value::as_str) {
-            Some(s) if !s.is_empty() => parse_span_id(s)?,
-            _ => [0; 8],
-        },
-    };
-    Ok((parent, links))
+            })
+        })
+        .collect()
 }
 
-fn log_to_event(v: &Value) -> Result<Event, String> {
+fn log_from_json(v: &Value) -> Result<JaegerLog, String> {
     let obj = v.as_object().ok_or("log is not a JSON object")?;
-    let time_unix_nano = micros_to_nanos(obj.get("timestamp"), "timestamp")?.ok_or("no timestamp")?;
-    let mut attributes = parse_tags(obj.get("fields"))?;
-    let name = take(&mut attributes, FIELD_EVENT, string_of).unwrap_or_default();
-    Ok(Event {
-        time_unix_nano,
-        name,
-        attributes,
-        dropped_attributes_count: 0,
+    Ok(JaegerLog {
+        time_unix_nano: micros_to_nanos(obj.get("timestamp"), "timestamp")?.ok_or("no timestamp")?,
+        fields: parse_tags(obj.get("fields"))?,
     })
-}
-
-/// Removes the first attribute named `key` whose value `f` accepts, returning what `f` made of
-/// it. A value `f` rejects stays an ordinary attribute.
-fn take<T>(attrs: &mut Vec<KeyValue>, key: &str, f: impl Fn(&AnyValue) -> Option<T>) -> Option<T> {
-    let (index, out) = attrs.iter().enumerate().find_map(|(i, kv)| {
-        if kv.key == key {
-            f(&kv.value).map(|t| (i, t))
-        } else {
-            None
-        }
-    })?;
-    attrs.remove(index);
-    Some(out)
-}
-
-fn str_of(v: &AnyValue) -> Option<&str> {
-    match v {
-        AnyValue::String(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn string_of(v: &AnyValue) -> Option<String> {
-    str_of(v).map(str::to_string)
 }
 
 fn parse_trace_id(s: &str) -> Result<[u8; 16], String> {
@@ -568,6 +392,8 @@ fn parse_tag(v: &Value) -> Result<KeyValue, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use skein_model::jaeger::convert::jaeger_flags;
+    use skein_model::{Event, Link, Scope, SpanKind, Status, StatusCode};
 
     const TRACE: [u8; 16] = [0xab; 16];
 

@@ -70,17 +70,64 @@ async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Resp
     }
 }
 
+/// api_v3 `TraceQueryParameters` after decoding, whichever binding they came over (the HTTP
+/// query string here, protobuf in `grpc::v3`), so both validate and default them the same way.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct V3Search {
+    pub service: Option<String>,
+    pub operation: Option<String>,
+    pub span_kind: Option<SpanKind>,
+    /// Exact matches on span or resource attributes (the proto's `map<string, string>`).
+    pub attributes: Vec<(String, String)>,
+    /// Unix ns; both are required.
+    pub start_min: Option<u64>,
+    pub start_max: Option<u64>,
+    pub duration_min_nano: Option<u64>,
+    pub duration_max_nano: Option<u64>,
+    /// Maximum number of traces; 20 when absent.
+    pub search_depth: Option<usize>,
+}
+
+impl V3Search {
+    pub fn into_query(self) -> Result<TraceQuery, String> {
+        let (Some(start_min), Some(start_max)) = (self.start_min, self.start_max) else {
+            return Err(
+                "query.startTimeMin (start_time_min) and query.startTimeMax (start_time_max) are required".into(),
+            );
+        };
+        if start_min > start_max {
+            return Err("query.startTimeMin (start_time_min) is after query.startTimeMax (start_time_max)".into());
+        }
+        if let (Some(lo), Some(hi)) = (self.duration_min_nano, self.duration_max_nano) {
+            if lo > hi {
+                return Err("query.durationMin (duration_min) is greater than query.durationMax (duration_max)".into());
+            }
+        }
+        Ok(TraceQuery {
+            service: self.service.filter(|s| !s.is_empty()),
+            operation: self.operation.filter(|s| !s.is_empty()),
+            span_kind: self.span_kind,
+            attributes: self.attributes,
+            min_duration_nano: self.duration_min_nano,
+            max_duration_nano: self.duration_max_nano,
+            start_min: Some(start_min),
+            start_max: Some(start_max),
+            limit: self.search_depth.unwrap_or(20),
+            ..TraceQuery::default()
+        })
+    }
+}
+
 /// Builds a search from api_v3 parameters (camelCase, with the older snake_case accepted).
 pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
-    let mut q = TraceQuery {
+    let mut q = V3Search {
         service: p.any(&["query.serviceName", "query.service_name"]).map(str::to_string),
         operation: p
             .any(&["query.operationName", "query.operation_name"])
             .map(str::to_string),
-        min_duration_nano: p.duration_ns(&["query.durationMin", "query.duration_min"])?,
-        max_duration_nano: p.duration_ns(&["query.durationMax", "query.duration_max"])?,
-        limit: 20,
-        ..TraceQuery::default()
+        duration_min_nano: p.duration_ns(&["query.durationMin", "query.duration_min"])?,
+        duration_max_nano: p.duration_ns(&["query.durationMax", "query.duration_max"])?,
+        ..V3Search::default()
     };
     if let Some(n) = p.any(&[
         "query.searchDepth",
@@ -88,9 +135,10 @@ pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
         "query.numTraces",
         "query.num_traces",
     ]) {
-        q.limit = n
-            .parse()
-            .map_err(|_| format!("query.searchDepth={n:?} is not a positive integer"))?;
+        q.search_depth = Some(
+            n.parse()
+                .map_err(|_| format!("query.searchDepth={n:?} is not a positive integer"))?,
+        );
     }
     if let Some(k) = p.any(&["query.spanKind", "query.span_kind"]) {
         q.span_kind = Some(SpanKind::parse(k).ok_or_else(|| format!("unknown query.spanKind {k:?}"))?);
@@ -103,17 +151,13 @@ pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
                 .push((k, if let Value::String(s) = v { s } else { v.to_string() }));
         }
     }
-    let min = p.any(&["query.startTimeMin", "query.start_time_min"]);
-    let max = p.any(&["query.startTimeMax", "query.start_time_max"]);
-    let (Some(min), Some(max)) = (min, max) else {
-        return Err("query.startTimeMin and query.startTimeMax are required (RFC 3339)".into());
-    };
-    q.start_min = Some(parse_rfc3339(min).map_err(|e| format!("query.startTimeMin: {e}"))?);
-    q.start_max = Some(parse_rfc3339(max).map_err(|e| format!("query.startTimeMax: {e}"))?);
-    if q.start_min > q.start_max {
-        return Err("query.startTimeMin is after query.startTimeMax".into());
+    if let Some(min) = p.any(&["query.startTimeMin", "query.start_time_min"]) {
+        q.start_min = Some(parse_rfc3339(min).map_err(|e| format!("query.startTimeMin: {e}"))?);
     }
-    Ok(q)
+    if let Some(max) = p.any(&["query.startTimeMax", "query.start_time_max"]) {
+        q.start_max = Some(parse_rfc3339(max).map_err(|e| format!("query.startTimeMax: {e}"))?);
+    }
+    q.into_query()
 }
 
 async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
@@ -130,37 +174,70 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
     }
 }
 
-/// One summary per matching trace, computed from its spans.
-pub fn summarize(spans: &[Span]) -> Value {
+/// What the api_v3 trace summary reports about one trace, for both bindings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TraceStats {
+    pub trace_id: String,
+    pub root_service: String,
+    pub root_name: String,
+    /// Unix ns of the earliest start and the latest end.
+    pub start: u64,
+    pub end: u64,
+    pub span_count: usize,
+    pub error_count: usize,
+    /// Spans whose parent is not in the trace.
+    pub orphan_count: usize,
+    /// (service, spans, error spans), sorted by service.
+    pub services: Vec<(String, usize, usize)>,
+}
+
+/// The summary of one trace, computed from its spans.
+pub fn summary_of(spans: &[Span]) -> TraceStats {
     let ids: HashSet<_> = spans.iter().map(|s| s.span_id).collect();
-    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
-    let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0);
     let root = spans
         .iter()
         .filter(|s| s.is_root())
         .min_by_key(|s| s.start_unix_nano)
         .or_else(|| spans.first());
-    let orphans = spans
-        .iter()
-        .filter(|s| !s.is_root() && !ids.contains(&s.parent_span_id))
-        .count();
     let mut per_service: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for s in spans {
         let e = per_service.entry(s.service_name()).or_default();
         e.0 += 1;
         e.1 += s.is_error() as usize;
     }
+    TraceStats {
+        trace_id: spans.first().map(|s| hex::encode(&s.trace_id)).unwrap_or_default(),
+        root_service: root.map(|s| s.service_name().to_string()).unwrap_or_default(),
+        root_name: root.map(|s| s.name.clone()).unwrap_or_default(),
+        start: spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0),
+        end: spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0),
+        span_count: spans.len(),
+        error_count: spans.iter().filter(|s| s.is_error()).count(),
+        orphan_count: spans
+            .iter()
+            .filter(|s| !s.is_root() && !ids.contains(&s.parent_span_id))
+            .count(),
+        services: per_service
+            .into_iter()
+            .map(|(name, (n, e))| (name.to_string(), n, e))
+            .collect(),
+    }
+}
+
+/// One summary per matching trace, in the gateway's JSON.
+pub fn summarize(spans: &[Span]) -> Value {
+    let s = summary_of(spans);
     json!({
-        "traceId": spans.first().map(|s| hex::encode(&s.trace_id)).unwrap_or_default(),
-        "rootServiceName": root.map(|s| s.service_name()).unwrap_or_default(),
-        "rootSpanName": root.map(|s| s.name.as_str()).unwrap_or_default(),
-        "startTime": format_rfc3339(start),
-        "endTime": format_rfc3339(end),
-        "durationUs": (end.saturating_sub(start)) / 1000,
-        "spanCount": spans.len(),
-        "errorSpanCount": spans.iter().filter(|s| s.is_error()).count(),
-        "orphanSpanCount": orphans,
-        "services": per_service.into_iter().map(|(name, (n, e))| json!({ "name": name, "spanCount": n, "errorSpanCount": e })).collect::<Vec<_>>(),
+        "traceId": s.trace_id,
+        "rootServiceName": s.root_service,
+        "rootSpanName": s.root_name,
+        "startTime": format_rfc3339(s.start),
+        "endTime": format_rfc3339(s.end),
+        "durationUs": (s.end.saturating_sub(s.start)) / 1000,
+        "spanCount": s.span_count,
+        "errorSpanCount": s.error_count,
+        "orphanSpanCount": s.orphan_count,
+        "services": s.services.into_iter().map(|(name, n, e)| json!({ "name": name, "spanCount": n, "errorSpanCount": e })).collect::<Vec<_>>(),
     })
 }
 

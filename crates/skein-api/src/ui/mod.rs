@@ -1,1 +1,29 @@
 //! The web UI, embedded in the binary and served on the query port.
+//!
+//! `assets` holds the files of `ui/` at the repository root (plain HTML/CSS/ES modules, no
+//! build step); `api` adds the UI's own endpoints under `/api/ui/` where Jaeger's shapes are
+//! too slow (100,000-span traces) or too thin (search rows with counts, service-map stats).
+//! Every other non-API GET path returns the single page, which routes on the client, so
+//! Jaeger's URLs (`/trace/{id}`, `/search?…`) open the right view.
+
+mod api;
+mod assets;
+
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use skein_query::QueryEngine;
+
+pub fn router(engine: QueryEngine) -> Router {
+    Router::new().merge(api::router(engine)).merge(assets::router())
+}
+
+/// The query port's fallback: the single page for GET/HEAD of non-API paths, else 404.
+pub async fn fallback(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    let is_api = path == "/api" || path.starts_with("/api/") || path.starts_with("/static/");
+    if (method == Method::GET || method == Method::HEAD) && !is_api {
+        return assets::index();
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}

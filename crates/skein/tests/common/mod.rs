@@ -30,6 +30,7 @@ pub const ALL_ADDRS: &[&str] = &[
     "jaeger.grpc_addr",
     "jaeger.agent_compact_addr",
     "jaeger.agent_binary_addr",
+    "sampling.http_addr",
 ];
 
 pub fn bin() -> &'static str {
@@ -40,9 +41,7 @@ impl Server {
     /// Starts `skein serve` on `data_dir` with every port on 127.0.0.1:0 plus extra `--set`s.
     pub fn start(data_dir: &Path, sets: &[&str]) -> Server {
         let mut cmd = Command::new(bin());
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir);
+        cmd.arg("serve").arg("--data-dir").arg(data_dir);
         for key in ALL_ADDRS {
             cmd.args(["--set", &format!("{key}=127.0.0.1:0")]);
         }
@@ -101,10 +100,12 @@ impl Server {
 
     /// The address a receiver or API announced, e.g. `addr("zipkin_http")`.
     pub fn addr(&self, name: &str) -> SocketAddr {
-        *self
-            .ports
-            .get(name)
-            .unwrap_or_else(|| panic!("skein did not announce a {name} listener; it announced {:?}", self.ports))
+        *self.ports.get(name).unwrap_or_else(|| {
+            panic!(
+                "skein did not announce a {name} listener; it announced {:?}",
+                self.ports
+            )
+        })
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,421 @@
+// End-to-end test of skein's web UI in headless Chromium (Debian's /usr/bin/chromium) driven by
+// playwright-core. Started by crates/skein/tests/ui.rs, which runs the real server, loads real
+// traces over OTLP and passes: SKEIN_URL, SKEIN_IDS (JSON), SCREENSHOT_DIR, OTLP_FILE, JAEGER_FILE.
+// Every step asserts on real DOM content and saves a screenshot.
+import { createRequire } from 'node:module';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import fs from 'node:fs';
+import os from 'node:os';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require('playwright-core'); // resolved through NODE_PATH
+
+const base = process.env.SKEIN_URL;
+const ids = JSON.parse(process.env.SKEIN_IDS);
+const shots = process.env.SCREENSHOT_DIR;
+assert.ok(base && shots, 'SKEIN_URL and SCREENSHOT_DIR must be set');
+
+const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'skein-ui-chromium-'));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+  viewport: { width: 1440, height: 900 },
+  colorScheme: 'light',
+  acceptDownloads: true,
+});
+const page = context.pages()[0] || (await context.newPage());
+const consoleErrors = [];
+page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+page.on('console', (m) => m.type() === 'error' && consoleErrors.push(`console: ${m.text()}`));
+page.setDefaultTimeout(30000);
+
+let step = '';
+const results = {};
+async function shot(name) {
+  await page.screenshot({ path: path.join(shots, `${name}.png`) });
+}
+async function run(name, fn) {
+  step = name;
+  process.stdout.write(`step: ${name} … `);
+  await fn();
+  console.log('ok');
+}
+const text = (sel) => page.locator(sel).first().innerText();
+
+try {
+  // ---- search -------------------------------------------------------------------------------
+  await run('search page lists recent traces with counts, chips and a scatter plot', async () => {
+    await page.goto(`${base}/search?lookback=1h&limit=50`);
+    await page.waitForSelector('.result');
+    const n = await page.locator('.result').count();
+    assert.ok(n >= 12, `expected at least 12 results, got ${n}`);
+    const list = await text('.result-list');
+    assert.match(list, /frontend: GET \/checkout/);
+    assert.match(list, /payment-service 2/);
+    assert.match(list, /100,000 spans/);
+    assert.ok((await page.locator('svg.scatter circle.dot').count()) >= 12);
+    assert.ok((await page.locator('svg.scatter circle.dot.error').count()) >= 2, 'error traces are red dots');
+    const options = await page.locator('#f-service option').allInnerTexts();
+    for (const s of ['frontend', 'payment-service', 'cart-service', 'gateway']) assert.ok(options.includes(s), `service ${s} offered`);
+    await shot('01-search');
+  });
+
+  await run('search by service and operation puts the query in the URL', async () => {
+    await page.selectOption('#f-service', 'payment-service');
+    await page.waitForFunction(() => [...document.querySelectorAll('#f-operation option')].some((o) => o.value === 'Charge'));
+    await page.selectOption('#f-operation', 'Charge');
+    await page.click('#f-submit');
+    await page.waitForFunction(() => location.search.includes('service=payment-service') && document.querySelectorAll('.result').length === 2);
+    assert.match(page.url(), /operation=Charge/);
+    // a shared link reproduces the search
+    await page.goto(page.url());
+    await page.waitForSelector('.result');
+    assert.equal(await page.locator('.result').count(), 2);
+    assert.equal(await page.inputValue('#f-service'), 'payment-service');
+  });
+
+  await run('attribute filter and durations on any span vs the whole trace', async () => {
+    await page.goto(`${base}/search?lookback=1h&tags=${encodeURIComponent('{"http.response.status_code":"500"}')}`);
+    await page.waitForSelector('.result');
+    assert.equal(await page.locator('.result').count(), 1);
+    assert.match(await text('.result'), /GET \/product\/\{id\}/);
+    assert.equal(await page.inputValue('#f-tags'), 'http.response.status_code=500');
+    // 1.5s: only the slow checkout's trace lasts that long (the 100,000-span trace is 900ms)
+    await page.goto(`${base}/search?lookback=1h&minDuration=1.5s&durationScope=trace&limit=20`);
+    await page.waitForSelector('.result');
+    assert.equal(await page.locator('.result').count(), 1);
+    assert.ok(await page.isChecked('#f-scope-trace'));
+    assert.equal(await page.getAttribute('.result', 'data-trace-id'), ids.checkoutSlow);
+    // any one span of at least 500ms: the slow checkout (Charge) and the big trace's root
+    await page.goto(`${base}/search?lookback=1h&minDuration=500ms&limit=20`);
+    await page.waitForSelector('.result');
+    assert.equal(await page.locator('.result').count(), 2);
+  });
+
+  await run('attribute autocomplete offers keys, then values', async () => {
+    await page.goto(`${base}/search?lookback=1h`);
+    await page.waitForSelector('.result');
+    await page.click('#f-tags');
+    await page.keyboard.type('payment.cur');
+    const suggestions = (want) => page.waitForFunction((w) => [...document.querySelectorAll('.suggest li')].map((li) => li.textContent).join('|') === w, want);
+    await suggestions('payment.currency');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.inputValue('#f-tags'), 'payment.currency=');
+    await suggestions('EUR');
+    await shot('01b-autocomplete');
+    await page.click('.suggest li:has-text("EUR")');
+    assert.equal(await page.inputValue('#f-tags'), 'payment.currency=EUR ');
+    await page.click('#f-submit');
+    await page.waitForFunction(() => location.search.includes('payment.currency') && document.querySelectorAll('.result').length === 2);
+  });
+
+  await run('no matches says what to change', async () => {
+    await page.goto(`${base}/search?lookback=1h&service=frontend&minDuration=1h`);
+    await page.waitForSelector('.state-empty');
+    assert.match(await text('.state-empty'), /Widen the time range/);
+    await page.goto(`${base}/search?lookback=1h&minDuration=fast`);
+    await page.waitForSelector('.state-error');
+    assert.match(await text('.state-error'), /minDuration/);
+  });
+
+  await run('sort, keyboard selection and picking two traces to compare', async () => {
+    await page.goto(`${base}/search?lookback=1h&service=frontend&operation=${encodeURIComponent('GET /checkout')}`);
+    await page.waitForSelector('.result');
+    await page.selectOption('#sort', 'longest');
+    assert.equal(await page.getAttribute('.result >> nth=0', 'data-trace-id'), ids.checkoutSlow);
+    await page.selectOption('#sort', 'shortest');
+    assert.equal(await page.getAttribute('.result >> nth=0', 'data-trace-id'), ids.checkout);
+    await page.locator('body').press('j');
+    await page.keyboard.press('x');
+    await page.keyboard.press('j');
+    await page.keyboard.press('x');
+    assert.equal(await page.locator('.result.selected').getAttribute('data-trace-id'), ids.checkoutSlow);
+    assert.ok(await page.isEnabled('#compare-picked'));
+    await shot('02-search-picked');
+    await page.click('#compare-picked');
+    await page.waitForSelector('#diff-table');
+  });
+
+  // ---- compare ------------------------------------------------------------------------------
+  await run('compare shows the structural diff with the latency difference per node', async () => {
+    assert.match(page.url(), new RegExp(`/compare\\?a=${ids.checkout}&b=${ids.checkoutSlow}`));
+    const verdict = await text('#verdict');
+    assert.match(verdict, /B is 1\.77s slower than A/);
+    assert.match(verdict, /Most of it is in payment-service: Charge \(\+1\.77s of its own time\)/);
+    const charge = page.locator('tr.diff-row[data-key="payment-service: Charge"]');
+    assert.match(await charge.innerText(), /\+1\.77s/);
+    const redis = page.locator('tr.diff-row[data-key="cart-service: redis GET"]');
+    assert.match(await redis.innerText(), /8ms\s+8ms\s+0ns/);
+    await shot('03-compare');
+    // Jaeger's compare URL shape works too
+    await page.goto(`${base}/trace/${ids.checkout}...${ids.checkoutSlow}`);
+    await page.waitForSelector('#diff-table');
+  });
+
+  // ---- trace --------------------------------------------------------------------------------
+  await run('a trace opens at /trace/{id} with header, waterfall and critical path', async () => {
+    await page.goto(`${base}/search?lookback=1h&service=payment-service`);
+    await page.waitForSelector('.result');
+    await page.click(`.result[data-trace-id="${ids.checkoutSlow}"] a.result-title`);
+    await page.waitForSelector('.wf-row');
+    assert.equal(new URL(page.url()).pathname, `/trace/${ids.checkoutSlow}`);
+    assert.equal(await text('#trace-id'), ids.checkoutSlow);
+    assert.match(await text('.fact-spans'), /9/);
+    assert.match(await text('.fact-errors'), /1/);
+    assert.match(await text('.fact-duration'), /1\.89s/);
+    assert.match(await text('.trace-facts'), /UTC[+-]\d\d:\d\d/);
+    assert.equal(await page.locator('.wf-row').count(), 9);
+    // ListRecommendations runs beside PlaceOrder and ends first: the only span off the path
+    const offPath = await page.locator('.wf-row:not(.crit) .op').allInnerTexts();
+    assert.deepEqual(offPath, ['ListRecommendations'], 'critical path');
+    assert.equal(await page.locator('.wf-row.crit').count(), 8);
+    assert.equal(await page.locator('.wf-row.err .op').innerText(), 'Charge');
+    await shot('04-trace');
+  });
+
+  await run('collapse and expand a subtree', async () => {
+    const place = page.locator('.wf-row', { hasText: 'PlaceOrder' });
+    await place.locator('button.tog').click();
+    await page.waitForFunction(() => document.querySelectorAll('.wf-row').length === 6);
+    assert.match(await place.innerText(), /\+3/);
+    await shot('05-trace-collapsed');
+    await place.locator('button.tog').click();
+    await page.waitForFunction(() => document.querySelectorAll('.wf-row').length === 9);
+  });
+
+  await run('span detail: attributes, status, events, resource, raw JSON', async () => {
+    await page.locator('.wf-row', { hasText: 'Charge' }).locator('.wf-name').click();
+    await page.waitForSelector('#detail .detail-body');
+    const d = await text('#detail');
+    assert.match(d, /payment\.amount/);
+    assert.match(d, /42\.5/);
+    assert.match(d, /ERROR: card declined/);
+    assert.match(d, /exception/);
+    assert.match(d, /CardDeclined/);
+    assert.match(d, /on critical path/);
+    assert.match(d, /Links \(1\)/);
+    assert.match(new URL(page.url()).search, new RegExp(`uiFind=${ids.chargeSlow}`));
+    await page.click('#detail summary:has-text("Resource")');
+    assert.match(await text('#detail'), /ui-test-host/);
+    await page.click('#detail summary:has-text("Raw JSON")');
+    assert.match(await text('#detail pre.raw'), /"startTimeUnixNano"/);
+    await shot('06-span-detail');
+  });
+
+  await run('keyboard: j/k move, Enter opens, ← collapses, / finds', async () => {
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('#detail', { state: 'hidden' });
+    await page.keyboard.press('k'); // from Charge up to PlaceOrder
+    assert.match(await text('.wf-row.selected'), /PlaceOrder/);
+    await page.keyboard.press('ArrowLeft');
+    await page.waitForFunction(() => document.querySelectorAll('.wf-row').length === 6);
+    await page.keyboard.press('ArrowRight');
+    await page.waitForFunction(() => document.querySelectorAll('.wf-row').length === 9);
+    await page.keyboard.press('j');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#detail .detail-body');
+    assert.match(await text('#detail h2'), /Charge/);
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('/');
+    await page.keyboard.type('redis');
+    await page.waitForFunction(() => document.querySelector('#find-count').textContent === '1 of 1');
+    assert.match(await text('.wf-row.match'), /redis GET/);
+    await page.keyboard.press('Escape'); // leaves the find box
+    await shot('07-find');
+  });
+
+  await run('a link in the detail panel opens the linked trace at the linked span', async () => {
+    await page.goto(`${base}/trace/${ids.checkoutSlow}?uiFind=${ids.chargeSlow}`);
+    await page.waitForSelector('#detail a.span-link');
+    await page.click('#detail a.span-link');
+    await page.waitForFunction((id) => location.pathname === `/trace/${id}`, ids.productError);
+    await page.waitForSelector('#detail .detail-body');
+    assert.match(await text('#detail h2'), /GetProduct/);
+    assert.match(await text('.wf-row.selected'), /GetProduct/);
+  });
+
+  await run('flame graph and statistics views', async () => {
+    await page.goto(`${base}/trace/${ids.checkoutSlow}`);
+    await page.waitForSelector('.wf-row');
+    await page.keyboard.press('2');
+    await page.waitForSelector('#flame canvas.flame');
+    const box = await page.locator('#flame canvas.flame').boundingBox();
+    assert.ok(box.width > 500 && box.height > 100, 'flame graph has a size');
+    // the root box spans the full width in row 0: clicking it selects the root
+    await page.mouse.click(box.x + box.width / 2, box.y + 10);
+    await page.waitForSelector('#detail .detail-body');
+    assert.match(await text('#detail h2'), /GET \/checkout/);
+    await shot('08-flame');
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('3');
+    await page.waitForSelector('#stats-table');
+    const stats = await text('#stats-table');
+    assert.match(stats, /payment-service\s+Charge\s+1\s+1\s+1\.82s\s+1\.81s/, "Charge: count, errors, total, self time");
+    await shot('09-stats');
+  });
+
+  await run('download the trace as Jaeger JSON', async () => {
+    await page.keyboard.press('1');
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#download-jaeger')]);
+    const body = JSON.parse(fs.readFileSync(await dl.path(), 'utf8'));
+    assert.equal(body.data[0].traceID, ids.checkoutSlow);
+    assert.equal(body.data[0].spans.length, 9);
+  });
+
+  await run('dark theme toggle', async () => {
+    await page.click('#theme');
+    assert.equal(await page.getAttribute('html', 'data-theme'), 'dark');
+    await shot('10-trace-dark');
+    await page.click('#theme');
+    assert.equal(await page.getAttribute('html', 'data-theme'), 'light');
+  });
+
+  await run('unknown trace says so and what to do', async () => {
+    await page.goto(`${base}/trace/00000000000000000000000000abcdef`);
+    await page.waitForSelector('.state-empty');
+    assert.match(await text('.state-empty'), /Trace not found/);
+  });
+
+  // ---- service map --------------------------------------------------------------------------
+  await run('service map: nodes, edges with calls/error rate/latency, click-through', async () => {
+    await page.goto(`${base}/map`);
+    await page.waitForSelector('#service-map .node');
+    const nodes = await page.locator('#service-map .node').evaluateAll((els) => els.map((e) => e.dataset.service));
+    for (const s of ['frontend', 'cart-service', 'checkout-service', 'payment-service', 'shipping-service', 'catalog-service', 'gateway']) assert.ok(nodes.includes(s), `node ${s}`);
+    const edge = page.locator('#service-map .edge[data-edge="checkout-service->payment-service"]');
+    assert.match(await edge.locator('text').innerHTML(), /2 calls · 50% err · /);
+    assert.equal(await edge.getAttribute('class'), 'edge has-errors');
+    assert.match(await page.locator('#service-map .edge[data-edge="frontend->cart-service"] text').innerHTML(), /2 calls · 0% err/);
+    await shot('11-service-map');
+    await page.click('#service-map .node[data-service="payment-service"]');
+    await page.waitForSelector('.result');
+    assert.match(page.url(), /\/search\?service=payment-service/);
+  });
+
+  // ---- upload -------------------------------------------------------------------------------
+  await run('upload an OTLP JSON file and view it', async () => {
+    await page.goto(`${base}/upload`);
+    await page.setInputFiles('#upload-file', process.env.OTLP_FILE);
+    await page.waitForSelector('.wf-row');
+    assert.equal(new URL(page.url()).pathname, `/trace/${ids.fileTrace}`);
+    assert.match(await text('.trace-title'), /from a file/);
+    assert.match(await text('.trace-title h1'), /file-frontend: GET \/checkout/);
+    assert.equal(await page.locator('.wf-row').count(), 9);
+    await page.locator('.wf-row', { hasText: 'Charge' }).locator('.wf-name').click();
+    await page.waitForSelector('#detail .detail-body');
+    assert.match(await text('#detail'), /payment\.currency/);
+    await shot('12-upload-otlp');
+  });
+
+  await run('upload a Jaeger JSON file', async () => {
+    await page.goto(`${base}/upload`);
+    await page.setInputFiles('#upload-file', process.env.JAEGER_FILE);
+    await page.waitForSelector('.wf-row');
+    assert.match(await text('.trace-title'), /from a file/);
+    assert.match(await text('.wf-row.err >> nth=1'), /GetProduct/);
+    await page.locator('.wf-row', { hasText: 'GetProduct' }).locator('.wf-name').click();
+    await page.waitForSelector('#detail .detail-body');
+    assert.match(await text('#detail'), /product not found/);
+    await page.goto(`${base}/upload`);
+    await page.setInputFiles('#upload-file', { name: 'notes.json', mimeType: 'application/json', buffer: Buffer.from('{"hello": "world"}') });
+    await page.waitForSelector('.state-error');
+    assert.match(await text('.state-error'), /notes\.json.*neither Jaeger JSON/s);
+    await shot('13-upload-error');
+  });
+
+  // ---- the big trace ------------------------------------------------------------------------
+  await run(`a ${ids.bigSpans.toLocaleString('en-US')}-span trace: first paint, virtualised rows, scrolling`, async () => {
+    const runs = [];
+    for (let k = 0; k < 3; k++) {
+      await page.goto('about:blank');
+      await page.goto(`${base}/trace/${ids.big}`);
+      await page.waitForFunction(() => document.body.dataset.waterfallPainted === 'true', null, { timeout: 60000 });
+      runs.push(await page.evaluate(() => {
+        const mark = (n) => performance.getEntriesByName(n)[0]?.startTime;
+        const res = performance.getEntriesByType('resource').find((e) => e.name.includes('/api/ui/traces/'));
+        return {
+          fetched: mark('skein:trace-fetched'), shown: mark('skein:trace-shown'), painted: mark('skein:waterfall-painted'),
+          requested: res.requestStart, serverMs: res.responseStart - res.requestStart, downloadMs: res.responseEnd - res.responseStart, bytes: res.encodedBodySize,
+        };
+      }));
+    }
+    results.bigTraceFirstPaintMs = runs.map((r) => Math.round(r.painted));
+    results.bigTraceFetchedMs = runs.map((r) => Math.round(r.fetched));
+    results.bigTraceRequestStartMs = runs.map((r) => Math.round(r.requested));
+    results.bigTraceServerMs = runs.map((r) => Math.round(r.serverMs));
+    results.bigTraceDownloadMs = runs.map((r) => Math.round(r.downloadMs));
+    results.bigTraceShownMs = runs.map((r) => Math.round(r.shown));
+    results.bigTraceBytes = runs[0].bytes;
+    assert.match(await text('.fact-spans'), /100,000/);
+    const rendered = await page.locator('.wf-row').count();
+    assert.ok(rendered > 10 && rendered < 200, `only the rows on screen exist in the DOM (${rendered})`);
+    await shot('14-big-trace');
+    // scroll through the whole trace, one frame per step, and time the frames
+    const frames = await page.evaluate(async () => {
+      const sc = document.querySelector('.wf-scroll');
+      const times = [];
+      let last = performance.now();
+      for (let k = 0; k < 120; k++) {
+        sc.scrollTop = (sc.scrollHeight * k) / 120;
+        await new Promise((r) => requestAnimationFrame(r));
+        const now = performance.now();
+        times.push(now - last);
+        last = now;
+      }
+      sc.scrollTop = sc.scrollHeight;
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      const rows = [...document.querySelectorAll('.wf-row')].map((r) => Number(r.dataset.i));
+      times.sort((a, b) => a - b);
+      return { median: times[60], p95: times[114], max: times[119], lastRow: Math.max(...rows), domRows: rows.length };
+    });
+    results.bigTraceScrollFrameMs = { median: Math.round(frames.median * 10) / 10, p95: Math.round(frames.p95 * 10) / 10, max: Math.round(frames.max * 10) / 10 };
+    // wheel-like scrolling: 100 px per frame from the middle of the trace
+    results.bigTraceWheelFrameMs = await page.evaluate(async () => {
+      const sc = document.querySelector('.wf-scroll');
+      sc.scrollTop = sc.scrollHeight / 2;
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      const times = [];
+      let last = performance.now();
+      for (let k = 0; k < 120; k++) {
+        sc.scrollTop += 100;
+        await new Promise((r) => requestAnimationFrame(r));
+        const now = performance.now();
+        times.push(now - last);
+        last = now;
+      }
+      times.sort((a, b) => a - b);
+      const r1 = (x) => Math.round(x * 10) / 10;
+      return { median: r1(times[60]), p95: r1(times[114]), max: r1(times[119]) };
+    });
+    assert.ok(frames.domRows < 200, 'still virtualised at the bottom');
+    assert.ok(frames.lastRow >= 0);
+    await shot('15-big-trace-bottom');
+    // find in a 100,000-span trace and jump to the match
+    await page.keyboard.press('/');
+    await page.keyboard.type('op-5-7');
+    await page.waitForFunction(() => /of \d+/.test(document.querySelector('#find-count').textContent));
+    const count = await text('#find-count');
+    assert.match(count, /^1 of \d{4}$/, count);
+    assert.match(await text('.wf-row.selected'), /op-5-7/);
+    // collapse to the top level and expand all
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('E');
+    await page.waitForSelector('.wf-scroll[data-rows="11"]');
+    await page.keyboard.press('e');
+    await page.waitForSelector(`.wf-scroll[data-rows="${ids.bigSpans}"]`);
+  });
+
+  assert.deepEqual(consoleErrors.filter((e) => !/Failed to load resource: the server responded with a status of 40[04]/.test(e)), [], 'no script errors in the page');
+  console.log(`RESULTS ${JSON.stringify(results)}`);
+} catch (e) {
+  console.log('FAILED');
+  console.error(`step "${step}" failed: ${e.stack || e}`);
+  try { await shot(`failed-${step.replace(/[^a-z0-9]+/gi, '-').slice(0, 40)}`); } catch { /* ignore */ }
+  if (consoleErrors.length) console.error(`page errors:\n${consoleErrors.join('\n')}`);
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  fs.rmSync(userDataDir, { recursive: true, force: true });
+}

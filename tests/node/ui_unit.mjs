@@ -1,0 +1,150 @@
+// Unit tests of the UI's pure logic (ui/js/model.js, ui/js/format.js) under node's test runner.
+// Run: node tests/node/ui_unit.mjs  (crates/skein/tests/ui.rs runs it too).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildTree, visibleRows, criticalPath, selfTimes, statistics, diffTraces, findSpans, parseTraceFile, fromCompact, ancestors } from '../../ui/js/model.js';
+import { fmtDuration, parseLogfmt, toLogfmt, utcOffset, fmtTime } from '../../ui/js/format.js';
+
+/** A trace from [id, parentIndex, start, end, service?, name?] rows (µs). */
+function trace(rows) {
+  const spans = rows.map(([id, parent, start, end, service = 'svc', name = id, error = false]) => ({
+    id, parent, start, end, duration: end - start, service, name, error, kind: 2, events: 0, links: 0, attributes: `k=${id}\n`, detail: null,
+  }));
+  const t = { traceId: 't', startUs: 0, spans, duration: Math.max(...spans.map((s) => s.end)) };
+  return buildTree(t);
+}
+
+test('tree: children by start, depth, preorder, descendants', () => {
+  const t = trace([['a', -1, 0, 100], ['b', 0, 10, 50], ['c', 1, 20, 30], ['d', 0, 60, 90], ['o', -2, 5, 8]]);
+  assert.deepEqual(t.order, [0, 1, 2, 3, 4]);
+  assert.deepEqual([...t.depth], [0, 1, 2, 1, 0]);
+  assert.deepEqual(t.tops, [0, 4], 'roots first, then orphans');
+  assert.equal(t.descendants[0], 3);
+  assert.equal(t.maxDepth, 3);
+  assert.deepEqual(visibleRows(t, new Set([1])), [0, 1, 3, 4]);
+  assert.deepEqual(ancestors(t, 2), [1, 0]);
+});
+
+test('tree: a parent cycle is cut, not looped on', () => {
+  const t = trace([['a', 1, 0, 10], ['b', 0, 1, 9]]);
+  assert.equal(t.order.length, 2);
+  assert.equal(visibleRows(t, new Set()).length, 2);
+});
+
+test('tree: a 100,000-deep chain does not overflow the stack', () => {
+  const rows = Array.from({ length: 100000 }, (_, i) => [`s${i}`, i - 1, i, 200000 - i]);
+  const t = trace(rows);
+  assert.equal(t.maxDepth, 100000);
+  const cp = criticalPath(t);
+  assert.equal(cp.onPath.reduce((a, b) => a + b, 0), 100000);
+});
+
+test('critical path: last-finishing child before the cursor, parent gaps included', () => {
+  // root 0..100; A 10..40; B 30..80 (overlaps A); C 85..95
+  const t = trace([['root', -1, 0, 100], ['A', 0, 10, 40], ['B', 0, 30, 80], ['C', 0, 85, 95]]);
+  const { segments, onPath } = criticalPath(t);
+  // C ends last → on path; then cursor 85 → B (ends 80) → cursor 30 → A ends 40 > 30: skipped.
+  assert.deepEqual([...onPath], [1, 0, 1, 1]);
+  const bySpan = (i) => segments.filter((s) => s.span === i).map((s) => [s.start, s.end]);
+  assert.deepEqual(bySpan(3), [[85, 95]]);
+  assert.deepEqual(bySpan(2), [[30, 80]]);
+  assert.deepEqual(bySpan(0).sort((a, b) => a[0] - b[0]), [[0, 30], [80, 85], [95, 100]]);
+  const total = segments.reduce((n, s) => n + s.end - s.start, 0);
+  assert.equal(total, 100, 'the path covers the root exactly once');
+});
+
+test('critical path: children outliving the parent are clipped', () => {
+  const t = trace([['root', -1, 0, 50], ['late', 0, 40, 70]]);
+  const { segments } = criticalPath(t);
+  assert.deepEqual(segments.find((s) => s.span === 1), { span: 1, start: 40, end: 50 });
+});
+
+test('self time subtracts the union of children', () => {
+  const t = trace([['root', -1, 0, 100], ['a', 0, 10, 40], ['b', 0, 30, 60], ['c', 0, 90, 120]]);
+  assert.deepEqual([...selfTimes(t)], [100 - 50 - 10, 30, 30, 30]);
+  const stats = statistics(t);
+  assert.equal(stats.find((r) => r.name === 'root').self, 40);
+});
+
+test('diff merges by service/operation path and reports B − A', () => {
+  const a = trace([['r', -1, 0, 100, 'fe', 'GET'], ['p', 0, 10, 60, 'pay', 'Charge'], ['q', 0, 60, 90, 'db', 'Q']]);
+  const b = trace([['r', -1, 0, 300, 'fe', 'GET'], ['p', 0, 10, 260, 'pay', 'Charge'], ['p2', 0, 260, 280, 'pay', 'Charge'], ['n', 0, 280, 290, 'mail', 'Send']]);
+  const rows = diffTraces(a, b);
+  const row = (k) => rows.find((r) => r.key === k);
+  assert.equal(row('fe: GET').delta, 200);
+  assert.deepEqual(row('pay: Charge').b, { count: 2, total: 270, errors: 0 });
+  assert.equal(row('pay: Charge').delta, 220);
+  assert.equal(row('db: Q').b, null);
+  assert.equal(row('mail: Send').a, null);
+  assert.equal(row('pay: Charge').depth, 1);
+  assert.equal(row('fe: GET').selfDelta, 0, 'the root grew by exactly its children: +220 −30 +10');
+  assert.equal(row('pay: Charge').selfDelta, 220);
+});
+
+test('find matches every word in name, service, id or attributes', () => {
+  const t = trace([['aa', -1, 0, 10, 'front', 'GET /x'], ['bb', 0, 1, 5, 'pay', 'Charge']]);
+  assert.deepEqual(findSpans(t, 'charge'), [1]);
+  assert.deepEqual(findSpans(t, 'k=aa'), [0]);
+  assert.deepEqual(findSpans(t, 'pay charge'), [1]);
+  assert.deepEqual(findSpans(t, 'pay get'), []);
+});
+
+test('OTLP JSON files: base64 or hex ids, typed values, events relative to the trace', () => {
+  const doc = { resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'api' } }] }, scopeSpans: [{ scope: { name: 'lib' }, spans: [
+    { traceId: 'AAECAwQFBgcICQoLDA0ODw==', spanId: 'AQIDBAUGBwg=', name: 'root', kind: 'SPAN_KIND_SERVER', startTimeUnixNano: '1700000000000000000', endTimeUnixNano: '1700000000002000000',
+      attributes: [{ key: 'n', value: { intValue: '7' } }], status: { code: 'STATUS_CODE_ERROR', message: 'bad' }, events: [{ timeUnixNano: '1700000000001000000', name: 'ev' }] },
+    { traceId: '000102030405060708090a0b0c0d0e0f', spanId: '1111111111111111', parentSpanId: '0102030405060708', name: 'child', startTimeUnixNano: '1700000000000500000', endTimeUnixNano: '1700000000001500000' },
+  ] }] }] };
+  const [t] = parseTraceFile(JSON.stringify(doc));
+  assert.equal(t.traceId, '000102030405060708090a0b0c0d0e0f');
+  assert.equal(t.spans.length, 2);
+  assert.equal(t.spans[1].parent, 0);
+  assert.equal(t.spans[0].error, true);
+  assert.equal(t.spans[0].detail.attributes[0].value, 7);
+  assert.equal(t.spans[0].detail.kind, 2);
+  assert.equal(t.spans[0].detail.events[0].at, 1000);
+  assert.equal(t.duration, 2000);
+});
+
+test('Jaeger JSON files: CHILD_OF parent, other references become links, logs become events', () => {
+  const doc = { data: [{ traceID: 'abc', processes: { p1: { serviceName: 'web', tags: [{ key: 'host', type: 'string', value: 'h1' }] } }, spans: [
+    { traceID: 'abc', spanID: '1', operationName: 'root', references: [], startTime: 1000, duration: 500, processID: 'p1', tags: [{ key: 'span.kind', value: 'server' }, { key: 'error', value: true }], logs: [{ timestamp: 1100, fields: [{ key: 'event', value: 'retry' }] }] },
+    { traceID: 'abc', spanID: '2', operationName: 'kid', references: [{ refType: 'CHILD_OF', traceID: 'abc', spanID: '1' }, { refType: 'FOLLOWS_FROM', traceID: 'def', spanID: '9' }], startTime: 1200, duration: 100, processID: 'p1', tags: [] },
+  ] }] };
+  const [t] = parseTraceFile(JSON.stringify(doc));
+  assert.equal(t.traceId, '00000000000000000000000000000abc');
+  assert.equal(t.spans[1].parent, 0);
+  assert.equal(t.spans[0].error, true);
+  assert.equal(t.spans[0].detail.events[0].name, 'retry');
+  assert.equal(t.spans[0].detail.events[0].at, 100);
+  assert.equal(t.spans[1].detail.links[0].spanId, '0000000000000009');
+  assert.equal(t.spans[0].detail.resource.find((a) => a.key === 'host').value, 'h1');
+});
+
+test('files that are not traces get an error that says what was expected', () => {
+  assert.throws(() => parseTraceFile('nope'), /not JSON/);
+  assert.throws(() => parseTraceFile('{"foo": 1}'), /neither Jaeger JSON .* nor OTLP JSON/);
+  assert.throws(() => parseTraceFile('{"resourceSpans": []}'), /no spans/);
+});
+
+test('compact server format', () => {
+  const t = buildTree(fromCompact({ traceId: 'x', startUs: 5, services: ['a', 'b'], names: ['r', 'c'], spanId: ['01', '02'], parent: [-1, 0], start: [0, 1.5], duration: [10, 2], service: [0, 1], name: [0, 1], kind: [2, 3], error: [0, 1], events: [0, 2], links: [0, 0], attributes: null }));
+  assert.equal(t.spans[1].service, 'b');
+  assert.equal(t.spans[1].end, 3.5);
+  assert.equal(t.spans[1].error, true);
+  assert.deepEqual(t.services, ['a', 'b']);
+});
+
+test('formatting: durations, logfmt, UTC offsets', () => {
+  assert.equal(fmtDuration(0.5), '500ns');
+  assert.equal(fmtDuration(12.345), '12.3µs');
+  assert.equal(fmtDuration(1500), '1.5ms');
+  assert.equal(fmtDuration(250000), '250ms');
+  assert.equal(fmtDuration(1830000), '1.83s');
+  assert.equal(fmtDuration(125e6), '2m 5s');
+  assert.equal(fmtDuration(-2000), '-2ms');
+  assert.deepEqual(parseLogfmt('a=1 b="x y" error=true'), { a: '1', b: 'x y', error: 'true' });
+  assert.equal(toLogfmt({ a: '1', b: 'x y' }), 'a=1 b="x y"');
+  assert.match(utcOffset(new Date()), /^UTC[+-]\d\d:\d\d$/);
+  assert.match(fmtTime(1_700_000_000_000_000), /^2023-11-1\d \d\d:\d\d:\d\d\.000 UTC[+-]\d\d:\d\d$/);
+});
