@@ -273,13 +273,15 @@ async fn node_jaeger_client_over_binary_agent() {
         .arg(agent.port().to_string())
         .env("NODE_PATH", common::node_modules()));
     // jaeger-client uses 64-bit trace ids; the query API shows them left-padded.
-    let short = sent["trace_id"].as_str().unwrap();
+    // jaeger-client prints ids without leading zeros (`spanIdStr` is a plain base-16 number).
+    let short = format!("{:0>16}", sent["trace_id"].as_str().unwrap());
+    let short = short.as_str();
     assert!(short.len() <= 16, "{short}");
     let trace = read_trace(&server, short, 2).await;
     assert_eq!(trace["traceID"], format!("{short:0>32}"));
 
-    let root = span(&trace, sent["root"].as_str().unwrap());
-    let child = span(&trace, sent["child"].as_str().unwrap());
+    let root = span(&trace, &format!("{:0>16}", sent["root"].as_str().unwrap()));
+    let child = span(&trace, &format!("{:0>16}", sent["child"].as_str().unwrap()));
     assert_eq!(service_of(&trace, root), "node-jaeger-client");
     let pid = root["processID"].as_str().unwrap();
     let ptags = trace["processes"][pid]["tags"].as_array().unwrap();
@@ -293,7 +295,10 @@ async fn node_jaeger_client_over_binary_agent() {
     assert!(refs(root).is_empty());
     assert_eq!(
         refs(child),
-        vec![("CHILD_OF".to_string(), sent["root"].as_str().unwrap().to_string())]
+        vec![(
+            "CHILD_OF".to_string(),
+            format!("{:0>16}", sent["root"].as_str().unwrap())
+        )]
     );
     // `error=true` alone became an error status, which the API writes back as both tags.
     assert_eq!(tag(child, "error").unwrap(), true);
