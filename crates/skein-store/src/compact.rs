@@ -235,7 +235,7 @@ impl Normalizer {
     fn resplit(&self, b: &RecordBatch, keys: &mut BlockKeys) -> Result<(ArrayRef, Vec<ArrayRef>), StoreError> {
         let fixed = schema::SPANS.fields().len();
         let generic = crate::block::write::binaries(b, schema::ATTRS)?;
-        let mut splitter = AttrSplitter::new(false, &self.out.dedicated);
+        let splitter = AttrSplitter::new(false, &self.out.dedicated);
         let mut typed: Vec<TypedBuilder> = self.out.dedicated.iter().map(|d| TypedBuilder::new(d.ty)).collect();
         let mut rest_col = arrow_array::builder::BinaryBuilder::new();
         let mut buf = Vec::new();
@@ -251,9 +251,10 @@ impl Normalizer {
             }
             let list = pb::common::v1::KeyValueList::decode(generic.value(i)).map_err(StoreError::decode)?;
             attrs.extend(proto::attrs_from(list.values));
-            let rest = splitter.split(&attrs);
-            for (t, v) in typed.iter_mut().zip(&splitter.values) {
-                t.append(v.as_ref());
+            let mut values = vec![None; splitter.width()];
+            let rest = splitter.split(&attrs, &mut values);
+            for (t, v) in typed.iter_mut().zip(&values) {
+                t.append(*v);
             }
             for kv in &rest {
                 keys.generic.add(&kv.key);

@@ -184,7 +184,7 @@ impl TypedBuilder {
 /// value of a column's key and type goes to the column, everything else stays generic.
 pub(crate) struct AttrSplitter<'l> {
     columns: HashMap<&'l str, (usize, HotType)>,
-    pub(crate) values: Vec<Option<AnyValue>>,
+    width: usize,
 }
 
 impl<'l> AttrSplitter<'l> {
@@ -200,21 +200,30 @@ impl<'l> AttrSplitter<'l> {
         for (i, d) in dedicated.iter().enumerate() {
             columns.insert(d.key.as_str(), (base + i, d.ty));
         }
-        let n = base + dedicated.len();
         AttrSplitter {
             columns,
-            values: vec![None; n],
+            width: base + dedicated.len(),
         }
     }
 
-    /// Fills `values` for one span; returns the attributes left for the generic column.
-    pub(crate) fn split<'a>(&mut self, attrs: impl IntoIterator<Item = &'a KeyValue>) -> Vec<&'a KeyValue> {
-        self.values.iter_mut().for_each(|v| *v = None);
+    /// How many typed columns `split` fills.
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Fills `values` (one slot per typed column, borrowed — no value is copied) for one span;
+    /// returns the attributes left for the generic column.
+    pub(crate) fn split<'a>(
+        &self,
+        attrs: impl IntoIterator<Item = &'a KeyValue>,
+        values: &mut [Option<&'a AnyValue>],
+    ) -> Vec<&'a KeyValue> {
+        values.iter_mut().for_each(|v| *v = None);
         let mut rest = Vec::new();
         for kv in attrs {
             match self.columns.get(kv.key.as_str()) {
-                Some(&(i, t)) if self.values[i].is_none() && HotType::of(&kv.value) == Some(t) => {
-                    self.values[i] = Some(kv.value.clone())
+                Some(&(i, t)) if values[i].is_none() && HotType::of(&kv.value) == Some(t) => {
+                    values[i] = Some(&kv.value)
                 }
                 _ => rest.push(kv),
             }
@@ -283,7 +292,8 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
     let mut last_res: Option<(*const skein_model::Resource, Vec<u8>)> = None;
     let mut last_scope: Option<(*const skein_model::Scope, Vec<u8>)> = None;
     let mut buf = Vec::new();
-    let mut splitter = AttrSplitter::new(true, &layout.dedicated);
+    let splitter = AttrSplitter::new(true, &layout.dedicated);
+    let mut values: Vec<Option<&AnyValue>> = vec![None; splitter.width()];
 
     for s in spans {
         trace_id.append_value(s.trace_id).map_err(StoreError::arrow)?;
@@ -317,9 +327,9 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
         }
         scope.append_value(&last_scope.as_ref().expect("set above").1);
 
-        let rest = splitter.split(&s.attributes);
-        for (b, v) in typed.iter_mut().zip(&splitter.values) {
-            b.append(v.as_ref());
+        let rest = splitter.split(&s.attributes, &mut values);
+        for (b, v) in typed.iter_mut().zip(&values) {
+            b.append(*v);
         }
         for kv in &rest {
             keys.generic.add(&kv.key);
