@@ -5,8 +5,8 @@ use std::io::Read;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    #[error("request body exceeds the {limit}-byte limit (ingest.max_request_bytes)")]
-    TooLarge { limit: usize },
+    #[error("request body exceeds the {limit}-byte limit ({key})")]
+    TooLarge { limit: usize, key: &'static str },
     #[error("unsupported Content-Encoding {0:?} (supported: gzip, zstd, identity)")]
     UnsupportedEncoding(String),
     #[error("could not decompress {encoding} body: {source}")]
@@ -16,13 +16,19 @@ pub enum BodyError {
     },
 }
 
-/// Decodes `Content-Encoding` into plain bytes, refusing anything larger than `limit`.
-pub fn decode(encoding: Option<&str>, body: bytes::Bytes, limit: usize) -> Result<bytes::Bytes, BodyError> {
+/// Decodes `Content-Encoding` into plain bytes, refusing anything larger than `limit` (the
+/// configuration key `limit_key`, named in the error).
+pub fn decode(
+    encoding: Option<&str>,
+    body: bytes::Bytes,
+    limit: usize,
+    limit_key: &'static str,
+) -> Result<bytes::Bytes, BodyError> {
     let enc = encoding.map(|e| e.trim().to_ascii_lowercase()).unwrap_or_default();
     let (name, reader): (&'static str, Box<dyn Read + '_>) = match enc.as_str() {
         "" | "identity" => {
             if body.len() > limit {
-                return Err(BodyError::TooLarge { limit });
+                return Err(BodyError::TooLarge { limit, key: limit_key });
             }
             return Ok(body);
         }
@@ -45,7 +51,7 @@ pub fn decode(encoding: Option<&str>, body: bytes::Bytes, limit: usize) -> Resul
         .read_to_end(&mut out)
         .map_err(|source| BodyError::Corrupt { encoding: name, source })?;
     if out.len() > limit {
-        return Err(BodyError::TooLarge { limit });
+        return Err(BodyError::TooLarge { limit, key: limit_key });
     }
     Ok(out.into())
 }

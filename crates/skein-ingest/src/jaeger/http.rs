@@ -4,15 +4,15 @@
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use skein_model::jaeger::batch_to_model;
 use skein_model::jaeger::thrift::{self, Protocol};
-use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
+use skein_pipeline::{Pipeline, ProtocolMetrics};
 
-use crate::body::{self, BodyError};
+use crate::http::{admit, media_type, text, text_submit_error as submit_error};
 
 #[derive(Clone)]
 struct Ctx {
@@ -47,15 +47,7 @@ fn protocol_of(content_type: &str) -> Option<Protocol> {
 
 async fn post_traces(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     let m = &ctx.metrics;
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ctype = media_type(&headers);
     let Some(protocol) = protocol_of(&ctype) else {
         m.request("unsupported_media_type");
         let msg = if ctype.is_empty() {
@@ -65,29 +57,16 @@ async fn post_traces(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) ->
         };
         return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
     };
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let raw = match body::decode(encoding, body, ctx.max_bytes) {
-        Ok(b) => b,
-        Err(e @ BodyError::TooLarge { .. }) => {
-            m.request("too_large");
-            return text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
-        }
-        Err(e @ BodyError::UnsupportedEncoding(_)) => {
-            m.request("unsupported_media_type");
-            return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
-        }
-        Err(e) => {
-            m.request("bad_request");
-            return text(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let _reservation = match ctx.pipeline.reserve(raw.len()) {
-        Ok(r) => r,
-        Err(e) => {
-            m.backpressure.inc();
-            m.request("throttled");
-            return submit_error(e);
-        }
+    let (raw, _reservation) = match admit(
+        &ctx.pipeline,
+        m,
+        &headers,
+        body,
+        ctx.max_bytes,
+        "jaeger.max_request_bytes",
+    ) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_text(),
     };
     let batch = match thrift::decode_batch(protocol, &raw) {
         Ok(b) => b,
@@ -107,27 +86,4 @@ async fn post_traces(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) ->
         },
         Err(e) => submit_error(e),
     }
-}
-
-fn text(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message + "\n",
-    )
-        .into_response()
-}
-
-fn submit_error(e: SubmitError) -> Response {
-    let (status, msg) = match e {
-        SubmitError::Overloaded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
-        SubmitError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-        SubmitError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-    };
-    let mut resp = text(status, msg);
-    if status != StatusCode::INTERNAL_SERVER_ERROR {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
 }

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -13,10 +13,9 @@ use skein_model::otlp::pb::collector::trace::v1::{
 };
 use skein_model::otlp::{json, proto};
 use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::config::OtlpConfig;
-use crate::body::{self, BodyError};
+use crate::http::{admit, cors, media_type, retry_advice, submit_status, Refusal};
 
 #[derive(Clone)]
 struct Ctx {
@@ -48,34 +47,8 @@ pub fn router(pipeline: Pipeline, cfg: &OtlpConfig) -> Router {
         .with_state(ctx)
 }
 
-pub fn cors(origins: &[String]) -> CorsLayer {
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::CONTENT_ENCODING,
-            header::HeaderName::from_static("x-requested-with"),
-        ])
-        .max_age(std::time::Duration::from_secs(3600))
-}
-
 async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let format = match ctype.as_str() {
+    let format = match media_type(&headers).as_str() {
         "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
         "application/json" => Format::Json,
         other => {
@@ -92,27 +65,17 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
     } else {
         &ctx.proto_metrics
     };
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let raw = match body::decode(encoding, body, ctx.max_bytes) {
-        Ok(b) => b,
-        Err(e @ BodyError::TooLarge { .. }) => {
-            m.request("too_large");
-            return error(format, StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
-        }
-        Err(e @ BodyError::UnsupportedEncoding(_)) => {
-            return error(format, StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())
-        }
-        Err(e) => {
-            m.request("bad_request");
-            return error(format, StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let _reservation = match ctx.pipeline.reserve(raw.len()) {
-        Ok(r) => r,
-        Err(e) => {
-            m.backpressure.inc();
-            return submit_error(format, e);
-        }
+    let (raw, _reservation) = match admit(
+        &ctx.pipeline,
+        m,
+        &headers,
+        body,
+        ctx.max_bytes,
+        "otlp.max_request_bytes",
+    ) {
+        Ok(admitted) => admitted,
+        Err(Refusal::Body(status, msg)) => return error(format, status, msg),
+        Err(Refusal::Busy(e)) => return submit_error(format, e),
     };
     let (decoded, encoded) = match format {
         Format::Protobuf => match ExportTraceServiceRequest::decode(raw.clone()) {
@@ -161,17 +124,8 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 fn submit_error(format: Format, e: SubmitError) -> Response {
-    let (status, msg) = match e {
-        SubmitError::Overloaded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
-        SubmitError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-        SubmitError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-    };
-    let mut resp = error(format, status, msg);
-    if status != StatusCode::INTERNAL_SERVER_ERROR {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
+    let (status, msg) = submit_status(e);
+    retry_advice(error(format, status, msg))
 }
 
 // google.rpc.Status, the OTLP/HTTP error body.

@@ -9,16 +9,16 @@
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use skein_model::zipkin::{json_v1, json_v2, proto, ZipkinError};
 use skein_model::Decoded;
-use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use skein_pipeline::{Pipeline, ProtocolMetrics};
 
-use crate::body::{self, BodyError};
+pub use crate::http::cors;
+use crate::http::{admit, media_type, text, text_submit_error as submit_error};
 
 #[derive(Clone)]
 struct Ctx {
@@ -48,43 +48,13 @@ pub fn router(pipeline: Pipeline, max_request_bytes: usize) -> Router {
         .with_state(ctx)
 }
 
-/// CORS for the whole Zipkin port (ingest from browsers, the Zipkin UI's queries).
-pub fn cors(origins: &[String]) -> CorsLayer {
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::CONTENT_ENCODING,
-            header::HeaderName::from_static("x-requested-with"),
-        ])
-        .max_age(std::time::Duration::from_secs(3600))
-}
-
-fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
-
 async fn spans_v2(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     // Zipkin treats a missing content type as JSON.
-    let format = match content_type(&headers).as_str() {
+    let format = match media_type(&headers).as_str() {
         "" | "application/json" => Format::JsonV2,
         "application/x-protobuf" | "application/protobuf" => Format::Proto3,
         other => {
-            ctx.metrics.request("unsupported");
+            ctx.metrics.request("unsupported_media_type");
             return text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("unsupported Content-Type {other:?} for /api/v2/spans: use application/json or application/x-protobuf"),
@@ -95,10 +65,10 @@ async fn spans_v2(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 async fn spans_v1(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    match content_type(&headers).as_str() {
+    match media_type(&headers).as_str() {
         "" | "application/json" => ingest(ctx, Format::JsonV1, &headers, body).await,
         other => {
-            ctx.metrics.request("unsupported");
+            ctx.metrics.request("unsupported_media_type");
             text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("unsupported Content-Type {other:?} for /api/v1/spans: only JSON v1 is accepted (not thrift)"),
@@ -109,32 +79,16 @@ async fn spans_v1(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Re
 
 async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: Bytes) -> Response {
     let m = &ctx.metrics;
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let raw = match body::decode(encoding, body, ctx.max_bytes) {
-        Ok(b) => b,
-        Err(e @ BodyError::TooLarge { .. }) => {
-            m.request("too_large");
-            let msg = e
-                .to_string()
-                .replace("ingest.max_request_bytes", "zipkin.max_request_bytes");
-            return text(StatusCode::PAYLOAD_TOO_LARGE, msg);
-        }
-        Err(e @ BodyError::UnsupportedEncoding(_)) => {
-            m.request("unsupported");
-            return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
-        }
-        Err(e) => {
-            m.request("bad_request");
-            return text(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let _reservation = match ctx.pipeline.reserve(raw.len()) {
-        Ok(r) => r,
-        Err(e) => {
-            m.backpressure.inc();
-            m.request("throttled");
-            return submit_error(e);
-        }
+    let (raw, _reservation) = match admit(
+        &ctx.pipeline,
+        m,
+        headers,
+        body,
+        ctx.max_bytes,
+        "zipkin.max_request_bytes",
+    ) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_text(),
     };
     let decoded: Result<Decoded, ZipkinError> = match format {
         Format::JsonV2 => json_v2::decode(&raw),
@@ -164,27 +118,4 @@ async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: Bytes) -> R
         },
         Err(e) => submit_error(e),
     }
-}
-
-fn submit_error(e: SubmitError) -> Response {
-    let (status, msg) = match e {
-        SubmitError::Overloaded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
-        SubmitError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-        SubmitError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-    };
-    let mut resp = text(status, msg);
-    if status != StatusCode::INTERNAL_SERVER_ERROR {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
-}
-
-fn text(status: StatusCode, msg: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{msg}\n"),
-    )
-        .into_response()
 }

@@ -1,0 +1,124 @@
+//! What the HTTP receivers share: media-type parsing, CORS, plain-text error answers and
+//! admission of a body (decompress within the size limit, then reserve pipeline memory).
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use skein_pipeline::{Pipeline, ProtocolMetrics, Reservation, SubmitError};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::body::{self, BodyError};
+
+/// The request's media type, lower-cased and without parameters ("" when absent).
+pub fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// CORS for browser senders (and, on the Zipkin port, the Zipkin UI's queries).
+pub fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::HeaderName::from_static("x-requested-with"),
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// Why a body was not admitted; each protocol renders it in its own error format.
+pub enum Refusal {
+    /// 413, 415 or 400 with a message.
+    Body(StatusCode, String),
+    /// Backpressure: retry later.
+    Busy(SubmitError),
+}
+
+/// Decompresses `body` within `limit` bytes (named `limit_key` in messages) and reserves
+/// pipeline memory for it, counting the outcome of a refusal in `m`.
+pub fn admit(
+    pipeline: &Pipeline,
+    m: &ProtocolMetrics,
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+    limit_key: &'static str,
+) -> Result<(Bytes, Reservation), Refusal> {
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let raw = body::decode(encoding, body, limit, limit_key).map_err(|e| {
+        let (status, outcome) = match e {
+            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            BodyError::UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            BodyError::Corrupt { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+        };
+        m.request(outcome);
+        Refusal::Body(status, e.to_string())
+    })?;
+    let reservation = pipeline.reserve(raw.len()).map_err(|e| {
+        m.backpressure.inc();
+        m.request("throttled");
+        Refusal::Busy(e)
+    })?;
+    Ok((raw, reservation))
+}
+
+/// A plain-text answer (Zipkin's and Jaeger's collectors answer errors as text).
+pub fn text(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+/// Backpressure as text: 429/503 with `Retry-After`, or 500.
+pub fn text_submit_error(e: SubmitError) -> Response {
+    let (status, msg) = submit_status(e);
+    retry_advice(text(status, msg))
+}
+
+/// Adds `Retry-After` to a 429 or 503, so clients back off instead of dropping data.
+pub fn retry_advice(mut resp: Response) -> Response {
+    if matches!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// The HTTP status for a pipeline refusal.
+pub fn submit_status(e: SubmitError) -> (StatusCode, String) {
+    match e {
+        SubmitError::Overloaded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
+        SubmitError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        SubmitError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+impl Refusal {
+    /// Renders the refusal as plain text.
+    pub fn into_text(self) -> Response {
+        match self {
+            Refusal::Body(status, msg) => text(status, msg),
+            Refusal::Busy(e) => text_submit_error(e),
+        }
+    }
+}
