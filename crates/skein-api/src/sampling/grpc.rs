@@ -6,10 +6,13 @@ use std::task::{Context, Poll};
 
 use skein_model::metrics::{self, Counter};
 use skein_pipeline::sampling::{StrategyResponse, StrategyStore};
-use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
-use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use std::convert::Infallible;
+
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::Status;
+
+use crate::jaeger::grpc::server::{self, BoxFuture};
 
 pub const GET_SAMPLING_STRATEGY_PATH: &str = "/jaeger.api_v2.SamplingManager/GetSamplingStrategy";
 
@@ -126,59 +129,33 @@ impl NamedService for SamplingManagerServer {
     const NAME: &'static str = "jaeger.api_v2.SamplingManager";
 }
 
-struct GetSamplingStrategy(Arc<Inner>);
-
-impl UnaryService<SamplingStrategyParameters> for GetSamplingStrategy {
-    type Response = SamplingStrategyResponse;
-    type Future = BoxFuture<Response<SamplingStrategyResponse>, Status>;
-
-    fn call(&mut self, request: Request<SamplingStrategyParameters>) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move {
-            let service = request.into_inner().service_name;
-            if service.is_empty() {
-                inner.bad_requests.inc();
-                return Err(Status::invalid_argument("service_name is required"));
-            }
-            inner.requests.inc();
-            Ok(Response::new((&inner.store.strategy_for(&service)).into()))
-        })
+async fn get_sampling_strategy(
+    inner: Arc<Inner>,
+    request: SamplingStrategyParameters,
+) -> Result<SamplingStrategyResponse, Status> {
+    let service = request.service_name;
+    if service.is_empty() {
+        inner.bad_requests.inc();
+        return Err(Status::invalid_argument("service_name is required"));
     }
+    inner.requests.inc();
+    Ok((&inner.store.strategy_for(&service)).into())
 }
 
-/// Requests are a service name; anything bigger than this is not a sampling request.
-const MAX_REQUEST_BYTES: usize = 64 << 10;
-
-impl<B> tower::Service<http::Request<B>> for SamplingManagerServer
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+impl tower::Service<http::Request<Body>> for SamplingManagerServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != GET_SAMPLING_STRATEGY_PATH {
-            let status = Status::unimplemented(format!("unknown method {}", req.uri().path()));
-            return Box::pin(async move { Ok(status.into_http()) });
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() == GET_SAMPLING_STRATEGY_PATH {
+            server::unary(self.0.clone(), req, get_sampling_strategy)
+        } else {
+            server::unimplemented(req.uri().path())
         }
-        let method = GetSamplingStrategy(self.0.clone());
-        Box::pin(async move {
-            let mut accept = EnabledCompressionEncodings::default();
-            accept.enable(CompressionEncoding::Gzip);
-            accept.enable(CompressionEncoding::Zstd);
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<
-                SamplingStrategyResponse,
-                SamplingStrategyParameters,
-            >::default())
-            .apply_compression_config(accept, EnabledCompressionEncodings::default())
-            .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-            Ok(grpc.unary(method, req).await)
-        })
     }
 }

@@ -1,4 +1,5 @@
-//! Hand-written tonic plumbing (no protoc, no tonic-build): each service is a `tower::Service`
+//! Hand-written tonic plumbing (no protoc, no tonic-build), shared by every gRPC service of
+//! this crate (Jaeger query api_v2/api_v3, remote sampling): each service is a `tower::Service`
 //! that routes on the request path to a handler and lets `tonic::server::Grpc` with the prost
 //! codec do framing, compression and status trailers — exactly what generated code does.
 
@@ -40,20 +41,21 @@ where
         .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None)
 }
 
-/// Answers a unary method with `handler`.
-pub fn unary<Req, Resp, Fut>(
-    engine: QueryEngine,
+/// Answers a unary method with `handler`, which gets a clone of `state`.
+pub fn unary<S, Req, Resp, Fut>(
+    state: S,
     req: http::Request<Body>,
-    handler: fn(QueryEngine, Req) -> Fut,
+    handler: fn(S, Req) -> Fut,
 ) -> BoxFuture<Result<http::Response<Body>, Infallible>>
 where
+    S: Clone + Send + Sync + 'static,
     Req: prost::Message + Default + Send + 'static,
     Resp: prost::Message + Send + 'static,
     Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
 {
     Box::pin(async move {
         let svc = tower::service_fn(move |r: tonic::Request<Req>| {
-            handler(engine.clone(), r.into_inner()).map_ok(tonic::Response::new)
+            handler(state.clone(), r.into_inner()).map_ok(tonic::Response::new)
         });
         Ok(grpc::<Resp, Req>().unary(svc, req).await)
     })
