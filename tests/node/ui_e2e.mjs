@@ -1,12 +1,13 @@
 // End-to-end test of skein's web UI in headless Chromium (Debian's /usr/bin/chromium) driven by
 // playwright-core. Started by crates/skein/tests/ui.rs, which runs the real server, loads real
-// traces over OTLP and passes: SKEIN_URL, SKEIN_IDS (JSON), SCREENSHOT_DIR, OTLP_FILE, JAEGER_FILE.
+// traces over OTLP and passes: SKEIN_URL, OTLP_URL, SKEIN_IDS (JSON), SCREENSHOT_DIR, OTLP_FILE, JAEGER_FILE.
 // Every step asserts on real DOM content and saves a screenshot.
 import { createRequire } from 'node:module';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import fs from 'node:fs';
 import os from 'node:os';
+import { denseGraph, denseOtlp, DENSE_SERVICES, DENSE_EDGES } from './ui_graph.mjs';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require('playwright-core'); // resolved through NODE_PATH
@@ -24,6 +25,7 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   viewport: { width: 1440, height: 900 },
   colorScheme: 'light',
   acceptDownloads: true,
+  permissions: ['clipboard-read', 'clipboard-write'],
 });
 const page = context.pages()[0] || (await context.newPage());
 const consoleErrors = [];
@@ -256,6 +258,48 @@ try {
     await shot('09-stats');
   });
 
+  await run('minimap drag zooms the time axis, p walks the critical path, copy buttons, g s', async () => {
+    await page.goto(`${base}/trace/${ids.checkoutSlow}`);
+    await page.waitForSelector('.wf-row');
+    const ticks = () => page.locator('.wf-ruler .tick').allInnerTexts();
+    assert.equal((await ticks())[0], '0ns');
+    const mm = await page.locator('canvas.minimap').boundingBox();
+    await page.mouse.move(mm.x + mm.width * 0.5, mm.y + 20);
+    await page.mouse.down();
+    await page.mouse.move(mm.x + mm.width - 2, mm.y + 30, { steps: 6 });
+    await page.mouse.up();
+    await page.waitForSelector('.wf-zoom button');
+    assert.match(await text('.wf-zoom'), /Zoomed to 9\d\dms – 1\.8\ds/);
+    assert.match((await ticks())[0], /^9\d\dms$/, 'the ruler starts at the window');
+    await shot('09b-trace-zoomed');
+    await page.click('.wf-zoom button');
+    await page.waitForFunction(() => !document.querySelector('.wf-zoom').textContent);
+    assert.equal((await ticks())[0], '0ns');
+    // p: the next span on the critical path
+    await page.locator('.wf-scroll').focus();
+    await page.keyboard.press('p');
+    assert.match(await text('.wf-row.selected'), /GET \/checkout/);
+    await page.keyboard.press('p');
+    assert.match(await page.locator('.wf-row.selected').getAttribute('class'), /\bcrit\b/);
+    assert.match(await text('.wf-row.selected'), /GetCart/);
+    // copy buttons put the id and a deep link on the clipboard
+    await page.click('.trace-title button.copy');
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), ids.checkoutSlow);
+    assert.equal(await text('.trace-title button.copy'), 'copied');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#detail .detail-body');
+    await page.click('#detail button.copy:has-text("copy link")');
+    const spanId = await page.locator('#detail .detail-ids code').innerText();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), `${base}/trace/${ids.checkoutSlow}?uiFind=${spanId}`);
+    await page.keyboard.press('Escape');
+    // g s: go to search
+    await page.locator('body').press('g');
+    await page.keyboard.press('s');
+    await page.waitForFunction(() => location.pathname === '/search');
+    await page.goto(`${base}/trace/${ids.checkoutSlow}`);
+    await page.waitForSelector('.wf-row');
+  });
+
   await run('download the trace as Jaeger JSON', async () => {
     await page.keyboard.press('1');
     const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#download-jaeger')]);
@@ -279,19 +323,113 @@ try {
   });
 
   // ---- service map --------------------------------------------------------------------------
-  await run('service map: nodes, edges with calls/error rate/latency, click-through', async () => {
+  // What a laid-out map looks like to a user: every node box inside the visible map area,
+  // each service once, the edges drawn.
+  const mapStructure = () => page.evaluate(() => {
+    const view = document.querySelector('#map-view').getBoundingClientRect();
+    const nodes = [...document.querySelectorAll('#service-map .node')];
+    const outside = nodes.filter((n) => {
+      const r = n.getBoundingClientRect();
+      return r.left < view.left - 0.5 || r.top < view.top - 0.5 || r.right > view.right + 0.5 || r.bottom > view.bottom + 0.5;
+    }).map((n) => n.dataset.service);
+    const svg = document.querySelector('#service-map');
+    return {
+      services: nodes.map((n) => n.dataset.service), outside, edges: [...document.querySelectorAll('#service-map .edge')].map((e) => e.dataset.edge),
+      scale: Number(svg.dataset.scale), layers: Number(svg.dataset.layers), backEdges: Number(svg.dataset.backEdges), transform: svg.querySelector('.zoom-layer').getAttribute('transform'),
+    };
+  });
+  const apiDeps = async (query) => (await fetch(`${base}/api/ui/dependencies?${query}`)).json();
+  const assertDrawnOnce = (m, deps) => {
+    assert.equal(new Set(m.services).size, m.services.length, 'each service drawn once');
+    assert.deepEqual([...m.services].sort(), deps.services.map((s) => s.name).sort(), 'every service of the API is drawn');
+    assert.deepEqual([...m.edges].sort(), deps.edges.map((e) => `${e.parent}->${e.child}`).sort(), 'every edge of the API is drawn, once');
+    assert.deepEqual(m.outside, [], 'after fitting, no service is outside the view');
+  };
+
+  await run('service map: nodes, edges with calls/error rate/latency, fit, zoom, pan, highlight, click-through', async () => {
     await page.goto(`${base}/map`);
     await page.waitForSelector('#service-map .node');
-    const nodes = await page.locator('#service-map .node').evaluateAll((els) => els.map((e) => e.dataset.service));
-    for (const s of ['frontend', 'cart-service', 'checkout-service', 'payment-service', 'shipping-service', 'catalog-service', 'gateway']) assert.ok(nodes.includes(s), `node ${s}`);
+    const deps = await apiDeps('lookback=3600000');
+    const m = await mapStructure();
+    for (const s of ['frontend', 'cart-service', 'checkout-service', 'payment-service', 'shipping-service', 'catalog-service', 'gateway']) assert.ok(m.services.includes(s), `node ${s}`);
+    assertDrawnOnce(m, deps);
+    // callers are left of callees
+    const x = (s) => page.locator(`#service-map .node[data-service="${s}"]`).evaluate((n) => n.getBoundingClientRect().left);
+    assert.ok(await x('frontend') < await x('checkout-service') && await x('checkout-service') < await x('payment-service'), 'frontend → checkout → payment, left to right');
     const edge = page.locator('#service-map .edge[data-edge="checkout-service->payment-service"]');
-    assert.match(await edge.locator('text').innerHTML(), /2 calls · 50% err · /);
+    assert.match(await page.locator('#service-map .edge-label[data-edge="checkout-service->payment-service"]').innerHTML(), /2 calls · 50% err · /);
     assert.equal(await edge.getAttribute('class'), 'edge has-errors');
-    assert.match(await page.locator('#service-map .edge[data-edge="frontend->cart-service"] text').innerHTML(), /2 calls · 0% err/);
+    assert.match(await page.locator('#service-map .edge-label[data-edge="frontend->cart-service"]').innerHTML(), /2 calls · 0% err/);
     await shot('11-service-map');
+    // hover: the service, its edges and its neighbours stay, the rest dims
+    await page.hover('#service-map .node[data-service="checkout-service"]');
+    assert.ok(await page.locator('#service-map.focus-mode').count() === 1);
+    const lit = await page.locator('#service-map .node.hl').evaluateAll((els) => els.map((e) => e.dataset.service).sort());
+    assert.deepEqual(lit, ['checkout-service', 'frontend', 'payment-service', 'shipping-service']);
+    assert.equal(await page.locator('#service-map .edge.hl').count(), 3);
+    await shot('11a-service-map-hover');
+    await page.mouse.move(5, 5);
+    assert.equal(await page.locator('#service-map.focus-mode').count(), 0);
+    // keyboard and wheel zoom, drag to pan, 0 fits again
+    await page.locator('#map-view').focus();
+    await page.keyboard.press('+');
+    const zoomed = await mapStructure();
+    assert.ok(zoomed.scale > m.scale, `+ zooms in (${m.scale} → ${zoomed.scale})`);
+    await page.keyboard.press('0');
+    assert.equal((await mapStructure()).transform, m.transform, '0 fits again');
+    const box = await page.locator('#map-view').boundingBox();
+    await page.mouse.move(box.x + 20, box.y + 20);
+    await page.mouse.wheel(0, -400);
+    await page.waitForFunction((k) => Number(document.querySelector('#service-map').dataset.scale) > k, m.scale);
+    await page.keyboard.press('0');
+    await page.mouse.move(box.x + 10, box.y + box.height - 10);
+    await page.mouse.down();
+    await page.mouse.move(box.x + 110, box.y + box.height - 60, { steps: 5 });
+    await page.mouse.up();
+    const panned = await mapStructure();
+    assert.notEqual(panned.transform, m.transform, 'dragging pans');
+    assert.equal(new URL(page.url()).pathname, '/map', 'a drag is not a click');
+    await page.click('#map-fit');
     await page.click('#service-map .node[data-service="payment-service"]');
     await page.waitForSelector('.result');
     assert.match(page.url(), /\/search\?service=payment-service/);
+  });
+
+  await run('service map of a dense graph with cycles (40 services, 120 edges) stays on screen, layered', async () => {
+    // sent now, five hours back, so the other windows keep their small graph
+    const t0 = Date.now() - 5 * 3600_000;
+    const graph = denseGraph();
+    const r = await fetch(`${process.env.OTLP_URL}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(denseOtlp(graph, BigInt(t0) * 1_000_000n)) });
+    assert.ok(r.ok, `OTLP export: ${r.status} ${await r.text()}`);
+    const query = `lookback=3600000&endTs=${t0 + 1800_000}`;
+    let deps;
+    for (let k = 0; k < 100; k++) {
+      deps = await apiDeps(query);
+      if (deps.edges.length >= DENSE_EDGES) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    assert.deepEqual(deps.edges.map((e) => `${e.parent}->${e.child}`).sort(), graph.edges.map((e) => `${e.parent}->${e.child}`).sort(), 'the API reports the generated edges');
+    await page.goto(`${base}/map?${query}`);
+    await page.waitForSelector('#service-map .node');
+    const m = await mapStructure();
+    assert.equal(m.services.length, DENSE_SERVICES);
+    assert.equal(m.edges.length, DENSE_EDGES);
+    assertDrawnOnce(m, deps);
+    assert.ok(m.backEdges > 0, 'the cycles show as back edges');
+    assert.equal(await page.locator('#service-map .edge.back').count(), m.backEdges);
+    assert.ok(m.layers >= 3 && m.layers <= 12, `layered by call depth (${m.layers} columns)`);
+    // forward edges go left to right, back edges right to left
+    const wrong = await page.evaluate(() => {
+      const left = (s) => document.querySelector(`#service-map .node[data-service="${s}"]`).getBoundingClientRect().left;
+      return [...document.querySelectorAll('#service-map .edge:not(.self)')].filter((e) => {
+        const [a, b] = e.dataset.edge.split('->');
+        return e.classList.contains('back') ? left(b) >= left(a) : left(b) <= left(a);
+      }).map((e) => e.dataset.edge);
+    });
+    assert.deepEqual(wrong, [], 'edge directions match the columns');
+    await shot('11b-service-map-dense');
+    await page.hover('#service-map .node[data-service="dense-14"]');
+    await shot('11c-service-map-dense-hover');
   });
 
   // ---- upload -------------------------------------------------------------------------------
@@ -307,6 +445,17 @@ try {
     await page.waitForSelector('#detail .detail-body');
     assert.match(await text('#detail'), /payment\.currency/);
     await shot('12-upload-otlp');
+    // compare the uploaded trace with a stored one ("Compare with…" asks for the other id)
+    await page.keyboard.press('Escape');
+    page.once('dialog', (d) => d.accept(ids.checkout));
+    await page.click('#compare-with');
+    await page.waitForSelector('#diff-table');
+    assert.match(page.url(), new RegExp(`/compare\\?a=${ids.fileTrace}&b=${ids.checkout}`));
+    assert.match(await text('#verdict'), /B is 40ms faster than A/);
+    // the roots' services differ (file-frontend vs frontend), so the trees match from nowhere
+    assert.equal(await page.locator('tr.diff-row.only-a[data-key="file-frontend: GET /checkout"]').count(), 1);
+    assert.equal(await page.locator('tr.diff-row.only-b[data-key="frontend: GET /checkout"]').count(), 1);
+    await shot('12b-compare-uploaded');
   });
 
   await run('upload a Jaeger JSON file', async () => {
@@ -352,7 +501,15 @@ try {
     const rendered = await page.locator('.wf-row').count();
     assert.ok(rendered > 10 && rendered < 200, `only the rows on screen exist in the DOM (${rendered})`);
     await shot('14-big-trace');
+    // Main-thread work per frame from Chrome's own counters (script, style, layout, and all tasks
+    // incl. paint and commit), next to the wall-clock frame times.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Performance.enable');
+    const counters = async () => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
+    const perFrame = (a, b, n) => Object.fromEntries([['task', 'TaskDuration'], ['script', 'ScriptDuration'], ['style', 'RecalcStyleDuration'], ['layout', 'LayoutDuration']]
+      .map(([k, m]) => [k, Math.round(((b[m] - a[m]) * 1000 * 10) / n) / 10]));
     // scroll through the whole trace, one frame per step, and time the frames
+    const before = await counters();
     const frames = await page.evaluate(async () => {
       const sc = document.querySelector('.wf-scroll');
       const times = [];
@@ -370,7 +527,8 @@ try {
       times.sort((a, b) => a - b);
       return { median: times[60], p95: times[114], max: times[119], lastRow: Math.max(...rows), domRows: rows.length };
     });
-    results.bigTraceScrollFrameMs = { median: Math.round(frames.median * 10) / 10, p95: Math.round(frames.p95 * 10) / 10, max: Math.round(frames.max * 10) / 10 };
+    const afterJump = await counters();
+    results.bigTraceScrollFrameMs = { median: Math.round(frames.median * 10) / 10, p95: Math.round(frames.p95 * 10) / 10, max: Math.round(frames.max * 10) / 10, mainThreadPerFrame: perFrame(before, afterJump, 122) };
     // wheel-like scrolling: 100 px per frame from the middle of the trace
     results.bigTraceWheelFrameMs = await page.evaluate(async () => {
       const sc = document.querySelector('.wf-scroll');
@@ -389,6 +547,7 @@ try {
       const r1 = (x) => Math.round(x * 10) / 10;
       return { median: r1(times[60]), p95: r1(times[114]), max: r1(times[119]) };
     });
+    results.bigTraceWheelFrameMs.mainThreadPerFrame = perFrame(afterJump, await counters(), 122);
     assert.ok(frames.domRows < 200, 'still virtualised at the bottom');
     assert.ok(frames.lastRow >= 0);
     await shot('15-big-trace-bottom');

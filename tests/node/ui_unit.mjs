@@ -1,9 +1,11 @@
-// Unit tests of the UI's pure logic (ui/js/model.js, ui/js/format.js) under node's test runner.
+// Unit tests of the UI's pure logic (ui/js/model.js, ui/js/format.js, ui/js/graph.js) under node's test runner.
 // Run: node tests/node/ui_unit.mjs  (crates/skein/tests/ui.rs runs it too).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildTree, visibleRows, criticalPath, selfTimes, statistics, diffTraces, findSpans, parseTraceFile, fromCompact, ancestors } from '../../ui/js/model.js';
 import { fmtDuration, parseLogfmt, toLogfmt, utcOffset, fmtTime } from '../../ui/js/format.js';
+import { layoutGraph } from '../../ui/js/graph.js';
+import { denseGraph } from './ui_graph.mjs';
 
 /** A trace from [id, parentIndex, start, end, service?, name?] rows (µs). */
 function trace(rows) {
@@ -147,4 +149,48 @@ test('formatting: durations, logfmt, UTC offsets', () => {
   assert.equal(toLogfmt({ a: '1', b: 'x y' }), 'a=1 b="x y"');
   assert.match(utcOffset(new Date()), /^UTC[+-]\d\d:\d\d$/);
   assert.match(fmtTime(1_700_000_000_000_000), /^2023-11-1\d \d\d:\d\d:\d\d\.000 UTC[+-]\d\d:\d\d$/);
+});
+
+const edge = (parent, child, callCount = 1) => ({ parent, child, callCount });
+const column = (layout, s) => layout.nodes.get(s).layer;
+
+test('service map layout: columns by call depth, a cycle becomes one back edge', () => {
+  const edges = [edge('web', 'api'), edge('api', 'db'), edge('api', 'cache'), edge('db', 'api'), edge('web', 'db'), edge('api', 'api')];
+  const l = layoutGraph(['web', 'api', 'db', 'cache'], edges);
+  assert.deepEqual(['web', 'api', 'db', 'cache'].map((s) => column(l, s)), [0, 1, 2, 2]);
+  assert.deepEqual(l.edges.filter((e) => e.back).map((e) => `${e.edge.parent}->${e.edge.child}`), ['db->api']);
+  assert.equal(l.edges.filter((e) => e.self).length, 1);
+  assert.equal(l.edges.length, edges.length, 'every edge is routed');
+  // web→db skips a column: it is routed around api's column through a dummy run (2 extra points)
+  assert.equal(l.edges.find((e) => e.edge.parent === 'web' && e.edge.child === 'db').points.length, 4);
+  // the back edge leaves db on its left and enters api on its right
+  const back = l.edges.find((e) => e.back).points;
+  assert.ok(back[0][0] > back[back.length - 1][0]);
+});
+
+test('service map layout: barycentre ordering removes avoidable crossings', () => {
+  // a1→b2, a2→b1 drawn in name order would cross; the sweeps swap one column
+  const l = layoutGraph(['a1', 'a2', 'b1', 'b2'], [edge('a1', 'b2'), edge('a2', 'b1')]);
+  assert.equal(l.crossings, 0);
+});
+
+test('service map layout: a dense graph with cycles (40 services, 120 edges) has no overlapping boxes', () => {
+  const g = denseGraph();
+  assert.equal(g.services.length, 40);
+  assert.equal(g.edges.length, 120);
+  const l = layoutGraph(g.services, g.edges);
+  assert.equal(l.nodes.size, 40);
+  const boxes = [...l.nodes.values()];
+  for (let i = 0; i < boxes.length; i++) {
+    for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i], b = boxes[j];
+      assert.ok(Math.abs(a.x - b.x) >= 180 || Math.abs(a.y - b.y) >= 56, 'boxes do not overlap');
+    }
+    assert.ok(boxes[i].x >= 0 && boxes[i].y >= 0 && boxes[i].x + 180 <= l.width && boxes[i].y + 56 <= l.height, 'inside the drawing');
+  }
+  for (const e of l.edges.filter((x) => !x.self)) {
+    const [a, b] = [l.nodes.get(e.edge.parent), l.nodes.get(e.edge.child)];
+    assert.ok(e.back ? a.layer > b.layer : a.layer < b.layer, 'forward edges go right, back edges left');
+  }
+  assert.ok(l.edges.some((e) => e.back), 'the cycles are broken somewhere');
 });

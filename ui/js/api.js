@@ -53,7 +53,7 @@ export async function spanDetail(t, span) {
   return span.detail;
 }
 
-export const dependencies = (lookbackMs) => getJson(`/api/ui/dependencies?lookback=${lookbackMs}`);
+export const dependencies = (lookbackMs, endTsMs) => getJson(`/api/ui/dependencies?lookback=${lookbackMs}${endTsMs ? `&endTs=${endTsMs}` : ''}`);
 
 // Attribute autocomplete is optional: older servers lack the endpoints; then there are no hints.
 let autocompleteMissing = false;

@@ -1,13 +1,18 @@
 // The waterfall: a collapsible span tree against a time axis, with a minimap and a ruler.
-// Rows are virtualised (only the ~50 on screen exist in the DOM), so 100,000 spans scroll as
-// smoothly as 100. The minimap draws every span on a canvas; drag on it to zoom into a time
-// window, click to jump to a row, double-click to zoom out.
+// Rows are virtualised, and a frame's work grows with the rows on screen, not with the trace:
+// * the name column is a fixed pool of row nodes reused for the rows on screen, updated in place
+//   (text nodes, one className, attributes; only what changed; colours and indents are classes);
+// * the bars column of those rows is drawn on one canvas that sits in the scrolled content, so
+//   the compositor scrolls it with the rows and a scroll within the drawn rows costs nothing;
+// * scrolling fills rows ahead in its direction; a jump fills just the screen and a margin.
+// Measured in docs/benchmarks.md ("Web UI"). The minimap draws every span on a canvas; drag on it
+// to zoom into a time window, click to jump to a row, double-click to zoom out.
 import { visibleRows } from './model.js';
-import { esc } from './dom.js';
 import { fmtDuration, serviceColor, serviceRgb } from './format.js';
 
 const ROW = 26; // px, keep in step with .wf-row in app.css
-const OVERSCAN = 8;
+const OVERSCAN = 4; // rows filled beyond each edge: a small scroll finds them ready
+const AHEAD = 16; // rows filled ahead while scrolling
 const MAX_INDENT = 40; // deeper levels stop indenting (the depth is in the row's title)
 const ERROR_RGB = [229, 72, 77];
 
@@ -29,9 +34,17 @@ export class Waterfall {
       this.critBySpan.set(s.span, list);
     }
 
+    this.pool = [];
+    this.textCache = [];
     this.minimap = document.createElement('canvas');
     this.minimap.className = 'minimap';
     this.minimap.setAttribute('aria-label', 'Minimap: drag to zoom into a time window, click to jump, double-click to zoom out');
+    // the rows on screen, as a box over the minimap: moving it is a transform, not a redraw
+    this.viewBox = document.createElement('div');
+    this.viewBox.className = 'minimap-view';
+    const minimapBox = document.createElement('div');
+    minimapBox.className = 'minimap-box';
+    minimapBox.append(this.minimap, this.viewBox);
     this.ruler = document.createElement('div');
     this.ruler.className = 'wf-ruler';
     this.scroller = document.createElement('div');
@@ -43,14 +56,24 @@ export class Waterfall {
     this.spacer.className = 'wf-spacer';
     this.layer = document.createElement('div');
     this.layer.className = 'wf-layer';
-    this.spacer.append(this.layer);
+    // the bars column of the rows on screen, drawn on one canvas that scrolls with the rows
+    this.barsCanvas = document.createElement('canvas');
+    this.barsCanvas.className = 'wf-bars-canvas';
+    this.barsCanvas.setAttribute('aria-hidden', 'true');
+    this.spacer.append(this.layer, this.barsCanvas);
     this.scroller.append(this.spacer);
     const zoomNote = document.createElement('div');
     zoomNote.className = 'wf-zoom';
     this.zoomNote = zoomNote;
-    container.append(this.minimap, zoomNote, this.ruler, this.scroller);
+    container.append(minimapBox, zoomNote, this.ruler, this.scroller);
 
     this.scroller.addEventListener('scroll', () => this.schedule());
+    // the full name as a tooltip, written when the pointer gets there rather than on every fill
+    this.layer.addEventListener('mouseover', (e) => {
+      const name = e.target.closest('.wf-name');
+      const i = Number(name?.parentElement.dataset.i);
+      if (name && Number.isInteger(i)) name.title = `${this.t.spans[i].service}: ${this.t.spans[i].name} · depth ${this.t.depth[i]}`;
+    });
     this.layer.addEventListener('click', (e) => {
       const tog = e.target.closest('[data-toggle]');
       const row = e.target.closest('.wf-row');
@@ -62,20 +85,30 @@ export class Waterfall {
         this.onOpen?.(i);
       }
     });
-    this.resizeObserver = new ResizeObserver(() => {
+    this.resizeObserver = new ResizeObserver((entries) => {
+      const { height, width } = entries[entries.length - 1].contentRect;
+      if (height && (height !== this.viewHeight || width !== this.viewWidth)) {
+        this.viewHeight = height;
+        this.viewWidth = width;
+        this.measureBars();
+        this.rendered = null;
+        this.schedule();
+      }
       if (this.minimap.clientWidth === this.minimapWidth) return; // the first call, or height only
       this.drawMinimap();
       this.schedule();
     });
     this.resizeObserver.observe(this.scroller);
     this.setupMinimap();
-    window.addEventListener('skein:theme', (this.onTheme = () => { this.readTheme(); this.drawMinimap(); }));
+    window.addEventListener('skein:theme', (this.onTheme = () => { this.readTheme(); this.drawMinimap(); this.rendered = null; this.render(); }));
     this.readTheme();
+    this.writeRowStyles();
     this.recompute();
   }
 
   destroy() {
     this.resizeObserver.disconnect();
+    this.rowStyles.remove();
     window.removeEventListener('skein:theme', this.onTheme);
   }
 
@@ -84,6 +117,7 @@ export class Waterfall {
     this.rowOf = new Int32Array(this.t.spans.length).fill(-1);
     this.rows.forEach((i, r) => (this.rowOf[i] = r));
     this.spacer.style.height = `${this.rows.length * ROW}px`;
+    this.rendered = null;
     this.scroller.dataset.rows = String(this.rows.length); // for tests and curious people
     this.drawMinimap();
     this.render();
@@ -97,65 +131,46 @@ export class Waterfall {
     });
   }
 
-  x(time) {
-    return ((time - this.view[0]) / (this.view[1] - this.view[0])) * 100;
-  }
-
-  /** Rebuilds the rows on screen; a scroll that stays within the rendered rows only moves. */
+  /**
+   * Fills the row pool for the rows on screen. Row r always lives in pool slot r % pool size, so a
+   * small scroll rewrites only the few slots that came into view; every write is skipped when the
+   * value is unchanged, and nothing is read from the layout after the first write.
+   */
   render({ scrollOnly = false } = {}) {
+    // reads first: the scroll position and the height (cached by the ResizeObserver)
     const top = this.scroller.scrollTop;
-    const height = this.scroller.clientHeight || 600;
-    const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
-    const last = Math.min(this.rows.length, Math.ceil((top + height) / ROW) + OVERSCAN);
-    const needed = [Math.max(0, Math.floor(top / ROW)), Math.min(this.rows.length, Math.ceil((top + height) / ROW))];
-    if (scrollOnly && this.rendered && needed[0] >= this.rendered[0] && needed[1] <= this.rendered[1]) {
-      this.drawViewport();
+    const height = this.viewHeight || this.scroller.clientHeight || 600;
+    const seenFirst = Math.floor(top / ROW), seenLast = Math.min(this.rows.length, Math.ceil((top + height) / ROW));
+    const was = this.rendered;
+    if (scrollOnly && was && seenFirst >= was[0] && seenLast <= was[1]) {
+      this.moveViewportBox(top, height);
       return;
     }
+    // A scroll that overlaps what is drawn fills AHEAD rows more in its direction, so the next
+    // frames have nothing to do; a jump fills just the rows on screen and a margin.
+    const overlaps = was && seenLast > was[0] && seenFirst < was[1];
+    const down = !was || seenFirst >= was[0];
+    const first = Math.max(0, seenFirst - (overlaps && !down ? AHEAD : OVERSCAN));
+    const last = Math.min(this.rows.length, seenLast + (overlaps && down ? AHEAD : OVERSCAN));
     this.rendered = [first, last];
-    const S = this.t.spans;
-    let html = '';
-    for (let r = first; r < last; r++) {
-      const i = this.rows[r];
-      const s = S[i];
-      const kids = this.t.children[i].length;
-      const folded = this.collapsed.has(i);
-      const depth = this.t.depth[i];
-      const onPath = this.showCritical && this.critical.onPath[i];
-      const cls = `wf-row${i === this.selected ? ' selected' : ''}${this.matches.has(i) ? ' match' : ''}${s.error ? ' err' : ''}${onPath ? ' crit' : ''}`;
-      const color = serviceColor(s.service);
-      const left = this.x(s.start);
-      const width = Math.max(0.15, this.x(s.end) - left);
-      let bars = `<div class="bar" style="left:${left}%;width:${width}%;background:${color}"></div>`;
-      if (onPath) {
-        for (const seg of this.critBySpan.get(i) || []) {
-          const l = this.x(seg.start);
-          bars += `<div class="crit-seg" style="left:${l}%;width:${Math.max(0.1, this.x(seg.end) - l)}%"></div>`;
-        }
-      }
-      const end = left + width;
-      const label = `${fmtDuration(s.duration)}${s.events ? ` · ${s.events} event${s.events > 1 ? 's' : ''}` : ''}`;
-      // the label goes right of the bar, else left of it, else inside a bar that fills the row
-      if (end < 82) bars += `<span class="dur" style="left:calc(${end}% + 6px)">${label}</span>`;
-      else if (left > 18) bars += `<span class="dur" style="right:calc(${100 - left}% + 6px)">${label}</span>`;
-      else bars += `<span class="dur dur-in" style="left:calc(${Math.max(left, 0)}% + 6px)">${label}</span>`;
-      const toggle = kids
-        ? `<button class="tog" data-toggle="${i}" aria-label="${folded ? 'Expand' : 'Collapse'}" tabindex="-1">${folded ? '▸' : '▾'}</button>`
-        : '<span class="tog leaf"></span>';
-      const hidden = folded ? `<span class="badge folded" title="hidden descendants">+${this.t.descendants[i]}</span>` : '';
-      const orphan = s.parent === -2 ? '<span class="badge warn" title="its parent span is not in this trace">orphan</span>' : '';
-      html += `<div class="${cls}" role="treeitem" aria-level="${depth + 1}" aria-expanded="${kids ? !folded : ''}" aria-selected="${i === this.selected}" data-i="${i}" style="top:${r * ROW}px">` +
-        `<div class="wf-name" title="${esc(`${s.service}: ${s.name}`)} · depth ${depth}"><span class="indent" style="width:${Math.min(depth, MAX_INDENT) * 14}px"></span>${toggle}` +
-        `<span class="svc-mark" style="background:${color}"></span><span class="svc">${esc(s.service)}</span><span class="op">${esc(s.name)}</span>` +
-        `${s.error ? '<span class="err-mark" title="error status">!</span>' : ''}${hidden}${orphan}</div>` +
-        `<div class="wf-bars">${bars}</div></div>`;
+    const size = Math.ceil(height / ROW) + OVERSCAN + AHEAD + 2;
+    while (this.pool.length < size) this.pool.push(new PooledRow());
+    for (let r = first; r < last; r++) this.fill(this.pool[r % size], r);
+    // exactly the rows in use are in the DOM (tests and screen readers count them)
+    const used = last - first;
+    const inUse = new Set();
+    for (let r = first; r < last; r++) inUse.add(this.pool[r % size]);
+    for (const slot of this.pool) {
+      if (inUse.has(slot)) { if (!slot.attached) { this.layer.append(slot.el); slot.attached = true; } }
+      else if (slot.attached) { slot.el.remove(); slot.attached = false; }
     }
-    this.layer.innerHTML = html;
+    this.layer.dataset.used = String(used);
+    this.drawBars(first, last);
     if (this.rulerView !== this.view) {
       this.rulerView = this.view;
       this.drawRuler();
     }
-    this.drawViewport();
+    this.moveViewportBox(top, height);
     if (!this.painted) {
       this.painted = true;
       // Two frames later the first rows are on screen: the "first waterfall paint" mark.
@@ -163,6 +178,127 @@ export class Waterfall {
         performance.mark('skein:waterfall-painted');
         document.body.dataset.waterfallPainted = 'true';
       }));
+    }
+  }
+
+  /** Per-span strings that never change for a trace: made once, on first sight. */
+  texts(i) {
+    let x = this.textCache[i];
+    if (!x) {
+      const s = this.t.spans[i];
+      const kids = this.t.children[i].length;
+      x = this.textCache[i] = {
+        // service colour and indent come from classes (one stylesheet per trace), not inline styles
+        cls: ` s${this.serviceIndex.get(s.service)} d${Math.min(this.t.depth[i], MAX_INDENT)}${s.error ? ' err' : ''}${kids ? '' : ' leaf'}${s.parent === -2 ? ' orphan' : ''}`,
+        level: String(this.t.depth[i] + 1),
+        label: `${fmtDuration(s.duration)}${s.events ? ` · ${s.events} event${s.events > 1 ? 's' : ''}` : ''}`,
+        color: serviceColor(s.service),
+      };
+    }
+    return x;
+  }
+
+  /** Colours per service and indents per depth, as classes: a row's look is one className write. */
+  writeRowStyles() {
+    this.serviceIndex = new Map(this.t.services.map((s, k) => [s, k]));
+    for (const s of this.t.spans) if (!this.serviceIndex.has(s.service)) this.serviceIndex.set(s.service, this.serviceIndex.size);
+    let css = '';
+    for (const [s, k] of this.serviceIndex) css += `.wf-row.s${k} .svc-mark{background:${serviceColor(s)}}\n`;
+    for (let d = 0; d <= MAX_INDENT; d++) css += `.wf-row.d${d} .indent{width:${d * 14}px}\n`;
+    this.rowStyles = document.createElement('style');
+    this.rowStyles.textContent = css;
+    document.head.append(this.rowStyles);
+  }
+
+  /** Writes row r (span rows[r]) into a pool slot. */
+  fill(slot, r) {
+    const i = this.rows[r];
+    const s = this.t.spans[i];
+    const x = this.texts(i);
+    const folded = this.collapsed.has(i) && this.t.children[i].length > 0;
+    const onPath = this.showCritical && this.critical.onPath[i];
+    const selected = i === this.selected;
+    slot.set('top', `${r * ROW}px`);
+    slot.set('className', `wf-row${x.cls}${selected ? ' selected' : ''}${this.matches.has(i) ? ' match' : ''}${onPath ? ' crit' : ''}${folded ? ' folded' : ''}`);
+    slot.set('i', i);
+    slot.set('level', x.level);
+    slot.set('expanded', x.cls.includes(' leaf') ? '' : String(!folded));
+    slot.set('selected', String(selected));
+    slot.set('svc', s.service);
+    slot.set('op', s.name);
+    slot.set('folded', folded ? `+${this.t.descendants[i]}` : '');
+  }
+
+  /** Where the bars column sits in a row: after the name column (.wf-name), 8px in, 90px short of the end (as .wf-ruler-time). */
+  measureBars() {
+    const rowWidth = this.layer.clientWidth || this.scroller.clientWidth;
+    const nameWidth = Math.max(260, rowWidth * 0.36);
+    this.barsLeft = nameWidth + 8;
+    this.barsWidth = Math.max(10, rowWidth - this.barsLeft - 90);
+    this.barsFont = `11.5px ${getComputedStyle(this.scroller).fontFamily}`;
+  }
+
+  /**
+   * Bars, critical-path segments, error outlines and duration labels of rows [first, last) on
+   * the canvas, which sits at row `first` so the compositor scrolls it with the rows.
+   */
+  drawBars(first, last) {
+    if (this.barsWidth === undefined) this.measureBars();
+    const c = this.barsCanvas;
+    const dpr = window.devicePixelRatio || 1;
+    const cssW = Math.round(this.barsWidth + 90), cssH = Math.max(1, (last - first) * ROW);
+    if (c.width !== Math.round(cssW * dpr) || c.height !== Math.round(cssH * dpr)) {
+      c.width = Math.round(cssW * dpr);
+      c.height = Math.round(cssH * dpr);
+      c.style.width = `${cssW}px`;
+      c.style.height = `${cssH}px`;
+    }
+    c.style.transform = `translate(${this.barsLeft}px, ${first * ROW}px)`;
+    const g = c.getContext('2d');
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, cssW, cssH);
+    g.font = this.barsFont;
+    g.textBaseline = 'middle';
+    const W = this.barsWidth, S = this.t.spans, colors = this.colors;
+    const px = (time) => ((time - this.view[0]) / (this.view[1] - this.view[0])) * W;
+    for (let r = first; r < last; r++) {
+      const i = this.rows[r];
+      const s = S[i];
+      const x = this.texts(i);
+      const y = (r - first) * ROW;
+      const left = px(s.start);
+      const width = Math.max(W * 0.0015, px(s.end) - left, 1);
+      g.globalAlpha = 0.9;
+      g.fillStyle = x.color;
+      g.fillRect(left, y + 7, width, 12);
+      g.globalAlpha = 1;
+      if (s.error) {
+        g.strokeStyle = colors.error;
+        g.lineWidth = 2;
+        g.strokeRect(left - 1, y + 6, width + 2, 14);
+      }
+      if (this.showCritical && this.critical.onPath[i]) {
+        g.fillStyle = colors.crit;
+        for (const seg of this.critBySpan.get(i) || []) {
+          const l = px(seg.start);
+          g.fillRect(l, y + 20, Math.max(W * 0.001, px(seg.end) - l), 3);
+        }
+      }
+      // the label goes right of the bar, else left of it, else inside a bar that fills the row
+      const end = left + width;
+      if (end < W * 0.82) {
+        g.fillStyle = colors.muted;
+        g.textAlign = 'left';
+        g.fillText(x.label, end + 6, y + 13);
+      } else if (left > W * 0.18) {
+        g.fillStyle = colors.muted;
+        g.textAlign = 'right';
+        g.fillText(x.label, left - 6, y + 13);
+      } else {
+        g.fillStyle = colors.barText;
+        g.textAlign = 'left';
+        g.fillText(x.label, Math.max(left, 0) + 6, y + 13);
+      }
     }
   }
 
@@ -180,7 +316,8 @@ export class Waterfall {
   /** Theme colours the canvases need, read once per theme (getComputedStyle forces a style pass). */
   readTheme() {
     const css = getComputedStyle(document.documentElement);
-    this.colors = { shade: css.getPropertyValue('--shade').trim(), accent: css.getPropertyValue('--accent').trim() };
+    const v = (name) => css.getPropertyValue(name).trim();
+    this.colors = { shade: v('--shade'), accent: v('--accent'), muted: v('--muted'), crit: v('--crit'), error: v('--error'), barText: '#ffffff' };
   }
 
   /**
@@ -223,6 +360,18 @@ export class Waterfall {
     this.drawViewport();
   }
 
+  /** Moves the box over the minimap that marks the rows on screen. */
+  moveViewportBox(top = this.scroller.scrollTop, height = this.viewHeight || this.scroller.clientHeight) {
+    const hgt = 56;
+    const rows = this.rows.length || 1;
+    const y0 = Math.max(0, Math.min(hgt - 3, (top / ROW / rows) * hgt));
+    const y1 = Math.min(hgt, ((top + height) / ROW / rows) * hgt);
+    const boxHeight = `${Math.max(3, y1 - y0)}px`;
+    const transform = `translateY(${y0}px)`;
+    if (this.viewBoxHeight !== boxHeight) this.viewBox.style.height = this.viewBoxHeight = boxHeight;
+    if (this.viewBoxTransform !== transform) this.viewBox.style.transform = this.viewBoxTransform = transform;
+  }
+
   drawViewport() {
     if (!this.minimapImage) return;
     const c = this.minimap;
@@ -235,13 +384,6 @@ export class Waterfall {
     const a = (this.view[0] / D) * w, b = (this.view[1] / D) * w;
     if (a > 0) g.fillRect(0, 0, a, hgt);
     if (b < w) g.fillRect(b, 0, w - b, hgt);
-    // the rows on screen
-    const rows = this.rows.length || 1;
-    const y0 = (this.scroller.scrollTop / ROW / rows) * hgt;
-    const y1 = ((this.scroller.scrollTop + this.scroller.clientHeight) / ROW / rows) * hgt;
-    g.strokeStyle = this.colors.accent || '#1f6feb';
-    g.lineWidth = 1.5;
-    g.strokeRect(0.75, Math.max(0.75, y0), w - 1.5, Math.max(3, Math.min(hgt, y1) - y0 - 0.75));
     if (this.drag) {
       g.fillStyle = 'rgba(31,111,235,.25)';
       g.fillRect(Math.min(this.drag.x0, this.drag.x1), 0, Math.abs(this.drag.x1 - this.drag.x0), hgt);
@@ -284,6 +426,7 @@ export class Waterfall {
       ? `Zoomed to ${fmtDuration(this.view[0])} – ${fmtDuration(this.view[1])} <button type="button" class="link">show all</button>`
       : '';
     this.zoomNote.querySelector('button')?.addEventListener('click', () => this.setView(0, D));
+    this.drawViewport();
     this.render();
   }
 
@@ -335,5 +478,55 @@ export class Waterfall {
   setCritical(on) {
     this.showCritical = on;
     this.render();
+  }
+}
+
+/**
+ * One reusable row: its nodes are made once; `set` writes a value only when it changed, so
+ * reusing a slot for the same span again costs nothing. Text goes into kept Text nodes.
+ */
+class PooledRow {
+  constructor() {
+    const el = (tag, cls, parent) => { const e = document.createElement(tag); if (cls) e.className = cls; parent?.append(e); return e; };
+    const text = (parent) => parent.appendChild(document.createTextNode(''));
+    this.el = el('div', 'wf-row');
+    this.el.setAttribute('role', 'treeitem');
+    this.el.slot = this;
+    const name = (this.name = el('div', 'wf-name', this.el));
+    el('span', 'indent', name);
+    const tog = el('button', 'tog', name);
+    tog.type = 'button';
+    tog.tabIndex = -1;
+    tog.dataset.toggle = '';
+    tog.setAttribute('aria-label', 'Collapse or expand');
+    el('span', 'svc-mark', name);
+    this.svc = text(el('span', 'svc', name));
+    this.op = text(el('span', 'op', name));
+    const errMark = el('span', 'err-mark', name);
+    errMark.title = 'error status';
+    errMark.textContent = '!';
+    const folded = el('span', 'badge folded', name);
+    folded.title = 'hidden descendants';
+    this.folded = text(folded);
+    const orphan = el('span', 'badge warn orphan-mark', name);
+    orphan.title = 'its parent span is not in this trace';
+    orphan.textContent = 'orphan';
+    this.v = {};
+  }
+
+  set(key, value) {
+    if (this.v[key] === value) return;
+    this.v[key] = value;
+    switch (key) {
+      case 'top': this.el.style.top = value; break;
+      case 'className': this.el.className = value; break;
+      case 'i': this.el.dataset.i = value; break;
+      case 'level': this.el.setAttribute('aria-level', value); break;
+      case 'expanded': if (value) this.el.setAttribute('aria-expanded', value); else this.el.removeAttribute('aria-expanded'); break;
+      case 'selected': this.el.setAttribute('aria-selected', value); break;
+      case 'svc': this.svc.data = value; break;
+      case 'op': this.op.data = value; break;
+      case 'folded': this.folded.data = value; break;
+    }
   }
 }

@@ -1,7 +1,8 @@
 //! The web UI end to end: the real server holding real data (sent over OTLP/HTTP), driven in
 //! headless Chromium (Debian's `chromium`) by `playwright-core` from tests/node/ui_e2e.mjs:
-//! search → open a trace → collapse/expand → span detail → links → compare → service map →
-//! upload → a 100,000-span trace. The pure JS logic (tree, critical path, diff, file parsing)
+//! search → open a trace → collapse/expand → span detail → links → compare → service map (the
+//! demo-like graph, then a dense 40-service graph with cycles that the script sends itself, see
+//! tests/node/ui_graph.mjs) → upload → a 100,000-span trace. The pure JS logic (tree, critical path, diff, file parsing)
 //! is unit-tested by tests/node/ui_unit.mjs under node. Screenshots land in
 //! target/ui-screenshots/.
 
@@ -462,11 +463,13 @@ async fn ui_end_to_end_in_chromium() {
         "checkout": CHECKOUT, "checkoutSlow": CHECKOUT_SLOW, "productError": PRODUCT_ERROR, "big": BIG,
         "fileTrace": FILE_TRACE, "bigSpans": BIG_SPANS, "chargeSlow": sid(106), "catalogSpan": sid(201),
     });
+    let otlp_url = server.http_url();
     let (ok, text) = tokio::task::spawn_blocking(move || {
         node(
             "ui_e2e.mjs",
             &[
                 ("SKEIN_URL", query),
+                ("OTLP_URL", otlp_url),
                 ("SKEIN_IDS", ids.to_string()),
                 ("SCREENSHOT_DIR", shots.display().to_string()),
                 ("OTLP_FILE", otlp_file.display().to_string()),

@@ -29,6 +29,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     asset!("js/flame.js", "text/javascript; charset=utf-8"),
     asset!("js/compare.js", "text/javascript; charset=utf-8"),
     asset!("js/map.js", "text/javascript; charset=utf-8"),
+    asset!("js/graph.js", "text/javascript; charset=utf-8"),
     asset!("js/upload.js", "text/javascript; charset=utf-8"),
 ];
 
