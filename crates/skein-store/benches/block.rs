@@ -8,9 +8,12 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use skein_model::{AnyValue, Event, KeyValue, Resource, Scope, Span, SpanKind, Status, StatusCode, TraceId};
 use skein_store::block::new_block_id;
+use skein_store::block::write::{choose_layout, spans_to_batch, BlockKeys};
 use skein_store::{build_block, Store, StoreConfig, StoreError};
 
 const SPANS: usize = 50_000;
+/// The stages of `build_block` are measured on a head-sized input.
+const STAGE_SPANS: usize = 100_000;
 /// The columns a search reads first.
 const SCAN_COLUMNS: &[&str] = &[
     "trace_id",
@@ -89,7 +92,35 @@ fn block_scan(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, block_write, block_scan);
+/// The stages of a level-0 block build, one at a time: picking the layout and turning spans into
+/// Arrow columns (the rest of `build_block` is Parquet encoding, summaries and bloom).
+fn block_stages(c: &mut Criterion) {
+    let spans = gen::spans(STAGE_SPANS, 3);
+    let mut refs: Vec<&Span> = spans.iter().collect();
+    refs.sort_unstable_by_key(|s| (s.trace_id, s.start_unix_nano));
+    let layout = choose_layout(&refs);
+    println!(
+        "block stages: {} spans, {} dedicated columns",
+        refs.len(),
+        layout.dedicated.len()
+    );
+
+    let mut g = c.benchmark_group("block stages");
+    g.throughput(Throughput::Elements(STAGE_SPANS as u64));
+    g.sample_size(10);
+    g.bench_function("choose_layout", |b| b.iter(|| choose_layout(black_box(&refs))));
+    g.bench_function("spans_to_batch", |b| {
+        b.iter(|| {
+            let mut keys = BlockKeys::default();
+            refs.chunks(skein_store::block::ROW_GROUP_ROWS)
+                .map(|chunk| spans_to_batch(black_box(chunk), &layout, &mut keys).expect("batch"))
+                .count()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, block_write, block_stages, block_scan);
 criterion_main!(benches);
 
 /// Spans shaped like `skein load`'s: traces of 5–15 spans over a few services, 10–20
@@ -203,7 +234,6 @@ mod gen {
         });
         let base = 1_750_000_000_000_000_000u64;
         let mut out = Vec::with_capacity(n);
-        let mut next_span = 1u64;
         while out.len() < n {
             let size = (r.range(5, 15) as usize).min(n - out.len());
             let trace_id = (((r.next() as u128) << 64) | r.next() as u128 | 1).to_be_bytes();
@@ -293,9 +323,11 @@ mod gen {
                         dropped_attributes_count: 0,
                     });
                 }
+                // Random like a real SDK's (and the loader's): ids do not compress.
+                let span_id = (r.next() | 1).to_be_bytes();
                 out.push(Span {
                     trace_id,
-                    span_id: next_span.to_be_bytes(),
+                    span_id,
                     parent_span_id: parent,
                     flags: 1,
                     name,
@@ -309,7 +341,6 @@ mod gen {
                     scope: scope.clone(),
                     ..Default::default()
                 });
-                next_span += 1;
             }
         }
         out

@@ -1,7 +1,7 @@
 //! Compaction (merge small blocks into bigger ones, deduping spans) and retention (drop whole
 //! blocks by age and by total size).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -11,6 +11,7 @@ use skein_model::metrics;
 use skein_model::otlp::{pb, proto, wire};
 use skein_model::{KeyValue, SpanId, TraceId};
 
+use crate::block::fxhash::FxHashSet;
 use crate::block::read::typed_value;
 use crate::block::schema;
 use crate::block::write::{AttrSplitter, BlockKeys, TypedBuilder};
@@ -114,7 +115,10 @@ impl Store {
     }
 }
 
-/// Blocks merged by one compaction at most.
+/// Blocks merged by one compaction at most. (32 was tried: heads are cut at ~35,000 loader
+/// spans, so 8 inputs make ~270,000-span blocks that are merged once more, and 32 would
+/// skip that second merge — but the merge of 32 inputs raised the server's peak RSS from
+/// 657 to 832 MB, with no measurable ingest gain; see docs/benchmarks.md.)
 const MAX_INPUTS: usize = 8;
 /// Rows per input batch while merging (memory per input ≈ this many decoded rows).
 const MERGE_BATCH_ROWS: usize = 2048;
@@ -251,8 +255,9 @@ impl Normalizer {
             }
             let list = pb::common::v1::KeyValueList::decode(generic.value(i)).map_err(StoreError::decode)?;
             attrs.extend(proto::attrs_from(list.values));
-            let mut values = vec![None; splitter.width()];
-            let rest = splitter.split(&attrs, &mut values);
+            // The slow path (a layout change): fresh buffers per row borrow this row's attributes.
+            let (mut values, mut rest) = (vec![None; splitter.width()], Vec::new());
+            splitter.split(&attrs, &mut values, &mut rest);
             for (t, v) in typed.iter_mut().zip(&values) {
                 t.append(*v);
             }
@@ -260,7 +265,7 @@ impl Normalizer {
                 keys.generic.add(&kv.key);
             }
             buf.clear();
-            wire::key_value_list(rest, &mut buf);
+            wire::key_value_list(rest.iter().copied(), &mut buf);
             rest_col.append_value(&buf);
         }
         Ok((
@@ -301,7 +306,7 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
 
     let mut picks: Vec<(usize, usize)> = Vec::new();
     let mut current_trace: Option<TraceId> = None;
-    let mut seen: HashSet<SpanId> = HashSet::new();
+    let mut seen: FxHashSet<SpanId> = FxHashSet::default();
     loop {
         let mut best: Option<(usize, (TraceId, i64))> = None;
         for (i, c) in cursors.iter().enumerate() {

@@ -2,6 +2,7 @@
 //! filter over trace ids and a JSON meta, all under `blocks/<id>/` in the object store.
 
 pub mod bloom;
+pub(crate) mod fxhash;
 pub mod read;
 pub mod schema;
 pub mod write;

@@ -1,7 +1,7 @@
 //! Building a block: spans (sorted by trace id, start) → Parquet data file, trace summary
 //! table, bloom filter and meta.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -19,6 +19,7 @@ use skein_model::otlp::wire;
 use skein_model::{AnyValue, KeyValue, Span, SpanId, TraceId};
 
 use super::bloom::Bloom;
+use super::fxhash::FxHashMap;
 use super::schema::{self, Dedicated, HotType, Layout, HOT};
 use super::{BlockMeta, RowGroupMeta, ROW_GROUP_ROWS};
 use crate::StoreError;
@@ -33,6 +34,11 @@ fn zstd_level(level: u32) -> i32 {
     }
 }
 
+/// Rows per data page of the trace id column, and of every other column. Each page costs a
+/// header, index entries and a compressor start-up in each of ~60 columns.
+const TRACE_ID_PAGE_ROWS: usize = 1024;
+const OTHER_PAGE_ROWS: usize = 4096;
+
 fn props(level: u32) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
@@ -40,7 +46,9 @@ fn props(level: u32) -> WriterProperties {
         ))
         // Row groups are cut by BlockBuilder at trace boundaries, never inside a trace.
         .set_max_row_group_row_count(None)
-        .set_data_page_row_count_limit(1024)
+        .set_data_page_row_count_limit(OTHER_PAGE_ROWS)
+        // Small trace-id pages let a trace lookup skip most of a row group's pages.
+        .set_column_data_page_row_count_limit(ColumnPath::from(schema::TRACE_ID), TRACE_ID_PAGE_ROWS)
         .set_statistics_enabled(EnabledStatistics::Page);
     // Random ids and timestamps gain nothing from a dictionary; deltas shrink timestamps.
     for c in [schema::SPAN_ID, schema::PARENT_SPAN_ID] {
@@ -50,6 +58,22 @@ fn props(level: u32) -> WriterProperties {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+    }
+    // No reader prunes on these columns' min/max, and computing them compares every value
+    // (hundreds of bytes for a resource): page statistics for blobs and random ids cost CPU
+    // and footer bytes for nothing.
+    for c in [
+        schema::SPAN_ID,
+        schema::PARENT_SPAN_ID,
+        schema::RESOURCE,
+        schema::SCOPE,
+        schema::ATTRS,
+        schema::EVENTS,
+        schema::LINKS,
+        schema::STATUS_MESSAGE,
+        schema::TRACE_STATE,
+    ] {
+        b = b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
     }
     b.build()
 }
@@ -62,21 +86,25 @@ const DEDICATED_MIN_SHARE: f64 = 0.005;
 const DEDICATED_MIN_SPANS: usize = 32;
 /// Generic-column keys listed in the block meta; beyond this the list is dropped (unknown).
 const MAX_LISTED_GENERIC_KEYS: usize = 1024;
+/// `choose_layout` counts keys over at most about this many spans, evenly spread over the
+/// block: frequencies of 0.5% and up are estimated well from a few thousand spans, and
+/// counting every attribute of a 250,000-span head cost an eighth of the block build. A key
+/// the sample misses or misjudges only lands in the generic column, which is still searched.
+const LAYOUT_SAMPLE_SPANS: usize = 8192;
 
 /// Picks the span attribute keys that get a column of their own in a block of these spans:
 /// the most frequent (key, type) pairs, except the fixed hot keys which always have theirs.
 pub fn choose_layout(spans: &[&Span]) -> Layout {
-    let mut counts: HashMap<(&str, HotType), usize> = HashMap::new();
-    for s in spans {
+    let step = spans.len().div_ceil(LAYOUT_SAMPLE_SPANS).max(1);
+    let mut counts: FxHashMap<(&str, HotType), usize> = FxHashMap::default();
+    for s in spans.iter().step_by(step) {
         for kv in &s.attributes {
-            if schema::hot_index(&kv.key).is_some() {
-                continue;
-            }
             if let Some(t) = HotType::of(&kv.value) {
-                *counts.entry((kv.key.as_str(), t)).or_default() += 1;
+                *counts.entry((kv.key.as_str(), t)).or_default() += step;
             }
         }
     }
+    counts.retain(|(k, _), _| schema::hot_index(k).is_none());
     let min = DEDICATED_MIN_SPANS.max((spans.len() as f64 * DEDICATED_MIN_SHARE) as usize);
     let mut ranked: Vec<((&str, HotType), usize)> = counts.into_iter().filter(|(_, n)| *n >= min).collect();
     // Most frequent first; a key seen with two types keeps only its more frequent one.
@@ -148,11 +176,16 @@ pub(crate) enum TypedBuilder {
 
 impl TypedBuilder {
     pub(crate) fn new(t: HotType) -> TypedBuilder {
+        Self::with_capacity(t, 1024)
+    }
+
+    /// Sized for `rows` rows up front, so appending never regrows (and copies) the buffers.
+    pub(crate) fn with_capacity(t: HotType, rows: usize) -> TypedBuilder {
         match t {
-            HotType::Str => TypedBuilder::Str(StringBuilder::new()),
-            HotType::Int => TypedBuilder::Int(Int64Builder::new()),
-            HotType::Double => TypedBuilder::Double(Float64Builder::new()),
-            HotType::Bool => TypedBuilder::Bool(BooleanBuilder::new()),
+            HotType::Str => TypedBuilder::Str(StringBuilder::with_capacity(rows, rows * 16)),
+            HotType::Int => TypedBuilder::Int(Int64Builder::with_capacity(rows)),
+            HotType::Double => TypedBuilder::Double(Float64Builder::with_capacity(rows)),
+            HotType::Bool => TypedBuilder::Bool(BooleanBuilder::with_capacity(rows)),
         }
     }
 
@@ -183,14 +216,14 @@ impl TypedBuilder {
 /// Splits one span's attributes between typed columns and the generic remainder: the first
 /// value of a column's key and type goes to the column, everything else stays generic.
 pub(crate) struct AttrSplitter<'l> {
-    columns: HashMap<&'l str, (usize, HotType)>,
+    columns: FxHashMap<&'l str, (usize, HotType)>,
     width: usize,
 }
 
 impl<'l> AttrSplitter<'l> {
     /// Splits into the fixed hot columns (indices `0..HOT.len()`) and then `dedicated`.
     pub(crate) fn new(with_hot: bool, dedicated: &'l [Dedicated]) -> AttrSplitter<'l> {
-        let mut columns = HashMap::new();
+        let mut columns = FxHashMap::default();
         if with_hot {
             for (i, (_, key, t)) in HOT.iter().enumerate() {
                 columns.insert(*key, (i, *t));
@@ -211,15 +244,17 @@ impl<'l> AttrSplitter<'l> {
         self.width
     }
 
-    /// Fills `values` (one slot per typed column, borrowed — no value is copied) for one span;
-    /// returns the attributes left for the generic column.
+    /// Fills `values` (one slot per typed column, borrowed — no value is copied) for one span,
+    /// and `rest` with the attributes left for the generic column (both are overwritten, so
+    /// callers reuse them from span to span without allocating).
     pub(crate) fn split<'a>(
         &self,
         attrs: impl IntoIterator<Item = &'a KeyValue>,
         values: &mut [Option<&'a AnyValue>],
-    ) -> Vec<&'a KeyValue> {
+        rest: &mut Vec<&'a KeyValue>,
+    ) {
         values.iter_mut().for_each(|v| *v = None);
-        let mut rest = Vec::new();
+        rest.clear();
         for kv in attrs {
             match self.columns.get(kv.key.as_str()) {
                 Some(&(i, t)) if values[i].is_none() && HotType::of(&kv.value) == Some(t) => {
@@ -228,7 +263,6 @@ impl<'l> AttrSplitter<'l> {
                 _ => rest.push(kv),
             }
         }
-        rest
     }
 }
 
@@ -271,29 +305,33 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
     let mut start = Int64Builder::with_capacity(n);
     let mut duration = Int64Builder::with_capacity(n);
     let mut status_code = UInt8Builder::with_capacity(n);
-    let mut status_message = StringBuilder::new();
-    let mut trace_state = StringBuilder::new();
+    let mut status_message = StringBuilder::with_capacity(n, 0);
+    let mut trace_state = StringBuilder::with_capacity(n, 0);
     let mut flags = UInt32Builder::with_capacity(n);
     let mut service = StringBuilder::with_capacity(n, n * 8);
-    let mut resource = BinaryBuilder::new();
-    let mut scope = BinaryBuilder::new();
+    // Sized for typical spans so the big byte columns rarely regrow (each regrowth copies).
+    let mut resource = BinaryBuilder::with_capacity(n, n * 256);
+    let mut scope = BinaryBuilder::with_capacity(n, n * 16);
     let mut typed: Vec<TypedBuilder> = HOT
         .iter()
         .map(|(_, _, t)| *t)
         .chain(layout.dedicated.iter().map(|d| d.ty))
-        .map(TypedBuilder::new)
+        .map(|t| TypedBuilder::with_capacity(t, n))
         .collect();
-    let mut attrs = BinaryBuilder::new();
-    let mut events = BinaryBuilder::new();
-    let mut links = BinaryBuilder::new();
+    let mut attrs = BinaryBuilder::with_capacity(n, n * 8);
+    let mut events = BinaryBuilder::with_capacity(n, n * 128);
+    let mut links = BinaryBuilder::with_capacity(n, 0);
     let mut dropped = UInt64Builder::with_capacity(n);
 
-    // Resources and scopes are shared `Arc`s: encode each once per batch.
-    let mut last_res: Option<(*const skein_model::Resource, Vec<u8>)> = None;
-    let mut last_scope: Option<(*const skein_model::Scope, Vec<u8>)> = None;
+    // Resources and scopes are `Arc`s shared by the spans of one export request: encode each
+    // once per batch. Sorting by trace id interleaves requests, so remember them all, not
+    // just the previous span's.
+    let mut resources: FxHashMap<*const skein_model::Resource, (Vec<u8>, &str)> = FxHashMap::default();
+    let mut scopes: FxHashMap<*const skein_model::Scope, Vec<u8>> = FxHashMap::default();
     let mut buf = Vec::new();
     let splitter = AttrSplitter::new(true, &layout.dedicated);
     let mut values: Vec<Option<&AnyValue>> = vec![None; splitter.width()];
+    let mut rest: Vec<&KeyValue> = Vec::new();
 
     for s in spans {
         trace_id.append_value(s.trace_id).map_err(StoreError::arrow)?;
@@ -307,27 +345,25 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
         status_message.append_value(&s.status.message);
         trace_state.append_value(&s.trace_state);
         flags.append_value(s.flags);
-        service.append_value(s.service_name());
 
-        let rp = Arc::as_ptr(&s.resource);
-        if last_res.as_ref().is_none_or(|(p, _)| *p != rp) {
-            let mut b = Vec::new();
-            wire::resource(&s.resource, &mut b);
-            last_res = Some((rp, b));
+        let (res_bytes, service_name) = resources.entry(Arc::as_ptr(&s.resource)).or_insert_with(|| {
             for kv in &s.resource.attributes {
                 keys.resource.add(&kv.key);
             }
-        }
-        resource.append_value(&last_res.as_ref().expect("set above").1);
-        let sp = Arc::as_ptr(&s.scope);
-        if last_scope.as_ref().is_none_or(|(p, _)| *p != sp) {
+            let mut b = Vec::new();
+            wire::resource(&s.resource, &mut b);
+            (b, s.resource.service_name())
+        });
+        service.append_value(*service_name);
+        resource.append_value(res_bytes);
+        let scope_bytes = scopes.entry(Arc::as_ptr(&s.scope)).or_insert_with(|| {
             let mut b = Vec::new();
             wire::scope(&s.scope, &mut b);
-            last_scope = Some((sp, b));
-        }
-        scope.append_value(&last_scope.as_ref().expect("set above").1);
+            b
+        });
+        scope.append_value(scope_bytes);
 
-        let rest = splitter.split(&s.attributes, &mut values);
+        splitter.split(&s.attributes, &mut values, &mut rest);
         for (b, v) in typed.iter_mut().zip(&values) {
             b.append(*v);
         }
@@ -335,7 +371,7 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
             keys.generic.add(&kv.key);
         }
         buf.clear();
-        wire::key_value_list(rest, &mut buf);
+        wire::key_value_list(rest.iter().copied(), &mut buf);
         attrs.append_value(&buf);
 
         buf.clear();
@@ -490,10 +526,49 @@ pub struct BlockBuilder {
     services: BTreeMap<String, BTreeSet<(String, u8)>>,
     /// Rows in the open row group.
     group_rows: usize,
-    /// Span id → position within the current trace, for parent offsets.
-    trace_positions: HashMap<SpanId, u32>,
-    /// Rows of the current trace so far.
-    trace_rows: u32,
+    /// Span ids of the current trace's rows so far, for parent offsets.
+    trace_spans: TraceSpans,
+}
+
+/// The span ids of one trace's rows, to find a parent's row. Most traces are small enough
+/// that scanning back beats hashing (and clearing a map per trace); a big trace gets an index.
+#[derive(Default)]
+struct TraceSpans {
+    ids: Vec<SpanId>,
+    /// Span id → its latest row; built once the trace outgrows a scan.
+    index: Option<FxHashMap<SpanId, u32>>,
+}
+
+impl TraceSpans {
+    const SCAN_LIMIT: usize = 64;
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.index = None;
+    }
+
+    fn len(&self) -> u32 {
+        self.ids.len() as u32
+    }
+
+    /// The latest row holding span `id` (a repeated id — Zipkin's shared spans — points
+    /// children at its latest row: same id).
+    fn position(&self, id: &SpanId) -> Option<u32> {
+        match &self.index {
+            Some(index) => index.get(id).copied(),
+            None => self.ids.iter().rposition(|x| x == id).map(|p| p as u32),
+        }
+    }
+
+    fn push(&mut self, id: SpanId) {
+        let row = self.ids.len() as u32;
+        self.ids.push(id);
+        if let Some(index) = &mut self.index {
+            index.insert(id, row);
+        } else if self.ids.len() > Self::SCAN_LIMIT {
+            self.index = Some(self.ids.iter().enumerate().map(|(i, x)| (*x, i as u32)).collect());
+        }
+    }
 }
 
 impl BlockBuilder {
@@ -525,8 +600,7 @@ impl BlockBuilder {
             summaries: Vec::new(),
             services: BTreeMap::new(),
             group_rows: 0,
-            trace_positions: HashMap::new(),
-            trace_rows: 0,
+            trace_spans: TraceSpans::default(),
         })
     }
 
@@ -568,8 +642,7 @@ impl BlockBuilder {
                     self.summaries.push(done);
                 }
                 self.current = Some(TraceSummary::new(tid));
-                self.trace_positions.clear();
-                self.trace_rows = 0;
+                self.trace_spans.clear();
                 if self.group_rows >= self.row_group_rows {
                     cuts.push(i);
                     self.group_rows = 0;
@@ -596,8 +669,8 @@ impl BlockBuilder {
                 .value(i)
                 .try_into()
                 .map_err(|_| StoreError::corrupt("parent id width"))?;
-            let position = self.trace_rows;
-            match self.trace_positions.get(&parent) {
+            let position = self.trace_spans.len();
+            match self.trace_spans.position(&parent) {
                 Some(p) if parent != [0; 8] => {
                     parent_offsets.append_value(position - p);
                     parent_ids.append_null();
@@ -615,9 +688,7 @@ impl BlockBuilder {
                 .value(i)
                 .try_into()
                 .map_err(|_| StoreError::corrupt("span id width"))?;
-            // A repeated id (Zipkin's shared spans) points children at its latest row: same id.
-            self.trace_positions.insert(span_id, position);
-            self.trace_rows += 1;
+            self.trace_spans.push(span_id);
 
             let service = services.value(i);
             let name = names.value(i);
@@ -777,4 +848,102 @@ pub(crate) fn i64s<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a Int64Array, St
 }
 pub(crate) fn binaries<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a BinaryArray, StoreError> {
     column(b, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scan and the index (past `SCAN_LIMIT` rows) answer like a plain map of latest rows,
+    /// repeated ids included.
+    #[test]
+    fn trace_spans_find_the_latest_row_of_an_id_small_and_big() {
+        let mut spans = TraceSpans::default();
+        let mut reference: std::collections::HashMap<SpanId, u32> = Default::default();
+        let id = |i: u64| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1).to_be_bytes();
+        for row in 0..300u64 {
+            // Every 7th row repeats an earlier id (Zipkin's shared client/server spans).
+            let sid = if row % 7 == 6 { id(row / 2) } else { id(row) };
+            for probe in [id(row / 3), id(row / 2), id(row + 1000)] {
+                assert_eq!(spans.position(&probe), reference.get(&probe).copied(), "row {row}");
+            }
+            assert_eq!(spans.len(), row as u32);
+            spans.push(sid);
+            reference.insert(sid, row as u32);
+        }
+        assert!(spans.index.is_some(), "a 300-span trace is indexed");
+        spans.clear();
+        assert_eq!(spans.len(), 0);
+        assert_eq!(spans.position(&id(1)), None);
+        assert!(spans.index.is_none());
+    }
+
+    fn span_with(attrs: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    /// On a block far bigger than the sample, frequent keys still get columns and rare ones
+    /// (under 0.5% of spans) do not; hot keys keep their fixed columns.
+    #[test]
+    fn sampled_layout_keeps_frequent_keys_and_drops_rare_ones() {
+        let n = 100_000usize;
+        let spans: Vec<Span> = (0..n)
+            .map(|i| {
+                let mut attrs = vec![
+                    KeyValue::string("everywhere", "x"),
+                    KeyValue::string("http.route", "/r"),
+                ];
+                if i % 50 == 0 {
+                    attrs.push(KeyValue::new("two.percent", AnyValue::Int(i as i64)));
+                }
+                if i % 2000 == 0 {
+                    attrs.push(KeyValue::new("rare", AnyValue::Bool(true)));
+                }
+                span_with(attrs)
+            })
+            .collect();
+        let refs: Vec<&Span> = spans.iter().collect();
+        let layout = choose_layout(&refs);
+        let keys: Vec<(&str, HotType)> = layout.dedicated.iter().map(|d| (d.key.as_str(), d.ty)).collect();
+        assert_eq!(keys, vec![("everywhere", HotType::Str), ("two.percent", HotType::Int)]);
+    }
+
+    /// Spans of several requests (distinct resource `Arc`s) interleaved by the sort keep their
+    /// own resource and service.
+    #[test]
+    fn interleaved_resources_keep_their_own_service() {
+        let res = |name: &str| {
+            Arc::new(skein_model::Resource {
+                attributes: vec![KeyValue::string("service.name", name)],
+                dropped_attributes_count: 0,
+            })
+        };
+        let (a, b) = (res("a"), res("b"));
+        let spans: Vec<Span> = (0..10u8)
+            .map(|i| Span {
+                trace_id: [i + 1; 16],
+                span_id: [i + 1; 8],
+                resource: if i % 2 == 0 { a.clone() } else { b.clone() },
+                ..Default::default()
+            })
+            .collect();
+        let refs: Vec<&Span> = spans.iter().collect();
+        let mut keys = BlockKeys::default();
+        let batch = spans_to_batch(&refs, &Layout::fixed(), &mut keys).expect("batch");
+        let services = strings(&batch, schema::SERVICE).expect("service column");
+        let resources = binaries(&batch, schema::RESOURCE).expect("resource column");
+        for (i, span) in spans.iter().enumerate() {
+            let want = if i % 2 == 0 { "a" } else { "b" };
+            assert_eq!(services.value(i), want);
+            let mut encoded = Vec::new();
+            wire::resource(&span.resource, &mut encoded);
+            assert_eq!(resources.value(i), encoded.as_slice());
+        }
+        assert_eq!(keys.resource.into_list(), Some(vec!["service.name".to_string()]));
+    }
 }
