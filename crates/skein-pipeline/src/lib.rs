@@ -123,6 +123,10 @@ pub struct Pipeline {
     inflight_units: u64,
     /// Counts accepted root spans for adaptive remote sampling, when it is on.
     root_spans: Option<Arc<sampling::RootSpanCounter>>,
+    /// Drops spans of traces sampled out at ingest, before the WAL.
+    head_sampler: Option<Arc<sampling::head::HeadSampler>>,
+    /// When set, spans wait in the store for a tail-sampling decision on their trace.
+    tail_sampler: Option<Arc<sampling::tail::TailSampler>>,
 }
 
 /// Memory reservation for a request; released when dropped.
@@ -139,7 +143,22 @@ impl Pipeline {
             limits: Arc::new(limits),
             store,
             root_spans: None,
+            head_sampler: None,
+            tail_sampler: None,
         }
+    }
+
+    /// Samples at ingest (consistent probability, parent-based, per-service rate limits).
+    pub fn with_head_sampler(mut self, sampler: Arc<sampling::head::HeadSampler>) -> Self {
+        self.head_sampler = Some(sampler).filter(|s| s.enabled());
+        self
+    }
+
+    /// Holds spans for tail-sampling decisions (the sampler must already be started on this
+    /// pipeline's store).
+    pub fn with_tail_sampler(mut self, sampler: Arc<sampling::tail::TailSampler>) -> Self {
+        self.tail_sampler = Some(sampler);
+        self
     }
 
     /// Feeds every accepted batch's root spans to `counter` (adaptive remote sampling).
@@ -213,13 +232,33 @@ impl Pipeline {
         for r in &outcome.rejected {
             m.rejected(r.error.reason(), 1);
         }
-        let unchanged = truncated == 0 && outcome.rejected.is_empty();
-        let n = spans.len();
         if let Some(counter) = &self.root_spans {
+            // What SDKs send, before skein's own sampling: adaptive remote sampling steers them.
             counter.observe(&spans);
         }
-        match self.store.append_encoded(spans, encoded.filter(|_| unchanged)).await {
+        let sampled = match &self.head_sampler {
+            Some(sampler) => sampler.apply(&mut spans),
+            None => Default::default(),
+        };
+        // The client's bytes can be the WAL record only if the spans are exactly what it sent.
+        let unchanged =
+            truncated == 0 && outcome.rejected.is_empty() && sampled.removed == 0 && sampled.tracestate_updated == 0;
+        let n = spans.len();
+        let encoded = encoded.filter(|_| unchanged);
+        let stored = match &self.tail_sampler {
+            None => self.store.append_encoded(spans, encoded).await,
+            Some(tail) => match tail.admit(self.store.pending_stats()) {
+                Err(why) => Err(StoreError::Overloaded(why)),
+                Ok(()) => {
+                    let r = self.store.append_pending(spans, encoded).await;
+                    tail.after_append(self.store.pending_stats());
+                    r
+                }
+            },
+        };
+        match stored {
             Ok(()) => {
+                // Sampled-out spans are accepted (the client must not retry them), not stored.
                 outcome.accepted = n;
                 m.accepted.add(n as u64);
                 m.request(if outcome.rejected.is_empty() { "ok" } else { "partial" });

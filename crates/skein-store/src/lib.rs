@@ -9,6 +9,7 @@ pub mod backend;
 pub mod block;
 pub mod compact;
 pub mod head;
+pub mod pending;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use tokio::sync::oneshot;
 use backend::Backend;
 use block::{BlockBuilder, BlockHandle, BlockMeta};
 use head::{Head, HeadView};
+use pending::{DueTrace, Pending, PendingBounds, PendingStats};
 
 pub fn now_unix_nano() -> u64 {
     std::time::SystemTime::now()
@@ -138,6 +140,10 @@ struct State {
     head: Head,
     frozen: Vec<Arc<Frozen>>,
     blocks: Vec<Arc<BlockHandle>>,
+    /// Spans waiting for a tail-sampling decision (durable, not yet queryable).
+    pending: Pending,
+    /// Tail sampling is on: pending spans are carried across head cuts.
+    holding: bool,
 }
 
 struct Metrics {
@@ -154,6 +160,11 @@ struct Metrics {
     queue_depth: Gauge,
     cuts: Counter,
     replay_truncated: Counter,
+    pending_traces: Gauge,
+    pending_spans: Gauge,
+    pending_bytes: Gauge,
+    late_kept: Counter,
+    late_dropped: Counter,
 }
 
 impl Metrics {
@@ -180,6 +191,31 @@ impl Metrics {
                 "Bytes of torn or corrupt WAL tails truncated during replay",
                 &[],
             ),
+            pending_traces: metrics::gauge(
+                "skein_tail_sampling_buffered_traces",
+                "Traces buffered while they wait for a tail-sampling decision",
+                &[],
+            ),
+            pending_spans: metrics::gauge(
+                "skein_tail_sampling_buffered_spans",
+                "Spans buffered while their trace waits for a tail-sampling decision",
+                &[],
+            ),
+            pending_bytes: metrics::gauge(
+                "skein_tail_sampling_buffered_bytes",
+                "Estimated bytes of spans waiting for a tail-sampling decision",
+                &[],
+            ),
+            late_kept: metrics::counter(
+                "skein_tail_sampling_late_spans_total",
+                "Spans that arrived after their trace was decided and followed the decision",
+                &[("decision", "sampled")],
+            ),
+            late_dropped: metrics::counter(
+                "skein_tail_sampling_late_spans_total",
+                "Spans that arrived after their trace was decided and followed the decision",
+                &[("decision", "dropped")],
+            ),
         }
     }
 }
@@ -188,6 +224,13 @@ enum WalMsg {
     Append {
         payload: bytes::Bytes,
         spans: Vec<Span>,
+        /// The spans wait for a tail-sampling decision instead of entering the head.
+        pending: bool,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Tail-sampling decisions: written to the WAL, then applied.
+    Decide {
+        decisions: Vec<(TraceId, bool)>,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
     Cut(oneshot::Sender<()>),
@@ -252,6 +295,7 @@ impl Store {
             .collect();
 
         let mut head = Head::default();
+        let mut pending = Pending::default();
         let segments = wal::list_segments(&wal_dir)?;
         let started = Instant::now();
         let mut replayed = 0usize;
@@ -267,12 +311,9 @@ impl Store {
                 tracing::warn!(segment = %path.display(), bytes = r.truncated_bytes, "truncated a torn WAL tail");
                 metrics.replay_truncated.add(r.truncated_bytes);
             }
+            let now = Instant::now();
             for rec in r.records {
-                let req = pb::collector::trace::v1::ExportTraceServiceRequest::decode(rec.as_slice())
-                    .map_err(StoreError::decode)?;
-                let decoded = proto::decode_request(req);
-                replayed += decoded.batch.spans.len();
-                head.insert(decoded.batch.spans);
+                replayed += replay_record(&rec, &mut head, &mut pending, now)?;
             }
             head.wal_segments.push(seq);
         }
@@ -293,6 +334,8 @@ impl Store {
                 head,
                 frozen: Vec::new(),
                 blocks,
+                pending,
+                holding: false,
             }),
             metrics,
             runtime: tokio::runtime::Handle::current(),
@@ -323,6 +366,25 @@ impl Store {
         spans: Vec<Span>,
         encoded: Option<bytes::Bytes>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        self.queue_append(spans, encoded, false)
+    }
+
+    /// Like `try_append`, but the spans wait (durably, not yet queryable) for a tail-sampling
+    /// decision on their trace — unless their trace was already decided, then they follow it.
+    pub fn try_append_pending(
+        &self,
+        spans: Vec<Span>,
+        encoded: Option<bytes::Bytes>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        self.queue_append(spans, encoded, true)
+    }
+
+    fn queue_append(
+        &self,
+        spans: Vec<Span>,
+        encoded: Option<bytes::Bytes>,
+        pending: bool,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (done, rx) = oneshot::channel();
         if spans.is_empty() {
             let _ = done.send(Ok(()));
@@ -339,7 +401,12 @@ impl Store {
             skein_model::otlp::wire::export_request(spans.iter(), &mut buf);
             buf.into()
         });
-        match self.inner.tx.try_send(WalMsg::Append { payload, spans, done }) {
+        match self.inner.tx.try_send(WalMsg::Append {
+            payload,
+            spans,
+            pending,
+            done,
+        }) {
             Ok(()) => {
                 self.inner.metrics.queue_depth.add(1);
                 Ok(rx)
@@ -354,6 +421,70 @@ impl Store {
         self.append_encoded(spans, None).await
     }
 
+    /// Appends spans that wait for a tail-sampling decision, and waits until durable.
+    pub async fn append_pending(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
+        self.try_append_pending(spans, encoded)?
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Turns tail sampling's holding area on (spans appended as pending are carried across head
+    /// cuts until decided) with decision caches of the given sizes — or off, which moves every
+    /// span still pending (for example replayed from the WAL) into the head: nothing is lost.
+    pub fn hold_for_decisions(&self, caches: Option<(usize, usize)>) {
+        let mut st = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        match caches {
+            Some((kept, dropped)) => {
+                st.pending.set_cache_sizes(kept, dropped);
+                st.holding = true;
+            }
+            None => {
+                st.holding = false;
+                let spans = st.pending.drain_all();
+                st.head.insert(spans);
+            }
+        }
+        drop(st);
+        self.inner.update_gauges();
+    }
+
+    /// Hands out traces ready for a decision: no new span for `quiet_for`, or the oldest while
+    /// the buffer is over `bounds`. They stay durable until `decide` is applied.
+    pub fn take_due(&self, quiet_for: Duration, bounds: PendingBounds, max: usize) -> Vec<DueTrace> {
+        let mut st = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        st.pending.take_due(Instant::now(), quiet_for, bounds, max)
+    }
+
+    /// Records tail-sampling decisions in the WAL and applies them: kept traces enter the head,
+    /// dropped ones are discarded. Waits for room in the WAL queue (never refused for load:
+    /// a decision only ever shrinks memory), blocking the calling thread — call it from a
+    /// thread of its own, not from the async runtime. Resolves once applied.
+    pub fn decide(
+        &self,
+        decisions: Vec<(TraceId, bool)>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        if decisions.is_empty() {
+            let _ = done.send(Ok(()));
+            return Ok(rx);
+        }
+        self.inner
+            .tx
+            .send(WalMsg::Decide { decisions, done })
+            .map_err(|_| StoreError::ShuttingDown)?;
+        self.inner.metrics.queue_depth.add(1);
+        Ok(rx)
+    }
+
+    pub fn pending_stats(&self) -> PendingStats {
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .stats()
+    }
+
     /// Like `append`, with the spans' OTLP encoding already at hand (see `try_append`).
     pub async fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
         self.try_append(spans, encoded)?
@@ -364,7 +495,9 @@ impl Store {
     /// How many spans of `trace_id` the head holds (for the per-trace span limit).
     pub fn head_spans_in_trace(&self, trace_id: &TraceId) -> usize {
         let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
-        st.head.spans_in_trace(trace_id) + st.frozen.iter().map(|f| f.head.spans_in_trace(trace_id)).sum::<usize>()
+        st.head.spans_in_trace(trace_id)
+            + st.frozen.iter().map(|f| f.head.spans_in_trace(trace_id)).sum::<usize>()
+            + st.pending.spans_in_trace(trace_id)
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -510,15 +643,23 @@ impl Inner {
             .block_spans
             .set(st.blocks.iter().map(|b| b.meta.span_count).sum::<u64>() as i64);
         self.metrics.pending_blocks.set(st.frozen.len() as i64);
+        let p = st.pending.stats();
+        self.metrics.pending_traces.set(p.traces as i64);
+        self.metrics.pending_spans.set(p.spans as i64);
+        self.metrics.pending_bytes.set(p.bytes as i64);
     }
 
-    fn head_due(&self) -> bool {
+    fn head_due(&self, segment: &wal::Segment) -> bool {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         let h = &st.head;
-        !h.is_empty()
-            && (h.spans >= self.cfg.head_max_spans
-                || h.bytes as u64 >= self.cfg.head_max_bytes
-                || h.created.elapsed() >= self.cfg.head_max_age)
+        if h.is_empty() {
+            // Tail sampling may drop everything for a while: the WAL still has to rotate, or
+            // it would grow without bound with spans nobody keeps.
+            return st.holding && segment.len > segment.base_len && h.created.elapsed() >= self.cfg.head_max_age;
+        }
+        h.spans >= self.cfg.head_max_spans
+            || h.bytes as u64 >= self.cfg.head_max_bytes
+            || h.created.elapsed() >= self.cfg.head_max_age
     }
 }
 
@@ -538,6 +679,41 @@ pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandl
     let bloom =
         block::bloom::Bloom::from_bytes(&bloom_bytes).ok_or_else(|| StoreError::corrupt(format!("bloom of {id}")))?;
     Ok(BlockHandle::new(meta, bloom, backend.clone()))
+}
+
+fn decode_spans(otlp: &[u8]) -> Result<Vec<Span>, StoreError> {
+    let req = pb::collector::trace::v1::ExportTraceServiceRequest::decode(otlp).map_err(StoreError::decode)?;
+    Ok(proto::decode_request(req).batch.spans)
+}
+
+/// Replays one WAL record into the head and the pending buffer; returns the spans it held.
+fn replay_record(rec: &[u8], head: &mut Head, pending: &mut Pending, now: Instant) -> Result<usize, StoreError> {
+    if rec.first() != Some(&pending::RECORD_MARK) {
+        let spans = decode_spans(rec)?;
+        let n = spans.len();
+        head.insert(spans);
+        return Ok(n);
+    }
+    let body = rec.get(2..).unwrap_or_default();
+    match rec.get(1) {
+        Some(&pending::PENDING) => {
+            let spans = decode_spans(body)?;
+            let n = spans.len();
+            head.insert(pending.admit(spans, now));
+            Ok(n)
+        }
+        Some(&pending::DECISIONS) => {
+            head.insert(pending.apply(&pending::parse_decisions(body)?));
+            Ok(0)
+        }
+        Some(&pending::SNAPSHOT) => {
+            let (decisions, otlp) = pending::parse_snapshot(body)?;
+            let spans = decode_spans(otlp)?;
+            pending.restore_snapshot(&decisions, spans, now);
+            Ok(0)
+        }
+        other => Err(StoreError::corrupt(format!("unknown WAL record kind {other:?}"))),
+    }
 }
 
 /// Builds a block from spans in memory (sorting them by trace id, start).
@@ -585,6 +761,21 @@ pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) ->
 
 const MAX_GROUP_BYTES: usize = 32 << 20;
 
+/// A WAL record of one queued message.
+enum Record {
+    /// An OTLP request, marked as waiting for a decision when `pending`.
+    Otlp { payload: bytes::Bytes, pending: bool },
+    /// A record already in its final form (decisions).
+    Raw(Vec<u8>),
+}
+
+/// What a queued message does once its record is durable.
+enum Work {
+    Head(Vec<Span>),
+    Pending(Vec<Span>),
+    Decide(Vec<(TraceId, bool)>),
+}
+
 fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment: wal::Segment) {
     let mut framed = Vec::with_capacity(1 << 20);
     let mut shutdown: Option<oneshot::Sender<()>> = None;
@@ -601,9 +792,24 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
         let mut next = first;
         while let Some(msg) = next.take() {
             match msg {
-                WalMsg::Append { payload, spans, done } => {
+                WalMsg::Append {
+                    payload,
+                    spans,
+                    pending,
+                    done,
+                } => {
                     bytes += payload.len();
-                    appends.push((payload, spans, done));
+                    let work = if pending {
+                        Work::Pending(spans)
+                    } else {
+                        Work::Head(spans)
+                    };
+                    appends.push((Record::Otlp { payload, pending }, work, done));
+                }
+                WalMsg::Decide { decisions, done } => {
+                    let payload = pending::decisions_record(&decisions);
+                    bytes += payload.len();
+                    appends.push((Record::Raw(payload), Work::Decide(decisions), done));
                 }
                 WalMsg::Cut(tx) => force_cut.push(tx),
                 WalMsg::Shutdown(tx) => shutdown = Some(tx),
@@ -616,8 +822,17 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
 
         if !appends.is_empty() {
             framed.clear();
-            for (payload, _, _) in &appends {
-                wal::encode_record(payload, &mut framed);
+            for (record, _, _) in &appends {
+                match record {
+                    Record::Otlp {
+                        payload,
+                        pending: false,
+                    } => wal::encode_record(payload, &mut framed),
+                    Record::Otlp { payload, pending: true } => {
+                        wal::encode_record_parts(&[pending::RECORD_MARK, pending::PENDING], payload, &mut framed)
+                    }
+                    Record::Raw(payload) => wal::encode_record(payload, &mut framed),
+                }
             }
             let t = Instant::now();
             let res = segment.append_durable(&framed);
@@ -627,12 +842,21 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
                     inner.metrics.wal_bytes.add(framed.len() as u64);
                     inner.metrics.wal_records.add(appends.len() as u64);
                     let mut acks = Vec::with_capacity(appends.len());
+                    let now = Instant::now();
                     {
                         let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
-                        for (_, spans, done) in appends {
-                            st.head.insert(spans);
+                        let st = &mut *st;
+                        for (_, work, done) in appends {
+                            match work {
+                                Work::Head(spans) => st.head.insert(spans),
+                                Work::Pending(spans) => st.head.insert(st.pending.admit(spans, now)),
+                                Work::Decide(decisions) => st.head.insert(st.pending.apply(&decisions)),
+                            }
                             acks.push(done);
                         }
+                        let (kept, dropped) = std::mem::take(&mut st.pending.late);
+                        inner.metrics.late_kept.add(kept);
+                        inner.metrics.late_dropped.add(dropped);
                     }
                     for done in acks {
                         let _ = done.send(Ok(()));
@@ -640,14 +864,19 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "WAL append failed; requests are refused, not acknowledged");
-                    for (_, _, done) in appends {
+                    let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
+                    for (_, work, done) in appends {
+                        if let Work::Decide(decisions) = work {
+                            // Not recorded, so not applied: the traces wait to be decided again.
+                            st.pending.untake(&decisions);
+                        }
                         let _ = done.send(Err(StoreError::Internal(format!("WAL write failed: {e}"))));
                     }
                 }
             }
         }
 
-        let cut = !force_cut.is_empty() || shutdown.is_some() || inner.head_due();
+        let cut = !force_cut.is_empty() || shutdown.is_some() || inner.head_due(&segment);
         if cut {
             match cut_head(&inner, &mut segment) {
                 Ok(()) => {}
@@ -667,14 +896,51 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
 
 /// Rotates the WAL and freezes the head; a task turns the frozen head into a block.
 fn cut_head(inner: &Arc<Inner>, segment: &mut wal::Segment) -> Result<(), StoreError> {
-    {
+    let head_empty = {
         let st = inner.state.read().unwrap_or_else(|e| e.into_inner());
-        if st.head.is_empty() {
+        if st.head.is_empty() && !(st.holding && segment.len > segment.base_len) {
             return Ok(());
         }
+        st.head.is_empty()
+    };
+    let mut new_segment = wal::Segment::create(&inner.wal_dir, segment.seq + 1)?;
+    {
+        // Spans still waiting for a decision live only in the segments this cut retires: copy
+        // them (and the decision cache) into the new segment before anything can delete those.
+        let st = inner.state.read().unwrap_or_else(|e| e.into_inner());
+        if st.holding {
+            let record = st.pending.snapshot_record();
+            drop(st);
+            let mut framed = Vec::with_capacity(record.len() + wal::HEADER_LEN);
+            wal::encode_record(&record, &mut framed);
+            if let Err(e) = new_segment.append_durable(&framed) {
+                // Leave no half-written snapshot behind for the next attempt to append after.
+                let _ = wal::remove_segment(&inner.wal_dir, new_segment.seq);
+                return Err(e);
+            }
+            new_segment.base_len = new_segment.len;
+            inner.metrics.wal_bytes.add(framed.len() as u64);
+            inner.metrics.wal_records.inc();
+        }
     }
-    let new_segment = wal::Segment::create(&inner.wal_dir, segment.seq + 1)?;
     let old = std::mem::replace(segment, new_segment);
+    if head_empty {
+        // Nothing to write as a block: the spans the old segments held were dropped by tail
+        // sampling or are still pending, and so in the new segment's snapshot.
+        let retired = {
+            let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut fresh = Head::default();
+            fresh.wal_segments.push(segment.seq);
+            std::mem::replace(&mut st.head, fresh).wal_segments
+        };
+        drop(old);
+        for seq in retired {
+            if let Err(e) = wal::remove_segment(&inner.wal_dir, seq) {
+                tracing::warn!(segment = seq, error = %e, "could not delete a retired WAL segment");
+            }
+        }
+        return Ok(());
+    }
     let frozen = {
         let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Head::default();

@@ -39,11 +39,21 @@ pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Frames a record whose payload is `prefix` followed by `body`, without joining them first.
+pub fn encode_record_parts(prefix: &[u8], body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&((prefix.len() + body.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c_append(crc32c::crc32c(prefix), body).to_le_bytes());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(body);
+}
+
 /// The segment being appended to.
 pub struct Segment {
     pub seq: u64,
     file: File,
     pub len: u64,
+    /// Length right after the segment was opened (and a pending snapshot written into it).
+    pub base_len: u64,
     path: PathBuf,
 }
 
@@ -58,7 +68,13 @@ impl Segment {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         // Make the new file's name durable too.
         sync_dir(dir)?;
-        Ok(Segment { seq, file, len, path })
+        Ok(Segment {
+            seq,
+            file,
+            len,
+            base_len: len,
+            path,
+        })
     }
 
     /// Appends already-framed records and makes them durable with one fdatasync.

@@ -114,6 +114,10 @@ pub struct SamplingConfig {
     pub reload_interval: std::time::Duration,
     /// Adaptive per-operation probabilities from observed root-span throughput (off by default).
     pub adaptive: skein_pipeline::sampling::AdaptiveConfig,
+    /// Sampling at ingest, before the WAL (off by default: keep everything).
+    pub head: skein_pipeline::sampling::head::HeadSamplingConfig,
+    /// Tail-based sampling: whole traces decided by policies (on when policies are listed).
+    pub tail: skein_pipeline::sampling::tail::TailSamplingConfig,
 }
 
 impl Default for SamplingConfig {
@@ -123,6 +127,8 @@ impl Default for SamplingConfig {
             strategies_file: String::new(),
             reload_interval: std::time::Duration::from_secs(10),
             adaptive: Default::default(),
+            head: Default::default(),
+            tail: Default::default(),
         }
     }
 }
@@ -202,7 +208,18 @@ pub fn load(
     let cfg: Config = toml::Value::Table(root)
         .try_into()
         .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+    validate(&cfg)?;
     Ok(cfg)
+}
+
+/// Checks what the types alone cannot (ranges, policies), so `skein config` reports the same
+/// errors `skein serve` would.
+fn validate(cfg: &Config) -> anyhow::Result<()> {
+    let invalid = |e: String| anyhow::anyhow!("invalid configuration: {e}");
+    cfg.sampling.adaptive.validate().map_err(invalid)?;
+    cfg.sampling.head.validate().map_err(invalid)?;
+    cfg.sampling.tail.validate().map_err(invalid)?;
+    Ok(())
 }
 
 pub fn to_toml(cfg: &Config) -> anyhow::Result<String> {

@@ -2,6 +2,7 @@
 //! signal and shuts down in order (stop accepting, cut the head into a block).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -44,11 +45,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// server in-process and stops it itself).
 pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // Sampling configuration errors stop the start before anything is opened.
+    let head_sampler =
+        skein_pipeline::sampling::head::HeadSampler::new(&cfg.sampling.head).map_err(anyhow::Error::msg)?;
+    cfg.sampling.tail.validate().map_err(anyhow::Error::msg)?;
     let store = skein_store::Store::open(&cfg.data_dir, cfg.store.clone())
         .await
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
     let maintenance = store.start_maintenance();
-    let pipeline = skein_pipeline::Pipeline::new(cfg.limits.clone(), store.clone());
+    let mut pipeline =
+        skein_pipeline::Pipeline::new(cfg.limits.clone(), store.clone()).with_head_sampler(Arc::new(head_sampler));
+    let tail_sampler = if cfg.sampling.tail.enabled() {
+        let t = skein_pipeline::sampling::tail::TailSampler::start(store.clone(), &cfg.sampling.tail)
+            .map_err(anyhow::Error::msg)?;
+        let t = Arc::new(t);
+        pipeline = pipeline.with_tail_sampler(t.clone());
+        tracing::info!(
+            policies = cfg.sampling.tail.policies.len(),
+            decision_wait = ?cfg.sampling.tail.decision_wait,
+            pending = store.pending_stats().traces,
+            "tail sampling on"
+        );
+        Some(t)
+    } else {
+        // Spans a previous run left waiting for a decision are kept.
+        store.hold_for_decisions(None);
+        None
+    };
     let engine = skein_query::QueryEngine::new(store.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -201,6 +224,10 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     strategies_reloader.abort();
     if let Some(t) = adaptive_task {
         t.abort();
+    }
+    if let Some(t) = tail_sampler {
+        // Undecided traces stay in the WAL and are decided after the next start.
+        let _ = tokio::task::spawn_blocking(move || t.stop()).await;
     }
     store.shutdown().await.context("flushing the store")?;
     tracing::info!("stopped cleanly");

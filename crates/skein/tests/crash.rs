@@ -8,11 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, hex, Server};
+use common::{eventually, hex, otlp_request, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 const TRACES_PER_REQUEST: usize = 4;
@@ -54,38 +53,40 @@ fn batch(seq: u64) -> (ExportTraceServiceRequest, Vec<[u8; 16]>) {
             });
         }
     }
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("crash-test".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }],
-    };
+    let req = otlp_request("crash-test", spans);
     (req, ids)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_load_loses_no_acknowledged_span() {
-    let dir = tempfile::tempdir().unwrap();
     let sets = [
         "store.head_max_spans=3000",
         "store.compaction_interval=1s",
         "store.compaction_target_spans=20000",
     ];
+    kill_during_load(&sets, false).await;
+}
+
+/// The same promise while every span first waits for a tail-sampling decision: pending spans
+/// are carried across WAL rotations and decided after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_load_with_tail_sampling_loses_no_acknowledged_span() {
+    let sets = [
+        "store.head_max_spans=3000",
+        "store.head_max_age=1s",
+        "store.compaction_interval=1s",
+        "store.compaction_target_spans=20000",
+        "sampling.tail.decision_wait=300ms",
+        "sampling.tail.num_traces=500",
+        r#"sampling.tail.policies=[{name = "all", type = "always_sample"}]"#,
+    ];
+    kill_during_load(&sets, true).await;
+}
+
+async fn kill_during_load(sets: &[&str], tail_sampling: bool) {
+    let dir = tempfile::tempdir().unwrap();
     for round in 0..3 {
-        let s = Server::start(dir.path(), &sets);
+        let s = Server::start(dir.path(), sets);
         let url = format!("{}/v1/traces", s.http_url());
         let acked: Arc<Mutex<Vec<[u8; 16]>>> = Arc::default();
         let client = reqwest::Client::new();
@@ -128,8 +129,23 @@ async fn sigkill_during_load_loses_no_acknowledged_span() {
         }
         let acked: Vec<[u8; 16]> = acked.lock().unwrap().clone();
 
-        let s = Server::start(dir.path(), &sets);
+        let s = Server::start(dir.path(), sets);
         let client = reqwest::Client::new();
+        if tail_sampling {
+            // Replayed traces wait for their decision again before they are queryable.
+            eventually("replayed traces to be decided", Duration::from_secs(120), || async {
+                let m = reqwest::get(format!("{}/metrics", s.query_url()))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                m.lines()
+                    .any(|l| l == "skein_tail_sampling_buffered_traces 0")
+                    .then_some(())
+            })
+            .await;
+        }
         let mut missing: HashMap<String, String> = HashMap::new();
         for id in &acked {
             let url = format!("{}/api/traces/{}", s.query_url(), hex(id));
