@@ -12,10 +12,8 @@ mod common;
 use std::collections::HashSet;
 use std::process::Command;
 
-use common::{hex, otlp_request, Server};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use common::{hex, metrics, post_otlp, rid, Server};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 
 const SETS: &[&str] = &[
     "sampling.head.probability=0.25",
@@ -30,10 +28,6 @@ fn kept_at_quarter(trace_id: &[u8; 16]) -> bool {
 
 fn unhex<const N: usize>(s: &str) -> [u8; N] {
     std::array::from_fn(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-}
-
-fn rid<const N: usize>() -> [u8; N] {
-    std::array::from_fn(|_| fastrand::u8(1..))
 }
 
 fn span(trace_id: [u8; 16], span_id: [u8; 8], trace_state: &str, flags: u32) -> Span {
@@ -52,20 +46,6 @@ fn span(trace_id: [u8; 16], span_id: [u8; 8], trace_state: &str, flags: u32) -> 
         end_time_unix_nano: now + 1_000_000,
         ..Default::default()
     }
-}
-
-/// Posts one request; every span must be accepted (sampled out is not rejected).
-async fn post(client: &reqwest::Client, s: &Server, spans: Vec<Span>) {
-    let r = client
-        .post(format!("{}/v1/traces", s.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(otlp_request("checkout", spans).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
-    assert!(resp.partial_success.is_none(), "{:?}", resp.partial_success);
 }
 
 /// The stored spans' tracestates (one per span), or `None` when the trace is not stored.
@@ -95,19 +75,14 @@ async fn stored(client: &reqwest::Client, s: &Server, id: &[u8; 16]) -> Option<V
     )
 }
 
-async fn metrics(s: &Server) -> String {
-    reqwest::get(format!("{}/metrics", s.query_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// Posts one request; every span must be accepted (sampled out is not rejected).
+async fn post(client: &reqwest::Client, s: &Server, spans: Vec<Span>) {
+    let resp = post_otlp(client, s, "checkout", spans).await;
+    assert!(resp.partial_success.is_none(), "{:?}", resp.partial_success);
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+fn value(text: &str, series: &str) -> f64 {
+    common::metric(text, series).unwrap_or_else(|| panic!("no {series} in /metrics"))
 }
 
 /// OpenTelemetry's decisions: (trace id, span id, sampled, tracestate) for `n` new traces.
@@ -227,7 +202,7 @@ async fn agrees_with_opentelemetry_and_honours_the_sampled_flag() {
 
     let m = metrics(&s).await;
     let dropped = |reason: &str| {
-        metric(
+        value(
             &m,
             &format!("skein_head_sampling_spans_dropped_total{{reason=\"{reason}\"}}"),
         )
@@ -236,16 +211,16 @@ async fn agrees_with_opentelemetry_and_honours_the_sampled_flag() {
     assert_eq!(dropped("parent_not_sampled"), 100.0);
     assert_eq!(dropped("rate_limit"), 0.0);
     assert_eq!(
-        metric(&m, "skein_head_sampling_spans_kept_total"),
+        value(&m, "skein_head_sampling_spans_kept_total"),
         (sdk_kept.len() + 100) as f64
     );
     assert_eq!(
-        metric(&m, "skein_head_sampling_service_probability_ppm{service=\"checkout\"}"),
+        value(&m, "skein_head_sampling_service_probability_ppm{service=\"checkout\"}"),
         1_000_000.0
     );
     // Sampled-out spans count as accepted by the protocol, not rejected.
     assert_eq!(
-        metric(&m, "skein_spans_received_total{protocol=\"otlp_http_protobuf\"}"),
+        value(&m, "skein_spans_received_total{protocol=\"otlp_http_protobuf\"}"),
         3200.0
     );
 

@@ -8,9 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, hex, otlp_request, Server};
+use common::{eventually, hex, metric, metrics, post_otlp, rid, Server};
 use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
-use prost::Message;
 
 const POLICIES: &str = r#"sampling.tail.policies=[
   {name = "errors", type = "status_code", status_code = {status_codes = ["ERROR"]}},
@@ -37,10 +36,6 @@ fn now_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-}
-
-fn rid<const N: usize>() -> [u8; N] {
-    std::array::from_fn(|_| fastrand::u8(1..))
 }
 
 fn new_trace(kind: Kind) -> Trace {
@@ -82,17 +77,6 @@ fn child_spans(t: &Trace) -> Vec<Span> {
     ]
 }
 
-async fn post(client: &reqwest::Client, s: &Server, spans: Vec<Span>) {
-    let r = client
-        .post(format!("{}/v1/traces", s.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(otlp_request("checkout", spans).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-}
-
 async fn span_count(client: &reqwest::Client, s: &Server, id: &[u8; 16]) -> usize {
     let r = client
         .get(format!("{}/api/traces/{}", s.query_url(), hex(id)))
@@ -104,20 +88,6 @@ async fn span_count(client: &reqwest::Client, s: &Server, id: &[u8; 16]) -> usiz
     }
     let v: serde_json::Value = r.json().await.unwrap();
     v["data"][0]["spans"].as_array().map_or(0, Vec::len)
-}
-
-async fn metrics(s: &Server) -> String {
-    reqwest::get(format!("{}/metrics", s.query_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Waits until nothing is buffered: every trace sent so far has been decided.
@@ -147,7 +117,7 @@ async fn keeps_errors_and_slow_traces_and_a_fair_share_of_the_rest() {
 
     // Children first, roots in a later request: a decision covers spans from both.
     for chunk in traces.chunks(250) {
-        post(&client, &s, chunk.iter().flat_map(child_spans).collect()).await;
+        post_otlp(&client, &s, "checkout", chunk.iter().flat_map(child_spans).collect()).await;
     }
     let m = metrics(&s).await;
     assert!(
@@ -155,7 +125,7 @@ async fn keeps_errors_and_slow_traces_and_a_fair_share_of_the_rest() {
         "spans wait for a decision: {m}"
     );
     for chunk in traces.chunks(250) {
-        post(&client, &s, chunk.iter().map(root_span).collect()).await;
+        post_otlp(&client, &s, "checkout", chunk.iter().map(root_span).collect()).await;
     }
     all_decided(&s).await;
 
@@ -194,9 +164,10 @@ async fn keeps_errors_and_slow_traces_and_a_fair_share_of_the_rest() {
         .chain(kept_bulk.iter().copied().take(10))
         .chain(dropped_bulk.iter().copied().take(10))
         .collect();
-    post(
+    post_otlp(
         &client,
         &s,
+        "checkout",
         late.iter()
             .map(|t| span(t, rid(), Some(t.root), "late", 30, 1, false))
             .collect(),
@@ -248,9 +219,15 @@ async fn traces_waiting_for_a_decision_survive_sigkill_and_are_decided_after_res
     let errors: Vec<Trace> = (0..40).map(|_| new_trace(Kind::Error)).collect();
     let bulk: Vec<Trace> = (0..40).map(|_| new_trace(Kind::Bulk)).collect();
     let all: Vec<&Trace> = errors.iter().chain(&bulk).collect();
-    post(&client, &s, all.iter().flat_map(|t| child_spans(t)).collect()).await;
+    post_otlp(
+        &client,
+        &s,
+        "checkout",
+        all.iter().flat_map(|t| child_spans(t)).collect(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    post(&client, &s, all.iter().map(|t| root_span(t)).collect()).await;
+    post_otlp(&client, &s, "checkout", all.iter().map(|t| root_span(t)).collect()).await;
     assert_eq!(span_count(&client, &s, &errors[0].id).await, 0, "not decided yet");
     s.kill9();
 

@@ -224,3 +224,46 @@ pub fn otlp_request(
         }],
     }
 }
+
+/// A random id with no zero bytes (never the invalid all-zero id).
+pub fn rid<const N: usize>() -> [u8; N] {
+    std::array::from_fn(|_| fastrand::u8(1..))
+}
+
+/// POSTs `spans` of one service as OTLP/HTTP protobuf; the server must answer 200. Returns the
+/// decoded response (partial success, if any).
+pub async fn post_otlp(
+    client: &reqwest::Client,
+    s: &Server,
+    service: &str,
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse {
+    use prost::Message;
+    let r = client
+        .post(format!("{}/v1/traces", s.http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(otlp_request(service, spans).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(body).unwrap()
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics(s: &Server) -> String {
+    reqwest::get(format!("{}/metrics", s.query_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// One series' value in `/metrics` text, e.g. `metric(&m, "skein_head_spans")`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
