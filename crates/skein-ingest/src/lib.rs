@@ -2,6 +2,7 @@
 //! hands it to the pipeline; nothing past this crate knows which protocol a span came from.
 
 pub mod body;
+mod grpc;
 pub mod http;
 pub mod jaeger;
 pub mod otlp;

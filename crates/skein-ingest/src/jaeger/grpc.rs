@@ -1,5 +1,5 @@
-//! `jaeger.api_v2.CollectorService/PostSpans` on tonic, written by hand (no protoc): a small
-//! `tower::Service` that routes the one method through `tonic::server::Grpc` with prost.
+//! `jaeger.api_v2.CollectorService/PostSpans` on tonic, written by hand (no protoc): the one
+//! method routed through `crate::grpc::unary` with prost.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -7,10 +7,9 @@ use std::task::{Context, Poll};
 use prost::Message;
 use skein_model::jaeger::proto::{self, PostSpansRequest, PostSpansResponse};
 use skein_pipeline::{Pipeline, ProtocolMetrics};
-use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::server::NamedService;
+use tonic::Status;
 
 use crate::otlp::grpc::submit_status;
 
@@ -60,18 +59,6 @@ impl NamedService for CollectorServer {
     const NAME: &'static str = "jaeger.api_v2.CollectorService";
 }
 
-struct PostSpans(Arc<Collector>);
-
-impl UnaryService<PostSpansRequest> for PostSpans {
-    type Response = PostSpansResponse;
-    type Future = BoxFuture<Response<PostSpansResponse>, Status>;
-
-    fn call(&mut self, request: Request<PostSpansRequest>) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move { inner.post_spans(request.into_inner()).await.map(Response::new) })
-    }
-}
-
 impl<B> tower::Service<http::Request<B>> for CollectorServer
 where
     B: Body + Send + 'static,
@@ -86,19 +73,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != proto::POST_SPANS_PATH {
-            return Box::pin(async move { Ok(Status::unimplemented("unknown method").into_http()) });
-        }
-        let method = PostSpans(self.inner.clone());
-        let max = self.max_request_bytes;
-        Box::pin(async move {
-            let mut accept = EnabledCompressionEncodings::default();
-            accept.enable(CompressionEncoding::Gzip);
-            accept.enable(CompressionEncoding::Zstd);
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<PostSpansResponse, PostSpansRequest>::default())
-                .apply_compression_config(accept, EnabledCompressionEncodings::default())
-                .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(method, req).await)
-        })
+        let codec = tonic_prost::ProstCodec::<PostSpansResponse, PostSpansRequest>::default();
+        crate::grpc::unary(
+            req,
+            proto::POST_SPANS_PATH,
+            codec,
+            self.max_request_bytes,
+            self.inner.clone(),
+            |c, r| async move { c.post_spans(r).await },
+        )
     }
 }

@@ -12,10 +12,10 @@ use skein_model::otlp::pb::collector::trace::v1::{
 };
 use skein_model::otlp::proto;
 use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Code, Request, Response, Status};
+use tonic::server::NamedService;
+use tonic::{Code, Status};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -71,18 +71,6 @@ impl NamedService for OtlpGrpc {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-struct Export(Arc<Exporter>);
-
-impl UnaryService<RawExport> for Export {
-    type Response = ExportTraceServiceResponse;
-    type Future = BoxFuture<Response<ExportTraceServiceResponse>, Status>;
-
-    fn call(&mut self, request: Request<RawExport>) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move { inner.export(request.into_inner()).await.map(Response::new) })
-    }
-}
-
 /// Prost for the response; for the request, the bytes are kept and then decoded.
 #[derive(Default)]
 struct RawCodec;
@@ -130,22 +118,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != EXPORT_PATH {
-            return Box::pin(async move { Ok(Status::unimplemented("unknown method").into_http()) });
-        }
-        let method = Export(self.inner.clone());
-        let max = self.max_request_bytes;
-        Box::pin(async move {
-            let mut accept = EnabledCompressionEncodings::default();
-            accept.enable(CompressionEncoding::Gzip);
-            accept.enable(CompressionEncoding::Zstd);
-            let mut send = EnabledCompressionEncodings::default();
-            send.enable(CompressionEncoding::Gzip);
-            let mut grpc = Grpc::new(RawCodec)
-                .apply_compression_config(accept, send)
-                .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(method, req).await)
-        })
+        crate::grpc::unary(
+            req,
+            EXPORT_PATH,
+            RawCodec,
+            self.max_request_bytes,
+            self.inner.clone(),
+            |e, raw| async move { e.export(raw).await },
+        )
     }
 }
 
