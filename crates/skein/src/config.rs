@@ -218,7 +218,7 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     let invalid = |e: String| anyhow::anyhow!("invalid configuration: {e}");
     cfg.sampling.adaptive.validate().map_err(invalid)?;
     cfg.sampling.head.validate().map_err(invalid)?;
-    cfg.sampling.tail.validate().map_err(invalid)?;
+    cfg.sampling.tail.policies().map_err(invalid)?;
     Ok(())
 }
 

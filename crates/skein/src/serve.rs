@@ -48,15 +48,15 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     // Sampling configuration errors stop the start before anything is opened.
     let head_sampler =
         skein_pipeline::sampling::head::HeadSampler::new(&cfg.sampling.head).map_err(anyhow::Error::msg)?;
-    cfg.sampling.tail.validate().map_err(anyhow::Error::msg)?;
+    let tail_policies = cfg.sampling.tail.policies().map_err(anyhow::Error::msg)?;
     let store = skein_store::Store::open(&cfg.data_dir, cfg.store.clone())
         .await
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
     let maintenance = store.start_maintenance();
     let mut pipeline =
         skein_pipeline::Pipeline::new(cfg.limits.clone(), store.clone()).with_head_sampler(Arc::new(head_sampler));
-    let tail_sampler = if cfg.sampling.tail.enabled() {
-        let t = skein_pipeline::sampling::tail::TailSampler::start(store.clone(), &cfg.sampling.tail)
+    let tail_sampler = if let Some(policies) = tail_policies {
+        let t = skein_pipeline::sampling::tail::TailSampler::start(store.clone(), &cfg.sampling.tail, policies)
             .map_err(anyhow::Error::msg)?;
         let t = Arc::new(t);
         pipeline = pipeline.with_tail_sampler(t.clone());

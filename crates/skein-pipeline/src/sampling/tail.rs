@@ -61,11 +61,11 @@ impl TailSamplingConfig {
         }
     }
 
-    /// Checks everything but starting the sampler; the error names the key. Nothing to check
-    /// while tail sampling is off.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the configuration and builds its policies (`None` while tail sampling is off);
+    /// the error names the key or the policy and field.
+    pub fn policies(&self) -> Result<Option<Policies>, String> {
         if !self.enabled() {
-            return Ok(());
+            return Ok(None);
         }
         if self.num_traces == 0 {
             return Err("sampling.tail.num_traces must be at least 1".into());
@@ -76,7 +76,7 @@ impl TailSamplingConfig {
         if self.decision_wait.is_zero() {
             return Err("sampling.tail.decision_wait must be more than 0s".into());
         }
-        Policies::new(&self.policies).map(|_| ())
+        Policies::new(&self.policies).map(Some)
     }
 }
 
@@ -110,10 +110,9 @@ pub struct TailSampler {
 }
 
 impl TailSampler {
-    /// Turns the store's holding area on and starts deciding.
-    pub fn start(store: Store, cfg: &TailSamplingConfig) -> Result<TailSampler, String> {
-        cfg.validate()?;
-        let mut policies = Policies::new(&cfg.policies)?;
+    /// Turns the store's holding area on and starts deciding with `policies` (built from `cfg`
+    /// by [`TailSamplingConfig::policies`]).
+    pub fn start(store: Store, cfg: &TailSamplingConfig, mut policies: Policies) -> Result<TailSampler, String> {
         store.hold_for_decisions(Some((
             cfg.decision_cache.sampled_cache_size,
             cfg.decision_cache.non_sampled_cache_size,
