@@ -896,13 +896,12 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
 
 /// Rotates the WAL and freezes the head; a task turns the frozen head into a block.
 fn cut_head(inner: &Arc<Inner>, segment: &mut wal::Segment) -> Result<(), StoreError> {
-    let head_empty = {
+    {
         let st = inner.state.read().unwrap_or_else(|e| e.into_inner());
         if st.head.is_empty() && !(st.holding && segment.len > segment.base_len) {
             return Ok(());
         }
-        st.head.is_empty()
-    };
+    }
     let mut new_segment = wal::Segment::create(&inner.wal_dir, segment.seq + 1)?;
     {
         // Spans still waiting for a decision live only in the segments this cut retires: copy
@@ -924,33 +923,33 @@ fn cut_head(inner: &Arc<Inner>, segment: &mut wal::Segment) -> Result<(), StoreE
         }
     }
     let old = std::mem::replace(segment, new_segment);
-    if head_empty {
-        // Nothing to write as a block: the spans the old segments held were dropped by tail
-        // sampling or are still pending, and so in the new segment's snapshot.
-        let retired = {
-            let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
-            let mut fresh = Head::default();
-            fresh.wal_segments.push(segment.seq);
-            std::mem::replace(&mut st.head, fresh).wal_segments
-        };
-        drop(old);
-        for seq in retired {
-            if let Err(e) = wal::remove_segment(&inner.wal_dir, seq) {
-                tracing::warn!(segment = seq, error = %e, "could not delete a retired WAL segment");
-            }
-        }
-        return Ok(());
-    }
     let frozen = {
         let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Head::default();
         fresh.wal_segments.push(segment.seq);
         let head = std::mem::replace(&mut st.head, fresh);
-        let f = Arc::new(Frozen { head });
-        st.frozen.push(f.clone());
-        f
+        if head.is_empty() {
+            Err(head.wal_segments)
+        } else {
+            let f = Arc::new(Frozen { head });
+            st.frozen.push(f.clone());
+            Ok(f)
+        }
     };
     drop(old);
+    let frozen = match frozen {
+        Ok(f) => f,
+        Err(retired) => {
+            // Nothing to write as a block: the spans the old segments held were dropped by tail
+            // sampling or are still pending, and so in the new segment's snapshot.
+            for seq in retired {
+                if let Err(e) = wal::remove_segment(&inner.wal_dir, seq) {
+                    tracing::warn!(segment = seq, error = %e, "could not delete a retired WAL segment");
+                }
+            }
+            return Ok(());
+        }
+    };
     inner.metrics.cuts.inc();
     let inner = inner.clone();
     let rt = inner.runtime.clone();
