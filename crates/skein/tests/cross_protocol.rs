@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use common::{eventually, hex, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
 use prost::Message;
 use serde_json::{json, Value};
 use skein_model::otlp::json::base64_encode;
@@ -59,39 +57,21 @@ impl Planned {
     }
 }
 
-fn otlp(trace: [u8; 16], spans: &[(&Planned, SpanKind)]) -> ExportTraceServiceRequest {
-    let service = spans[0].0.service;
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(service.into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: spans
-                    .iter()
-                    .map(|(p, kind)| Span {
-                        trace_id: trace.to_vec(),
-                        span_id: p.span_id.to_vec(),
-                        parent_span_id: p.parent.map(|x| x.to_vec()).unwrap_or_default(),
-                        name: p.name.into(),
-                        kind: *kind as i32,
-                        start_time_unix_nano: p.start_us * 1000,
-                        end_time_unix_nano: (p.start_us + p.duration_us) * 1000,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }],
-    }
+fn otlp(trace: [u8; 16], planned: &[(&Planned, SpanKind)]) -> ExportTraceServiceRequest {
+    let spans = planned
+        .iter()
+        .map(|(p, kind)| Span {
+            trace_id: trace.to_vec(),
+            span_id: p.span_id.to_vec(),
+            parent_span_id: p.parent.map(|x| x.to_vec()).unwrap_or_default(),
+            name: p.name.into(),
+            kind: *kind as i32,
+            start_time_unix_nano: p.start_us * 1000,
+            end_time_unix_nano: (p.start_us + p.duration_us) * 1000,
+            ..Default::default()
+        })
+        .collect();
+    common::otlp_request(planned[0].0.service, spans)
 }
 
 fn zipkin_json(trace: [u8; 16], p: &Planned, kind: &str) -> Value {
