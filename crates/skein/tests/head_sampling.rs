@@ -50,16 +50,7 @@ fn span(trace_id: [u8; 16], span_id: [u8; 8], trace_state: &str, flags: u32) -> 
 
 /// The stored spans' tracestates (one per span), or `None` when the trace is not stored.
 async fn stored(client: &reqwest::Client, s: &Server, id: &[u8; 16]) -> Option<Vec<String>> {
-    let r = client
-        .get(format!("{}/api/traces/{}", s.query_url(), hex(id)))
-        .send()
-        .await
-        .unwrap();
-    if r.status() == 404 {
-        return None;
-    }
-    let v: serde_json::Value = r.json().await.unwrap();
-    let spans = v["data"][0]["spans"].as_array()?;
+    let spans = common::jaeger_spans(client, s, id).await?;
     Some(
         spans
             .iter()

@@ -78,16 +78,7 @@ fn child_spans(t: &Trace) -> Vec<Span> {
 }
 
 async fn span_count(client: &reqwest::Client, s: &Server, id: &[u8; 16]) -> usize {
-    let r = client
-        .get(format!("{}/api/traces/{}", s.query_url(), hex(id)))
-        .send()
-        .await
-        .unwrap();
-    if r.status() == 404 {
-        return 0;
-    }
-    let v: serde_json::Value = r.json().await.unwrap();
-    v["data"][0]["spans"].as_array().map_or(0, Vec::len)
+    common::jaeger_spans(client, s, id).await.map_or(0, |spans| spans.len())
 }
 
 /// Waits until nothing is buffered: every trace sent so far has been decided.

@@ -267,3 +267,17 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// A trace's spans from the Jaeger HTTP API (`/api/traces/{id}`), or `None` on 404.
+pub async fn jaeger_spans(client: &reqwest::Client, s: &Server, id: &[u8; 16]) -> Option<Vec<serde_json::Value>> {
+    let r = client
+        .get(format!("{}/api/traces/{}", s.query_url(), hex(id)))
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 404 {
+        return None;
+    }
+    let v: serde_json::Value = r.json().await.unwrap();
+    Some(v["data"][0]["spans"].as_array().cloned().unwrap_or_default())
+}
