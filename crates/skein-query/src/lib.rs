@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
+use futures::StreamExt;
 use skein_model::metrics;
 use skein_model::otlp::{pb, proto};
 use skein_model::*;
@@ -124,8 +125,17 @@ impl QueryEngine {
         let mut spans = loop {
             let (mut spans, blocks) = self.store.trace_sources(id);
             let mut failed = None;
-            for b in blocks {
-                match b.trace(id).await {
+            // Blocks whose bloom admits the id (one, plus ~1% false positives per block) are
+            // read in parallel.
+            let reads: Vec<_> = blocks
+                .into_iter()
+                .map(|b| {
+                    let id = *id;
+                    BlockRead::spawn(async move { b.trace(&id).await })
+                })
+                .collect();
+            for read in reads {
+                match read.join().await {
                     Ok(s) => spans.extend(s),
                     Err(e) => {
                         failed = Some(e);
@@ -164,13 +174,11 @@ impl QueryEngine {
     async fn search_once(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
         let t = std::time::Instant::now();
         let snap = self.store.snapshot();
-        let mut hits: HashSet<TraceId> = HashSet::new();
-        // trace → start of its newest matching span, for early termination over blocks.
+        // trace → start of its newest matching span.
         let mut newest: HashMap<TraceId, u64> = HashMap::new();
         for h in &snap.heads {
             for s in h.spans() {
                 if q.matches_span(s) {
-                    hits.insert(s.trace_id);
                     let e = newest.entry(s.trace_id).or_insert(0);
                     *e = (*e).max(s.start_unix_nano);
                 }
@@ -179,11 +187,27 @@ impl QueryEngine {
         // Newest blocks first; stop once `limit` hits are newer than anything older blocks hold.
         // (A trace's start can only be earlier than its matching span's, so ordering across the
         // cut-off is by the matching spans — exact for traces that live in one block.)
-        let mut blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| block_may_match(&b.meta, q)).collect();
+        // Blocks are scanned on all cores, a few ahead of the one being merged; a scan that
+        // turns out not to be needed is aborted.
+        let mut blocks: Vec<Arc<BlockHandle>> = snap
+            .blocks
+            .iter()
+            .filter(|b| block_may_match(&b.meta, q))
+            .cloned()
+            .collect();
         blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_end));
-        for (i, b) in blocks.iter().enumerate() {
-            for (t, start) in search_block(b, q).await? {
-                hits.insert(t);
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let shared = Arc::new(q.clone());
+        let mut scans = std::collections::VecDeque::new();
+        let mut queued = blocks.iter();
+        for i in 0..blocks.len() {
+            while scans.len() < parallel {
+                let Some(b) = queued.next().cloned() else { break };
+                let q = shared.clone();
+                scans.push_back(BlockRead::spawn(async move { search_block(&b, &q).await }));
+            }
+            let Some(scan) = scans.pop_front() else { break };
+            for (t, start) in scan.join().await? {
                 let e = newest.entry(t).or_insert(0);
                 *e = (*e).max(start);
             }
@@ -196,6 +220,16 @@ impl QueryEngine {
                 }
             }
         }
+        drop(scans);
+        // As Jaeger's span-index backends do: the `limit` traces with the newest matching
+        // spans, then ordered by trace start. Summaries for every hit would cost far more
+        // than the scan when an attribute is common.
+        let mut chosen: Vec<(TraceId, u64)> = newest.into_iter().collect();
+        if q.limit > 0 && chosen.len() > q.limit {
+            chosen.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            chosen.truncate(q.limit);
+        }
+        let hits: HashSet<TraceId> = chosen.into_iter().map(|(t, _)| t).collect();
         let mut summaries = self.summaries_of(&hits, &snap).await?;
         summaries.sort_by(|a, b| b.start.cmp(&a.start).then(a.trace_id.cmp(&b.trace_id)));
         if q.limit > 0 {
@@ -223,12 +257,18 @@ impl QueryEngine {
         for (id, spans) in head_spans {
             merged.insert(id, TraceSummary::from_spans(id, spans));
         }
-        for b in &snap.blocks {
-            let wanted: HashSet<TraceId> = ids.iter().filter(|id| b.may_contain(id)).copied().collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            for s in b.summaries(Some(&wanted)).await? {
+        // Every block whose bloom admits one of the ids, read in parallel.
+        let reads: Vec<BlockRead<Vec<TraceSummary>>> = snap
+            .blocks
+            .iter()
+            .filter_map(|b| {
+                let wanted: HashSet<TraceId> = ids.iter().filter(|id| b.may_contain(id)).copied().collect();
+                let b = b.clone();
+                (!wanted.is_empty()).then(|| BlockRead::spawn(async move { b.summaries(Some(&wanted)).await }))
+            })
+            .collect();
+        for read in reads {
+            for s in read.join().await? {
                 match merged.get_mut(&s.trace_id) {
                     Some(m) => m.merge(&s),
                     None => {
@@ -451,181 +491,299 @@ fn downcast<'a, T: 'static>(b: &'a RecordBatch, n: &str) -> Result<&'a T, StoreE
         .ok_or_else(|| StoreError::corrupt(format!("column {n} missing or of the wrong type")))
 }
 
-/// Scans the columns a query needs in one block and returns the trace ids with a matching span.
+/// A block read on its own task, so reads of several blocks use every core; cancelled when
+/// dropped unjoined (a search that stops early).
+struct BlockRead<T>(tokio::task::JoinHandle<Result<T, StoreError>>);
+
+impl<T: Send + 'static> BlockRead<T> {
+    fn spawn(read: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static) -> BlockRead<T> {
+        BlockRead(tokio::spawn(read))
+    }
+
+    async fn join(mut self) -> Result<T, StoreError> {
+        (&mut self.0)
+            .await
+            .map_err(|e| StoreError::Internal(format!("block read failed: {e}")))?
+    }
+}
+
+impl<T> Drop for BlockRead<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Scans one block for spans that match and returns their trace ids, each with the start of
+/// its newest matching span. Only the columns the conditions need are decoded for every row;
+/// trace id and start are decoded just for the rows that match.
 async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
     let (lo, hi) = q.window();
     let groups = row_groups_in_window(b, lo, hi);
     if groups.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut cols = vec![schema::TRACE_ID, schema::START, schema::DURATION];
-    if q.service.is_some() {
-        cols.push(schema::SERVICE);
-    }
-    if q.operation.is_some() {
-        cols.push(schema::NAME);
-    }
-    if q.span_kind.is_some() {
-        cols.push(schema::KIND);
-    }
-    if q.error.is_some() || q.attributes.iter().any(|(k, _)| k == "error") {
-        cols.push(schema::STATUS_CODE);
-    }
-    // The generic column is the widest: read it only for keys that can be in it.
-    let need_generic = q.attributes.iter().any(|(k, _)| b.meta.generic_may_contain(k));
-    if need_generic {
-        cols.push(schema::ATTRS);
-    }
-    // Per-block dedicated columns of the queried keys.
-    let dedicated: Vec<(String, schema::Dedicated)> = q
-        .attributes
-        .iter()
-        .filter_map(|(k, _)| b.meta.dedicated.iter().find(|d| &d.key == k))
-        .map(|d| (d.column(), d.clone()))
-        .collect();
-    // Resources are dictionary pages on disk but one value per row once decoded: skip them
-    // unless a queried key is a resource key in this block.
-    if q.attributes.iter().any(|(k, _)| b.meta.resource_may_contain(k)) {
-        cols.push(schema::RESOURCE);
-    }
-    if !q.attributes.is_empty() {
-        for (k, _) in &q.attributes {
-            if let Some(i) = schema::hot_index(k) {
-                if !cols.contains(&HOT[i].0) {
-                    cols.push(HOT[i].0);
-                }
-            }
-        }
-        for (c, _) in &dedicated {
-            if !cols.contains(&c.as_str()) {
-                cols.push(c);
-            }
-        }
-    }
+    let matcher = RowMatcher::new(&b.meta, q);
+    let filter = matcher.columns();
+    let filter: Vec<&str> = filter.iter().map(String::as_str).collect();
+    let mut stream = b
+        .scan_where(
+            &filter,
+            move |batch| matcher.select(&batch),
+            &[schema::TRACE_ID, schema::START],
+            groups,
+        )
+        .await?;
     let mut out: HashMap<TraceId, u64> = HashMap::new();
-    for batch in b.scan(&cols, Some(groups)).await? {
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
         let tid = fixed_col(&batch, schema::TRACE_ID)?;
         let st = i64_col(&batch, schema::START)?;
-        let du = i64_col(&batch, schema::DURATION)?;
-        let svc = q
-            .service
-            .as_ref()
-            .map(|_| string_col(&batch, schema::SERVICE))
-            .transpose()?;
-        let name = q
-            .operation
-            .as_ref()
-            .map(|_| string_col(&batch, schema::NAME))
-            .transpose()?;
-        let kind = batch
-            .column_by_name(schema::KIND)
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
-        let status = batch
-            .column_by_name(schema::STATUS_CODE)
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
-        let attrs = batch
-            .column_by_name(schema::ATTRS)
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
-        let res = batch
-            .column_by_name(schema::RESOURCE)
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
-        let mut res_cache: HashMap<&[u8], Vec<KeyValue>> = HashMap::new();
         for i in 0..batch.num_rows() {
             let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
             let s = st.value(i) as u64;
-            if s < lo || s > hi || out.get(&t).is_some_and(|seen| *seen >= s) {
-                continue;
-            }
-            let d = du.value(i) as u64;
-            if q.min_duration_nano.is_some_and(|m| d < m) || q.max_duration_nano.is_some_and(|m| d > m) {
-                continue;
-            }
-            if let (Some(want), Some(col)) = (&q.service, svc) {
-                if col.value(i) != want {
-                    continue;
-                }
-            }
-            if let (Some(want), Some(col)) = (&q.operation, name) {
-                if col.value(i) != want {
-                    continue;
-                }
-            }
-            if let (Some(want), Some(col)) = (q.span_kind, kind) {
-                if col.value(i) != want as u8 {
-                    continue;
-                }
-            }
-            let is_error = status.is_some_and(|c| c.value(i) == StatusCode::Error as u8);
-            if q.error.is_some_and(|e| e != is_error) {
-                continue;
-            }
-            if !q.attributes.is_empty() {
-                let mut generic: Option<Vec<KeyValue>> = None;
-                let all = q.attributes.iter().all(|(k, v)| {
-                    if k == "error" && v == "true" && is_error {
-                        return true;
-                    }
-                    // A key whose value sits in its typed column (hot or dedicated) is in the
-                    // generic column only as a second copy: decode that only when listed.
-                    let typed = schema::hot_index(k).map(|h| (HOT[h].0, HOT[h].2)).or_else(|| {
-                        dedicated
-                            .iter()
-                            .find(|(_, d)| &d.key == k)
-                            .map(|(c, d)| (c.as_str(), d.ty))
-                    });
-                    if let Some((c, t)) = typed {
-                        if let Some(col) = batch.column_by_name(c) {
-                            if !col.is_null(i) && typed_matches(col.as_ref(), t, i, v) {
-                                return true;
-                            }
-                        }
-                    }
-                    if b.meta.generic_may_contain(k) {
-                        let g = generic.get_or_insert_with(|| {
-                            attrs
-                                .and_then(|a| <pb::common::v1::KeyValueList as prost::Message>::decode(a.value(i)).ok())
-                                .map(|l| proto::attrs_from(l.values))
-                                .unwrap_or_default()
-                        });
-                        if attr_matches(g, k, v) {
-                            return true;
-                        }
-                    }
-                    let Some(r) = res else { return false };
-                    let ra = res_cache.entry(r.value(i)).or_insert_with(|| {
-                        <pb::resource::v1::Resource as prost::Message>::decode(r.value(i))
-                            .map(|r| proto::resource_from(r).attributes)
-                            .unwrap_or_default()
-                    });
-                    attr_matches(ra, k, v)
-                });
-                if !all {
-                    continue;
-                }
-            }
-            out.insert(t, s);
+            let newest = out.entry(t).or_insert(s);
+            *newest = (*newest).max(s);
         }
     }
     Ok(out)
 }
 
-fn typed_matches(col: &dyn Array, t: HotType, i: usize, want: &str) -> bool {
-    match t {
-        HotType::Str => col
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .is_some_and(|a| a.value(i) == want),
-        HotType::Int => col
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .is_some_and(|a| want.parse::<i64>().is_ok_and(|w| w == a.value(i))),
-        HotType::Double => col
-            .as_any()
-            .downcast_ref::<arrow_array::Float64Array>()
-            .is_some_and(|a| want.parse::<f64>().is_ok_and(|w| w == a.value(i))),
-        HotType::Bool => col
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .is_some_and(|a| want.parse::<bool>().is_ok_and(|w| w == a.value(i))),
+/// A search's span-level conditions, prepared for one block's columns.
+struct RowMatcher {
+    lo: u64,
+    hi: u64,
+    min_duration: Option<u64>,
+    max_duration: Option<u64>,
+    service: Option<String>,
+    operation: Option<String>,
+    kind: Option<u8>,
+    error: Option<bool>,
+    attrs: Vec<AttrCondition>,
+    /// Whether a queried key may be a resource attribute in this block.
+    resource: bool,
+}
+
+/// `key = value` on a span: met by the key's typed column, the generic column or the resource.
+struct AttrCondition {
+    key: String,
+    value: String,
+    /// `error=true` is also met by error status.
+    error_status: bool,
+    /// The key's own column in this block (hot or dedicated), with the value parsed for it.
+    typed: Option<(String, TypedValue)>,
+    /// Whether the generic column may hold the key in this block.
+    generic: bool,
+}
+
+/// A queried value parsed once for a typed column; `Unparsable` never matches the column.
+enum TypedValue {
+    Str(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    Unparsable,
+}
+
+impl TypedValue {
+    fn parse(ty: HotType, want: &str) -> TypedValue {
+        let parsed = match ty {
+            HotType::Str => Some(TypedValue::Str(want.to_string())),
+            HotType::Int => want.parse().ok().map(TypedValue::Int),
+            HotType::Double => want.parse().ok().map(TypedValue::Double),
+            HotType::Bool => want.parse().ok().map(TypedValue::Bool),
+        };
+        parsed.unwrap_or(TypedValue::Unparsable)
+    }
+
+    /// Row `i` of `col` equals this value (false for nulls and columns of another type).
+    fn matches(&self, col: &dyn Array, i: usize) -> bool {
+        if col.is_null(i) {
+            return false;
+        }
+        let any = col.as_any();
+        match self {
+            TypedValue::Str(w) => any.downcast_ref::<StringArray>().is_some_and(|a| a.value(i) == w),
+            TypedValue::Int(w) => any.downcast_ref::<Int64Array>().is_some_and(|a| a.value(i) == *w),
+            TypedValue::Double(w) => any
+                .downcast_ref::<arrow_array::Float64Array>()
+                .is_some_and(|a| a.value(i) == *w),
+            TypedValue::Bool(w) => any.downcast_ref::<BooleanArray>().is_some_and(|a| a.value(i) == *w),
+            TypedValue::Unparsable => false,
+        }
+    }
+}
+
+impl RowMatcher {
+    fn new(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> RowMatcher {
+        let (lo, hi) = q.window();
+        let attrs = q
+            .attributes
+            .iter()
+            .map(|(k, v)| {
+                let typed = schema::hot_index(k)
+                    .map(|h| (HOT[h].0.to_string(), HOT[h].2))
+                    .or_else(|| meta.dedicated.iter().find(|d| &d.key == k).map(|d| (d.column(), d.ty)))
+                    .map(|(col, ty)| (col, TypedValue::parse(ty, v)));
+                AttrCondition {
+                    key: k.clone(),
+                    value: v.clone(),
+                    error_status: k == "error" && v == "true",
+                    typed,
+                    generic: meta.generic_may_contain(k),
+                }
+            })
+            .collect();
+        RowMatcher {
+            lo,
+            hi,
+            min_duration: q.min_duration_nano,
+            max_duration: q.max_duration_nano,
+            service: q.service.clone(),
+            operation: q.operation.clone(),
+            kind: q.span_kind.map(|k| k as u8),
+            error: q.error,
+            attrs,
+            resource: q.attributes.iter().any(|(k, _)| meta.resource_may_contain(k)),
+        }
+    }
+
+    /// The columns `select` reads.
+    fn columns(&self) -> Vec<String> {
+        let mut cols = vec![schema::START.to_string()];
+        let mut add = |c: &str| {
+            if !cols.iter().any(|have| have == c) {
+                cols.push(c.to_string());
+            }
+        };
+        if self.min_duration.is_some() || self.max_duration.is_some() {
+            add(schema::DURATION);
+        }
+        if self.service.is_some() {
+            add(schema::SERVICE);
+        }
+        if self.operation.is_some() {
+            add(schema::NAME);
+        }
+        if self.kind.is_some() {
+            add(schema::KIND);
+        }
+        if self.error.is_some() || self.attrs.iter().any(|a| a.error_status) {
+            add(schema::STATUS_CODE);
+        }
+        // The generic column is the widest: read it only for keys that can be in it.
+        if self.attrs.iter().any(|a| a.generic) {
+            add(schema::ATTRS);
+        }
+        // Resources are dictionary pages on disk but one value per row once decoded: read
+        // them only when a queried key is a resource key in this block.
+        if self.resource {
+            add(schema::RESOURCE);
+        }
+        for a in &self.attrs {
+            if let Some((col, _)) = &a.typed {
+                add(col);
+            }
+        }
+        cols
+    }
+
+    /// Which rows of a batch of `columns()` match every condition.
+    fn select(&self, batch: &RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> {
+        fn get<'a, T: 'static>(b: &'a RecordBatch, n: &str) -> Result<&'a T, arrow_schema::ArrowError> {
+            downcast(b, n).map_err(|e| arrow_schema::ArrowError::SchemaError(e.to_string()))
+        }
+        fn opt<'a, T: 'static>(
+            b: &'a RecordBatch,
+            n: &str,
+            used: bool,
+        ) -> Result<Option<&'a T>, arrow_schema::ArrowError> {
+            used.then(|| get(b, n)).transpose()
+        }
+        let start = get::<Int64Array>(batch, schema::START)?;
+        let duration = opt::<Int64Array>(
+            batch,
+            schema::DURATION,
+            self.min_duration.is_some() || self.max_duration.is_some(),
+        )?;
+        let service = opt::<StringArray>(batch, schema::SERVICE, self.service.is_some())?;
+        let name = opt::<StringArray>(batch, schema::NAME, self.operation.is_some())?;
+        let kind = opt::<arrow_array::UInt8Array>(batch, schema::KIND, self.kind.is_some())?;
+        let status = batch
+            .column_by_name(schema::STATUS_CODE)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
+        let generic = batch
+            .column_by_name(schema::ATTRS)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
+        let resource = batch
+            .column_by_name(schema::RESOURCE)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
+        let typed: Vec<Option<&dyn Array>> = self
+            .attrs
+            .iter()
+            .map(|a| {
+                a.typed
+                    .as_ref()
+                    .and_then(|(c, _)| batch.column_by_name(c))
+                    .map(|c| c.as_ref())
+            })
+            .collect();
+        let mut resources: HashMap<&[u8], Vec<KeyValue>> = HashMap::new();
+        let keep = (0..batch.num_rows()).map(|i| {
+            let s = start.value(i) as u64;
+            if s < self.lo || s > self.hi {
+                return false;
+            }
+            if let Some(d) = duration.map(|c| c.value(i) as u64) {
+                if self.min_duration.is_some_and(|m| d < m) || self.max_duration.is_some_and(|m| d > m) {
+                    return false;
+                }
+            }
+            if service
+                .zip(self.service.as_deref())
+                .is_some_and(|(c, w)| c.value(i) != w)
+                || name
+                    .zip(self.operation.as_deref())
+                    .is_some_and(|(c, w)| c.value(i) != w)
+                || kind.zip(self.kind).is_some_and(|(c, w)| c.value(i) != w)
+            {
+                return false;
+            }
+            let is_error = status.is_some_and(|c| c.value(i) == StatusCode::Error as u8);
+            if self.error.is_some_and(|e| e != is_error) {
+                return false;
+            }
+            let mut generic_attrs: Option<Vec<KeyValue>> = None;
+            self.attrs.iter().zip(&typed).all(|(a, col)| {
+                if a.error_status && is_error {
+                    return true;
+                }
+                // A key whose value sits in its typed column is in the generic column only
+                // when a value had another type: decode that only when the block lists the key.
+                if let (Some((_, want)), Some(col)) = (&a.typed, col) {
+                    if want.matches(*col, i) {
+                        return true;
+                    }
+                }
+                if a.generic {
+                    let g = generic_attrs.get_or_insert_with(|| {
+                        generic
+                            .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
+                            .map(|l| proto::attrs_from(l.values))
+                            .unwrap_or_default()
+                    });
+                    if attr_matches(g, &a.key, &a.value) {
+                        return true;
+                    }
+                }
+                let Some(r) = resource else { return false };
+                let attrs = resources.entry(r.value(i)).or_insert_with(|| {
+                    <pb::resource::v1::Resource as prost::Message>::decode(r.value(i))
+                        .map(|r| proto::resource_from(r).attributes)
+                        .unwrap_or_default()
+                });
+                attr_matches(attrs, &a.key, &a.value)
+            })
+        });
+        Ok(keep.map(Some).collect())
     }
 }

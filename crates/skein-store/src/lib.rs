@@ -580,6 +580,22 @@ impl Store {
         Ok(())
     }
 
+    /// Writes spans straight into one new block, past the WAL and the head: for bulk loads
+    /// (`skein generate`). The block is durable and queryable when this returns; the spans are
+    /// not deduplicated against blocks already stored. Returns the block's bytes.
+    pub async fn import(&self, spans: Vec<Span>) -> Result<u64, StoreError> {
+        let built = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&Span> = spans.iter().collect();
+            build_block(&refs, block::new_block_id(), 1)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("block build panicked: {e}")))??;
+        let handle = upload_block(self.backend(), built).await?;
+        let bytes = handle.meta.total_bytes();
+        self.replace_blocks(vec![Arc::new(handle)], &[]);
+        Ok(bytes)
+    }
+
     /// Runs compaction and retention every `compaction_interval` until the store is dropped.
     pub fn start_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);

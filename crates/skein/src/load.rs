@@ -506,7 +506,7 @@ fn print_summary(r: &LoadReport, protocol: LoadProtocol, endpoint: &str) {
     }
 }
 
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
@@ -840,15 +840,15 @@ async fn trace_complete(client: &reqwest::Client, url: &str, want: usize, ctx: &
 // ---- the request pool ------------------------------------------------------------------------
 
 /// One export request ready to send.
-struct Request {
-    body: Bytes,
-    spans: u64,
+pub(crate) struct Request {
+    pub(crate) body: Bytes,
+    pub(crate) spans: u64,
     /// Trace ids in the request with their span counts (traces never straddle requests).
     traces: Vec<([u8; 16], u32)>,
 }
 
 /// An encoded request plus where its ids and timestamps sit in the bytes.
-struct Template {
+pub(crate) struct Template {
     body: Vec<u8>,
     spans: u64,
     /// `now` when the template was generated; timestamps are shifted by (send time - this).
@@ -860,7 +860,7 @@ struct Template {
     distinct_spans: usize,
 }
 
-fn build_pool(
+pub(crate) fn build_pool(
     services: &[Service],
     batch: usize,
     tail: usize,
@@ -912,6 +912,11 @@ impl Template {
 
     /// A copy with fresh random ids and timestamps moved to now.
     fn instantiate(&self, rng: &mut fastrand::Rng) -> Request {
+        self.instantiate_at(rng, now_nanos())
+    }
+
+    /// A copy with fresh random ids, its timestamps moved so the request starts at `at`.
+    pub(crate) fn instantiate_at(&self, rng: &mut fastrand::Rng, at: u64) -> Request {
         let mut buf = self.body.clone();
         let trace_ids: Vec<[u8; 16]> = self.trace_sizes.iter().map(|_| rng.u128(1..).to_be_bytes()).collect();
         let span_ids: Vec<[u8; 8]> = (0..self.distinct_spans).map(|_| rng.u64(1..).to_be_bytes()).collect();
@@ -925,7 +930,8 @@ impl Template {
                 dst.copy_from_slice(id);
             }
         }
-        let shift = now_nanos().saturating_sub(self.base_nanos);
+        // Modular arithmetic: a shift into the past wraps around and back.
+        let shift = at.wrapping_sub(self.base_nanos);
         for &off in &self.time_slots {
             if let Some(dst) = buf.get_mut(off..off + 8) {
                 let mut t = [0u8; 8];
@@ -1188,7 +1194,7 @@ const SPECS: &[ServiceSpec] = &[
 /// Operations of services beyond the named table.
 const GENERIC_OPS: &[&str] = &["Get", "List", "Update"];
 
-struct Service {
+pub(crate) struct Service {
     name: String,
     lang: &'static str,
     scope: &'static str,
@@ -1200,7 +1206,7 @@ struct Service {
     ip: String,
 }
 
-fn make_services(n: usize, rng: &mut fastrand::Rng) -> Vec<Service> {
+pub(crate) fn make_services(n: usize, rng: &mut fastrand::Rng) -> Vec<Service> {
     (0..n)
         .map(|i| {
             let (name, lang, scope, api, db) = match SPECS.get(i) {

@@ -2,6 +2,7 @@
 
 mod config;
 mod demo;
+mod generate;
 mod load;
 mod query_bench;
 mod serve;
@@ -54,6 +55,9 @@ enum Command {
     Config(ConfigArgs),
     /// Send realistic OTLP load to a running skein and report throughput and latency.
     Load(load::LoadArgs),
+    /// Fill a store with loader spans over a past time window, straight into blocks (for
+    /// measuring queries at scale; see docs/benchmarks.md).
+    Generate(generate::GenerateArgs),
     /// Measure trace-by-id and attribute-search latency against a running skein.
     BenchQuery(query_bench::QueryBenchArgs),
     /// Run skein plus a small instrumented shop that sends it real traces (see docs/demo.md).
@@ -72,6 +76,10 @@ fn main() -> anyhow::Result<()> {
             let cfg = args.load()?;
             init_logging(&cfg.log_level);
             runtime()?.block_on(serve::run(cfg))
+        }
+        Command::Generate(args) => {
+            init_logging("warn");
+            runtime()?.block_on(generate::run(args))
         }
         Command::BenchQuery(args) => runtime()?.block_on(query_bench::run(args)),
         Command::Demo(args) => {

@@ -17,9 +17,12 @@ pub struct QueryBenchArgs {
     /// Service to search in (the loader's services: frontend, checkout, cart, payment, …).
     #[arg(long, default_value = "checkout")]
     pub service: String,
-    /// Search window.
-    #[arg(long, default_value = "1h")]
-    pub lookback: String,
+    /// Search window length.
+    #[arg(long, default_value = "1h", value_parser = skein_model::units::parse_duration)]
+    pub lookback: Duration,
+    /// How long ago the search window ends (for stores filled by `skein generate` a while ago).
+    #[arg(long, default_value = "0s", value_parser = skein_model::units::parse_duration)]
+    pub ending: Duration,
     /// Attribute filter for the search, as `key=value`.
     #[arg(long, default_value = "http.response.status_code=500")]
     pub attribute: String,
@@ -48,7 +51,7 @@ async fn timed_get(client: &reqwest::Client, url: &str) -> anyhow::Result<(Durat
 fn report(name: &str, mut d: Vec<Duration>) {
     d.sort();
     println!(
-        "  {name:<28} n={:<5} p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
+        "  {name:<48} n={:<5} p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
         d.len(),
         percentile(&d, 0.5),
         percentile(&d, 0.99),
@@ -64,23 +67,22 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         .split_once('=')
         .context("--attribute must be key=value")?;
     let tags = serde_json::json!({ key: value }).to_string();
+    // The window in unix ns, then as Jaeger's µs `start`/`end` parameters.
+    let end = skein_store::now_unix_nano().saturating_sub(args.ending.as_nanos() as u64);
+    let start = end.saturating_sub(args.lookback.as_nanos() as u64);
+    let window = format!("start={}&end={}", start / 1000, end / 1000);
     let search = format!(
-        "{base}/api/traces?service={}&lookback={}&limit=20&tags={}",
+        "{base}/api/traces?service={}&{window}&limit=20&tags={}",
         args.service,
-        args.lookback,
         urlencode(&tags)
     );
-    let search_any = format!(
-        "{base}/api/traces?lookback={}&limit=20&tags={}",
-        args.lookback,
-        urlencode(&tags)
-    );
+    let search_any = format!("{base}/api/traces?{window}&limit=20&tags={}", urlencode(&tags));
     // Trace ids to fetch: the newest traces of the service in the window.
     let (_, v) = timed_get(
         &client,
         &format!(
-            "{base}/api/traces?service={}&lookback={}&limit={}",
-            args.service, args.lookback, args.iterations
+            "{base}/api/traces?service={}&{window}&limit={}",
+            args.service, args.iterations
         ),
     )
     .await?;
@@ -94,9 +96,10 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     if ids.is_empty() {
         bail!(
-            "no traces of service {} in the last {}; run `skein load` first",
+            "no traces of service {} in the {} window ending {} ago; run `skein load` first",
             args.service,
-            args.lookback
+            skein_model::units::format_duration(args.lookback),
+            skein_model::units::format_duration(args.ending)
         );
     }
     let mut by_id = Vec::new();
@@ -105,28 +108,52 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         let (d, _) = timed_get(&client, &format!("{base}/api/traces/{id}")).await?;
         by_id.push(d);
     }
-    let mut attr = Vec::new();
-    let mut hits = 0;
-    for _ in 0..args.iterations {
-        let (d, v) = timed_get(&client, &search).await?;
-        hits = v["data"].as_array().map_or(0, Vec::len);
-        attr.push(d);
-    }
-    let mut attr_any = Vec::new();
-    for _ in 0..args.iterations {
-        let (d, _) = timed_get(&client, &search_any).await?;
-        attr_any.push(d);
-    }
+    let (attr, hits) = timed_searches(&client, &search, args.iterations, |v| &v["data"]).await?;
+    let (attr_any, hits_any) = timed_searches(&client, &search_any, args.iterations, |v| &v["data"]).await?;
+    // The search alone: api_v3 trace summaries, no full traces fetched.
+    let summaries = format!(
+        "{base}/api/v3/trace-summaries?query.startTimeMin={}&query.startTimeMax={}&query.searchDepth=20&query.attributes={}",
+        skein_api::time::format_rfc3339(start),
+        skein_api::time::format_rfc3339(end),
+        urlencode(&tags)
+    );
+    let (summary_times, summary_hits) =
+        timed_searches(&client, &summaries, args.iterations, |v| &v["result"]["summaries"]).await?;
     println!(
         "skein bench-query: {base}, window {}, {} distinct trace ids",
-        args.lookback,
+        skein_model::units::format_duration(args.lookback),
         ids.len()
     );
     report("trace by id", by_id);
-    report(&format!("search {} + {}", args.service, args.attribute), attr);
-    report(&format!("search {} (any service)", args.attribute), attr_any);
-    println!("  (search returned {hits} traces per request)");
+    report(
+        &format!("search {} + {} ({hits} traces)", args.service, args.attribute),
+        attr,
+    );
+    report(&format!("search {} ({hits_any} traces)", args.attribute), attr_any);
+    report(
+        &format!("summaries {} ({summary_hits} traces)", args.attribute),
+        summary_times,
+    );
+    println!("  (search: /api/traces, which returns whole traces; summaries: /api/v3/trace-summaries)");
     Ok(())
+}
+
+/// Times `n` runs of a search; returns the times and how many traces the last one returned
+/// (the length of the array `results` picks from the response).
+async fn timed_searches(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    results: impl Fn(&Value) -> &Value,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut times = Vec::with_capacity(n);
+    let mut hits = 0;
+    for _ in 0..n {
+        let (d, v) = timed_get(client, url).await?;
+        hits = results(&v).as_array().map_or(0, Vec::len);
+        times.push(d);
+    }
+    Ok((times, hits))
 }
 
 fn urlencode(s: &str) -> String {

@@ -1,10 +1,13 @@
 //! A plain bloom filter over trace ids, kept in memory for every block so trace-by-id skips
-//! blocks without touching them. ~10 bits per trace, 7 probes: about 1% false positives.
+//! blocks without touching them. 16 bits per trace, 7 probes: about 0.07% false positives,
+//! so a trace lookup across 100 blocks reads a block it does not need about once in 14
+//! lookups (at 10 bits, 1%, it was about once per lookup). Readers take the size from the
+//! file, so blocks written with 10 bits read the same way.
 
 use skein_model::TraceId;
 
 const PROBES: u32 = 7;
-const BITS_PER_KEY: usize = 10;
+const BITS_PER_KEY: usize = 16;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bloom {
@@ -99,6 +102,7 @@ mod tests {
                 b.may_contain(&id)
             })
             .count();
-        assert!(fp < 3_000, "false positive rate too high: {fp} in 100000");
+        // Expected ~70 in 100,000.
+        assert!(fp < 300, "false positive rate too high: {fp} in 100000");
     }
 }

@@ -30,6 +30,7 @@ pub struct BlockHandle {
     pub bloom: Bloom,
     backend: Backend,
     data_meta: OnceCell<ArrowReaderMetadata>,
+    summary_meta: OnceCell<ArrowReaderMetadata>,
 }
 
 impl std::fmt::Debug for BlockHandle {
@@ -45,6 +46,7 @@ impl BlockHandle {
             bloom,
             backend,
             data_meta: OnceCell::new(),
+            summary_meta: OnceCell::new(),
         }
     }
 
@@ -57,16 +59,56 @@ impl BlockHandle {
     }
 
     async fn data_metadata(&self) -> Result<ArrowReaderMetadata, StoreError> {
-        self.data_meta
-            .get_or_try_init(|| async {
-                let mut r = self.reader(DATA_FILE, self.meta.data_bytes);
-                let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-                ArrowReaderMetadata::load_async(&mut r, opts)
-                    .await
-                    .map_err(StoreError::parquet)
-            })
+        self.file_metadata(&self.data_meta, DATA_FILE, self.meta.data_bytes)
             .await
-            .cloned()
+    }
+
+    /// A file's Parquet footer, read once and kept.
+    async fn file_metadata(
+        &self,
+        cell: &OnceCell<ArrowReaderMetadata>,
+        file: &str,
+        size: u64,
+    ) -> Result<ArrowReaderMetadata, StoreError> {
+        cell.get_or_try_init(|| async {
+            let mut r = self.reader(file, size);
+            let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+            ArrowReaderMetadata::load_async(&mut r, opts)
+                .await
+                .map_err(StoreError::parquet)
+        })
+        .await
+        .cloned()
+    }
+
+    /// A row filter keeping the rows whose `column` (trace ids) is in `ids`.
+    fn trace_id_filter(md: &ArrowReaderMetadata, column: &str, ids: HashSet<TraceId>) -> Result<RowFilter, StoreError> {
+        let idx = md
+            .schema()
+            .index_of(column)
+            .map_err(|_| StoreError::corrupt(format!("no column {column}")))?;
+        let mask = ProjectionMask::roots(md.parquet_schema(), [idx]);
+        // One id (trace by id) is compared directly; a set is hashed.
+        let single = if ids.len() == 1 {
+            ids.iter().next().copied()
+        } else {
+            None
+        };
+        let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .ok_or_else(|| arrow_schema::ArrowError::SchemaError("trace id column type".into()))?;
+            Ok(BooleanArray::from_iter((0..col.len()).map(|i| {
+                let id: Option<TraceId> = col.value(i).try_into().ok();
+                Some(match single {
+                    Some(want) => id == Some(want),
+                    None => id.is_some_and(|id| ids.contains(&id)),
+                })
+            })))
+        });
+        Ok(RowFilter::new(vec![Box::new(predicate)]))
     }
 
     /// Row groups whose trace id range admits `id`.
@@ -94,22 +136,11 @@ impl BlockHandle {
             return Ok(Vec::new());
         }
         let md = self.data_metadata().await?;
-        let tid_mask = ProjectionMask::roots(md.parquet_schema(), [schema::col(schema::TRACE_ID)]);
-        let want = *id;
-        let predicate = ArrowPredicateFn::new(tid_mask, move |batch: RecordBatch| {
-            let ids = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<FixedSizeBinaryArray>()
-                .ok_or_else(|| arrow_schema::ArrowError::SchemaError("trace_id column type".into()))?;
-            Ok(BooleanArray::from_iter(
-                (0..ids.len()).map(|i| Some(ids.value(i) == want)),
-            ))
-        });
+        let filter = Self::trace_id_filter(&md, schema::TRACE_ID, HashSet::from([*id]))?;
         let stream =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
                 .with_row_groups(groups)
-                .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+                .with_row_filter(filter)
                 .build()
                 .map_err(StoreError::parquet)?;
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(StoreError::parquet)?;
@@ -151,16 +182,7 @@ impl BlockHandle {
                 }
             }
         }
-        let mut idx: Vec<usize> = wanted
-            .iter()
-            .map(|c| {
-                md.schema()
-                    .index_of(c)
-                    .map_err(|_| StoreError::corrupt(format!("block {} has no column {c}", self.meta.id)))
-            })
-            .collect::<Result<_, _>>()?;
-        idx.sort_unstable();
-        let mask = ProjectionMask::roots(md.parquet_schema(), idx);
+        let mask = self.projection(&md, &wanted)?;
         let mut b =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
                 .with_projection(mask)
@@ -174,12 +196,62 @@ impl BlockHandle {
             .map(move |r| r.map_err(StoreError::parquet).and_then(|b| parents.resolve(b))))
     }
 
+    /// The named columns, as a projection of this block's file.
+    fn projection(&self, md: &ArrowReaderMetadata, columns: &[&str]) -> Result<ProjectionMask, StoreError> {
+        let mut idx: Vec<usize> = columns
+            .iter()
+            .map(|c| {
+                md.schema()
+                    .index_of(c)
+                    .map_err(|_| StoreError::corrupt(format!("block {} has no column {c}", self.meta.id)))
+            })
+            .collect::<Result<_, _>>()?;
+        idx.sort_unstable();
+        Ok(ProjectionMask::roots(md.parquet_schema(), idx))
+    }
+
+    /// Streams the `output` columns of the rows `keep` selects in the given row groups. `keep`
+    /// sees batches of the `filter` columns only; the output columns are decoded just for the
+    /// rows it keeps, and their pages without such rows are not read at all — most of a
+    /// search's work when few spans match. `output` must not name `parent_span_id`.
+    pub async fn scan_where<F>(
+        &self,
+        filter: &[&str],
+        keep: F,
+        output: &[&str],
+        row_groups: Vec<usize>,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError>
+    where
+        F: FnMut(RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> + Send + 'static,
+    {
+        let md = self.data_metadata().await?;
+        let predicate = ArrowPredicateFn::new(self.projection(&md, filter)?, keep);
+        let mask = self.projection(&md, output)?;
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+                .with_projection(mask)
+                .with_row_groups(row_groups)
+                .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+                .with_batch_size(8192)
+                .build()
+                .map_err(StoreError::parquet)?;
+        Ok(stream.map(|r| r.map_err(StoreError::parquet)))
+    }
+
     /// Summaries of the given traces (all traces when `ids` is `None`).
     pub async fn summaries(&self, ids: Option<&HashSet<TraceId>>) -> Result<Vec<TraceSummary>, StoreError> {
-        let r = self.reader(SUMMARY_FILE, self.meta.summary_bytes);
-        let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new(r)
-            .await
-            .map_err(StoreError::parquet)?
+        let md = self
+            .file_metadata(&self.summary_meta, SUMMARY_FILE, self.meta.summary_bytes)
+            .await?;
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.reader(SUMMARY_FILE, self.meta.summary_bytes),
+            md.clone(),
+        );
+        // A few ids out of a block's ~100,000 traces: decode the other columns for those rows only.
+        if let Some(ids) = ids {
+            builder = builder.with_row_filter(Self::trace_id_filter(&md, schema::SUM_TRACE_ID, ids.clone())?);
+        }
+        let batches: Vec<RecordBatch> = builder
             .build()
             .map_err(StoreError::parquet)?
             .try_collect()
