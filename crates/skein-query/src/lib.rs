@@ -125,7 +125,7 @@ impl QueryEngine {
         let mut spans = loop {
             let (mut spans, blocks) = self.store.trace_sources(id);
             let mut failed = None;
-            // Blocks whose bloom admits the id (one, plus ~1% false positives per block) are
+            // Blocks whose bloom admits the id (the one holding it, and rare false positives) are
             // read in parallel.
             let reads: Vec<_> = blocks
                 .into_iter()

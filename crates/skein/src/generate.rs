@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use prost::Message;
 use skein_model::otlp::{pb, proto};
 use skein_model::Span;
@@ -35,9 +35,11 @@ const REQUEST_SPANS: usize = 1000;
 
 pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.spans > 0, "--spans must be at least 1");
+    // Whole requests per block keep every trace in one block (traces never straddle requests).
     anyhow::ensure!(
-        args.block_spans >= REQUEST_SPANS as u64,
-        "--block-spans must be at least {REQUEST_SPANS}"
+        args.block_spans >= REQUEST_SPANS as u64 && args.block_spans.is_multiple_of(REQUEST_SPANS as u64),
+        "--block-spans must be a multiple of {REQUEST_SPANS}, got {}",
+        args.block_spans
     );
     anyhow::ensure!(args.services > 0, "--services must be at least 1");
     let cfg = args.config.load()?;
@@ -48,7 +50,9 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut rng = fastrand::Rng::new();
     let services = make_services(args.services, &mut rng);
     let seed = rng.u64(..);
-    let (pool, _) = tokio::task::spawn_blocking(move || build_pool(&services, REQUEST_SPANS, 0, seed))
+    // The last request carries the spans that do not fill a whole one.
+    let tail_spans = (args.spans % REQUEST_SPANS as u64) as usize;
+    let (pool, tail) = tokio::task::spawn_blocking(move || build_pool(&services, REQUEST_SPANS, tail_spans, seed))
         .await
         .context("request generator panicked")??;
 
@@ -70,15 +74,19 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
         let n = args.block_spans.min(args.spans - b * args.block_spans);
         let (from, to) = (begin + window / blocks * b, begin + window / blocks * (b + 1));
         let mut spans: Vec<Span> = Vec::with_capacity(n as usize + REQUEST_SPANS);
+        let whole = n / REQUEST_SPANS as u64;
         let requests = n.div_ceil(REQUEST_SPANS as u64);
         for r in 0..requests {
             let at = from + (to - from) / requests * r;
-            let req = pool[rng.usize(..pool.len())].instantiate_at(&mut rng, at);
+            let template = match &tail {
+                Some(t) if r == whole => t,
+                _ => &pool[rng.usize(..pool.len())],
+            };
+            let req = template.instantiate_at(&mut rng, at);
             let decoded = pb::collector::trace::v1::ExportTraceServiceRequest::decode(req.body)
                 .context("decoding a generated request")?;
             spans.extend(proto::decode_request(decoded).batch.spans);
         }
-        spans.truncate(n as usize);
         if let Some(prev) = building.take() {
             bytes += prev.await.context("block writer panicked")??;
         }
@@ -98,9 +106,6 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     store.shutdown().await.context("closing the store")?;
     let secs = started.elapsed().as_secs_f64();
-    if written == 0 {
-        bail!("nothing written");
-    }
     println!(
         "skein generate: {} spans in {blocks} blocks, {:.1} MB ({:.1} bytes/span), {:.0} s ({:.0} spans/s)",
         thousands(written),

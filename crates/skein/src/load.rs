@@ -842,7 +842,7 @@ async fn trace_complete(client: &reqwest::Client, url: &str, want: usize, ctx: &
 /// One export request ready to send.
 pub(crate) struct Request {
     pub(crate) body: Bytes,
-    pub(crate) spans: u64,
+    spans: u64,
     /// Trace ids in the request with their span counts (traces never straddle requests).
     traces: Vec<([u8; 16], u32)>,
 }
