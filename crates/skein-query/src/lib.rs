@@ -282,9 +282,19 @@ impl QueryEngine {
 
     /// Full traces for a search, newest first.
     pub async fn find_traces(&self, q: &TraceQuery) -> Result<Vec<Vec<Span>>, QueryError> {
+        // Fetched in parallel (each a trace-by-id lookup), kept in the search's order.
+        let fetches: Vec<BlockRead<Vec<Span>>> = self
+            .search(q)
+            .await?
+            .into_iter()
+            .map(|s| {
+                let engine = self.clone();
+                BlockRead::spawn(async move { engine.trace(&s.trace_id).await.map_err(|QueryError::Store(e)| e) })
+            })
+            .collect();
         let mut out = Vec::new();
-        for s in self.search(q).await? {
-            let spans = self.trace(&s.trace_id).await?;
+        for fetch in fetches {
+            let spans = fetch.join().await?;
             if !spans.is_empty() {
                 out.push(spans);
             }

@@ -110,7 +110,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     }
     let (attr, hits) = timed_searches(&client, &search, args.iterations, |v| &v["data"]).await?;
     let (attr_any, hits_any) = timed_searches(&client, &search_any, args.iterations, |v| &v["data"]).await?;
-    // The search alone: api_v3 trace summaries, no full traces fetched.
+    // api_v3 trace summaries: the same traces loaded, only summaries sent.
     let summaries = format!(
         "{base}/api/v3/trace-summaries?query.startTimeMin={}&query.startTimeMax={}&query.searchDepth=20&query.attributes={}",
         skein_api::time::format_rfc3339(start),
