@@ -3,7 +3,6 @@
 //! as they came instead of re-encoding the request (which cost ~11% of server CPU under load).
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use prost::Message;
@@ -13,9 +12,10 @@ use skein_model::otlp::pb::collector::trace::v1::{
 use skein_model::otlp::proto;
 use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
-use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::server::NamedService;
+use tonic::codegen::http;
 use tonic::{Code, Status};
+
+use crate::grpc::{UnaryMethod, UnaryService};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -25,13 +25,18 @@ pub struct RawExport {
     pub request: ExportTraceServiceRequest,
 }
 
-struct Exporter {
+/// The OTLP trace `Export` method.
+pub struct Exporter {
     pipeline: Pipeline,
     metrics: ProtocolMetrics,
 }
 
-impl Exporter {
-    async fn export(&self, raw: RawExport) -> Result<ExportTraceServiceResponse, Status> {
+impl UnaryMethod for Exporter {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = EXPORT_PATH;
+    type Codec = RawCodec;
+
+    async fn handle(self: Arc<Self>, raw: RawExport) -> Result<ExportTraceServiceResponse, Status> {
         let _reservation = self.pipeline.reserve(raw.bytes.len()).map_err(|e| {
             self.metrics.backpressure.inc();
             submit_status(e)
@@ -51,31 +56,18 @@ impl Exporter {
 }
 
 /// The gRPC service; add it to a `tonic::transport::Server`.
-#[derive(Clone)]
-pub struct OtlpGrpc {
-    inner: Arc<Exporter>,
-    max_request_bytes: usize,
-}
+pub type OtlpGrpc = UnaryService<Exporter>;
 
 pub fn service(pipeline: Pipeline, max_request_bytes: usize) -> OtlpGrpc {
-    OtlpGrpc {
-        inner: Arc::new(Exporter {
-            pipeline,
-            metrics: ProtocolMetrics::new("otlp_grpc"),
-        }),
-        max_request_bytes,
-    }
-}
-
-impl NamedService for OtlpGrpc {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    let metrics = ProtocolMetrics::new("otlp_grpc");
+    UnaryService::new(Exporter { pipeline, metrics }, max_request_bytes)
 }
 
 /// Prost for the response; for the request, the bytes are kept and then decoded.
 #[derive(Default)]
-struct RawCodec;
+pub struct RawCodec;
 
-struct RawDecoder;
+pub struct RawDecoder;
 
 impl Codec for RawCodec {
     type Encode = ExportTraceServiceResponse;
@@ -101,31 +93,6 @@ impl Decoder for RawDecoder {
         let request = ExportTraceServiceRequest::decode(bytes.clone())
             .map_err(|e| Status::invalid_argument(format!("failed to decode Protobuf message: {e}")))?;
         Ok(Some(RawExport { bytes, request }))
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for OtlpGrpc
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        crate::grpc::unary(
-            req,
-            EXPORT_PATH,
-            RawCodec,
-            self.max_request_bytes,
-            self.inner.clone(),
-            |e, raw| async move { e.export(raw).await },
-        )
     }
 }
 
