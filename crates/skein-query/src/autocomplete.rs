@@ -2,9 +2,9 @@
 //! UI's search box), and a service's remote services.
 //!
 //! These look only at *recent* data, so they stay fast however big the store grows: the newest
-//! [`RECENT_HEAD_SPANS`] spans of the in-memory heads, then the last row group (at most
-//! 16 Ki spans) of each of the [`RECENT_BLOCKS`] newest blocks. Keys or values seen only in
-//! older data are not offered.
+//! [`RECENT_HEAD_SPANS`] spans of the in-memory heads, then the last [`RECENT_BLOCK_SPANS`]
+//! rows of each of the [`RECENT_BLOCKS`] newest blocks. Keys or values seen only in older data
+//! are not offered.
 
 use std::collections::BTreeSet;
 
@@ -15,11 +15,14 @@ use crate::{QueryEngine, QueryError};
 
 /// Head spans looked at, newest first.
 pub const RECENT_HEAD_SPANS: usize = 100_000;
-/// Newest blocks whose last row group is looked at.
+/// Newest blocks whose last rows are looked at...
 pub const RECENT_BLOCKS: usize = 2;
+/// ...and how many of their rows.
+pub const RECENT_BLOCK_SPANS: usize = 16 * 1024;
 
 impl QueryEngine {
-    /// Calls `f` on recent spans (see the module doc for the bound), newest data first.
+    /// Calls `f` on recent spans (see the module doc for the bound), newest data first. Spans
+    /// read from blocks carry no parent ids.
     pub async fn visit_recent_spans(&self, mut f: impl FnMut(&Span)) -> Result<(), QueryError> {
         let snap = self.store.snapshot();
         let mut seen = 0usize;
@@ -38,13 +41,14 @@ impl QueryEngine {
         let mut blocks: Vec<_> = snap.blocks.iter().collect();
         blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_end));
         for b in blocks.into_iter().take(RECENT_BLOCKS) {
-            let groups = b.meta.row_groups.len();
-            if groups == 0 {
-                continue;
-            }
+            // Every column but the parent, which these spans' visitors do not need.
             let names = b.meta.layout().column_names();
-            let cols: Vec<&str> = names.iter().map(String::as_str).collect();
-            for batch in b.scan(&cols, Some(vec![groups - 1])).await? {
+            let cols: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|c| *c != skein_store::block::schema::PARENT_SPAN_ID)
+                .collect();
+            for batch in b.scan_last_rows(&cols, RECENT_BLOCK_SPANS).await? {
                 for s in batch_to_spans(&batch)? {
                     f(&s);
                 }

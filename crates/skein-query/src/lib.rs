@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use skein_model::metrics;
 use skein_model::otlp::{pb, proto};
 use skein_model::*;
@@ -196,7 +196,7 @@ impl QueryEngine {
             .cloned()
             .collect();
         blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_end));
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let parallel = read_parallelism();
         let shared = Arc::new(q.clone());
         let mut scans = std::collections::VecDeque::new();
         let mut queued = blocks.iter();
@@ -282,24 +282,19 @@ impl QueryEngine {
 
     /// Full traces for a search, newest first.
     pub async fn find_traces(&self, q: &TraceQuery) -> Result<Vec<Vec<Span>>, QueryError> {
-        // Fetched in parallel (each a trace-by-id lookup), kept in the search's order.
-        let fetches: Vec<BlockRead<Vec<Span>>> = self
-            .search(q)
-            .await?
-            .into_iter()
+        // Fetched a few at a time on all cores (each a trace-by-id lookup), kept in the
+        // search's order. Not all at once: each lookup decodes a page of every column, and a
+        // hundred at once held half a gigabyte.
+        let traces: Vec<Vec<Span>> = futures::stream::iter(self.search(q).await?)
             .map(|s| {
                 let engine = self.clone();
                 BlockRead::spawn(async move { engine.trace(&s.trace_id).await.map_err(|QueryError::Store(e)| e) })
+                    .join()
             })
-            .collect();
-        let mut out = Vec::new();
-        for fetch in fetches {
-            let spans = fetch.join().await?;
-            if !spans.is_empty() {
-                out.push(spans);
-            }
-        }
-        Ok(out)
+            .buffered(read_parallelism())
+            .try_collect()
+            .await?;
+        Ok(traces.into_iter().filter(|spans| !spans.is_empty()).collect())
     }
 
     /// Service names, sorted.
@@ -499,6 +494,11 @@ fn downcast<'a, T: 'static>(b: &'a RecordBatch, n: &str) -> Result<&'a T, StoreE
     b.column_by_name(n)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| StoreError::corrupt(format!("column {n} missing or of the wrong type")))
+}
+
+/// How many block reads run at once: one per core.
+fn read_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// A block read on its own task, so reads of several blocks use every core; cancelled when

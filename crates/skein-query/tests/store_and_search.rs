@@ -586,11 +586,21 @@ async fn compaction_merges_blocks_with_different_dedicated_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_ids_survive_offsets_row_groups_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    // One head of 144,000 spans: a block of two 128 Ki-row groups.
+    let store = Store::open(
+        dir.path(),
+        StoreConfig {
+            head_max_spans: 1_000_000,
+            head_max_bytes: 1 << 30,
+            ..cfg()
+        },
+    )
+    .await
+    .unwrap();
     let q = QueryEngine::new(store.clone());
     let g = Gen::new();
     let base = now() - 600 * 1_000_000_000;
-    let mut traces: Vec<Vec<Span>> = (0..5000u64)
+    let mut traces: Vec<Vec<Span>> = (0..36_000u64)
         .map(|i| g.trace(base + i * 1_000_000, 30, i % 97 == 0))
         .collect();
     // Clock skew: the child starts 5 ms before its parent, so it sorts first.
@@ -606,7 +616,13 @@ async fn parent_ids_survive_offsets_row_groups_and_compaction() {
     assert_eq!(deps_head.len(), 3, "{deps_head:?}");
     store.flush().await.unwrap();
     let meta = store.snapshot().blocks[0].meta.clone();
-    assert!(meta.row_groups.len() >= 2, "{} row groups", meta.row_groups.len());
+    assert!(
+        meta.row_groups.len() >= 2,
+        "{} row groups, {} spans, {} blocks",
+        meta.row_groups.len(),
+        meta.span_count,
+        store.snapshot().blocks.len()
+    );
     let check = |traces: Vec<Vec<Span>>| async {
         for t in traces {
             assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
@@ -634,7 +650,7 @@ async fn parent_ids_survive_offsets_row_groups_and_compaction() {
         pick
     };
     check(special(&traces)).await;
-    check(traces.iter().step_by(50).cloned().collect()).await;
+    check(traces.iter().step_by(150).cloned().collect()).await;
     assert_eq!(q.dependencies(0, u64::MAX).await.unwrap(), deps_head);
 
     store.append(vec![late_parent.clone()]).await.unwrap();
@@ -642,5 +658,5 @@ async fn parent_ids_survive_offsets_row_groups_and_compaction() {
     traces[30].insert(1, late_parent);
     assert_eq!(store.compact_once().await.unwrap(), 2);
     check(special(&traces)).await;
-    check(traces.iter().step_by(50).cloned().collect()).await;
+    check(traces.iter().step_by(150).cloned().collect()).await;
 }

@@ -112,7 +112,7 @@ fn block_stages(c: &mut Criterion) {
     g.bench_function("spans_to_batch", |b| {
         b.iter(|| {
             let mut keys = BlockKeys::default();
-            refs.chunks(skein_store::block::ROW_GROUP_ROWS)
+            refs.chunks(skein_store::block::BUILD_BATCH_ROWS)
                 .map(|chunk| spans_to_batch(black_box(chunk), &layout, &mut keys).expect("batch"))
                 .count()
         })

@@ -10,11 +10,14 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::block::footers::FooterCache;
 use crate::StoreError;
 
 #[derive(Clone)]
 pub struct Backend {
     pub store: Arc<dyn ObjectStore>,
+    /// Parquet footers of block files, shared by every block of this backend.
+    pub footers: Arc<FooterCache>,
     /// Set for the local directory backend, whose writes we fsync ourselves.
     local_root: Option<PathBuf>,
 }
@@ -26,11 +29,13 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    pub fn local(root: PathBuf) -> Result<Backend, StoreError> {
+    /// The local directory `root`, keeping up to `footer_cache_bytes` of block footers.
+    pub fn local(root: PathBuf, footer_cache_bytes: usize) -> Result<Backend, StoreError> {
         std::fs::create_dir_all(&root).map_err(|e| StoreError::io("creating block directory", &root, e))?;
         let fs = LocalFileSystem::new_with_prefix(&root).map_err(StoreError::object)?;
         Ok(Backend {
             store: Arc::new(fs),
+            footers: Arc::new(FooterCache::new(footer_cache_bytes)),
             local_root: Some(root),
         })
     }

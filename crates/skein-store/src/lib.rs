@@ -113,6 +113,10 @@ pub struct StoreConfig {
     pub compaction_interval: Duration,
     /// Compaction merges small blocks into blocks of up to this many spans.
     pub compaction_target_spans: u64,
+    /// Memory for the Parquet footers of recently read blocks (a few MB per million spans);
+    /// a lookup in a block whose footer is not kept reads and parses it first.
+    #[serde(with = "serde_bytes")]
+    pub footer_cache_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -127,6 +131,7 @@ impl Default for StoreConfig {
             retention_max_bytes: 0,
             compaction_interval: Duration::from_secs(30),
             compaction_target_spans: 2_000_000,
+            footer_cache_bytes: 256 << 20,
         }
     }
 }
@@ -278,7 +283,7 @@ impl Store {
     pub async fn open(data_dir: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         let wal_dir = data_dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(|e| StoreError::io("creating WAL directory", &wal_dir, e))?;
-        let backend = Backend::local(data_dir.to_path_buf())?;
+        let backend = Backend::local(data_dir.to_path_buf(), cfg.footer_cache_bytes as usize)?;
         let metrics = Metrics::new();
 
         // Blocks first: their metas say which WAL segments are already in a block.
@@ -744,7 +749,7 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
     let layout = block::write::choose_layout(&sorted);
     let mut builder = BlockBuilder::new(id, level, layout)?;
     let mut keys = block::write::BlockKeys::default();
-    for chunk in sorted.chunks(block::ROW_GROUP_ROWS) {
+    for chunk in sorted.chunks(block::BUILD_BATCH_ROWS) {
         let batch = block::write::spans_to_batch(chunk, builder.layout(), &mut keys)?;
         builder.push(&batch)?;
     }

@@ -2,6 +2,7 @@
 //! filter over trace ids and a JSON meta, all under `blocks/<id>/` in the object store.
 
 pub mod bloom;
+pub mod footers;
 pub(crate) mod fxhash;
 pub mod read;
 pub mod schema;
@@ -17,10 +18,16 @@ pub use read::BlockHandle;
 pub use schema::{Dedicated, Layout};
 pub use write::{BlockBuilder, BuiltBlock, TraceSummary};
 
-/// 2 added per-block dedicated attribute columns; 1 is still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// 2 added per-block dedicated attribute columns; 3 stores event times relative to their
+/// span's start (see `StoredEvent`). 1 and 2 are still read.
+pub const FORMAT_VERSION: u32 = 3;
 pub const OLDEST_READABLE_FORMAT: u32 = 1;
-pub const ROW_GROUP_ROWS: usize = 16 * 1024;
+/// Rows per row group (cut at a trace boundary past this). Large, because a footer holds a
+/// record per column per row group (megabytes of memory per million spans at 16Ki rows), and a
+/// trace lookup reads only the pages holding its rows whatever the row group size.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Spans converted to one Arrow batch at a time while a block is written.
+pub const BUILD_BATCH_ROWS: usize = 16 * 1024;
 
 pub const DATA_FILE: &str = "data.parquet";
 pub const SUMMARY_FILE: &str = "traces.parquet";
@@ -30,7 +37,33 @@ pub const META_FILE: &str = "meta.json";
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EventList {
     #[prost(message, repeated, tag = "1")]
-    pub events: Vec<pb::trace::v1::span::Event>,
+    pub events: Vec<StoredEvent>,
+}
+
+/// A span event in the `events` column: OTLP's `Event` fields plus, from format 3, the time
+/// relative to the span's start (written by `wire::stored_event_list`). Blocks of formats 1
+/// and 2, and their rows copied by compaction, carry the absolute time in field 1 instead.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredEvent {
+    #[prost(fixed64, tag = "1")]
+    pub time_unix_nano: u64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(message, repeated, tag = "3")]
+    pub attributes: Vec<pb::common::v1::KeyValue>,
+    #[prost(uint32, tag = "4")]
+    pub dropped_attributes_count: u32,
+    #[prost(sint64, optional, tag = "15")]
+    pub since_span_start: Option<i64>,
+}
+
+impl StoredEvent {
+    pub fn time(&self, span_start: u64) -> u64 {
+        match self.since_span_start {
+            Some(d) => span_start.wrapping_add(d as u64),
+            None => self.time_unix_nano,
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

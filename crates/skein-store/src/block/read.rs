@@ -9,14 +9,16 @@ use arrow_array::{
     UInt64Array,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
+};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::metadata::{ColumnChunkMask, PageIndexPolicy, ParquetStatisticsPolicy};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use prost::Message;
 use skein_model::otlp::{pb, proto};
 use skein_model::*;
-use tokio::sync::OnceCell;
 
 use super::bloom::Bloom;
 use super::schema::{self, HOT};
@@ -25,12 +27,13 @@ use super::{BlockMeta, EventList, LinkList, DATA_FILE, SUMMARY_FILE};
 use crate::backend::{Backend, ObjectReader};
 use crate::StoreError;
 
+/// Leaf column index of the trace id in both the span and the summary file.
+const TRACE_ID_LEAF: usize = 0;
+
 pub struct BlockHandle {
     pub meta: BlockMeta,
     pub bloom: Bloom,
     backend: Backend,
-    data_meta: OnceCell<ArrowReaderMetadata>,
-    summary_meta: OnceCell<ArrowReaderMetadata>,
 }
 
 impl std::fmt::Debug for BlockHandle {
@@ -39,15 +42,16 @@ impl std::fmt::Debug for BlockHandle {
     }
 }
 
+impl Drop for BlockHandle {
+    /// The block is gone from every snapshot (compacted away or expired): so are its footers.
+    fn drop(&mut self) {
+        self.backend.footers.remove_block(&self.meta.id);
+    }
+}
+
 impl BlockHandle {
     pub fn new(meta: BlockMeta, bloom: Bloom, backend: Backend) -> BlockHandle {
-        BlockHandle {
-            meta,
-            bloom,
-            backend,
-            data_meta: OnceCell::new(),
-            summary_meta: OnceCell::new(),
-        }
+        BlockHandle { meta, bloom, backend }
     }
 
     fn reader(&self, file: &str, size: u64) -> ObjectReader {
@@ -59,26 +63,31 @@ impl BlockHandle {
     }
 
     async fn data_metadata(&self) -> Result<ArrowReaderMetadata, StoreError> {
-        self.file_metadata(&self.data_meta, DATA_FILE, self.meta.data_bytes)
-            .await
+        self.file_metadata(DATA_FILE, self.meta.data_bytes).await
     }
 
-    /// A file's Parquet footer, read once and kept.
-    async fn file_metadata(
-        &self,
-        cell: &OnceCell<ArrowReaderMetadata>,
-        file: &str,
-        size: u64,
-    ) -> Result<ArrowReaderMetadata, StoreError> {
-        cell.get_or_try_init(|| async {
-            let mut r = self.reader(file, size);
-            let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-            ArrowReaderMetadata::load_async(&mut r, opts)
-                .await
-                .map_err(StoreError::parquet)
-        })
-        .await
-        .cloned()
+    /// A file's Parquet footer, from the backend's footer cache or read and put there. No
+    /// query reads Parquet's statistics (the block meta has what pruning needs) except the
+    /// trace id pages' min/max, so only those are decoded: with all of them a footer took
+    /// megabytes per block. Page locations are decoded for all columns, so a read skips the
+    /// pages without selected rows.
+    async fn file_metadata(&self, file: &'static str, size: u64) -> Result<ArrowReaderMetadata, StoreError> {
+        let cache = &self.backend.footers;
+        if let Some(md) = cache.get(&self.meta.id, file) {
+            return Ok(md);
+        }
+        let mut r = self.reader(file, size);
+        let opts = ArrowReaderOptions::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .with_column_index_mask(ColumnChunkMask::columns([TRACE_ID_LEAF]))
+            .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+            .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+            .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
+        let md = ArrowReaderMetadata::load_async(&mut r, opts)
+            .await
+            .map_err(StoreError::parquet)?;
+        cache.insert(&self.meta.id, file, md.clone());
+        Ok(md)
     }
 
     /// A row filter keeping the rows whose `column` (trace ids) is in `ids`.
@@ -111,6 +120,37 @@ impl BlockHandle {
         Ok(RowFilter::new(vec![Box::new(predicate)]))
     }
 
+    /// The rows of `groups` (numbered across them, as a `RowSelection` counts) on trace-id
+    /// pages whose min..=max admits `id`, from the page statistics; `None` where a block has
+    /// none (the row filter alone finds the rows then). A lookup then decodes one 1,024-row
+    /// trace-id page instead of the whole column chunk, and from every other column only the
+    /// page holding those rows.
+    fn trace_id_pages(md: &ArrowReaderMetadata, groups: &[usize], id: &TraceId) -> Option<RowSelection> {
+        let mut selectors = Vec::new();
+        for &g in groups {
+            let index = md.metadata().page_index_for_row_group(g);
+            let Some(ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(stats)) = index.column_index(TRACE_ID_LEAF) else {
+                return None;
+            };
+            let pages = index.offset_index(TRACE_ID_LEAF)?.page_locations();
+            let rows = md.metadata().row_group(g).num_rows() as usize;
+            for (p, page) in pages.iter().enumerate() {
+                let end = pages.get(p + 1).map_or(rows, |next| next.first_row_index as usize);
+                let len = end.checked_sub(page.first_row_index as usize)?;
+                let admits = match (stats.min_value(p), stats.max_value(p)) {
+                    (Some(min), Some(max)) => min <= id.as_slice() && id.as_slice() <= max,
+                    _ => false, // a page of nulls; trace ids are never null
+                };
+                selectors.push(if admits {
+                    RowSelector::select(len)
+                } else {
+                    RowSelector::skip(len)
+                });
+            }
+        }
+        Some(selectors.into())
+    }
+
     /// Row groups whose trace id range admits `id`.
     fn row_groups_for(&self, id: &TraceId) -> Vec<usize> {
         self.meta
@@ -137,12 +177,15 @@ impl BlockHandle {
         }
         let md = self.data_metadata().await?;
         let filter = Self::trace_id_filter(&md, schema::TRACE_ID, HashSet::from([*id]))?;
-        let stream =
+        let pages = Self::trace_id_pages(&md, &groups, id);
+        let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
                 .with_row_groups(groups)
-                .with_row_filter(filter)
-                .build()
-                .map_err(StoreError::parquet)?;
+                .with_row_filter(filter);
+        if let Some(pages) = pages {
+            builder = builder.with_row_selection(pages);
+        }
+        let stream = builder.build().map_err(StoreError::parquet)?;
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(StoreError::parquet)?;
         let mut parents = ParentResolver::default();
         let mut out = Vec::new();
@@ -150,6 +193,29 @@ impl BlockHandle {
             out.extend(batch_to_spans(&parents.resolve(b)?)?);
         }
         Ok(out)
+    }
+
+    /// The named columns of the block's last `rows` rows (its newest trace ids, not its newest
+    /// spans). `columns` must not name `parent_span_id`: the first rows read may be a trace's
+    /// middle, whose parent offsets point before them.
+    pub async fn scan_last_rows(&self, columns: &[&str], rows: usize) -> Result<Vec<RecordBatch>, StoreError> {
+        let Some(last) = self.meta.row_groups.len().checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        let md = self.data_metadata().await?;
+        let in_group = md.metadata().row_group(last).num_rows() as usize;
+        let skip = in_group.saturating_sub(rows);
+        let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(in_group - skip)]);
+        let mask = self.projection(&md, columns)?;
+        ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+            .with_projection(mask)
+            .with_row_groups(vec![last])
+            .with_row_selection(selection)
+            .build()
+            .map_err(StoreError::parquet)?
+            .try_collect()
+            .await
+            .map_err(StoreError::parquet)
     }
 
     /// Reads the named columns of the chosen row groups (all when `None`).
@@ -240,9 +306,7 @@ impl BlockHandle {
 
     /// Summaries of the given traces (all traces when `ids` is `None`).
     pub async fn summaries(&self, ids: Option<&HashSet<TraceId>>) -> Result<Vec<TraceSummary>, StoreError> {
-        let md = self
-            .file_metadata(&self.summary_meta, SUMMARY_FILE, self.meta.summary_bytes)
-            .await?;
+        let md = self.file_metadata(SUMMARY_FILE, self.meta.summary_bytes).await?;
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.reader(SUMMARY_FILE, self.meta.summary_bytes),
             md.clone(),
@@ -372,7 +436,11 @@ impl ParentResolver {
 pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
     let tid = fsb(b, schema::TRACE_ID)?;
     let sid = fsb(b, schema::SPAN_ID)?;
-    let pid = fsb(b, schema::PARENT_SPAN_ID)?;
+    // Absent when the reader did not ask for parents (a block's tail read for autocomplete).
+    let pid = match b.column_by_name(schema::PARENT_SPAN_ID) {
+        Some(_) => Some(fsb(b, schema::PARENT_SPAN_ID)?),
+        None => None,
+    };
     let name = strings(b, schema::NAME)?;
     let kind = u8s(b, schema::KIND)?;
     let start = i64s(b, schema::START)?;
@@ -457,10 +525,13 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
                 .value(i)
                 .try_into()
                 .map_err(|_| StoreError::corrupt("span id width"))?,
-            parent_span_id: pid
-                .value(i)
-                .try_into()
-                .map_err(|_| StoreError::corrupt("parent id width"))?,
+            parent_span_id: match pid {
+                Some(pid) => pid
+                    .value(i)
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("parent id width"))?,
+                None => [0; 8],
+            },
             trace_state: tstate.value(i).to_string(),
             flags: flags.value(i),
             name: name.value(i).to_string(),
@@ -486,7 +557,7 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
                 .events
                 .into_iter()
                 .map(|e| Event {
-                    time_unix_nano: e.time_unix_nano,
+                    time_unix_nano: e.time(start_ns),
                     name: e.name,
                     attributes: proto::attrs_from(e.attributes),
                     dropped_attributes_count: e.dropped_attributes_count,

@@ -38,6 +38,8 @@ fn zstd_level(level: u32) -> i32 {
 /// header, index entries and a compressor start-up in each of ~60 columns.
 const TRACE_ID_PAGE_ROWS: usize = 1024;
 const OTHER_PAGE_ROWS: usize = 4096;
+/// Dictionary size past which a column chunk falls back to plain values (see `props`).
+const DICTIONARY_LIMIT: usize = 16 * 1024;
 
 fn props(level: u32) -> WriterProperties {
     let mut b = WriterProperties::builder()
@@ -49,19 +51,37 @@ fn props(level: u32) -> WriterProperties {
         .set_data_page_row_count_limit(OTHER_PAGE_ROWS)
         // Small trace-id pages let a trace lookup skip most of a row group's pages.
         .set_column_data_page_row_count_limit(ColumnPath::from(schema::TRACE_ID), TRACE_ID_PAGE_ROWS)
-        .set_statistics_enabled(EnabledStatistics::Page);
-    // Random ids and timestamps gain nothing from a dictionary; deltas shrink timestamps.
-    for c in [schema::SPAN_ID, schema::PARENT_SPAN_ID] {
+        // Page min/max only where a reader uses them: trace-id pages narrow a trace lookup
+        // to the pages holding it. Elsewhere they cost about a byte per span on disk.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from(schema::TRACE_ID), EnabledStatistics::Page)
+        // A column whose dictionary outgrows this in a row group (ids, amounts, anything
+        // nearly unique) falls back to plain values, which zstd packs tighter than dictionary
+        // indexes plus the dictionary: 1.4 against 2.0 bytes per span for a random amount,
+        // 1.3 against 1.8 for a session id. Low-cardinality columns stay dictionary-encoded.
+        .set_dictionary_page_size_limit(DICTIONARY_LIMIT)
+        // Resources and scopes are few but long: their dictionary may grow larger.
+        .set_column_dictionary_page_size_limit(ColumnPath::from(schema::RESOURCE), 1 << 20)
+        .set_column_dictionary_page_size_limit(ColumnPath::from(schema::SCOPE), 1 << 20);
+    // Ids and per-span blobs are (nearly) unique: a dictionary is pure overhead.
+    for c in [
+        schema::TRACE_ID,
+        schema::SPAN_ID,
+        schema::PARENT_SPAN_ID,
+        schema::EVENTS,
+    ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }
-    for c in [schema::START, schema::DURATION, schema::PARENT_OFFSET] {
+    // Times and durations: byte-stream split puts the slowly varying high bytes of all values
+    // side by side, where zstd finds them (3.9 bytes per span for start times against 5.4
+    // with delta encoding, whose deltas jump between traces; 3.2 against 3.8 for durations).
+    for c in [schema::START, schema::DURATION] {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
-            .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+            .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
     }
-    // No reader prunes on these columns' min/max, and computing them compares every value
-    // (hundreds of bytes for a resource): page statistics for blobs and random ids cost CPU
-    // and footer bytes for nothing.
+    // Nothing reads these columns' min/max, and computing them compares every value (hundreds
+    // of bytes for a resource): even chunk statistics cost CPU for nothing here.
     for c in [
         schema::SPAN_ID,
         schema::PARENT_SPAN_ID,
@@ -375,7 +395,7 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
         attrs.append_value(&buf);
 
         buf.clear();
-        wire::event_list(&s.events, &mut buf);
+        wire::stored_event_list(&s.events, s.start_unix_nano, &mut buf);
         events.append_value(&buf);
         buf.clear();
         wire::link_list(&s.links, &mut buf);
@@ -816,10 +836,18 @@ fn write_summaries(sums: &[TraceSummary]) -> Result<Vec<u8>, StoreError> {
         ],
     )
     .map_err(StoreError::arrow)?;
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .set_column_dictionary_enabled(ColumnPath::from(schema::SUM_TRACE_ID), false)
-        .build();
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from(schema::SUM_TRACE_ID), EnabledStatistics::Page);
+    // As in the span table: one value per trace, so a dictionary only adds indexes.
+    for c in [schema::SUM_START, schema::SUM_END] {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
+    }
+    let props = props.build();
     let mut w =
         ArrowWriter::try_new(Vec::new(), schema::SUMMARIES.clone(), Some(props)).map_err(StoreError::parquet)?;
     w.write(&batch).map_err(StoreError::parquet)?;
@@ -911,6 +939,59 @@ mod tests {
         let layout = choose_layout(&refs);
         let keys: Vec<(&str, HotType)> = layout.dedicated.iter().map(|d| (d.key.as_str(), d.ty)).collect();
         assert_eq!(keys, vec![("everywhere", HotType::Str), ("two.percent", HotType::Int)]);
+    }
+
+    /// Event times stored relative to the span's start come back exact wherever they fall:
+    /// before the start, after the end, unset (0) or at the top of the range.
+    #[test]
+    fn event_times_round_trip_relative_to_the_span_start() {
+        let start = 1_795_000_000_123_456_789u64;
+        let times = [start, start + 1, start + 2_500_000, start - 7, 0, u64::MAX];
+        let span = Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            start_unix_nano: start,
+            end_unix_nano: start + 1_000_000,
+            events: times
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| skein_model::Event {
+                    time_unix_nano: t,
+                    name: format!("e{i}"),
+                    attributes: vec![KeyValue::new("i", AnyValue::Int(i as i64))],
+                    dropped_attributes_count: i as u32,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let batch = spans_to_batch(&[&span], &Layout::fixed(), &mut BlockKeys::default()).expect("batch");
+        let back = super::super::read::batch_to_spans(&batch).expect("spans");
+        assert_eq!(back[0].events, span.events);
+    }
+
+    /// Blocks of format 2 stored OTLP events with absolute times; they still read the same.
+    #[test]
+    fn absolute_event_times_of_older_blocks_still_read() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct OtlpEventList {
+            #[prost(message, repeated, tag = "1")]
+            events: Vec<skein_model::otlp::pb::trace::v1::span::Event>,
+        }
+        let old = OtlpEventList {
+            events: vec![skein_model::otlp::pb::trace::v1::span::Event {
+                time_unix_nano: 1_795_000_000_000_000_042,
+                name: "log".into(),
+                ..Default::default()
+            }],
+        };
+        let list = <super::super::EventList as prost::Message>::decode(prost::Message::encode_to_vec(&old).as_slice())
+            .expect("decodes");
+        assert_eq!(list.events[0].name, "log");
+        assert_eq!(
+            list.events[0].time(5),
+            1_795_000_000_000_000_042,
+            "the span start is not added"
+        );
     }
 
     /// Spans of several requests (distinct resource `Arc`s) interleaved by the sort keep their
