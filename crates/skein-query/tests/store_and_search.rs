@@ -660,3 +660,104 @@ async fn parent_ids_survive_offsets_row_groups_and_compaction() {
     check(special(&traces)).await;
     check(traces.iter().step_by(150).cloned().collect()).await;
 }
+
+/// Makes block writes fail: a file where the blocks directory goes (root ignores permissions).
+fn break_blocks(blocks: &std::path::Path) {
+    if blocks.exists() {
+        std::fs::remove_dir_all(blocks).unwrap();
+    }
+    std::fs::write(blocks, b"not a directory").unwrap();
+}
+
+/// With the block backlog full, an append waits for the block being written instead of being
+/// refused at once, and is refused only when `admission_wait` runs out. The block writer is
+/// held back for real: the blocks directory is replaced by a file, so block writes fail and are
+/// retried until it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_wait_for_the_block_writer_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |wait: Duration| {
+        Store::open(
+            dir.path(),
+            StoreConfig {
+                head_max_spans: 1,
+                max_pending_blocks: 1,
+                admission_wait: wait,
+                ..cfg()
+            },
+        )
+    };
+    let blocks = dir.path().join("blocks");
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    let first = g.trace(base, 20, false);
+    let second = g.trace(base + 1_000_000, 20, false);
+
+    // Nothing being written: nothing could make room, so the refusal is immediate.
+    let refusing = Store::open(
+        dir.path(),
+        StoreConfig {
+            max_pending_blocks: 0,
+            ..cfg()
+        },
+    )
+    .await
+    .unwrap();
+    let err = refusing.append(first.clone()).await.unwrap_err();
+    assert!(matches!(err, skein_store::StoreError::Overloaded(_)), "{err}");
+    refusing.shutdown().await.unwrap();
+    drop(refusing);
+
+    let store = open(Duration::from_secs(60)).await.unwrap();
+    break_blocks(&blocks);
+    // One span over `head_max_spans`: the head is cut after this append, and its block cannot
+    // be written.
+    store.append(first.clone()).await.unwrap();
+    while store.stats().pending_blocks < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        let spans = second.clone();
+        async move { store.append(spans).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the append waits while the block backlog is full"
+    );
+
+    // The writer's next retry succeeds, makes room, and the waiting append goes through.
+    std::fs::remove_file(&blocks).unwrap();
+    waiting
+        .await
+        .unwrap()
+        .expect("the append went through once a block was written");
+    store.flush().await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    for t in [&first, &second] {
+        assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
+    }
+    store.shutdown().await.unwrap();
+    drop((q, store));
+
+    // A wait that runs out is refused as backpressure, and the refused spans are not stored.
+    let store = open(Duration::from_millis(200)).await.unwrap();
+    break_blocks(&blocks);
+    let third = g.trace(base + 2_000_000, 20, false);
+    let fourth = g.trace(base + 3_000_000, 20, false);
+    store.append(third.clone()).await.unwrap();
+    while store.stats().pending_blocks < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = store.append(fourth.clone()).await.unwrap_err();
+    assert!(matches!(err, skein_store::StoreError::Overloaded(_)), "{err}");
+    std::fs::remove_file(&blocks).unwrap();
+    store.flush().await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(
+        sorted(q.trace(&third[0].trace_id).await.unwrap()),
+        sorted(third.clone())
+    );
+    assert!(q.trace(&fourth[0].trace_id).await.unwrap().is_empty());
+}

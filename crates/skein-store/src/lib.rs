@@ -103,6 +103,11 @@ pub struct StoreConfig {
     pub wal_queue_depth: usize,
     /// Heads waiting to become blocks before ingest is refused with backpressure.
     pub max_pending_blocks: usize,
+    /// How long a request may wait for a block being written when `max_pending_blocks` heads
+    /// are already waiting, before it is refused with backpressure. Waiting smooths the
+    /// block-writer cadence that would otherwise idle every client for its whole retry delay.
+    #[serde(with = "serde_duration")]
+    pub admission_wait: Duration,
     /// Blocks whose newest span is older than this are deleted.
     #[serde(with = "serde_duration")]
     pub retention: Duration,
@@ -127,6 +132,7 @@ impl Default for StoreConfig {
             head_max_age: Duration::from_secs(60),
             wal_queue_depth: 512,
             max_pending_blocks: 2,
+            admission_wait: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 86400),
             retention_max_bytes: 0,
             compaction_interval: Duration::from_secs(30),
@@ -252,6 +258,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     compaction: tokio::sync::Mutex<()>,
+    /// Woken whenever a frozen head has become a block (room for waiting appends).
+    block_written: tokio::sync::Notify,
 }
 
 /// A handle to the store; cheap to clone.
@@ -346,6 +354,7 @@ impl Store {
             runtime: tokio::runtime::Handle::current(),
             writer: Mutex::new(None),
             compaction: tokio::sync::Mutex::new(()),
+            block_written: tokio::sync::Notify::new(),
         });
         inner.update_gauges();
         let weak = Arc::downgrade(&inner);
@@ -428,6 +437,7 @@ impl Store {
 
     /// Appends spans that wait for a tail-sampling decision, and waits until durable.
     pub async fn append_pending(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
+        self.wait_for_block_writer().await?;
         self.try_append_pending(spans, encoded)?
             .await
             .map_err(|_| StoreError::ShuttingDown)?
@@ -492,9 +502,35 @@ impl Store {
 
     /// Like `append`, with the spans' OTLP encoding already at hand (see `try_append`).
     pub async fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
+        self.wait_for_block_writer().await?;
         self.try_append(spans, encoded)?
             .await
             .map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Returns once the block backlog has room, waiting up to `admission_wait` while a block
+    /// is being written; refuses with `Overloaded` when none is (nothing would make room) or
+    /// the wait runs out. The caller's request stays in its memory reservation meanwhile.
+    async fn wait_for_block_writer(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.admission_wait;
+        loop {
+            // Registered before the check, so a block finishing in between still wakes us.
+            let notified = self.inner.block_written.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+                if st.frozen.len() < self.inner.cfg.max_pending_blocks {
+                    return Ok(());
+                }
+                if st.frozen.is_empty() {
+                    return Err(StoreError::Overloaded("block writer is behind"));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(StoreError::Overloaded("block writer is behind"));
+            }
+        }
     }
 
     /// How many spans of `trace_id` the head holds (for the per-trace span limit).
@@ -1006,6 +1042,7 @@ async fn write_frozen(inner: &Arc<Inner>, frozen: &Arc<Frozen>) -> Result<(), St
         st.blocks.push(handle);
         st.frozen.retain(|x| !Arc::ptr_eq(x, frozen));
     }
+    inner.block_written.notify_waiters();
     for seq in &frozen.head.wal_segments {
         if let Err(e) = wal::remove_segment(&inner.wal_dir, *seq) {
             tracing::warn!(segment = seq, error = %e, "could not delete a WAL segment already in a block");
