@@ -415,16 +415,19 @@ impl Store {
             skein_model::otlp::wire::export_request(spans.iter(), &mut buf);
             buf.into()
         });
-        match self.inner.tx.try_send(WalMsg::Append {
+        // Counted before sending: the writer may take the message (and subtract) at once.
+        self.inner.metrics.queue_depth.add(1);
+        let sent = self.inner.tx.try_send(WalMsg::Append {
             payload,
             spans,
             pending,
             done,
-        }) {
-            Ok(()) => {
-                self.inner.metrics.queue_depth.add(1);
-                Ok(rx)
-            }
+        });
+        if sent.is_err() {
+            self.inner.metrics.queue_depth.add(-1);
+        }
+        match sent {
+            Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(StoreError::Overloaded("WAL queue is full")),
             Err(TrySendError::Disconnected(_)) => Err(StoreError::ShuttingDown),
         }
@@ -483,11 +486,11 @@ impl Store {
             let _ = done.send(Ok(()));
             return Ok(rx);
         }
-        self.inner
-            .tx
-            .send(WalMsg::Decide { decisions, done })
-            .map_err(|_| StoreError::ShuttingDown)?;
         self.inner.metrics.queue_depth.add(1);
+        if self.inner.tx.send(WalMsg::Decide { decisions, done }).is_err() {
+            self.inner.metrics.queue_depth.add(-1);
+            return Err(StoreError::ShuttingDown);
+        }
         Ok(rx)
     }
 
@@ -644,6 +647,7 @@ impl Store {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
+            let mut cuts_seen = weak.upgrade().map(|inner| inner.metrics.cuts.get());
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
@@ -651,10 +655,21 @@ impl Store {
                 if let Err(e) = store.enforce_retention(now_unix_nano()).await {
                     tracing::error!(error = %e, "retention failed");
                 }
+                // While heads keep being cut, merge only blocks of like size (each span is
+                // rewritten a few times, not once per merge); once no head was cut for an
+                // interval, tidy up whatever small blocks are left.
+                let cuts = store.inner.metrics.cuts.get();
+                let growing = cuts_seen != Some(cuts);
+                cuts_seen = Some(cuts);
                 // Keep merging while there is work: a backlog of small blocks costs query time
                 // and disk, and one merge per interval cannot keep up with a busy ingest.
                 loop {
-                    match store.compact_once().await {
+                    let merged = if growing {
+                        store.compact_tiered().await
+                    } else {
+                        store.compact_once().await
+                    };
+                    match merged {
                         Ok(0) => break,
                         Ok(_) => tokio::task::yield_now().await,
                         Err(e) => {
