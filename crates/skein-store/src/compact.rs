@@ -500,7 +500,10 @@ mod tests {
     fn tiered_plan_takes_one_tier_and_enough_of_it() {
         let target = 2_000_000;
         // A big block among small ones is left out; the small ones merge.
-        assert_eq!(plan(&[300_000, 30_000, 30_000, 30_000, 30_000], target, Plan::Tiered), vec![1, 2, 3, 4]);
+        assert_eq!(
+            plan(&[300_000, 30_000, 30_000, 30_000, 30_000], target, Plan::Tiered),
+            vec![1, 2, 3, 4]
+        );
         // Three of a tier are not enough yet.
         assert!(plan(&[300_000, 30_000, 30_000, 30_000], target, Plan::Tiered).is_empty());
         // The tier holding the oldest block goes first, at most MAX_INPUTS of it, oldest first.
