@@ -761,3 +761,76 @@ async fn appends_wait_for_the_block_writer_instead_of_failing() {
     );
     assert!(q.trace(&fourth[0].trace_id).await.unwrap().is_empty());
 }
+
+/// Trace outlines (what trace summaries read) agree with whole traces on every field they
+/// carry, for traces in blocks, in the head, and split between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_outlines_agree_with_whole_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    let in_block: Vec<Vec<Span>> = (0..50u64)
+        .map(|i| g.trace(base + i * 1_000_000, 30, i % 7 == 0))
+        .collect();
+    let mut split = g.trace(base + 60_000_000, 30, true);
+    // An orphan: its parent never arrives.
+    split[3].parent_span_id = rid();
+    store
+        .append(in_block.iter().flatten().cloned().collect())
+        .await
+        .unwrap();
+    store.append(split[..2].to_vec()).await.unwrap();
+    store.flush().await.unwrap();
+    store.append(split[2..].to_vec()).await.unwrap();
+    assert!(store.stats().blocks >= 1 && store.stats().head_spans == 2);
+
+    let outline_fields = |s: &Span| {
+        (
+            s.trace_id,
+            s.span_id,
+            s.parent_span_id,
+            s.name.clone(),
+            s.kind,
+            s.start_unix_nano,
+            s.end_unix_nano,
+            s.status.code,
+            s.service_name().to_string(),
+        )
+    };
+    for t in in_block.iter().chain([&split]) {
+        let whole = q.trace(&t[0].trace_id).await.unwrap();
+        let outline = q.trace_outline(&t[0].trace_id).await.unwrap();
+        assert_eq!(whole.len(), t.len());
+        assert_eq!(
+            outline.iter().map(outline_fields).collect::<Vec<_>>(),
+            whole.iter().map(outline_fields).collect::<Vec<_>>()
+        );
+    }
+    // Spans read from blocks carry nothing more: no attributes, events or other resource keys.
+    let outline = q.trace_outline(&in_block[0][0].trace_id).await.unwrap();
+    assert!(outline
+        .iter()
+        .all(|s| s.attributes.is_empty() && s.events.is_empty() && s.resource.attributes.len() == 1));
+
+    // A search's outlines come in the search's order, like its whole traces.
+    let query = TraceQuery {
+        error: Some(true),
+        limit: 100,
+        ..Default::default()
+    };
+    let whole = q.find_traces(&query).await.unwrap();
+    let outlines = q.find_trace_outlines(&query).await.unwrap();
+    assert_eq!(whole.len(), 9, "8 failing traces in the block and the split one");
+    assert_eq!(
+        outlines
+            .iter()
+            .map(|t| t.iter().map(outline_fields).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        whole
+            .iter()
+            .map(|t| t.iter().map(outline_fields).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+}

@@ -246,7 +246,7 @@ async fn trace_summaries(State(q): State<QueryEngine>, Query(p): Query<Vec<(Stri
         Ok(q) => q,
         Err(e) => return v3_error(StatusCode::BAD_REQUEST, e),
     };
-    match q.find_traces(&query).await {
+    match q.find_trace_outlines(&query).await {
         Ok(traces) => {
             let out: Vec<Value> = traces.iter().map(|t| summarize(t)).collect();
             Json(json!({ "result": { "summaries": out } })).into_response()

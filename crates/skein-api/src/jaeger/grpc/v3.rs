@@ -272,7 +272,7 @@ async fn find_trace_summaries(
     req: FindTraceSummariesRequest,
 ) -> Result<Chunks<FindTraceSummariesResponse>, Status> {
     let query = search_of(req.query)?;
-    let traces = q.find_traces(&query).await.map_err(internal)?;
+    let traces = q.find_trace_outlines(&query).await.map_err(internal)?;
     let summaries = traces
         .iter()
         .map(|spans| {
