@@ -242,7 +242,16 @@ fn merged_layout(inputs: &[Arc<BlockHandle>]) -> Layout {
             *e = (d, w);
         }
     }
+    // A key stays low-cardinality when the inputs that sampled it so hold most of its spans.
+    let mut low: BTreeMap<&str, i64> = BTreeMap::new();
+    for b in inputs {
+        for d in &b.meta.dedicated {
+            let vote = if b.meta.low_cardinality.contains(&d.key) { 1 } else { -1 };
+            *low.entry(d.key.as_str()).or_default() += vote * b.meta.span_count as i64;
+        }
+    }
     Layout::new(best.into_values().map(|(d, _)| d.clone()).collect())
+        .with_low_cardinality(low.into_iter().filter(|(_, v)| *v > 0).map(|(k, _)| k))
 }
 
 /// Rewrites one input's batches into the output layout.

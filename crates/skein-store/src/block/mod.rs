@@ -113,6 +113,10 @@ pub struct BlockMeta {
     /// Span attribute keys with a column of their own in this block (after the fixed columns).
     #[serde(default)]
     pub dedicated: Vec<Dedicated>,
+    /// Dedicated keys whose values repeat; their columns are stored uncompressed (format 3
+    /// blocks written before this field have none: every column compressed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub low_cardinality: Vec<String>,
     /// Distinct keys in the generic attribute column; `None` when unknown or too many to list
     /// (then any key may be there). Search decodes the generic column only for listed keys.
     #[serde(default)]
@@ -142,6 +146,7 @@ impl BlockMeta {
             services: BTreeMap::new(),
             row_groups: Vec::new(),
             dedicated: Vec::new(),
+            low_cardinality: Vec::new(),
             generic_keys: Some(Vec::new()),
             resource_keys: Some(Vec::new()),
             wal_segments: Vec::new(),
@@ -150,7 +155,7 @@ impl BlockMeta {
     }
 
     pub fn layout(&self) -> Layout {
-        Layout::new(self.dedicated.clone())
+        Layout::new(self.dedicated.clone()).with_low_cardinality(self.low_cardinality.iter().map(String::as_str))
     }
 
     /// Whether the generic attribute column may hold `key`.

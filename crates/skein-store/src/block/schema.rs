@@ -1,5 +1,6 @@
 //! The block's column layout: one row per span, sorted by (trace id, start time).
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -85,6 +86,9 @@ impl Dedicated {
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub dedicated: Vec<Dedicated>,
+    /// Keys of `dedicated` whose values repeat (few distinct values among the spans
+    /// sampled): their dictionary-encoded columns are stored uncompressed (see `write::props`).
+    pub low_cardinality: BTreeSet<String>,
     pub schema: SchemaRef,
     pub file_schema: SchemaRef,
 }
@@ -100,9 +104,20 @@ impl Layout {
         fields.push(Field::new(PARENT_OFFSET, DataType::UInt32, false));
         Layout {
             dedicated,
+            low_cardinality: BTreeSet::new(),
             schema,
             file_schema: Arc::new(Schema::new(fields)),
         }
+    }
+
+    /// Marks these keys' dedicated columns as low-cardinality (keys without a column are ignored).
+    pub fn with_low_cardinality<'a>(mut self, keys: impl IntoIterator<Item = &'a str>) -> Layout {
+        for k in keys {
+            if self.position(k).is_some() {
+                self.low_cardinality.insert(k.to_string());
+            }
+        }
+        self
     }
 
     /// The fixed schema only.
