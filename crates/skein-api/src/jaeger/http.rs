@@ -7,11 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{json, Value};
 use skein_model::{hex, SpanKind, TraceId};
 use skein_query::{QueryEngine, TraceQuery};
 
-use super::convert::trace_to_jaeger;
+use super::convert::{jaeger_trace, JaegerTraceJson};
 use crate::params::Params;
 
 pub fn router(engine: QueryEngine) -> Router {
@@ -26,8 +27,23 @@ pub fn router(engine: QueryEngine) -> Router {
 }
 
 /// Jaeger's v1 envelope.
-fn data(data: Value, total: usize) -> Response {
-    Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null })).into_response()
+fn data(data: impl Serialize, total: usize) -> Response {
+    #[derive(Serialize)]
+    struct Envelope<T> {
+        data: T,
+        total: usize,
+        limit: usize,
+        offset: usize,
+        errors: Option<()>,
+    }
+    Json(Envelope {
+        data,
+        total,
+        limit: 0,
+        offset: 0,
+        errors: None,
+    })
+    .into_response()
 }
 
 pub fn v1_error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -39,14 +55,14 @@ pub fn v1_error(status: StatusCode, msg: impl Into<String>) -> Response {
 async fn services(State(q): State<QueryEngine>) -> Response {
     let s = q.services();
     let n = s.len();
-    data(json!(s), n)
+    data(s, n)
 }
 
 async fn service_operations(State(q): State<QueryEngine>, Path(service): Path<String>) -> Response {
     let mut names: Vec<String> = q.operations(&service, None).into_iter().map(|(n, _)| n).collect();
     names.dedup();
     let n = names.len();
-    data(json!(names), n)
+    data(names, n)
 }
 
 async fn operations(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
@@ -65,7 +81,7 @@ async fn operations(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, S
         .map(|(name, k)| json!({ "name": name, "spanKind": if k == SpanKind::Unspecified { "" } else { k.as_jaeger() } }))
         .collect();
     let n = ops.len();
-    data(json!(ops), n)
+    data(ops, n)
 }
 
 pub fn parse_trace_id(s: &str) -> Result<TraceId, String> {
@@ -79,7 +95,7 @@ async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Resp
     };
     match q.trace(&id).await {
         Ok(spans) if spans.is_empty() => v1_error(StatusCode::NOT_FOUND, "trace not found"),
-        Ok(spans) => data(json!([trace_to_jaeger(&spans)]), 1),
+        Ok(spans) => data([jaeger_trace(&spans)], 1),
         Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -146,13 +162,13 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
                 Err(e) => return v1_error(StatusCode::BAD_REQUEST, e),
             };
             match q.trace(&id).await {
-                Ok(spans) if !spans.is_empty() => out.push(trace_to_jaeger(&spans)),
+                Ok(spans) if !spans.is_empty() => out.push(jaeger_trace(&spans)),
                 Ok(_) => {}
                 Err(e) => return v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
         let n = out.len();
-        return data(json!(out), n);
+        return data(out, n);
     }
     let query = match v1_query(&p) {
         Ok(q) => q,
@@ -160,9 +176,9 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
     };
     match q.find_traces(&query).await {
         Ok(traces) => {
-            let out: Vec<Value> = traces.iter().map(|t| trace_to_jaeger(t)).collect();
+            let out: Vec<JaegerTraceJson> = traces.iter().map(|t| jaeger_trace(t)).collect();
             let n = out.len();
-            data(json!(out), n)
+            data(out, n)
         }
         Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -183,7 +199,7 @@ async fn dependencies(State(q): State<QueryEngine>, Query(p): Query<Vec<(String,
     match q.dependencies(start, end).await {
         Ok(deps) => {
             let n = deps.len();
-            data(json!(deps), n)
+            data(deps, n)
         }
         Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
