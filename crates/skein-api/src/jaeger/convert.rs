@@ -75,18 +75,19 @@ impl Serialize for JaegerTraceJson {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(4))?;
         m.serialize_entry("traceID", &self.trace_id)?;
-        m.serialize_entry("spans", &Spans(&self.spans))?;
+        m.serialize_entry("spans", &Seq(&self.spans, |(span, process)| SpanJson(span, *process)))?;
         m.serialize_entry("processes", &Processes(&self.processes))?;
         m.serialize_entry("warnings", &())?;
         m.end()
     }
 }
 
-struct Spans<'a>(&'a [(JaegerSpan, usize)]);
+/// A slice serialized as a JSON array of `item(element)`.
+struct Seq<'a, T, W>(&'a [T], fn(&'a T) -> W);
 
-impl Serialize for Spans<'_> {
+impl<'a, T, W: Serialize> Serialize for Seq<'a, T, W> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|(span, process)| SpanJson(span, *process)))
+        s.collect_seq(self.0.iter().map(self.1))
     }
 }
 
@@ -99,23 +100,15 @@ impl Serialize for SpanJson<'_> {
         m.serialize_entry("traceID", &hex::encode(&span.trace_id))?;
         m.serialize_entry("spanID", &hex::encode(&span.span_id))?;
         m.serialize_entry("operationName", &span.operation_name)?;
-        m.serialize_entry("references", &References(&span.references))?;
+        m.serialize_entry("references", &Seq(&span.references, Reference))?;
         m.serialize_entry("flags", &span.flags)?;
         m.serialize_entry("startTime", &(span.start_unix_nano / 1000))?;
         m.serialize_entry("duration", &(span.duration_nano / 1000))?;
-        m.serialize_entry("tags", &Tags(&span.tags))?;
-        m.serialize_entry("logs", &Logs(&span.logs))?;
+        m.serialize_entry("tags", &Seq(&span.tags, Tag))?;
+        m.serialize_entry("logs", &Seq(&span.logs, LogJson))?;
         m.serialize_entry("processID", &process_key(self.1))?;
         m.serialize_entry("warnings", &())?;
         m.end()
-    }
-}
-
-struct References<'a>(&'a [JaegerRef]);
-
-impl Serialize for References<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(Reference))
     }
 }
 
@@ -135,21 +128,13 @@ impl Serialize for Reference<'_> {
     }
 }
 
-struct Logs<'a>(&'a [JaegerLog]);
-
-impl Serialize for Logs<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(LogJson))
-    }
-}
-
 struct LogJson<'a>(&'a JaegerLog);
 
 impl Serialize for LogJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("timestamp", &(self.0.time_unix_nano / 1000))?;
-        m.serialize_entry("fields", &Tags(&self.0.fields))?;
+        m.serialize_entry("fields", &Seq(&self.0.fields, Tag))?;
         m.end()
     }
 }
@@ -168,16 +153,8 @@ impl Serialize for ProcessJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("serviceName", &self.0.service_name)?;
-        m.serialize_entry("tags", &Tags(&self.0.tags))?;
+        m.serialize_entry("tags", &Seq(&self.0.tags, Tag))?;
         m.end()
-    }
-}
-
-struct Tags<'a>(&'a [KeyValue]);
-
-impl Serialize for Tags<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(Tag))
     }
 }
 
@@ -188,32 +165,23 @@ impl Serialize for Tag<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(3))?;
         m.serialize_entry("key", &self.0.key)?;
-        match &self.0.value {
-            AnyValue::String(v) => {
-                m.serialize_entry("type", "string")?;
-                m.serialize_entry("value", v)?;
-            }
-            AnyValue::Bool(v) => {
-                m.serialize_entry("type", "bool")?;
-                m.serialize_entry("value", v)?;
-            }
-            AnyValue::Int(v) => {
-                m.serialize_entry("type", "int64")?;
-                m.serialize_entry("value", v)?;
-            }
-            AnyValue::Double(v) => {
-                m.serialize_entry("type", "float64")?;
-                m.serialize_entry("value", &Float(*v))?;
-            }
-            AnyValue::Bytes(v) => {
-                m.serialize_entry("type", "binary")?;
-                m.serialize_entry("value", &base64_encode(v))?;
-            }
+        let value = &self.0.value;
+        let ty = match value {
+            AnyValue::Bool(_) => "bool",
+            AnyValue::Int(_) => "int64",
+            AnyValue::Double(_) => "float64",
+            AnyValue::Bytes(_) => "binary",
             // The shared mapping already turned composite values into their JSON text.
-            other @ (AnyValue::Empty | AnyValue::Array(_) | AnyValue::KvList(_)) => {
-                m.serialize_entry("type", "string")?;
-                m.serialize_entry("value", &other.to_display_string())?;
-            }
+            AnyValue::String(_) | AnyValue::Empty | AnyValue::Array(_) | AnyValue::KvList(_) => "string",
+        };
+        m.serialize_entry("type", ty)?;
+        match value {
+            AnyValue::String(v) => m.serialize_entry("value", v)?,
+            AnyValue::Bool(v) => m.serialize_entry("value", v)?,
+            AnyValue::Int(v) => m.serialize_entry("value", v)?,
+            AnyValue::Double(v) => m.serialize_entry("value", &Float(*v))?,
+            AnyValue::Bytes(v) => m.serialize_entry("value", &base64_encode(v))?,
+            other => m.serialize_entry("value", &other.to_display_string())?,
         }
         m.end()
     }
@@ -471,7 +439,7 @@ fn parse_tag(v: &Value) -> Result<KeyValue, String> {
         ("int64", Value::Number(n)) => AnyValue::Int(n.as_i64().ok_or_else(bad)?),
         ("int64", Value::String(s)) => AnyValue::Int(s.trim().parse().map_err(|_| bad())?),
         ("float64", Value::Number(n)) => AnyValue::Double(n.as_f64().ok_or_else(bad)?),
-        // Also reads the "NaN"/"Infinity" that float_value writes.
+        // Also reads the "NaN"/"Infinity" that `Float` writes.
         ("float64", Value::String(s)) => AnyValue::Double(s.trim().parse().map_err(|_| bad())?),
         ("binary", Value::String(s)) => AnyValue::Bytes(base64_decode(s).ok_or_else(bad)?),
         // Untyped tags: go by the JSON type.
