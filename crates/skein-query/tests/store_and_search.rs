@@ -193,6 +193,28 @@ async fn blocks_round_trip_and_search_agrees_with_head() {
             limit: 100,
             ..Default::default()
         },
+        // A window cutting through the block (its start column is read) and one holding all
+        // of it (not read), each alone and with another condition.
+        TraceQuery {
+            service: Some("payment".into()),
+            start_min: Some(base + 10_000_000_000),
+            start_max: Some(base + 19_999_999_999),
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            start_min: Some(base - 1_000_000_000),
+            start_max: Some(now()),
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            service: Some("payment".into()),
+            start_min: Some(base - 1_000_000_000),
+            start_max: Some(now()),
+            limit: 100,
+            ..Default::default()
+        },
         TraceQuery {
             service: Some("frontend".into()),
             limit: 7,
@@ -226,8 +248,10 @@ async fn blocks_round_trip_and_search_agrees_with_head() {
     }
     assert_eq!(in_head[0].len(), 60);
     assert_eq!(in_head[1].len(), 6);
-    assert_eq!(in_head[10].len(), 7);
-    assert!(in_head[11].is_empty());
+    assert_eq!(in_head[10].len(), 10);
+    assert_eq!((in_head[11].len(), in_head[12].len()), (60, 60));
+    assert_eq!(in_head[13].len(), 7);
+    assert!(in_head[14].is_empty());
 
     store.flush().await.unwrap();
     assert_eq!(store.stats().blocks, 1);
