@@ -647,21 +647,80 @@ impl TypedValue {
         parsed.unwrap_or(TypedValue::Unparsable)
     }
 
-    /// Row `i` of `col` equals this value (false for nulls and columns of another type).
-    fn matches(&self, col: &dyn Array, i: usize) -> bool {
-        if col.is_null(i) {
-            return false;
-        }
+    /// This value's test for one batch's column (never met by a column of another type).
+    fn against<'a>(&'a self, col: &'a dyn Array) -> ColumnEq<'a> {
         let any = col.as_any();
-        match self {
-            TypedValue::Str(w) => any.downcast_ref::<StringArray>().is_some_and(|a| a.value(i) == w),
-            TypedValue::Int(w) => any.downcast_ref::<Int64Array>().is_some_and(|a| a.value(i) == *w),
+        let found = match self {
+            TypedValue::Str(w) => StrEq::new(col, w).map(ColumnEq::Str),
+            TypedValue::Int(w) => any.downcast_ref::<Int64Array>().map(|a| ColumnEq::Int(a, *w)),
             TypedValue::Double(w) => any
                 .downcast_ref::<arrow_array::Float64Array>()
-                .is_some_and(|a| a.value(i) == *w),
-            TypedValue::Bool(w) => any.downcast_ref::<BooleanArray>().is_some_and(|a| a.value(i) == *w),
-            TypedValue::Unparsable => false,
+                .map(|a| ColumnEq::Double(a, *w)),
+            TypedValue::Bool(w) => any.downcast_ref::<BooleanArray>().map(|a| ColumnEq::Bool(a, *w)),
+            TypedValue::Unparsable => None,
+        };
+        found.unwrap_or(ColumnEq::Never)
+    }
+}
+
+/// A typed value's test against one batch's column, downcast once per batch.
+enum ColumnEq<'a> {
+    Str(StrEq<'a>),
+    Int(&'a Int64Array, i64),
+    Double(&'a arrow_array::Float64Array, f64),
+    Bool(&'a BooleanArray, bool),
+    Never,
+}
+
+impl ColumnEq<'_> {
+    /// Row `i` holds the value (false for nulls).
+    fn at(&self, i: usize) -> bool {
+        match self {
+            ColumnEq::Str(c) => c.at(i),
+            ColumnEq::Int(c, w) => c.is_valid(i) && c.value(i) == *w,
+            ColumnEq::Double(c, w) => c.is_valid(i) && c.value(i) == *w,
+            ColumnEq::Bool(c, w) => c.is_valid(i) && c.value(i) == *w,
+            ColumnEq::Never => false,
         }
+    }
+}
+
+/// Rows of a string column equal to a wanted value. Few-valued columns arrive as dictionary
+/// arrays: the wanted value is looked up once among the batch's dictionary values, and each
+/// row compares its index, instead of a string copied out of the dictionary.
+enum StrEq<'a> {
+    Dictionary {
+        keys: &'a arrow_array::Int32Array,
+        hit: Vec<bool>,
+    },
+    Plain {
+        values: &'a StringArray,
+        want: &'a str,
+    },
+}
+
+impl<'a> StrEq<'a> {
+    fn new(col: &'a dyn Array, want: &'a str) -> Option<StrEq<'a>> {
+        let any = col.as_any();
+        if let Some(d) = any.downcast_ref::<arrow_array::Int32DictionaryArray>() {
+            let values = d.values().as_any().downcast_ref::<StringArray>()?;
+            let hit = values.iter().map(|v| v == Some(want)).collect();
+            return Some(StrEq::Dictionary { keys: d.keys(), hit });
+        }
+        any.downcast_ref::<StringArray>()
+            .map(|values| StrEq::Plain { values, want })
+    }
+
+    fn at(&self, i: usize) -> bool {
+        match self {
+            StrEq::Dictionary { keys, hit } => keys.is_valid(i) && hit[keys.value(i) as usize],
+            StrEq::Plain { values, want } => values.is_valid(i) && values.value(i) == *want,
+        }
+    }
+
+    /// No row of the batch can match (a dictionary without the value).
+    fn none(&self) -> bool {
+        matches!(self, StrEq::Dictionary { hit, .. } if !hit.contains(&true))
     }
 }
 
@@ -745,7 +804,7 @@ impl RowMatcher {
     }
 
     /// Which rows of a batch of `columns()` match every condition.
-    fn select(&self, batch: &RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> {
+    fn select<'a>(&'a self, batch: &'a RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> {
         fn get<'a, T: 'static>(b: &'a RecordBatch, n: &str) -> Result<&'a T, arrow_schema::ArrowError> {
             downcast(b, n).map_err(|e| arrow_schema::ArrowError::SchemaError(e.to_string()))
         }
@@ -762,8 +821,21 @@ impl RowMatcher {
             schema::DURATION,
             self.min_duration.is_some() || self.max_duration.is_some(),
         )?;
-        let service = opt::<StringArray>(batch, schema::SERVICE, self.service.is_some())?;
-        let name = opt::<StringArray>(batch, schema::NAME, self.operation.is_some())?;
+        let string = |n: &str, want: &'a Option<String>| -> Result<Option<StrEq<'_>>, arrow_schema::ArrowError> {
+            let Some(want) = want else { return Ok(None) };
+            let col = batch
+                .column_by_name(n)
+                .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("no column {n}")))?;
+            let eq = StrEq::new(col.as_ref(), want)
+                .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("column {n} is not a string")))?;
+            Ok(Some(eq))
+        };
+        let service = string(schema::SERVICE, &self.service)?;
+        let name = string(schema::NAME, &self.operation)?;
+        // A batch whose dictionary lacks the wanted service or name has no match.
+        if service.iter().chain(&name).any(StrEq::none) {
+            return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
+        }
         let kind = opt::<arrow_array::UInt8Array>(batch, schema::KIND, self.kind.is_some())?;
         let status = batch
             .column_by_name(schema::STATUS_CODE)
@@ -774,14 +846,12 @@ impl RowMatcher {
         let resource = batch
             .column_by_name(schema::RESOURCE)
             .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
-        let typed: Vec<Option<&dyn Array>> = self
+        let typed: Vec<Option<ColumnEq>> = self
             .attrs
             .iter()
             .map(|a| {
-                a.typed
-                    .as_ref()
-                    .and_then(|(c, _)| batch.column_by_name(c))
-                    .map(|c| c.as_ref())
+                let (col, want) = a.typed.as_ref()?;
+                batch.column_by_name(col).map(|c| want.against(c.as_ref()))
             })
             .collect();
         let mut resources: HashMap<&[u8], Vec<KeyValue>> = HashMap::new();
@@ -797,12 +867,8 @@ impl RowMatcher {
                     return false;
                 }
             }
-            if service
-                .zip(self.service.as_deref())
-                .is_some_and(|(c, w)| c.value(i) != w)
-                || name
-                    .zip(self.operation.as_deref())
-                    .is_some_and(|(c, w)| c.value(i) != w)
+            if service.as_ref().is_some_and(|c| !c.at(i))
+                || name.as_ref().is_some_and(|c| !c.at(i))
                 || kind.zip(self.kind).is_some_and(|(c, w)| c.value(i) != w)
             {
                 return false;
@@ -818,10 +884,8 @@ impl RowMatcher {
                 }
                 // A key whose value sits in its typed column is in the generic column only
                 // when a value had another type: decode that only when the block lists the key.
-                if let (Some((_, want)), Some(col)) = (&a.typed, col) {
-                    if want.matches(*col, i) {
-                        return true;
-                    }
+                if col.as_ref().is_some_and(|c| c.at(i)) {
+                    return true;
                 }
                 if a.generic {
                     let g = generic_attrs.get_or_insert_with(|| {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use skein_model::*;
 use skein_query::{QueryEngine, TraceQuery};
 use skein_store::{Store, StoreConfig};
@@ -225,6 +226,23 @@ async fn blocks_round_trip_and_search_agrees_with_head() {
             limit: 100,
             ..Default::default()
         },
+        // Few-valued string columns are compared as dictionary indexes in blocks.
+        TraceQuery {
+            attributes: vec![("http.request.method".into(), "POST".into())],
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            attributes: vec![("http.request.method".into(), "GET".into())],
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            service: Some("checkout".into()),
+            operation: Some("charge".into()),
+            limit: 100,
+            ..Default::default()
+        },
     ];
     let in_head: Vec<Vec<TraceId>> = {
         let mut v = Vec::new();
@@ -252,6 +270,7 @@ async fn blocks_round_trip_and_search_agrees_with_head() {
     assert_eq!((in_head[11].len(), in_head[12].len()), (60, 60));
     assert_eq!(in_head[13].len(), 7);
     assert!(in_head[14].is_empty());
+    assert_eq!((in_head[15].len(), in_head[16].len(), in_head[17].len()), (60, 0, 0));
 
     store.flush().await.unwrap();
     assert_eq!(store.stats().blocks, 1);
@@ -933,4 +952,41 @@ async fn few_valued_columns_are_stored_uncompressed() {
         ..Default::default()
     };
     assert_eq!(q.search(&tier).await.unwrap().len(), 20);
+
+    // A search's filter gets few-valued string columns as dictionaries (it compares indexes,
+    // copies no string per row); per-request values stay plain strings.
+    let block = store.snapshot().blocks[0].clone();
+    let types = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let seen = types.clone();
+    let filter = [
+        "service_name",
+        "name",
+        "attr_http_request_method",
+        "attr.customer.tier",
+        "attr.session.id",
+    ];
+    let rows: usize = block
+        .scan_where(
+            &filter,
+            move |batch| {
+                for f in batch.schema().fields() {
+                    seen.lock().unwrap().insert(f.name().clone(), f.data_type().to_string());
+                }
+                Ok(arrow_array::BooleanArray::from(vec![true; batch.num_rows()]))
+            },
+            &["trace_id"],
+            (0..block.meta.row_groups.len()).collect(),
+        )
+        .await
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .fold(0, |n, r| async move { n + r })
+        .await;
+    assert_eq!(rows, sent.len());
+    let dictionary = "Dictionary(Int32, Utf8)".to_string();
+    let types = types.lock().unwrap().clone();
+    for c in &filter[..4] {
+        assert_eq!(types.get(*c), Some(&dictionary), "{c}");
+    }
+    assert_eq!(types.get("attr.session.id").map(String::as_str), Some("Utf8"));
 }

@@ -8,6 +8,7 @@ use arrow_array::{
     Array, BooleanArray, FixedSizeBinaryArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
     UInt64Array,
 };
+use arrow_schema::{DataType, FieldRef, Schema};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
@@ -305,7 +306,8 @@ impl BlockHandle {
     /// Streams the `output` columns of the rows `keep` selects in the given row groups. `keep`
     /// sees batches of the `filter` columns only; the output columns are decoded just for the
     /// rows it keeps, and their pages without such rows are not read at all — most of a
-    /// search's work when few spans match. `output` must not name `parent_span_id`.
+    /// search's work when few spans match. Few-valued string columns reach `keep` as
+    /// dictionary arrays. `output` must not name `parent_span_id`.
     pub async fn scan_where<F>(
         &self,
         filter: &[&str],
@@ -316,7 +318,7 @@ impl BlockHandle {
     where
         F: FnMut(RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> + Send + 'static,
     {
-        let md = self.data_metadata().await?;
+        let md = self.with_dictionaries(self.data_metadata().await?, filter)?;
         let predicate = ArrowPredicateFn::new(self.projection(&md, filter)?, keep);
         let mask = self.projection(&md, output)?;
         let stream =
@@ -328,6 +330,36 @@ impl BlockHandle {
                 .build()
                 .map_err(StoreError::parquet)?;
         Ok(stream.map(|r| r.map_err(StoreError::parquet)))
+    }
+
+    /// The footer with the few-valued string columns among `columns` read as dictionaries
+    /// (`Dictionary(Int32, Utf8)`): a row filter then compares each row's dictionary index
+    /// instead of a string copied out of the dictionary for every row.
+    fn with_dictionaries(&self, md: ArrowReaderMetadata, columns: &[&str]) -> Result<ArrowReaderMetadata, StoreError> {
+        let few_valued = super::write::few_valued_columns(&self.meta.layout());
+        let as_dictionary = |f: &FieldRef| {
+            f.data_type() == &DataType::Utf8
+                && columns.contains(&f.name().as_str())
+                && few_valued.iter().any(|c| c == f.name())
+        };
+        let schema = md.schema();
+        if !schema.fields().iter().any(as_dictionary) {
+            return Ok(md);
+        }
+        let fields: Vec<FieldRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match as_dictionary(f) {
+                true => Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(DataType::Utf8),
+                ))),
+                false => f.clone(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        ArrowReaderMetadata::try_new(md.metadata().clone(), ArrowReaderOptions::new().with_schema(schema))
+            .map_err(StoreError::parquet)
     }
 
     /// Summaries of the given traces (all traces when `ids` is `None`).

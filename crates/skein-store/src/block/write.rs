@@ -41,14 +41,15 @@ const OTHER_PAGE_ROWS: usize = 4096;
 /// Dictionary size past which a column chunk falls back to plain values (see `props`).
 const DICTIONARY_LIMIT: usize = 16 * 1024;
 
-/// Fixed columns stored uncompressed: random ids, and dictionary indexes or constants that
-/// zstd shrinks by under 15 % (measured on the loader's blocks). Reading a zstd column chunk
-/// costs the `parquet` crate a fresh zstd compressor and decompressor, and creating those runs
-/// the `cpuid` instruction six times — about 6 µs each inside a virtual machine, i.e. ~36 µs
-/// per column chunk: 22 % of the CPU of trace lookups, which read ~60 chunks each.
-const UNCOMPRESSED_FIXED: [&str; 9] = [
-    schema::SPAN_ID,
-    schema::PARENT_SPAN_ID,
+/// Columns stored uncompressed: random ids (these) and the few-valued columns (dictionary
+/// indexes or constants, `few_valued_columns`), which zstd shrinks by under 15 % (measured on
+/// the loader's blocks). Reading a zstd column chunk costs the `parquet` crate a fresh zstd
+/// compressor and decompressor, and creating those runs the `cpuid` instruction six times —
+/// about 6 µs each inside a virtual machine, i.e. ~36 µs per column chunk: 22 % of the CPU of
+/// trace lookups, which read ~60 chunks each.
+const UNCOMPRESSED_IDS: [&str; 2] = [schema::SPAN_ID, schema::PARENT_SPAN_ID];
+/// Fixed columns with few distinct values per block (all dictionary-encoded).
+const FEW_VALUED_FIXED: [&str; 7] = [
     schema::NAME,
     schema::KIND,
     schema::STATUS_CODE,
@@ -121,10 +122,18 @@ fn props(level: u32, layout: &Layout) -> WriterProperties {
     b.build()
 }
 
-/// The columns of a block with this layout that are written without compression: the fixed
-/// ones above, hot columns other than free text, boolean and low-cardinality dedicated ones.
+/// The columns of a block with this layout that are written without compression: random ids
+/// and the few-valued columns.
 fn uncompressed_columns(layout: &Layout) -> Vec<String> {
-    let fixed = UNCOMPRESSED_FIXED.iter().map(|c| c.to_string());
+    let ids = UNCOMPRESSED_IDS.iter().map(|c| c.to_string());
+    ids.chain(few_valued_columns(layout)).collect()
+}
+
+/// The columns of a block with this layout that hold few distinct values, dictionary-encoded:
+/// the fixed ones above, hot columns other than free text, boolean and low-cardinality
+/// dedicated ones.
+pub(super) fn few_valued_columns(layout: &Layout) -> Vec<String> {
+    let fixed = FEW_VALUED_FIXED.iter().map(|c| c.to_string());
     let hot = HOT
         .iter()
         .filter(|(c, _, _)| !HOT_FREE_TEXT.contains(c))
@@ -927,7 +936,7 @@ fn write_summaries(sums: &[TraceSummary]) -> Result<Vec<u8>, StoreError> {
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
     }
-    // Random ids and few-valued columns gain nothing from zstd (see `UNCOMPRESSED_FIXED`).
+    // Random ids and few-valued columns gain nothing from zstd (see `UNCOMPRESSED_IDS`).
     for c in [
         schema::SUM_TRACE_ID,
         schema::SUM_ROOT_SERVICE,
