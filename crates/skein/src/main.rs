@@ -68,9 +68,10 @@ enum Command {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// mimalloc hands freed pages back to the OS 1 s after they empty by default. Ingest frees a
-/// whole head of spans every few seconds, so at full rate that delay kept ~90 MiB more resident
-/// (peak 582–614 MiB against 487–500 MiB with 100 ms, at 5–10 % of the throughput;
-/// docs/benchmarks.md, "Allocator purge delay"). `MIMALLOC_PURGE_DELAY` still decides if set.
+/// whole head of spans every few seconds, so at full rate that delay kept ~110 MiB more
+/// resident (peak 582–627 MiB against 483–530 MiB with 100 ms, for ~5–10 % of the throughput;
+/// docs/benchmarks.md, "Searches compare dictionary indexes; allocator purge delay").
+/// `MIMALLOC_PURGE_DELAY` still decides if set.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // Safety: called first thing in `main`, before any other thread exists.
