@@ -846,12 +846,15 @@ impl RowMatcher {
         let resource = batch
             .column_by_name(schema::RESOURCE)
             .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
-        let typed: Vec<Option<ColumnEq>> = self
+        // One test per condition; a key without a typed column here never matches by it.
+        let typed: Vec<ColumnEq> = self
             .attrs
             .iter()
             .map(|a| {
-                let (col, want) = a.typed.as_ref()?;
-                batch.column_by_name(col).map(|c| want.against(c.as_ref()))
+                a.typed
+                    .as_ref()
+                    .and_then(|(col, want)| batch.column_by_name(col).map(|c| want.against(c.as_ref())))
+                    .unwrap_or(ColumnEq::Never)
             })
             .collect();
         let mut resources: HashMap<&[u8], Vec<KeyValue>> = HashMap::new();
@@ -884,7 +887,7 @@ impl RowMatcher {
                 }
                 // A key whose value sits in its typed column is in the generic column only
                 // when a value had another type: decode that only when the block lists the key.
-                if col.as_ref().is_some_and(|c| c.at(i)) {
+                if col.at(i) {
                     return true;
                 }
                 if a.generic {
