@@ -34,8 +34,12 @@ fn zstd_level(level: u32) -> i32 {
     }
 }
 
-/// Rows per data page of the trace id column, and of every other column. Each page costs a
-/// header, index entries and a compressor start-up in each of ~60 columns.
+/// Rows per data page of the trace id column, and of every other column. A trace lookup
+/// decompresses the whole page holding its rows in each column, so bigger pages make lookups
+/// slower, while zstd packs bigger pages tighter (fewer first occurrences of repeated values).
+/// On the loader's spans 8 Ki-row pages gave 42.5 bytes per span against 43.9 and lookups p50
+/// 2.3 against 2.0 ms, but raised the server's peak RSS under full ingest by ~45 MiB, past
+/// the 512 MiB target (docs/benchmarks.md, "zstd contexts reused").
 const TRACE_ID_PAGE_ROWS: usize = 1024;
 const OTHER_PAGE_ROWS: usize = 4096;
 /// Dictionary size past which a column chunk falls back to plain values (see `props`).

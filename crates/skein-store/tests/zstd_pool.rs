@@ -1,0 +1,60 @@
+//! `parquet` creates a zstd compressor and decompressor for every column chunk it opens, and
+//! each creation runs `cpuid` three times (a trap to the hypervisor in a VM). The vendored
+//! zstd-safe (vendor/README.md) keeps dropped contexts in a process-wide pool; a reused one
+//! must have forgotten its dictionary and parameters. Its own test binary: the pool is shared
+//! by the whole process, so no other test may use zstd meanwhile.
+
+use zstd::zstd_safe::{self, pooled_contexts, CCtx, CParameter, DCtx};
+
+#[test]
+fn zstd_contexts_are_reused_and_come_back_reset() {
+    assert_eq!(pooled_contexts(), (0, 0), "nothing kept before the first drop");
+    let dict = b"GET /api/traces?service=checkout&limit=20 HTTP/1.1 ".repeat(8);
+    // 80 KB: compressing it grows a compressor's tables past what the pool keeps.
+    let data = dict.repeat(200);
+    let buffer = || Vec::with_capacity(data.len());
+    let (mut with_dict, mut plain, mut out) = (buffer(), buffer(), buffer());
+
+    let mut writer = CCtx::create();
+    writer.load_dictionary(&dict).unwrap();
+    writer.compress2(&mut with_dict, &data).unwrap();
+    drop(writer);
+    assert_eq!(pooled_contexts(), (0, 0), "a compressor that compressed is freed");
+
+    let mut c = CCtx::create();
+    c.set_parameter(CParameter::CompressionLevel(19)).unwrap();
+    c.load_dictionary(&dict).unwrap();
+    let mut d = DCtx::create();
+    d.load_dictionary(&dict).unwrap();
+    d.decompress(&mut out, &with_dict).unwrap();
+    assert_eq!(out, data);
+    drop((c, d));
+    assert_eq!(pooled_contexts(), (1, 1), "dropped contexts are kept");
+
+    let mut c = CCtx::create();
+    assert_eq!(pooled_contexts(), (0, 1), "the kept compressor is reused");
+    c.compress2(&mut plain, &data).unwrap();
+    out.clear();
+    zstd_safe::decompress(&mut out, &plain).expect("a frame that needs no dictionary");
+    assert_eq!(out, data);
+
+    let mut d = DCtx::create();
+    assert_eq!(pooled_contexts(), (0, 0), "the kept decompressor is reused");
+    out.clear();
+    assert!(
+        d.decompress(&mut out, &with_dict).is_err(),
+        "the dictionary was forgotten"
+    );
+    out.clear();
+    d.decompress(&mut out, &plain).unwrap();
+    assert_eq!(out, data);
+
+    // Reused from any thread: the pool is not per thread.
+    drop(d);
+    std::thread::spawn(|| {
+        let _d = DCtx::create();
+        assert_eq!(pooled_contexts(), (0, 0), "another thread takes the kept decompressor");
+    })
+    .join()
+    .unwrap();
+}

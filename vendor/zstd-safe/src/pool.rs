@@ -1,0 +1,121 @@
+//! skein's patch to zstd-safe 8.2.0 (see vendor/README.md): a process-wide pool of
+//! compression and decompression contexts.
+//!
+//! Creating a context runs zstd's BMI2 check: three `cpuid` instructions. Inside a virtual
+//! machine each `cpuid` traps to the hypervisor (about 6 µs each, measured), so a context
+//! costs ~18 µs before it does any work, and the `parquet` crate creates a compressor and a
+//! decompressor for every column chunk it reads or writes: about 30 % of the CPU of a trace
+//! lookup. Here a dropped context is reset to its defaults (session and parameters, which
+//! also forgets any dictionary) and kept for the next `create` on any thread. A context that
+//! grew big (a compressor that compressed, a streaming decompressor with its window) is freed
+//! instead, so the pool holds at most ~6.5 MB (64 decompressors of 96 KB and 64 unused
+//! compressors of 5 KB). It is one pool, not one per thread, because a server has many
+//! short-lived blocking threads (file reads, block writes, compaction) that would each keep
+//! their own.
+
+#[cfg(feature = "std")]
+mod imp {
+    use core::ptr::NonNull;
+    use std::sync::Mutex;
+    use std::vec::Vec;
+
+    /// Contexts of each kind kept for the whole process. `parquet` opens every column chunk of
+    /// a row group before reading any, so one trace lookup holds ~20 zstd contexts of each kind
+    /// at once (with 4 kept a lookup still created most of its own), and a compaction more.
+    const KEEP: usize = 64;
+    /// Contexts larger than this (zstd's own `ZSTD_sizeof_*` figure) are freed, not kept: a
+    /// decompressor takes 96 KB, an unused compressor 5 KB, but one that compressed 64 KB at
+    /// level 1 keeps 300 KB of tables (900 KB at level 6). Writers pay for creation as before.
+    const KEEP_BYTES: usize = 128 << 10;
+
+    struct Kept<T>(Vec<NonNull<T>>);
+    // Safety: a zstd context has no thread affinity; a kept one has no other owner.
+    unsafe impl<T> Send for Kept<T> {}
+
+    static CCTX: Mutex<Kept<zstd_sys::ZSTD_CCtx>> = Mutex::new(Kept(Vec::new()));
+    static DCTX: Mutex<Kept<zstd_sys::ZSTD_DCtx>> = Mutex::new(Kept(Vec::new()));
+
+    fn take<T>(kept: &Mutex<Kept<T>>) -> Option<NonNull<T>> {
+        kept.lock().ok()?.0.pop()
+    }
+
+    fn put<T>(kept: &Mutex<Kept<T>>, ctx: NonNull<T>) -> bool {
+        match kept.lock() {
+            Ok(mut k) if k.0.len() < KEEP => {
+                k.0.push(ctx);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn len<T>(kept: &Mutex<Kept<T>>) -> usize {
+        kept.lock().map_or(0, |k| k.0.len())
+    }
+
+    /// A kept compression context, reset to defaults, if there is one.
+    pub(crate) fn take_cctx() -> Option<NonNull<zstd_sys::ZSTD_CCtx>> {
+        take(&CCTX)
+    }
+
+    /// A kept decompression context, reset to defaults, if there is one.
+    pub(crate) fn take_dctx() -> Option<NonNull<zstd_sys::ZSTD_DCtx>> {
+        take(&DCTX)
+    }
+
+    /// Resets `ctx` and keeps it; `false` when it is not kept and the caller must free it.
+    pub(crate) fn keep_cctx(ctx: NonNull<zstd_sys::ZSTD_CCtx>) -> bool {
+        // Safety: the caller owns `ctx` and gives it up when this returns true.
+        let reusable = unsafe {
+            let reset = zstd_sys::ZSTD_CCtx_reset(
+                ctx.as_ptr(),
+                zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
+            );
+            zstd_sys::ZSTD_isError(reset) == 0
+                && zstd_sys::ZSTD_sizeof_CCtx(ctx.as_ptr()) <= KEEP_BYTES
+        };
+        reusable && put(&CCTX, ctx)
+    }
+
+    /// Resets `ctx` and keeps it; `false` when it is not kept and the caller must free it.
+    pub(crate) fn keep_dctx(ctx: NonNull<zstd_sys::ZSTD_DCtx>) -> bool {
+        // Safety: as for `keep_cctx`.
+        let reusable = unsafe {
+            let reset = zstd_sys::ZSTD_DCtx_reset(
+                ctx.as_ptr(),
+                zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
+            );
+            zstd_sys::ZSTD_isError(reset) == 0
+                && zstd_sys::ZSTD_sizeof_DCtx(ctx.as_ptr()) <= KEEP_BYTES
+        };
+        reusable && put(&DCTX, ctx)
+    }
+
+    pub(crate) fn kept() -> (usize, usize) {
+        (len(&CCTX), len(&DCTX))
+    }
+}
+
+/// Without `std` there is no `Mutex`: every context is created and freed as before.
+#[cfg(not(feature = "std"))]
+mod imp {
+    use core::ptr::NonNull;
+
+    pub(crate) fn take_cctx() -> Option<NonNull<zstd_sys::ZSTD_CCtx>> {
+        None
+    }
+    pub(crate) fn take_dctx() -> Option<NonNull<zstd_sys::ZSTD_DCtx>> {
+        None
+    }
+    pub(crate) fn keep_cctx(_: NonNull<zstd_sys::ZSTD_CCtx>) -> bool {
+        false
+    }
+    pub(crate) fn keep_dctx(_: NonNull<zstd_sys::ZSTD_DCtx>) -> bool {
+        false
+    }
+    pub(crate) fn kept() -> (usize, usize) {
+        (0, 0)
+    }
+}
+
+pub(crate) use imp::*;
