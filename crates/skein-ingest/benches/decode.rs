@@ -10,7 +10,7 @@ use skein_model::jaeger::batch_to_model;
 use skein_model::jaeger::proto as jaeger_proto;
 use skein_model::jaeger::thrift::{self, Protocol};
 use skein_model::otlp::pb::collector::trace::v1::ExportTraceServiceRequest;
-use skein_model::otlp::proto;
+use skein_model::otlp::{proto, wire_decode};
 use skein_model::{AnyValue, Event, KeyValue, Resource, Scope, Span, SpanKind, Status, StatusCode};
 
 const SPANS: usize = 1000;
@@ -28,7 +28,16 @@ fn decode_to_batch(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("decode→batch");
     g.throughput(Throughput::Elements(SPANS as u64));
+    // What the receivers run: protobuf read straight into the model.
     g.bench_function("otlp proto", |b| {
+        b.iter(|| {
+            let decoded = wire_decode::decode_request(black_box(bytes.as_slice())).expect("bench request decodes");
+            assert!(decoded.rejected.is_empty());
+            black_box(decoded.batch)
+        })
+    });
+    // The reference path: prost's generated structs, then converted.
+    g.bench_function("otlp proto via prost structs", |b| {
         b.iter(|| {
             let req = ExportTraceServiceRequest::decode(black_box(bytes.as_slice())).expect("bench request decodes");
             let decoded = proto::decode_request(req);

@@ -1,5 +1,7 @@
 use std::sync::Arc;
 
+use crate::Key;
+
 pub type TraceId = [u8; 16];
 pub type SpanId = [u8; 8];
 
@@ -131,20 +133,21 @@ impl AnyValue {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct KeyValue {
-    pub key: String,
+    pub key: Key,
     pub value: AnyValue,
 }
 
 impl KeyValue {
-    pub fn new(key: impl Into<String>, value: AnyValue) -> Self {
+    pub fn new(key: impl Into<Key>, value: AnyValue) -> Self {
         KeyValue { key: key.into(), value }
     }
-    pub fn string(key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn string(key: impl Into<Key>, value: impl Into<String>) -> Self {
         KeyValue::new(key, AnyValue::String(value.into()))
     }
-    /// Inline size plus the key's and value's allocations, each with allocator overhead.
+    /// Inline size plus the key's (unless interned) and value's allocations, each with
+    /// allocator overhead.
     pub fn heap_size(&self) -> usize {
-        std::mem::size_of::<KeyValue>() + self.key.len() + 16 + self.value.heap_size()
+        std::mem::size_of::<KeyValue>() + self.key.heap_size() + self.value.heap_size()
     }
 }
 

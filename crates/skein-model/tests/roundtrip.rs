@@ -10,7 +10,7 @@ use prost::Message;
 use serde_json::Value;
 use skein_model::otlp::pb::collector::trace::v1::ExportTraceServiceRequest;
 use skein_model::otlp::pb::trace::v1 as pb_trace;
-use skein_model::otlp::{json, proto};
+use skein_model::otlp::{json, proto, wire_decode};
 use skein_model::*;
 
 /// Modest case counts (the build machine is small; `PROPTEST_CASES=5000` for a deeper run) and
@@ -92,14 +92,14 @@ fn any_value() -> impl Strategy<Value = AnyValue> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..4).prop_map(AnyValue::Array),
-            vec((text(), inner).prop_map(|(key, value)| KeyValue { key, value }), 0..4).prop_map(AnyValue::KvList),
+            vec((text(), inner).prop_map(|(key, value)| KeyValue::new(key, value)), 0..4).prop_map(AnyValue::KvList),
         ]
     })
 }
 
 fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
     vec(
-        (text(), any_value()).prop_map(|(key, value)| KeyValue { key, value }),
+        (text(), any_value()).prop_map(|(key, value)| KeyValue::new(key, value)),
         0..4,
     )
 }
@@ -402,6 +402,21 @@ fn proto_round_trip(spans: &[Span]) -> Decoded {
     proto::decode_request(req)
 }
 
+fn wire_request(spans: &[Span]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    skein_model::otlp::wire::export_request(spans, &mut bytes);
+    bytes
+}
+
+/// Both protobuf decoders on the same bytes: the generated structs then `proto::decode_request`,
+/// and `wire_decode` straight into the model. Their spans and rejections must agree.
+fn both_protobuf_decoders(bytes: &[u8]) -> Result<(Decoded, Decoded), TestCaseError> {
+    let req = ExportTraceServiceRequest::decode(bytes).expect("prost decodes what it encoded");
+    let reference = proto::decode_request(req);
+    let direct = wire_decode::decode_request(bytes).map_err(|e| TestCaseError::fail(format!("wire_decode: {e}")))?;
+    Ok((reference, direct))
+}
+
 fn json_round_trip(spans: &[Span]) -> Decoded {
     let bytes = serde_json::to_vec(&json::encode_traces_data(spans)).expect("a Value serialises");
     json::decode_request(&bytes).expect("the decoder accepts what the encoder wrote")
@@ -417,6 +432,15 @@ proptest! {
         let decoded = proto_round_trip(&spans);
         prop_assert!(decoded.rejected.is_empty(), "rejected: {:?}", decoded.rejected);
         check_spans(exact_f64, &spans, &decoded.batch.spans)?;
+    }
+
+    #[test]
+    fn protobuf_read_straight_into_the_model_is_identity(spans in spans()) {
+        let bytes = wire_request(&spans);
+        let (reference, direct) = both_protobuf_decoders(&bytes)?;
+        prop_assert!(direct.rejected.is_empty(), "rejected: {:?}", direct.rejected);
+        check_spans(exact_f64, &spans, &direct.batch.spans)?;
+        check_spans(exact_f64, &reference.batch.spans, &direct.batch.spans)?;
     }
 }
 
@@ -672,12 +696,13 @@ proptest! {
                 schema_url: String::new(),
             });
         }
-        let req = ExportTraceServiceRequest { resource_spans };
-        let req = ExportTraceServiceRequest::decode(req.encode_to_vec().as_slice()).expect("prost round trip");
-        let decoded = proto::decode_request(req);
-        prop_assert_eq!(&decoded.rejected, &expected_rejected);
-        check_spans(exact_f64, &expected_spans, &decoded.batch.spans)?;
-        prop_assert_eq!(decoded.rejection_message().is_some(), !expected_rejected.is_empty());
+        let bytes = ExportTraceServiceRequest { resource_spans }.encode_to_vec();
+        let (reference, direct) = both_protobuf_decoders(&bytes)?;
+        for decoded in [reference, direct] {
+            prop_assert_eq!(&decoded.rejected, &expected_rejected);
+            check_spans(exact_f64, &expected_spans, &decoded.batch.spans)?;
+            prop_assert_eq!(decoded.rejection_message().is_some(), !expected_rejected.is_empty());
+        }
     }
 }
 
@@ -704,6 +729,111 @@ fn request_without_resource_or_scope_gets_defaults() {
     assert_eq!(*decoded.batch.spans[0].resource, Resource::default());
     assert_eq!(*decoded.batch.spans[0].scope, Scope::default());
     assert_eq!(decoded.batch.spans[0].service_name(), UNKNOWN_SERVICE);
+}
+
+/// Damaged protobuf: the direct decoder fails exactly when prost does, and otherwise reads the
+/// same spans (unknown fields skipped, repeated messages merged, as protobuf requires).
+#[derive(Debug, Clone)]
+enum Damage {
+    Truncate(usize),
+    SetByte(usize, u8),
+    Insert(usize, Vec<u8>),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        any::<usize>().prop_map(Damage::Truncate),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Damage::SetByte(at, b)),
+        (any::<usize>(), vec(any::<u8>(), 1..6)).prop_map(|(at, b)| Damage::Insert(at, b)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn damaged_protobuf_fails_or_decodes_as_prost_does(spans in spans(), damages in vec(damage(), 1..4)) {
+        let mut bytes = wire_request(&spans);
+        for d in damages {
+            let n = bytes.len().max(1);
+            match d {
+                Damage::Truncate(at) => bytes.truncate(at % n),
+                Damage::SetByte(at, b) => {
+                    if let Some(x) = bytes.get_mut(at % n) {
+                        *x = b;
+                    }
+                }
+                Damage::Insert(at, b) => {
+                    let at = (at % n).min(bytes.len());
+                    bytes.splice(at..at, b);
+                }
+            }
+        }
+        let reference = ExportTraceServiceRequest::decode(bytes.as_slice()).map(proto::decode_request);
+        let direct = wire_decode::decode_request(&bytes);
+        match (reference, direct) {
+            (Ok(r), Ok(d)) => {
+                prop_assert_eq!(&r.rejected, &d.rejected);
+                check_spans(exact_f64, &r.batch.spans, &d.batch.spans)?;
+            }
+            (Err(_), Err(_)) => {}
+            (r, d) => prop_assert!(false, "prost: {:?}\nwire_decode: {:?}", r.map(|_| "ok"), d.map(|_| "ok")),
+        }
+    }
+}
+
+/// Fields in any order: a resource after its scope spans, a scope after its spans.
+#[test]
+fn resource_and_scope_may_follow_their_spans() {
+    fn field(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag << 3 | 2];
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+    let span = pb_trace::Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "late".into(),
+        ..Default::default()
+    };
+    let resource = proto::resource_to(&Resource {
+        attributes: vec![KeyValue::string("service.name", "checkout")],
+        dropped_attributes_count: 0,
+    });
+    let scope = proto::scope_to(&Scope {
+        name: "lib".into(),
+        ..Scope::default()
+    });
+    let scope_spans = [field(2, &span.encode_to_vec()), field(1, &scope.encode_to_vec())].concat();
+    let resource_spans = [field(2, &scope_spans), field(1, &resource.encode_to_vec())].concat();
+    let body = field(1, &resource_spans);
+    let decoded = wire_decode::decode_request(&body).expect("decodes");
+    assert_eq!(decoded.batch.spans.len(), 1);
+    let s = &decoded.batch.spans[0];
+    assert_eq!(
+        (s.name.as_str(), s.service_name(), s.scope.name.as_str()),
+        ("late", "checkout", "lib")
+    );
+}
+
+/// Arrays nested deeper than any real attribute are refused with a message (a request of
+/// nothing but nesting must not overflow the stack).
+#[test]
+fn deeply_nested_values_are_refused() {
+    let mut value = AnyValue::Int(1);
+    for _ in 0..200 {
+        value = AnyValue::Array(vec![value]);
+    }
+    let span = Span {
+        trace_id: [1; 16],
+        span_id: [2; 8],
+        attributes: vec![KeyValue::new("deep", value)],
+        ..Span::default()
+    };
+    let bytes = wire_request(std::slice::from_ref(&span));
+    let err = wire_decode::decode_request(&bytes).expect_err("too deep");
+    assert!(err.to_string().contains("nested too deeply"), "{err}");
 }
 
 // ---- 4. the JSON decoder never panics -----------------------------------------------------

@@ -65,8 +65,8 @@ impl QueryEngine {
                 return;
             }
             for kv in s.attributes.iter().chain(s.resource.attributes.iter()) {
-                if !keys.contains(&kv.key) {
-                    keys.insert(kv.key.clone());
+                if !keys.contains(kv.key.as_str()) {
+                    keys.insert(kv.key.to_string());
                 }
             }
         })

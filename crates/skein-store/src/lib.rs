@@ -17,10 +17,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use skein_model::metrics::{self, Counter, Gauge, Histogram};
-use skein_model::otlp::{pb, proto};
 use skein_model::units::{serde_bytes, serde_duration};
 use skein_model::{Span, TraceId};
 use tokio::sync::oneshot;
@@ -754,8 +752,9 @@ pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandl
 }
 
 fn decode_spans(otlp: &[u8]) -> Result<Vec<Span>, StoreError> {
-    let req = pb::collector::trace::v1::ExportTraceServiceRequest::decode(otlp).map_err(StoreError::decode)?;
-    Ok(proto::decode_request(req).batch.spans)
+    let decoded =
+        skein_model::otlp::wire_decode::decode_request(otlp).map_err(|e| StoreError::Decode(e.to_string()))?;
+    Ok(decoded.batch.spans)
 }
 
 /// Replays one WAL record into the head and the pending buffer; returns the spans it held.

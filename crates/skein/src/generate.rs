@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use prost::Message;
-use skein_model::otlp::{pb, proto};
+use skein_model::otlp::wire_decode;
 use skein_model::Span;
 
 use crate::load::{build_pool, make_services, thousands};
@@ -83,9 +82,8 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 _ => &pool[rng.usize(..pool.len())],
             };
             let req = template.instantiate_at(&mut rng, at);
-            let decoded = pb::collector::trace::v1::ExportTraceServiceRequest::decode(req.body)
-                .context("decoding a generated request")?;
-            spans.extend(proto::decode_request(decoded).batch.spans);
+            let decoded = wire_decode::decode_request(&req.body).context("decoding a generated request")?;
+            spans.extend(decoded.batch.spans);
         }
         if let Some(prev) = building.take() {
             bytes += prev.await.context("block writer panicked")??;

@@ -453,10 +453,7 @@ fn parse_tag(v: &Value) -> Result<KeyValue, String> {
         ("bool" | "int64" | "float64" | "binary", _) => return Err(bad()),
         (t, _) => return Err(format!("tag {key:?}: unknown type {t:?}")),
     };
-    Ok(KeyValue {
-        key: key.to_string(),
-        value,
-    })
+    Ok(KeyValue { key: key.into(), value })
 }
 
 #[cfg(test)]

@@ -8,10 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use prost::Message;
-use skein_model::otlp::pb::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use skein_model::otlp::{json, proto};
+use skein_model::otlp::pb::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use skein_model::otlp::{json, wire_decode};
 use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
 
 use super::config::OtlpConfig;
@@ -78,8 +76,8 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
         Err(Refusal::Busy(e)) => return submit_error(format, e),
     };
     let (decoded, encoded) = match format {
-        Format::Protobuf => match ExportTraceServiceRequest::decode(raw.clone()) {
-            Ok(req) => (proto::decode_request(req), Some(raw)),
+        Format::Protobuf => match wire_decode::decode_request(&raw) {
+            Ok(d) => (d, Some(raw)),
             Err(e) => {
                 m.request("bad_request");
                 return error(format, StatusCode::BAD_REQUEST, format!("invalid OTLP protobuf: {e}"));

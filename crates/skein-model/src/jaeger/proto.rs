@@ -290,12 +290,15 @@ pub fn tag_from_proto(kv: KeyValue) -> crate::KeyValue {
         Ok(ValueType::Binary) => AnyValue::Bytes(kv.v_binary),
         Ok(ValueType::String) | Err(_) => AnyValue::String(kv.v_str),
     };
-    crate::KeyValue { key: kv.key, value }
+    crate::KeyValue {
+        key: kv.key.into(),
+        value,
+    }
 }
 
 pub fn tag_to_proto(kv: &crate::KeyValue) -> KeyValue {
     let mut out = KeyValue {
-        key: kv.key.clone(),
+        key: kv.key.to_string(),
         ..KeyValue::default()
     };
     match &kv.value {

@@ -254,7 +254,7 @@ struct JValues<T> {
 fn attrs(kvs: Vec<JKeyValue>) -> Vec<KeyValue> {
     kvs.into_iter()
         .map(|kv| KeyValue {
-            key: kv.key,
+            key: kv.key.into(),
             value: kv.value.map(JAnyValue::into_model).unwrap_or_default(),
         })
         .collect()
@@ -530,7 +530,7 @@ pub fn any_value_plain(v: &AnyValue) -> Value {
         AnyValue::Array(a) => Value::Array(a.iter().map(any_value_plain).collect()),
         AnyValue::KvList(kv) => Value::Object(
             kv.iter()
-                .map(|kv| (kv.key.clone(), any_value_plain(&kv.value)))
+                .map(|kv| (kv.key.to_string(), any_value_plain(&kv.value)))
                 .collect(),
         ),
     }

@@ -51,52 +51,36 @@ fn fixed<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
 }
 
 pub fn span_from(s: trace::Span, res: &Arc<Resource>, scope: &Arc<Scope>) -> Result<Span, SpanError> {
-    let trace_id: TraceId = fixed(&s.trace_id).ok_or(SpanError::TraceIdLength(s.trace_id.len()))?;
-    if trace_id == [0; 16] {
-        return Err(SpanError::ZeroTraceId);
-    }
-    let span_id: SpanId = fixed(&s.span_id).ok_or(SpanError::SpanIdLength(s.span_id.len()))?;
-    if span_id == [0; 8] {
-        return Err(SpanError::ZeroSpanId);
-    }
-    let parent_span_id = if s.parent_span_id.is_empty() {
-        [0; 8]
-    } else {
-        fixed(&s.parent_span_id).ok_or(SpanError::ParentIdLength(s.parent_span_id.len()))?
-    };
-    if s.end_time_unix_nano < s.start_time_unix_nano {
-        return Err(SpanError::EndBeforeStart {
-            start: s.start_time_unix_nano,
-            end: s.end_time_unix_nano,
-        });
-    }
-    let kind = SpanKind::from_i32(s.kind).ok_or(SpanError::Kind(s.kind))?;
-    let status = match s.status {
-        Some(st) => Status {
-            code: StatusCode::from_i32(st.code).ok_or(SpanError::StatusCode(st.code))?,
-            message: st.message,
-        },
-        None => Status::default(),
-    };
-    let mut links = Vec::with_capacity(s.links.len());
-    for l in s.links {
-        links.push(Link {
-            trace_id: fixed(&l.trace_id).ok_or(SpanError::LinkIds)?,
-            span_id: fixed(&l.span_id).ok_or(SpanError::LinkIds)?,
+    let links = s.links.into_iter().map(|l| {
+        let link = Link {
             trace_state: l.trace_state,
             attributes: attrs_from(l.attributes),
             dropped_attributes_count: l.dropped_attributes_count,
             flags: l.flags,
-        });
-    }
+            ..Link::default()
+        };
+        checked_link(link, &l.trace_id, &l.span_id)
+    });
+    let checked = checked_span(
+        RawSpanFields {
+            trace_id: &s.trace_id,
+            span_id: &s.span_id,
+            parent_span_id: &s.parent_span_id,
+            start: s.start_time_unix_nano,
+            end: s.end_time_unix_nano,
+            kind: s.kind,
+            status_code: s.status.as_ref().map(|st| st.code),
+        },
+        links,
+    )?;
     Ok(Span {
-        trace_id,
-        span_id,
-        parent_span_id,
+        trace_id: checked.trace_id,
+        span_id: checked.span_id,
+        parent_span_id: checked.parent_span_id,
         trace_state: s.trace_state,
         flags: s.flags,
         name: s.name,
-        kind,
+        kind: checked.kind,
         start_unix_nano: s.start_time_unix_nano,
         end_unix_nano: s.end_time_unix_nano,
         attributes: attrs_from(s.attributes),
@@ -112,18 +96,91 @@ pub fn span_from(s: trace::Span, res: &Arc<Resource>, scope: &Arc<Scope>) -> Res
             })
             .collect(),
         dropped_events_count: s.dropped_events_count,
-        links,
+        links: checked.links,
         dropped_links_count: s.dropped_links_count,
-        status,
+        status: Status {
+            code: checked.status_code,
+            message: s.status.map(|st| st.message).unwrap_or_default(),
+        },
         resource: res.clone(),
         scope: scope.clone(),
     })
 }
 
+/// A span's ids, times and enums as they arrive in OTLP protobuf, before any check.
+pub(crate) struct RawSpanFields<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub start: u64,
+    pub end: u64,
+    pub kind: i32,
+    /// `None` when the span has no `status` message.
+    pub status_code: Option<i32>,
+}
+
+/// What `checked_span` lets through, typed.
+pub(crate) struct CheckedSpan {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: SpanId,
+    pub kind: SpanKind,
+    pub status_code: StatusCode,
+    pub links: Vec<Link>,
+}
+
+/// The rules an OTLP protobuf span must meet, in the order its error reports them; shared by
+/// both protobuf decoders so they refuse the same spans for the same reasons.
+pub(crate) fn checked_span(
+    raw: RawSpanFields<'_>,
+    links: impl Iterator<Item = Result<Link, SpanError>>,
+) -> Result<CheckedSpan, SpanError> {
+    let trace_id: TraceId = fixed(raw.trace_id).ok_or(SpanError::TraceIdLength(raw.trace_id.len()))?;
+    if trace_id == [0; 16] {
+        return Err(SpanError::ZeroTraceId);
+    }
+    let span_id: SpanId = fixed(raw.span_id).ok_or(SpanError::SpanIdLength(raw.span_id.len()))?;
+    if span_id == [0; 8] {
+        return Err(SpanError::ZeroSpanId);
+    }
+    let parent_span_id = if raw.parent_span_id.is_empty() {
+        [0; 8]
+    } else {
+        fixed(raw.parent_span_id).ok_or(SpanError::ParentIdLength(raw.parent_span_id.len()))?
+    };
+    if raw.end < raw.start {
+        return Err(SpanError::EndBeforeStart {
+            start: raw.start,
+            end: raw.end,
+        });
+    }
+    let kind = SpanKind::from_i32(raw.kind).ok_or(SpanError::Kind(raw.kind))?;
+    let status_code = match raw.status_code {
+        Some(code) => StatusCode::from_i32(code).ok_or(SpanError::StatusCode(code))?,
+        None => StatusCode::default(),
+    };
+    let links = links.collect::<Result<Vec<_>, _>>()?;
+    Ok(CheckedSpan {
+        trace_id,
+        span_id,
+        parent_span_id,
+        kind,
+        status_code,
+        links,
+    })
+}
+
+/// `link` with its raw ids checked and filled in.
+pub(crate) fn checked_link(mut link: Link, trace_id: &[u8], span_id: &[u8]) -> Result<Link, SpanError> {
+    link.trace_id = fixed(trace_id).ok_or(SpanError::LinkIds)?;
+    link.span_id = fixed(span_id).ok_or(SpanError::LinkIds)?;
+    Ok(link)
+}
+
 pub fn attrs_from(kvs: Vec<common::KeyValue>) -> Vec<KeyValue> {
     kvs.into_iter()
         .map(|kv| KeyValue {
-            key: kv.key,
+            key: kv.key.into(),
             value: kv.value.map(value_from).unwrap_or_default(),
         })
         .collect()
@@ -165,7 +222,7 @@ pub fn value_to(v: &AnyValue) -> common::AnyValue {
 pub fn attrs_to(kvs: &[KeyValue]) -> Vec<common::KeyValue> {
     kvs.iter()
         .map(|kv| common::KeyValue {
-            key: kv.key.clone(),
+            key: kv.key.to_string(),
             value: Some(value_to(&kv.value)),
             ..Default::default()
         })

@@ -459,7 +459,7 @@ fn from_model(s: &Span, ids: &IdView) -> ZipkinSpan {
     let mut tags: Vec<(String, String)> = attrs
         .iter()
         .filter(|kv| !consumed.contains(&kv.key.as_str()))
-        .map(|kv| (kv.key.clone(), kv.value.to_display_string()))
+        .map(|kv| (kv.key.to_string(), kv.value.to_display_string()))
         .collect();
     match s.status.code {
         StatusCode::Error => {
@@ -547,7 +547,7 @@ fn event_value(e: &Event) -> String {
     let attrs: serde_json::Map<String, serde_json::Value> = e
         .attributes
         .iter()
-        .map(|kv| (kv.key.clone(), crate::otlp::json::any_value_plain(&kv.value)))
+        .map(|kv| (kv.key.to_string(), crate::otlp::json::any_value_plain(&kv.value)))
         .collect();
     serde_json::json!({ e.name.clone(): attrs }).to_string()
 }

@@ -16,7 +16,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use skein_model::otlp::wire;
-use skein_model::{AnyValue, KeyValue, Span, SpanId, TraceId};
+use skein_model::{AnyValue, Key, KeyValue, Span, SpanId, TraceId};
 
 use super::bloom::Bloom;
 use super::fxhash::{FxHashMap, FxHashSet};
@@ -332,7 +332,17 @@ impl TypedBuilder {
 /// value of a column's key and type goes to the column, everything else stays generic.
 pub(crate) struct AttrSplitter<'l> {
     columns: FxHashMap<&'l str, (usize, HotType)>,
+    /// The same columns by interned key address (see `Key::interned_addr`), when every column
+    /// key could be interned: most attributes then find their column without hashing text.
+    by_addr: Option<FxHashMap<u64, (usize, HotType)>>,
     width: usize,
+}
+
+/// A key address spread over all 64 bits (odd multiply and rotate: a bijection, so distinct
+/// addresses stay distinct). Raw addresses share their low, alignment bits, which is where the
+/// map picks its bucket.
+fn addr_key(addr: usize) -> u64 {
+    (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(32)
 }
 
 impl<'l> AttrSplitter<'l> {
@@ -348,8 +358,13 @@ impl<'l> AttrSplitter<'l> {
         for (i, d) in dedicated.iter().enumerate() {
             columns.insert(d.key.as_str(), (base + i, d.ty));
         }
+        let by_addr = columns
+            .iter()
+            .map(|(key, column)| Some((addr_key(Key::new(key).interned_addr()?), *column)))
+            .collect();
         AttrSplitter {
             columns,
+            by_addr,
             width: base + dedicated.len(),
         }
     }
@@ -371,7 +386,11 @@ impl<'l> AttrSplitter<'l> {
         values.iter_mut().for_each(|v| *v = None);
         rest.clear();
         for kv in attrs {
-            match self.columns.get(kv.key.as_str()) {
+            let column = match (&self.by_addr, kv.key.interned_addr()) {
+                (Some(by_addr), Some(addr)) => by_addr.get(&addr_key(addr)),
+                _ => self.columns.get(kv.key.as_str()),
+            };
+            match column {
                 Some(&(i, t)) if values[i].is_none() && HotType::of(&kv.value) == Some(t) => {
                     values[i] = Some(&kv.value)
                 }

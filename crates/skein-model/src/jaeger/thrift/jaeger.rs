@@ -189,7 +189,7 @@ fn read_tag<'a, R: ProtocolReader<'a>>(r: &mut R) -> Result<KeyValue> {
         // STRING, and any type a newer client may invent: keep the string.
         _ => AnyValue::String(v_str),
     };
-    Ok(KeyValue { key, value })
+    Ok(KeyValue { key: key.into(), value })
 }
 
 fn micros_to_nanos(micros: i64, what: &'static str) -> std::result::Result<u64, SpanError> {

@@ -1,0 +1,270 @@
+//! Attribute keys, interned. The same few hundred keys (`http.route`, `service.name` …) repeat
+//! in nearly every span; a `String` per attribute made each of them an allocation at decode,
+//! heap the head had to hold, and a free when the head was written out. A `Key` made through
+//! `Key::new` (or `From`) shares one process-wide copy of its text instead.
+//!
+//! The interner never frees, so it is bounded: past `MAX_INTERNED_KEYS` keys or
+//! `MAX_INTERNED_BYTES` of text (high-cardinality keys, say ones with ids in them), new keys are
+//! owned by their attribute as before. Lookups go to a per-thread cache first, so decoding on
+//! several threads does not contend on the shared set.
+
+use std::borrow::Borrow;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+/// Distinct keys the process interns at most (~16 B of set per key, plus its text).
+pub const MAX_INTERNED_KEYS: usize = 16_384;
+/// Key text the process interns at most.
+pub const MAX_INTERNED_BYTES: usize = 1 << 20;
+
+/// An attribute key: interned text shared by every attribute with that key, or its own copy
+/// once the interner is full. Compares, hashes and orders as its text.
+#[derive(Clone)]
+pub struct Key(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Interned(&'static str),
+    Owned(Box<str>),
+}
+
+struct Interned {
+    keys: HashSet<&'static str>,
+    bytes: usize,
+}
+
+static INTERNED: LazyLock<Mutex<Interned>> = LazyLock::new(|| {
+    Mutex::new(Interned {
+        keys: HashSet::new(),
+        bytes: 0,
+    })
+});
+/// Set once the shared set is at its bound, so later misses skip its lock.
+static FULL: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This thread's view of `INTERNED`: only keys already there.
+    static CACHE: RefCell<HashSet<&'static str>> = RefCell::new(HashSet::new());
+}
+
+impl Key {
+    /// The key `text`, interned when there is room.
+    pub fn new(text: &str) -> Key {
+        match intern(text) {
+            Some(k) => Key(Repr::Interned(k)),
+            None => Key(Repr::Owned(text.into())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Interned(s) => s,
+            Repr::Owned(s) => s,
+        }
+    }
+
+    /// Where an interned key's shared text lives. Two keys that both have an address are equal
+    /// exactly when their addresses are, so a map by address can stand in for one by text.
+    pub fn interned_addr(&self) -> Option<usize> {
+        match &self.0 {
+            Repr::Interned(s) => Some(s.as_ptr() as usize),
+            Repr::Owned(_) => None,
+        }
+    }
+
+    /// Heap bytes this key holds on its own (nothing when interned).
+    pub fn heap_size(&self) -> usize {
+        match &self.0 {
+            Repr::Interned(_) => 0,
+            Repr::Owned(s) => s.len() + 16,
+        }
+    }
+}
+
+fn intern(text: &str) -> Option<&'static str> {
+    if let Some(k) = CACHE.with_borrow(|c| c.get(text).copied()) {
+        return Some(k);
+    }
+    if FULL.load(Ordering::Relaxed) {
+        return None;
+    }
+    let k = {
+        let mut shared = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+        match shared.keys.get(text) {
+            Some(k) => *k,
+            None if shared.keys.len() >= MAX_INTERNED_KEYS || shared.bytes + text.len() > MAX_INTERNED_BYTES => {
+                FULL.store(true, Ordering::Relaxed);
+                return None;
+            }
+            None => {
+                let k: &'static str = Box::leak(text.into());
+                shared.keys.insert(k);
+                shared.bytes += k.len();
+                k
+            }
+        }
+    };
+    CACHE.with_borrow_mut(|c| c.insert(k));
+    Some(k)
+}
+
+impl Default for Key {
+    fn default() -> Key {
+        Key(Repr::Interned(""))
+    }
+}
+
+impl Deref for Key {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        match (&self.0, &other.0) {
+            // One copy per text: the same pointer or different text.
+            (Repr::Interned(a), Repr::Interned(b)) => std::ptr::eq(*a, *b),
+            _ => self.as_str() == other.as_str(),
+        }
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialEq<str> for Key {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Key {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Key {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Key {
+    fn from(text: &str) -> Key {
+        Key::new(text)
+    }
+}
+
+impl From<&String> for Key {
+    fn from(text: &String) -> Key {
+        Key::new(text)
+    }
+}
+
+impl From<String> for Key {
+    fn from(text: String) -> Key {
+        match intern(&text) {
+            Some(k) => Key(Repr::Interned(k)),
+            None => Key(Repr::Owned(text.into_boxed_str())),
+        }
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> String {
+        match key.0 {
+            Repr::Interned(s) => s.to_owned(),
+            Repr::Owned(s) => s.into_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_texts_share_one_copy_and_compare_as_text() {
+        let a = Key::new("http.route");
+        let b = Key::from(String::from("http.route"));
+        assert_eq!(a, b);
+        assert!(std::ptr::eq(a.as_str(), b.as_str()), "interned once");
+        assert_eq!(a.heap_size(), 0);
+        assert_eq!(a.interned_addr(), b.interned_addr());
+        assert_ne!(a.interned_addr(), Key::new("http.method").interned_addr());
+        assert_eq!(a, "http.route");
+        assert_ne!(a, Key::new("http.method"));
+        let owned = Key(Repr::Owned("http.route".into()));
+        assert_eq!(owned, a, "an owned key equals the interned one with its text");
+        let hash = |k: &Key| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            k.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&owned), hash(&a));
+        let set: HashSet<Key> = [a.clone()].into();
+        assert!(set.contains("http.route"), "Borrow<str> agrees with Hash and Eq");
+    }
+
+    #[test]
+    fn other_threads_find_the_same_copy() {
+        let here = Key::new("app.thread.test");
+        let there = std::thread::spawn(|| Key::new("app.thread.test")).join().unwrap();
+        assert!(std::ptr::eq(here.as_str(), there.as_str()));
+    }
+}
