@@ -50,6 +50,18 @@ static FULL: AtomicBool = AtomicBool::new(false);
 thread_local! {
     /// This thread's view of `INTERNED`: only keys already there.
     static CACHE: RefCell<HashSet<&'static str>> = RefCell::new(HashSet::new());
+    /// Keys this thread met lately, one per slot of a small table (see `Key::from_utf8`).
+    static RECENT: RefCell<[&'static str; RECENT_SLOTS]> = const { RefCell::new([""; RECENT_SLOTS]) };
+}
+
+const RECENT_SLOTS: usize = 256;
+
+/// A slot for `bytes` from its length and three of its bytes: cheap, and a collision only
+/// costs a normal lookup, so crafted keys can slow nothing down.
+fn recent_slot(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    let mix = n.wrapping_mul(0x9e37) ^ usize::from(bytes[0]) << 3 ^ usize::from(bytes[n / 2]) << 5 ^ usize::from(bytes[n - 1]);
+    mix % RECENT_SLOTS
 }
 
 impl Key {
@@ -59,6 +71,28 @@ impl Key {
             Some(k) => Key(Repr::Interned(k)),
             None => Key(Repr::Owned(text.into())),
         }
+    }
+
+    /// The key whose text is `bytes`, or `None` if they are not UTF-8. Decoders call this with
+    /// wire bytes: keys recur span after span, so most are found in a small per-thread table by
+    /// comparing bytes, before any UTF-8 check or hash.
+    pub fn from_utf8(bytes: &[u8]) -> Option<Key> {
+        if bytes.is_empty() {
+            return Some(Key::default());
+        }
+        let slot = recent_slot(bytes);
+        let seen = RECENT.with_borrow(|r| r[slot]);
+        if seen.as_bytes() == bytes {
+            return Some(Key(Repr::Interned(seen)));
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        Some(match intern(text) {
+            Some(k) => {
+                RECENT.with_borrow_mut(|r| r[slot] = k);
+                Key(Repr::Interned(k))
+            }
+            None => Key(Repr::Owned(text.into())),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -259,6 +293,21 @@ mod tests {
         assert_eq!(hash(&owned), hash(&a));
         let set: HashSet<Key> = [a.clone()].into();
         assert!(set.contains("http.route"), "Borrow<str> agrees with Hash and Eq");
+    }
+
+    #[test]
+    fn keys_from_wire_bytes_are_checked_and_shared() {
+        let a = Key::from_utf8(b"db.statement").unwrap();
+        let b = Key::from_utf8(b"db.statement").unwrap();
+        assert_eq!(a.interned_addr(), Key::new("db.statement").interned_addr());
+        assert_eq!(a.interned_addr(), b.interned_addr());
+        assert_eq!(Key::from_utf8(b"").unwrap(), "");
+        assert!(Key::from_utf8(b"db.\xff").is_none(), "not UTF-8");
+        // Keys sharing a slot (same length, same first, middle and last byte) still differ.
+        let x = Key::from_utf8(b"a.xy.b").unwrap();
+        let y = Key::from_utf8(b"a.zy.b").unwrap();
+        assert_eq!((x.as_str(), y.as_str()), ("a.xy.b", "a.zy.b"));
+        assert_eq!(Key::from_utf8(b"a.xy.b").unwrap(), x);
     }
 
     #[test]

@@ -142,11 +142,16 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<&'a str, WireError> {
         let at = self.pos;
         let bytes = self.bytes()?;
-        std::str::from_utf8(bytes).map_err(|_| WireError {
+        std::str::from_utf8(bytes).map_err(|_| self.not_utf8(at))
+    }
+
+    /// The string field starting at `at` is not UTF-8.
+    fn not_utf8(&self, at: usize) -> WireError {
+        WireError {
             message: "string field is not valid UTF-8",
             message_name: self.name,
             offset: at,
-        })
+        }
     }
 
     fn string(&mut self) -> Result<String, WireError> {
@@ -515,7 +520,8 @@ impl<'a> Decoder<'a> {
             match field {
                 1 => {
                     r.expect(wire, LEN)?;
-                    kv.key = Key::new(r.str()?);
+                    let at = r.pos;
+                    kv.key = Key::from_utf8(r.bytes()?).ok_or_else(|| r.not_utf8(at))?;
                 }
                 2 => {
                     r.expect(wire, LEN)?;
