@@ -60,7 +60,10 @@ const RECENT_SLOTS: usize = 256;
 /// costs a normal lookup, so crafted keys can slow nothing down.
 fn recent_slot(bytes: &[u8]) -> usize {
     let n = bytes.len();
-    let mix = n.wrapping_mul(0x9e37) ^ usize::from(bytes[0]) << 3 ^ usize::from(bytes[n / 2]) << 5 ^ usize::from(bytes[n - 1]);
+    let mix = n.wrapping_mul(0x9e37)
+        ^ usize::from(bytes[0]) << 3
+        ^ usize::from(bytes[n / 2]) << 5
+        ^ usize::from(bytes[n - 1]);
     mix % RECENT_SLOTS
 }
 

@@ -100,6 +100,53 @@ impl Backend {
         Ok(())
     }
 
+    /// Deletes blocks without a meta file (the commit point, written last): what a crash or a
+    /// shutdown in the middle of writing one left. Returns their ids and bytes. Only safe while
+    /// nothing else writes blocks here, which the data directory's lock ensures.
+    pub async fn remove_incomplete_blocks(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = Path::from("blocks");
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(StoreError::object)?;
+        let mut bytes: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut complete = std::collections::HashSet::new();
+        for o in &objects {
+            let parts: Vec<_> = o.location.parts().collect();
+            if parts.len() == 3 {
+                let id = parts[1].as_ref().to_string();
+                if parts[2].as_ref() == super::block::META_FILE {
+                    complete.insert(id.clone());
+                }
+                *bytes.entry(id).or_default() += o.size;
+            }
+        }
+        // A put cut short leaves only its staging file, which the object store does not list.
+        if let Some(root) = &self.local_root {
+            if let Ok(dirs) = std::fs::read_dir(root.join("blocks")) {
+                for dir in dirs.flatten().filter(|d| d.path().is_dir()) {
+                    bytes.entry(dir.file_name().to_string_lossy().into_owned()).or_default();
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        for (id, size) in bytes.into_iter().filter(|(id, _)| !complete.contains(id)) {
+            self.delete_block(&id).await?;
+            if let Some(root) = &self.local_root {
+                let dir = root.join("blocks").join(&id);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io("removing incomplete block", &dir, e)),
+                }
+            }
+            removed.push((id, size));
+        }
+        Ok(removed)
+    }
+
     /// Ids of blocks that have a meta file (complete blocks), oldest first.
     pub async fn list_blocks(&self) -> Result<Vec<String>, StoreError> {
         let prefix = Path::from("blocks");

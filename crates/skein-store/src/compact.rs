@@ -23,6 +23,9 @@ impl Store {
     /// the total size exceeds `retention_max_bytes` (when set). Returns how many were deleted.
     pub async fn enforce_retention(&self, now_unix_nano: u64) -> Result<usize, StoreError> {
         let _guard = self.compaction_lock().lock().await;
+        if self.closing() {
+            return Ok(0);
+        }
         let cfg = self.config();
         let cutoff = now_unix_nano.saturating_sub(cfg.retention.as_nanos() as u64);
         let mut blocks = self.snapshot().blocks;
@@ -80,6 +83,10 @@ impl Store {
 
     async fn compact(&self, how: Plan) -> Result<usize, StoreError> {
         let _guard = self.compaction_lock().lock().await;
+        // After shutdown the data directory may belong to another store already.
+        if self.closing() {
+            return Ok(0);
+        }
         let target = self.config().compaction_target_spans;
         let mut small: Vec<Arc<BlockHandle>> = self
             .snapshot()

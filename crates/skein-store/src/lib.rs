@@ -57,6 +57,8 @@ pub enum StoreError {
     Overloaded(&'static str),
     #[error("the store is shutting down")]
     ShuttingDown,
+    #[error("data directory {0} is in use by another skein process{1}; stop it or choose another --data-dir")]
+    InUse(PathBuf, String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -258,6 +260,10 @@ struct Inner {
     compaction: tokio::sync::Mutex<()>,
     /// Woken whenever a frozen head has become a block (room for waiting appends).
     block_written: tokio::sync::Notify,
+    /// The data directory's lock, held until `shutdown` finishes (or the store is dropped).
+    lock: Mutex<Option<std::fs::File>>,
+    /// Set once `shutdown` has begun: no block is written after it.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// A handle to the store; cheap to clone.
@@ -289,8 +295,15 @@ impl Store {
     pub async fn open(data_dir: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         let wal_dir = data_dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(|e| StoreError::io("creating WAL directory", &wal_dir, e))?;
+        let lock = lock_data_dir(data_dir).await?;
         let backend = Backend::local(data_dir.to_path_buf(), cfg.footer_cache_bytes as usize)?;
         let metrics = Metrics::new();
+
+        // A block is committed by its meta, written last; files of a block without one are
+        // what a crash or shutdown mid-write left behind.
+        for (id, bytes) in backend.remove_incomplete_blocks().await? {
+            tracing::warn!(block = %id, bytes, "removed an incomplete block left by an interrupted write");
+        }
 
         // Blocks first: their metas say which WAL segments are already in a block.
         let mut blocks = Vec::new();
@@ -353,6 +366,8 @@ impl Store {
             writer: Mutex::new(None),
             compaction: tokio::sync::Mutex::new(()),
             block_written: tokio::sync::Notify::new(),
+            lock: Mutex::new(Some(lock)),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         inner.update_gauges();
         let weak = Arc::downgrade(&inner);
@@ -610,6 +625,7 @@ impl Store {
     /// Stops accepting writes, cuts the head into a block and waits for it (graceful shutdown).
     /// Everything acknowledged is already durable in the WAL; this only shortens the next start.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
+        self.inner.closing.store(true, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.send(WalMsg::Shutdown(tx)).is_ok() {
             let _ = rx.await;
@@ -619,13 +635,23 @@ impl Store {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        // Written out and closed: the directory is free for the next store.
+        self.inner.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(())
+    }
+
+    /// True once `shutdown` has begun.
+    pub(crate) fn closing(&self) -> bool {
+        self.inner.closing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes spans straight into one new block, past the WAL and the head: for bulk loads
     /// (`skein generate`). The block is durable and queryable when this returns; the spans are
     /// not deduplicated against blocks already stored. Returns the block's bytes.
     pub async fn import(&self, spans: Vec<Span>) -> Result<u64, StoreError> {
+        if self.closing() {
+            return Err(StoreError::ShuttingDown);
+        }
         let built = tokio::task::spawn_blocking(move || {
             let refs: Vec<&Span> = spans.iter().collect();
             build_block(&refs, block::new_block_id(), 1)
@@ -670,6 +696,12 @@ impl Store {
                     match merged {
                         Ok(0) => break,
                         Ok(_) => tokio::task::yield_now().await,
+                        // Shutdown cancels the store's I/O under a merge in progress; its inputs
+                        // stay, and the next start removes the unfinished output.
+                        Err(e) if store.closing() => {
+                            tracing::info!(error = %e, "compaction stopped by shutdown");
+                            break;
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "compaction failed");
                             break;
@@ -749,6 +781,49 @@ pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandl
     let bloom =
         block::bloom::Bloom::from_bytes(&bloom_bytes).ok_or_else(|| StoreError::corrupt(format!("bloom of {id}")))?;
     Ok(BlockHandle::new(meta, bloom, backend.clone()))
+}
+
+/// How long `Store::open` waits for the data directory's lock: a store of this process that is
+/// still shutting down lets go within moments; another process holding it is an error.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes `data_dir/LOCK`, an advisory lock the OS drops when the process exits (crash included),
+/// so two processes never write one WAL and block set. The file names the holder's pid.
+async fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::io("opening lock file", &path, e))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => String::new(),
+                    pid => format!(" (pid {pid})"),
+                };
+                return Err(StoreError::InUse(data_dir.to_path_buf(), holder));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io("locking", &path, e)),
+        }
+    }
+    let pid = std::process::id().to_string();
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(pid.as_bytes()))
+        .map_err(|e| StoreError::io("writing lock file", &path, e))?;
+    Ok(file)
 }
 
 fn decode_spans(otlp: &[u8]) -> Result<Vec<Span>, StoreError> {

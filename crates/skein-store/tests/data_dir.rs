@@ -1,0 +1,82 @@
+//! The data directory: one process at a time, and no leftovers of interrupted block writes.
+
+use skein_model::{KeyValue, Resource, Span};
+use skein_store::{Store, StoreConfig, StoreError};
+
+fn span(i: u8) -> Span {
+    Span {
+        trace_id: [i; 16],
+        span_id: [i; 8],
+        name: "op".into(),
+        start_unix_nano: 1_700_000_000_000_000_000,
+        end_unix_nano: 1_700_000_000_001_000_000,
+        resource: std::sync::Arc::new(Resource {
+            attributes: vec![KeyValue::string("service.name", "svc")],
+            dropped_attributes_count: 0,
+        }),
+        ..Span::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    let err = match Store::open(dir.path(), StoreConfig::default()).await {
+        Err(e) => e,
+        Ok(_) => panic!("two stores opened one data directory"),
+    };
+    assert!(matches!(err, StoreError::InUse(..)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("in use by another skein process"), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "names the holder: {msg}"
+    );
+    // Shutdown hands the directory on, even while the old handle is still around.
+    first.shutdown().await.unwrap();
+    let again = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    assert_eq!(
+        first.compact_once().await.unwrap(),
+        0,
+        "a shut-down store writes nothing"
+    );
+    assert!(matches!(
+        first.import(vec![span(1)]).await,
+        Err(StoreError::ShuttingDown)
+    ));
+    again.shutdown().await.unwrap();
+    drop(first);
+    // Dropping a store without shutdown releases it too.
+    let third = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    drop(third);
+    let fourth = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    fourth.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_without_a_meta_are_removed_at_open_and_complete_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    store.import((1..=3).map(span).collect()).await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    // What interrupted writes leave: a data file without its meta, and a staging file of a put
+    // cut short (which the object store's listing does not show).
+    let blocks = dir.path().join("blocks");
+    std::fs::create_dir_all(blocks.join("01INCOMPLETE")).unwrap();
+    std::fs::write(blocks.join("01INCOMPLETE/data.parquet"), vec![0u8; 4096]).unwrap();
+    std::fs::write(blocks.join("01INCOMPLETE/traces.parquet"), vec![0u8; 100]).unwrap();
+    std::fs::create_dir_all(blocks.join("01STAGING")).unwrap();
+    std::fs::write(blocks.join("01STAGING/data.parquet#1"), vec![0u8; 100]).unwrap();
+
+    let store = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    assert!(!blocks.join("01INCOMPLETE").exists());
+    assert!(!blocks.join("01STAGING").exists());
+    let stats = store.stats();
+    assert_eq!((stats.blocks, stats.block_spans), (1, 3), "the complete block is kept");
+    let left: Vec<_> = std::fs::read_dir(&blocks).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1);
+    store.shutdown().await.unwrap();
+}
