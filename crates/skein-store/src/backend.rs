@@ -104,24 +104,13 @@ impl Backend {
     /// shutdown in the middle of writing one left. Returns their ids and bytes. Only safe while
     /// nothing else writes blocks here, which the data directory's lock ensures.
     pub async fn remove_incomplete_blocks(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let prefix = Path::from("blocks");
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(StoreError::object)?;
         let mut bytes: std::collections::BTreeMap<String, u64> = Default::default();
         let mut complete = std::collections::HashSet::new();
-        for o in &objects {
-            let parts: Vec<_> = o.location.parts().collect();
-            if parts.len() == 3 {
-                let id = parts[1].as_ref().to_string();
-                if parts[2].as_ref() == super::block::META_FILE {
-                    complete.insert(id.clone());
-                }
-                *bytes.entry(id).or_default() += o.size;
+        for (id, file, size) in self.block_files().await? {
+            if file == super::block::META_FILE {
+                complete.insert(id.clone());
             }
+            *bytes.entry(id).or_default() += size;
         }
         // A put cut short leaves only its staging file, which the object store does not list.
         if let Some(root) = &self.local_root {
@@ -149,6 +138,18 @@ impl Backend {
 
     /// Ids of blocks that have a meta file (complete blocks), oldest first.
     pub async fn list_blocks(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .block_files()
+            .await?
+            .into_iter()
+            .filter_map(|(id, file, _)| (file == super::block::META_FILE).then_some(id))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every `blocks/<id>/<file>` object: its block id, file name and size.
+    async fn block_files(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
         let prefix = Path::from("blocks");
         let objects: Vec<_> = self
             .store
@@ -156,16 +157,13 @@ impl Backend {
             .try_collect()
             .await
             .map_err(StoreError::object)?;
-        let mut ids: Vec<String> = objects
+        Ok(objects
             .iter()
             .filter_map(|o| {
                 let parts: Vec<_> = o.location.parts().collect();
-                (parts.len() == 3 && parts[2].as_ref() == super::block::META_FILE)
-                    .then(|| parts[1].as_ref().to_string())
+                (parts.len() == 3).then(|| (parts[1].as_ref().to_string(), parts[2].as_ref().to_string(), o.size))
             })
-            .collect();
-        ids.sort();
-        Ok(ids)
+            .collect())
     }
 }
 
