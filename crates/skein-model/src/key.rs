@@ -50,7 +50,7 @@ static FULL: AtomicBool = AtomicBool::new(false);
 thread_local! {
     /// This thread's view of `INTERNED`: only keys already there.
     static CACHE: RefCell<HashSet<&'static str>> = RefCell::new(HashSet::new());
-    /// Keys this thread met lately, one per slot of a small table (see `Key::from_utf8`).
+    /// Keys this thread met lately, one per slot of a small table, checked before anything else.
     static RECENT: RefCell<[&'static str; RECENT_SLOTS]> = const { RefCell::new([""; RECENT_SLOTS]) };
 }
 
@@ -77,25 +77,12 @@ impl Key {
     }
 
     /// The key whose text is `bytes`, or `None` if they are not UTF-8. Decoders call this with
-    /// wire bytes: keys recur span after span, so most are found in a small per-thread table by
-    /// comparing bytes, before any UTF-8 check or hash.
+    /// wire bytes: a key met lately is found by comparing bytes, before any UTF-8 check.
     pub fn from_utf8(bytes: &[u8]) -> Option<Key> {
-        if bytes.is_empty() {
-            return Some(Key::default());
+        match recent(bytes) {
+            Some(k) => Some(Key(Repr::Interned(k))),
+            None => std::str::from_utf8(bytes).ok().map(Key::new),
         }
-        let slot = recent_slot(bytes);
-        let seen = RECENT.with_borrow(|r| r[slot]);
-        if seen.as_bytes() == bytes {
-            return Some(Key(Repr::Interned(seen)));
-        }
-        let text = std::str::from_utf8(bytes).ok()?;
-        Some(match intern(text) {
-            Some(k) => {
-                RECENT.with_borrow_mut(|r| r[slot] = k);
-                Key(Repr::Interned(k))
-            }
-            None => Key(Repr::Owned(text.into())),
-        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -123,7 +110,28 @@ impl Key {
     }
 }
 
+/// The interned key with text `bytes` if this thread met it lately: one byte comparison, no
+/// hash (keys recur span after span, in the same order).
+fn recent(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.is_empty() {
+        return Some("");
+    }
+    let seen = RECENT.with_borrow(|r| r[recent_slot(bytes)]);
+    (seen.as_bytes() == bytes).then_some(seen)
+}
+
+/// The process-wide copy of `text`, if it has one or there is room to make it.
 fn intern(text: &str) -> Option<&'static str> {
+    if let Some(k) = recent(text.as_bytes()) {
+        return Some(k);
+    }
+    let k = intern_shared(text)?;
+    RECENT.with_borrow_mut(|r| r[recent_slot(text.as_bytes())] = k);
+    Some(k)
+}
+
+/// `intern` past the table of recent keys: this thread's cache, then the shared set.
+fn intern_shared(text: &str) -> Option<&'static str> {
     if let Some(k) = CACHE.with_borrow(|c| c.get(text).copied()) {
         return Some(k);
     }

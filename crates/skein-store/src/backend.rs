@@ -1,6 +1,7 @@
 //! Where blocks live: anything `object_store` speaks. Only the local directory is wired up
 //! today; S3/GCS/Azure plug in here by building a different `ObjectStore`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,6 +13,14 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::block::footers::FooterCache;
 use crate::StoreError;
+
+/// What `Backend::list_blocks` found.
+pub struct BlockList {
+    /// Ids of complete blocks, oldest first (ids sort by time).
+    pub complete: Vec<String>,
+    /// Ids and bytes of blocks without a meta.
+    pub incomplete: Vec<(String, u64)>,
+}
 
 #[derive(Clone)]
 pub struct Backend {
@@ -81,8 +90,10 @@ impl Backend {
             .map_err(StoreError::object)
     }
 
+    /// Deletes a block, meta first so a half-deleted block is never mistaken for a whole one.
+    /// Also removes an incomplete block: whatever of it exists, staging files of cut-short puts
+    /// included (the local directory goes whole; a leftover is removed at the next start).
     pub async fn delete_block(&self, id: &str) -> Result<(), StoreError> {
-        // Meta first, so a half-deleted block is never mistaken for a whole one.
         for file in [
             super::block::META_FILE,
             super::block::DATA_FILE,
@@ -95,17 +106,17 @@ impl Backend {
             }
         }
         if let Some(root) = &self.local_root {
-            let _ = std::fs::remove_dir(root.join("blocks").join(id));
+            let _ = std::fs::remove_dir_all(root.join("blocks").join(id));
         }
         Ok(())
     }
 
-    /// Deletes blocks without a meta file (the commit point, written last): what a crash or a
-    /// shutdown in the middle of writing one left. Returns their ids and bytes. Only safe while
-    /// nothing else writes blocks here, which the data directory's lock ensures.
-    pub async fn remove_incomplete_blocks(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut bytes: std::collections::BTreeMap<String, u64> = Default::default();
-        let mut complete = std::collections::HashSet::new();
+    /// The blocks here, from one listing: complete ones (with a meta, the commit point written
+    /// last) oldest first, and the ids and bytes of incomplete ones, which a crash or a
+    /// shutdown in the middle of a write left.
+    pub async fn list_blocks(&self) -> Result<BlockList, StoreError> {
+        let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
+        let mut complete = BTreeSet::new();
         for (id, file, size) in self.block_files().await? {
             if file == super::block::META_FILE {
                 complete.insert(id.clone());
@@ -120,32 +131,11 @@ impl Backend {
                 }
             }
         }
-        let mut removed = Vec::new();
-        for (id, size) in bytes.into_iter().filter(|(id, _)| !complete.contains(id)) {
-            self.delete_block(&id).await?;
-            if let Some(root) = &self.local_root {
-                let dir = root.join("blocks").join(&id);
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io("removing incomplete block", &dir, e)),
-                }
-            }
-            removed.push((id, size));
-        }
-        Ok(removed)
-    }
-
-    /// Ids of blocks that have a meta file (complete blocks), oldest first.
-    pub async fn list_blocks(&self) -> Result<Vec<String>, StoreError> {
-        let mut ids: Vec<String> = self
-            .block_files()
-            .await?
-            .into_iter()
-            .filter_map(|(id, file, _)| (file == super::block::META_FILE).then_some(id))
-            .collect();
-        ids.sort();
-        Ok(ids)
+        let incomplete = bytes.into_iter().filter(|(id, _)| !complete.contains(id)).collect();
+        Ok(BlockList {
+            complete: complete.into_iter().collect(),
+            incomplete,
+        })
     }
 
     /// Every `blocks/<id>/<file>` object: its block id, file name and size.

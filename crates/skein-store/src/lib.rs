@@ -299,15 +299,16 @@ impl Store {
         let backend = Backend::local(data_dir.to_path_buf(), cfg.footer_cache_bytes as usize)?;
         let metrics = Metrics::new();
 
-        // A block is committed by its meta, written last; files of a block without one are
-        // what a crash or shutdown mid-write left behind.
-        for (id, bytes) in backend.remove_incomplete_blocks().await? {
+        // Blocks first: their metas say which WAL segments are already in a block. A block
+        // without a meta is what an interrupted write left; with the directory locked, nothing
+        // else can be writing it.
+        let found = backend.list_blocks().await?;
+        for (id, bytes) in &found.incomplete {
+            backend.delete_block(id).await?;
             tracing::warn!(block = %id, bytes, "removed an incomplete block left by an interrupted write");
         }
-
-        // Blocks first: their metas say which WAL segments are already in a block.
         let mut blocks = Vec::new();
-        for id in backend.list_blocks().await? {
+        for id in found.complete {
             match load_block(&backend, &id).await {
                 Ok(h) => blocks.push(Arc::new(h)),
                 Err(e) => tracing::error!(block = %id, error = %e, "skipping unreadable block"),

@@ -33,12 +33,11 @@ pub fn decode_request(body: &[u8]) -> Result<Decoded, WireError> {
     };
     let mut r = d.reader(0, body.len(), "ExportTraceServiceRequest");
     while let Some((field, wire)) = r.field()? {
-        match (field, wire) {
-            (1, LEN) => {
-                let (start, end) = r.len_delimited()?;
+        match field {
+            1 => {
+                let (start, end) = r.len_field(wire)?;
                 d.resource_spans(start, end)?;
             }
-            (1, _) => r.expect(wire, LEN)?,
             _ => r.skip(field, wire)?,
         }
     }
@@ -113,14 +112,6 @@ impl<'a> Reader<'a> {
         Ok(bytes.try_into().expect("slice of N bytes"))
     }
 
-    fn fixed64(&mut self) -> Result<u64, WireError> {
-        self.fixed::<8>().map(u64::from_le_bytes)
-    }
-
-    fn fixed32(&mut self) -> Result<u32, WireError> {
-        self.fixed::<4>().map(u32::from_le_bytes)
-    }
-
     /// A length-delimited field's bounds within the body; the cursor moves past it.
     fn len_delimited(&mut self) -> Result<(usize, usize), WireError> {
         let len = self.varint()?;
@@ -134,15 +125,61 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
-        let (start, end) = self.len_delimited()?;
+    /// Fails unless a known field came with the wire type its declaration gives it.
+    fn expect(&self, wire: u8, want: u8) -> Result<(), WireError> {
+        if wire == want {
+            Ok(())
+        } else {
+            Err(self.error("field has the wrong wire type"))
+        }
+    }
+
+    // Field readers: each takes the wire type the field came with and checks it.
+
+    fn varint_field(&mut self, wire: u8) -> Result<u64, WireError> {
+        self.expect(wire, VARINT)?;
+        self.varint()
+    }
+
+    /// int32 and enum fields: protobuf truncates a wider varint.
+    fn i32_field(&mut self, wire: u8) -> Result<i32, WireError> {
+        self.varint_field(wire).map(|v| v as i32)
+    }
+
+    /// uint32 fields: protobuf truncates a wider varint.
+    fn u32_field(&mut self, wire: u8) -> Result<u32, WireError> {
+        self.varint_field(wire).map(|v| v as u32)
+    }
+
+    fn fixed64_field(&mut self, wire: u8) -> Result<u64, WireError> {
+        self.expect(wire, I64)?;
+        self.fixed::<8>().map(u64::from_le_bytes)
+    }
+
+    fn fixed32_field(&mut self, wire: u8) -> Result<u32, WireError> {
+        self.expect(wire, I32)?;
+        self.fixed::<4>().map(u32::from_le_bytes)
+    }
+
+    /// A length-delimited field (a message, bytes or a string): its bounds within the body.
+    fn len_field(&mut self, wire: u8) -> Result<(usize, usize), WireError> {
+        self.expect(wire, LEN)?;
+        self.len_delimited()
+    }
+
+    fn bytes_field(&mut self, wire: u8) -> Result<&'a [u8], WireError> {
+        let (start, end) = self.len_field(wire)?;
         Ok(&self.body[start..end])
     }
 
-    fn str(&mut self) -> Result<&'a str, WireError> {
+    fn str_field(&mut self, wire: u8) -> Result<&'a str, WireError> {
         let at = self.pos;
-        let bytes = self.bytes()?;
+        let bytes = self.bytes_field(wire)?;
         std::str::from_utf8(bytes).map_err(|_| self.not_utf8(at))
+    }
+
+    fn string_field(&mut self, wire: u8) -> Result<String, WireError> {
+        self.str_field(wire).map(str::to_owned)
     }
 
     /// The string field starting at `at` is not UTF-8.
@@ -152,37 +189,6 @@ impl<'a> Reader<'a> {
             message_name: self.name,
             offset: at,
         }
-    }
-
-    fn string(&mut self) -> Result<String, WireError> {
-        self.str().map(str::to_owned)
-    }
-
-    /// Checks a string field this decoder does not keep (protobuf still requires UTF-8).
-    fn unused_string(&mut self, wire: u8) -> Result<(), WireError> {
-        self.expect(wire, LEN)?;
-        self.str().map(drop)
-    }
-
-    /// Checks an int32 field this decoder does not keep.
-    fn unused_varint(&mut self, wire: u8) -> Result<(), WireError> {
-        self.expect(wire, VARINT)?;
-        self.varint().map(drop)
-    }
-
-    /// Reads a scalar of the expected wire type, or fails naming the mismatch.
-    fn expect(&self, wire: u8, want: u8) -> Result<(), WireError> {
-        if wire == want {
-            Ok(())
-        } else {
-            Err(self.error("field has the wrong wire type"))
-        }
-    }
-
-    fn u32_varint(&mut self, wire: u8) -> Result<u32, WireError> {
-        self.expect(wire, VARINT)?;
-        // Protobuf truncates a uint32 sent as a wider varint.
-        Ok(self.varint()? as u32)
     }
 
     /// Skips field `field` of wire type `wire` (a group up to its matching end).
@@ -240,32 +246,29 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Reads the resource first and the scope blocks after it: the resource may follow its
+    /// spans on the wire. One pass notes where each scope block lies.
     fn resource_spans(&mut self, start: usize, end: usize) -> Result<(), WireError> {
-        // The resource may follow its spans on the wire, so read it first.
         let mut resource = Resource::default();
+        let mut scope_spans = Vec::new();
         let mut r = self.reader(start, end, "ResourceSpans");
         while let Some((field, wire)) = r.field()? {
-            match (field, wire) {
-                (1, LEN) => {
-                    let (s, e) = r.len_delimited()?;
+            match field {
+                1 => {
+                    let (s, e) = r.len_field(wire)?;
                     self.resource(s, e, &mut resource)?;
                 }
-                (1, _) => r.expect(wire, LEN)?,
-                (3, _) => r.unused_string(wire)?,
+                2 => scope_spans.push(r.len_field(wire)?),
+                // schema_url: not kept, but protobuf still requires UTF-8.
+                3 => {
+                    r.str_field(wire)?;
+                }
                 _ => r.skip(field, wire)?,
             }
         }
         let resource = Arc::new(resource);
-        let mut r = self.reader(start, end, "ResourceSpans");
-        while let Some((field, wire)) = r.field()? {
-            match (field, wire) {
-                (2, LEN) => {
-                    let (s, e) = r.len_delimited()?;
-                    self.scope_spans(s, e, &resource)?;
-                }
-                (2, _) => r.expect(wire, LEN)?,
-                _ => r.skip(field, wire)?,
-            }
+        for (s, e) in scope_spans {
+            self.scope_spans(s, e, &resource)?;
         }
         Ok(())
     }
@@ -277,15 +280,16 @@ impl<'a> Decoder<'a> {
         while let Some((field, wire)) = r.field()? {
             match field {
                 1 => self.key_value(&mut r, wire)?,
-                2 => resource.dropped_attributes_count = r.u32_varint(wire)?,
+                2 => resource.dropped_attributes_count = r.u32_field(wire)?,
                 3 => {
                     // `entity_refs` (in development): not kept, but checked as prost would.
-                    r.expect(wire, LEN)?;
-                    let (s, e) = r.len_delimited()?;
+                    let (s, e) = r.len_field(wire)?;
                     let mut entity = self.reader(s, e, "EntityRef");
                     while let Some((field, wire)) = entity.field()? {
                         match field {
-                            1..=4 => entity.unused_string(wire)?,
+                            1..=4 => {
+                                entity.str_field(wire)?;
+                            }
                             _ => entity.skip(field, wire)?,
                         }
                     }
@@ -297,43 +301,35 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
+    /// Like `resource_spans`: the scope first, then the spans.
     fn scope_spans(&mut self, start: usize, end: usize, resource: &Arc<Resource>) -> Result<(), WireError> {
         let mut scope = Scope::default();
-        let mut spans = 0usize;
+        let mut spans = Vec::new();
         let mut r = self.reader(start, end, "ScopeSpans");
         while let Some((field, wire)) = r.field()? {
-            match (field, wire) {
-                (1, LEN) => {
-                    let (s, e) = r.len_delimited()?;
+            match field {
+                1 => {
+                    let (s, e) = r.len_field(wire)?;
                     self.scope(s, e, &mut scope)?;
                 }
-                (1, _) | (2, _) => {
-                    r.expect(wire, LEN)?;
-                    r.skip(field, wire)?;
-                    spans += usize::from(field == 2);
+                2 => spans.push(r.len_field(wire)?),
+                3 => {
+                    r.str_field(wire)?;
                 }
-                (3, _) => r.unused_string(wire)?,
                 _ => r.skip(field, wire)?,
             }
         }
         let scope = Arc::new(scope);
-        self.out.batch.spans.reserve(spans);
-        let mut r = self.reader(start, end, "ScopeSpans");
-        while let Some((field, wire)) = r.field()? {
-            match field {
-                2 => {
-                    let (s, e) = r.len_delimited()?;
-                    match self.span(s, e, resource, &scope)? {
-                        Ok(span) => self.out.batch.spans.push(span),
-                        Err(error) => self.out.rejected.push(Rejected {
-                            index: self.index,
-                            error,
-                        }),
-                    }
-                    self.index += 1;
-                }
-                _ => r.skip(field, wire)?,
+        self.out.batch.spans.reserve(spans.len());
+        for (s, e) in spans {
+            match self.span(s, e, resource, &scope)? {
+                Ok(span) => self.out.batch.spans.push(span),
+                Err(error) => self.out.rejected.push(Rejected {
+                    index: self.index,
+                    error,
+                }),
             }
+            self.index += 1;
         }
         Ok(())
     }
@@ -343,10 +339,10 @@ impl<'a> Decoder<'a> {
         let mut r = self.reader(start, end, "InstrumentationScope");
         while let Some((field, wire)) = r.field()? {
             match field {
-                1 => scope.name = string_field(&mut r, wire)?,
-                2 => scope.version = string_field(&mut r, wire)?,
+                1 => scope.name = r.string_field(wire)?,
+                2 => scope.version = r.string_field(wire)?,
                 3 => self.key_value(&mut r, wire)?,
-                4 => scope.dropped_attributes_count = r.u32_varint(wire)?,
+                4 => scope.dropped_attributes_count = r.u32_field(wire)?,
                 _ => r.skip(field, wire)?,
             }
         }
@@ -376,47 +372,31 @@ impl<'a> Decoder<'a> {
         let mut r = self.reader(start, end, "Span");
         while let Some((field, wire)) = r.field()? {
             match field {
-                1 | 2 | 4 => {
-                    r.expect(wire, LEN)?;
-                    ids[if field == 4 { 2 } else { field as usize - 1 }] = r.bytes()?;
-                }
-                3 => span.trace_state = string_field(&mut r, wire)?,
-                5 => span.name = string_field(&mut r, wire)?,
-                6 => {
-                    r.expect(wire, VARINT)?;
-                    kind = r.varint()? as i32;
-                }
-                7 => {
-                    r.expect(wire, I64)?;
-                    span.start_unix_nano = r.fixed64()?;
-                }
-                8 => {
-                    r.expect(wire, I64)?;
-                    span.end_unix_nano = r.fixed64()?;
-                }
+                1 => ids[0] = r.bytes_field(wire)?,
+                2 => ids[1] = r.bytes_field(wire)?,
+                3 => span.trace_state = r.string_field(wire)?,
+                4 => ids[2] = r.bytes_field(wire)?,
+                5 => span.name = r.string_field(wire)?,
+                6 => kind = r.i32_field(wire)?,
+                7 => span.start_unix_nano = r.fixed64_field(wire)?,
+                8 => span.end_unix_nano = r.fixed64_field(wire)?,
                 9 => self.key_value(&mut r, wire)?,
-                10 => span.dropped_attributes_count = r.u32_varint(wire)?,
+                10 => span.dropped_attributes_count = r.u32_field(wire)?,
                 11 => {
-                    r.expect(wire, LEN)?;
-                    let (s, e) = r.len_delimited()?;
+                    let (s, e) = r.len_field(wire)?;
                     events.push(self.event(s, e)?);
                 }
-                12 => span.dropped_events_count = r.u32_varint(wire)?,
+                12 => span.dropped_events_count = r.u32_field(wire)?,
                 13 => {
-                    r.expect(wire, LEN)?;
-                    let (s, e) = r.len_delimited()?;
+                    let (s, e) = r.len_field(wire)?;
                     links.push(self.link(s, e)?);
                 }
-                14 => span.dropped_links_count = r.u32_varint(wire)?,
+                14 => span.dropped_links_count = r.u32_field(wire)?,
                 15 => {
-                    r.expect(wire, LEN)?;
-                    let (s, e) = r.len_delimited()?;
+                    let (s, e) = r.len_field(wire)?;
                     status_code = Some(self.status(s, e, &mut span.status.message, status_code)?);
                 }
-                16 => {
-                    r.expect(wire, I32)?;
-                    span.flags = r.fixed32()?;
-                }
+                16 => span.flags = r.fixed32_field(wire)?,
                 _ => r.skip(field, wire)?,
             }
         }
@@ -453,13 +433,10 @@ impl<'a> Decoder<'a> {
         let mut r = self.reader(start, end, "Span.Event");
         while let Some((field, wire)) = r.field()? {
             match field {
-                1 => {
-                    r.expect(wire, I64)?;
-                    event.time_unix_nano = r.fixed64()?;
-                }
-                2 => event.name = string_field(&mut r, wire)?,
+                1 => event.time_unix_nano = r.fixed64_field(wire)?,
+                2 => event.name = r.string_field(wire)?,
                 3 => self.key_value(&mut r, wire)?,
-                4 => event.dropped_attributes_count = r.u32_varint(wire)?,
+                4 => event.dropped_attributes_count = r.u32_field(wire)?,
                 _ => r.skip(field, wire)?,
             }
         }
@@ -475,17 +452,12 @@ impl<'a> Decoder<'a> {
         let mut r = self.reader(start, end, "Span.Link");
         while let Some((field, wire)) = r.field()? {
             match field {
-                1 | 2 => {
-                    r.expect(wire, LEN)?;
-                    *(if field == 1 { &mut trace_id } else { &mut span_id }) = r.bytes()?;
-                }
-                3 => link.trace_state = string_field(&mut r, wire)?,
+                1 => trace_id = r.bytes_field(wire)?,
+                2 => span_id = r.bytes_field(wire)?,
+                3 => link.trace_state = r.string_field(wire)?,
                 4 => self.key_value(&mut r, wire)?,
-                5 => link.dropped_attributes_count = r.u32_varint(wire)?,
-                6 => {
-                    r.expect(wire, I32)?;
-                    link.flags = r.fixed32()?;
-                }
+                5 => link.dropped_attributes_count = r.u32_field(wire)?,
+                6 => link.flags = r.fixed32_field(wire)?,
                 _ => r.skip(field, wire)?,
             }
         }
@@ -499,11 +471,8 @@ impl<'a> Decoder<'a> {
         let mut r = self.reader(start, end, "Status");
         while let Some((field, wire)) = r.field()? {
             match field {
-                2 => *message = string_field(&mut r, wire)?,
-                3 => {
-                    r.expect(wire, VARINT)?;
-                    code = r.varint()? as i32;
-                }
+                2 => *message = r.string_field(wire)?,
+                3 => code = r.i32_field(wire)?,
                 _ => r.skip(field, wire)?,
             }
         }
@@ -512,24 +481,23 @@ impl<'a> Decoder<'a> {
 
     /// One `KeyValue` field, pushed onto `scratch`.
     fn key_value(&mut self, r: &mut Reader<'a>, wire: u8) -> Result<(), WireError> {
-        r.expect(wire, LEN)?;
-        let (start, end) = r.len_delimited()?;
+        let (start, end) = r.len_field(wire)?;
         let mut kv = KeyValue::default();
         let mut r = self.reader(start, end, "KeyValue");
         while let Some((field, wire)) = r.field()? {
             match field {
                 1 => {
-                    r.expect(wire, LEN)?;
                     let at = r.pos;
-                    kv.key = Key::from_utf8(r.bytes()?).ok_or_else(|| r.not_utf8(at))?;
+                    kv.key = Key::from_utf8(r.bytes_field(wire)?).ok_or_else(|| r.not_utf8(at))?;
                 }
                 2 => {
-                    r.expect(wire, LEN)?;
-                    let (s, e) = r.len_delimited()?;
+                    let (s, e) = r.len_field(wire)?;
                     self.any_value(s, e, &mut kv.value)?;
                 }
                 // `key_strindex` (profiles' string table): no meaning in traces.
-                3 => r.unused_varint(wire)?,
+                3 => {
+                    r.i32_field(wire)?;
+                }
                 _ => r.skip(field, wire)?,
             }
         }
@@ -547,22 +515,12 @@ impl<'a> Decoder<'a> {
         self.depth += 1;
         while let Some((field, wire)) = r.field()? {
             *value = match field {
-                1 => AnyValue::String(string_field(&mut r, wire)?),
-                2 => {
-                    r.expect(wire, VARINT)?;
-                    AnyValue::Bool(r.varint()? != 0)
-                }
-                3 => {
-                    r.expect(wire, VARINT)?;
-                    AnyValue::Int(r.varint()? as i64)
-                }
-                4 => {
-                    r.expect(wire, I64)?;
-                    AnyValue::Double(f64::from_bits(r.fixed64()?))
-                }
+                1 => AnyValue::String(r.string_field(wire)?),
+                2 => AnyValue::Bool(r.varint_field(wire)? != 0),
+                3 => AnyValue::Int(r.varint_field(wire)? as i64),
+                4 => AnyValue::Double(f64::from_bits(r.fixed64_field(wire)?)),
                 5 => {
-                    r.expect(wire, LEN)?;
-                    let (s, e) = r.len_delimited()?;
+                    let (s, e) = r.len_field(wire)?;
                     let mut items = match std::mem::take(value) {
                         AnyValue::Array(items) => items,
                         _ => Vec::new(),
@@ -571,8 +529,7 @@ impl<'a> Decoder<'a> {
                     while let Some((field, wire)) = list.field()? {
                         match field {
                             1 => {
-                                list.expect(wire, LEN)?;
-                                let (s, e) = list.len_delimited()?;
+                                let (s, e) = list.len_field(wire)?;
                                 let mut item = AnyValue::Empty;
                                 self.any_value(s, e, &mut item)?;
                                 items.push(item);
@@ -583,8 +540,7 @@ impl<'a> Decoder<'a> {
                     AnyValue::Array(items)
                 }
                 6 => {
-                    r.expect(wire, LEN)?;
-                    let (s, e) = r.len_delimited()?;
+                    let (s, e) = r.len_field(wire)?;
                     let mark = self.scratch.len();
                     let mut list = self.reader(s, e, "KeyValueList");
                     while let Some((field, wire)) = list.field()? {
@@ -601,13 +557,10 @@ impl<'a> Decoder<'a> {
                         _ => AnyValue::KvList(self.scratch.drain(mark..).collect()),
                     }
                 }
-                7 => {
-                    r.expect(wire, LEN)?;
-                    AnyValue::Bytes(r.bytes()?.to_vec())
-                }
+                7 => AnyValue::Bytes(r.bytes_field(wire)?.to_vec()),
                 // `string_value_strindex` (profiles' string table): no value in traces.
                 8 => {
-                    r.unused_varint(wire)?;
+                    r.i32_field(wire)?;
                     AnyValue::Empty
                 }
                 _ => {
@@ -619,9 +572,4 @@ impl<'a> Decoder<'a> {
         self.depth -= 1;
         Ok(())
     }
-}
-
-fn string_field(r: &mut Reader<'_>, wire: u8) -> Result<String, WireError> {
-    r.expect(wire, LEN)?;
-    r.string()
 }
