@@ -377,6 +377,77 @@ async fn compaction_merges_and_dedupes() {
         sorted(q.trace(&split[0].trace_id).await.unwrap()),
         sorted(split.clone())
     );
+    one_failed_trace_of_four_spans(&q).await;
+    // Nothing more to do.
+    assert_eq!(store.compact_once().await.unwrap(), 0);
+    // Deleted inputs are gone from disk and a restart sees one block.
+    store.shutdown().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(std::fs::read_dir(dir.path().join("blocks")).unwrap().count(), 1);
+}
+
+/// A wide merge: more inputs than one merge takes, each streamed in several batches, the output
+/// written in several flushes, a retried block's duplicates dropped, and a trace whose spans
+/// are spread over four inputs kept whole with its parents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_of_many_blocks_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 600 * 1_000_000_000;
+    let spread = g.trace(base, 40, true);
+    let mut all = Vec::new();
+    for b in 0..20u64 {
+        let mut batch = Vec::new();
+        for i in 0..500u64 {
+            batch.extend(g.trace(base + (b * 500 + i) * 1_000_000, 30, false));
+        }
+        if let Some(s) = spread.get(b as usize) {
+            batch.push(s.clone());
+        }
+        store.append(batch.clone()).await.unwrap();
+        store.flush().await.unwrap();
+        all.push(batch);
+    }
+    // A client retry of the third block, cut as a block of its own.
+    store.append(all[2].clone()).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().blocks, 21);
+    let unique = 20 * 2000 + 4;
+
+    // The oldest 16 merge first; the rest (and that output) next.
+    assert_eq!(store.compact_once().await.unwrap(), 16);
+    assert_eq!(store.stats().blocks, 6);
+    assert_eq!(store.compact_once().await.unwrap(), 6);
+    assert_eq!(store.compact_once().await.unwrap(), 0);
+    let st = store.stats();
+    assert_eq!(
+        (st.blocks, st.block_spans),
+        (1, unique as u64),
+        "one block, no duplicate"
+    );
+
+    for batch in &all {
+        for t in batch.chunks(4).step_by(37) {
+            if t[0].trace_id == spread[0].trace_id {
+                continue;
+            }
+            assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.to_vec()));
+        }
+    }
+    assert_eq!(
+        sorted(q.trace(&spread[0].trace_id).await.unwrap()),
+        sorted(spread.clone())
+    );
+    one_failed_trace_of_four_spans(&q).await;
+}
+
+/// Searching for errors finds one trace, summarised whole (one summary for a trace whose
+/// spans were once in several blocks).
+async fn one_failed_trace_of_four_spans(q: &QueryEngine) {
     let s = q
         .search(&TraceQuery {
             error: Some(true),
@@ -386,19 +457,7 @@ async fn compaction_merges_and_dedupes() {
         .await
         .unwrap();
     assert_eq!(s.len(), 1);
-    assert_eq!(
-        (s[0].span_count, s[0].root_name.as_str()),
-        (4, "GET /checkout"),
-        "one summary for the formerly split trace"
-    );
-    // Nothing more to do.
-    assert_eq!(store.compact_once().await.unwrap(), 0);
-    // Deleted inputs are gone from disk and a restart sees one block.
-    store.shutdown().await.unwrap();
-    drop(store);
-    let store = Store::open(dir.path(), cfg()).await.unwrap();
-    assert_eq!(store.stats().blocks, 1);
-    assert_eq!(std::fs::read_dir(dir.path().join("blocks")).unwrap().count(), 1);
+    assert_eq!((s[0].span_count, s[0].root_name.as_str()), (4, "GET /checkout"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,11 @@
 //! Compaction (merge small blocks into bigger ones, deduping spans) and retention (drop whole
 //! blocks by age and by total size).
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, Int64Array, RecordBatch};
 use futures::StreamExt;
 use prost::Message;
 use skein_model::metrics;
@@ -96,7 +97,8 @@ impl Store {
             .collect();
         small.sort_by_key(|b| (b.meta.min_start, b.meta.id.clone()));
         let sizes: Vec<u64> = small.iter().map(|b| b.meta.span_count).collect();
-        let group: Vec<Arc<BlockHandle>> = plan(&sizes, target, how)
+        let read_bytes: Vec<u64> = small.iter().map(|b| merge_read_bytes(&b.meta)).collect();
+        let group: Vec<Arc<BlockHandle>> = plan(&sizes, &read_bytes, target, how)
             .into_iter()
             .map(|i| small[i].clone())
             .collect();
@@ -136,15 +138,18 @@ enum Plan {
 /// Size ratio between tiers, and the fewest inputs of a tiered merge.
 const TIER_GROWTH: u64 = 4;
 
-/// Chooses the inputs of one merge among small blocks given by span count, oldest first;
-/// returns their indexes (fewer than two: nothing to do).
+/// Chooses the inputs of one merge among small blocks given by span count and by the bytes a
+/// merge holds to read each (`merge_read_bytes`), oldest first; returns their indexes (fewer
+/// than two: nothing to do).
 ///
 /// Merging the oldest small blocks whatever their sizes re-merged the previous output every
 /// time while ingest ran: level-0 blocks of ~34,000 spans became 272,000, then 510,000, 748,000,
 /// 986,000 — each span rewritten four or five times on its way to a full block. Tiered, a block
 /// is merged only with blocks of its own size tier (sizes within `TIER_GROWTH`× of each other),
-/// at least `TIER_GROWTH` of them, so the ~34,000-span blocks take two rewrites to 1 M.
-fn plan(sizes: &[u64], target: u64, how: Plan) -> Vec<usize> {
+/// at least `TIER_GROWTH` of them. Level-0 blocks are written with small row groups, so
+/// `MAX_INPUTS` of them fit the read budget and a busy ingest's level-0 blocks reach a size
+/// that is not merged again in one rewrite.
+fn plan(sizes: &[u64], read_bytes: &[u64], target: u64, how: Plan) -> Vec<usize> {
     let tier = |n: u64| n.max(1).ilog(TIER_GROWTH);
     let mut tiers: Vec<u32> = sizes.iter().map(|&n| tier(n)).collect();
     tiers.sort_unstable();
@@ -165,18 +170,21 @@ fn plan(sizes: &[u64], target: u64, how: Plan) -> Vec<usize> {
     let mut best: Vec<usize> = Vec::new();
     for members in candidates {
         let mut group: Vec<usize> = Vec::new();
-        let mut spans = 0u64;
+        let (mut spans, mut bytes) = (0u64, 0u64);
         for i in members {
-            let n = sizes[i];
-            // Bounded fan-in: each input holds one decoded batch in memory during the merge.
-            if group.len() >= MAX_INPUTS || (spans + n > target && group.len() >= 2) {
+            let (n, b) = (sizes[i], read_bytes[i]);
+            // Bounded fan-in and memory: each input holds a row group and a decoded batch.
+            let over_target = spans + n > target;
+            let over_budget = bytes + b > MERGE_READ_BUDGET;
+            if group.len() >= MAX_INPUTS || ((over_target || over_budget) && group.len() >= 2) {
                 break;
             }
-            if spans + n > target {
+            if over_target {
                 group.clear();
-                spans = 0;
+                (spans, bytes) = (0, 0);
             }
             spans += n;
+            bytes += b;
             group.push(i);
         }
         if group.len() >= enough && best.first().is_none_or(|&b| group[0] < b) {
@@ -186,50 +194,80 @@ fn plan(sizes: &[u64], target: u64, how: Plan) -> Vec<usize> {
     best
 }
 
-/// Blocks merged by one compaction at most. (32 was tried: heads are cut at ~35,000 loader
-/// spans, so 8 inputs make ~270,000-span blocks that are merged once more, and 32 would
-/// skip that second merge — but the merge of 32 inputs raised the server's peak RSS from
-/// 657 to 832 MB, with no measurable ingest gain; see docs/benchmarks.md.)
-const MAX_INPUTS: usize = 8;
-/// Rows per input batch while merging (memory per input ≈ this many decoded rows).
-const MERGE_BATCH_ROWS: usize = 2048;
+/// Blocks merged by one compaction at most. Heads are cut at ~45,000 loader spans, so 16 of
+/// them make a block of ~720,000, past half the default target (1 M): a busy ingest's spans
+/// are rewritten once on their way to a full-size block. 32 inputs (1.44 M spans) raised the
+/// peak RSS of a merge by another ~90 MB (docs/benchmarks.md, "One rewrite per span").
+const MAX_INPUTS: usize = 16;
+/// Memory a merge may hold for its inputs' row groups (a reader fetches a whole row group of
+/// the columns it reads): 8 inputs of full-size row groups, all 16 of level 0.
+const MERGE_READ_BUDGET: u64 = 48 << 20;
+/// Rows per input batch while merging: memory per input ≈ this many decoded rows, ~1 KB each
+/// for the loader's spans (a resource is ~450 bytes in every row once decoded).
+const MERGE_BATCH_ROWS: usize = 512;
+/// Rows per batch written to the merge's output.
+const MERGE_FLUSH_ROWS: usize = 8192;
 
+/// What a merge holds in memory to read a block: its largest row group, compressed.
+fn merge_read_bytes(meta: &crate::block::BlockMeta) -> u64 {
+    let largest = meta.row_groups.iter().map(|g| g.rows).max().unwrap_or(0);
+    meta.data_bytes * largest / meta.span_count.max(1)
+}
+
+/// One input of a merge: its stream of batches, already in the output layout, and the row
+/// it is at.
 struct Cursor {
     stream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch, StoreError>> + Send>>,
-    /// The current batch, already in the output layout.
-    batch: Option<RecordBatch>,
-    row: usize,
     normalizer: Normalizer,
+    /// The current batch's index in the merge's held batches; `None` once the input is done.
+    slot: Option<usize>,
+    row: usize,
+    rows: usize,
+    trace_ids: FixedSizeBinaryArray,
+    starts: Int64Array,
+    span_ids: FixedSizeBinaryArray,
 }
 
 impl Cursor {
-    async fn advance_batch(&mut self, keys: &mut BlockKeys) -> Result<(), StoreError> {
-        self.batch = None;
+    /// Moves to the next non-empty batch and appends it to `held`, where the rows picked from
+    /// it wait for the next flush.
+    async fn advance_batch(&mut self, keys: &mut BlockKeys, held: &mut Vec<RecordBatch>) -> Result<(), StoreError> {
+        self.slot = None;
         self.row = 0;
         while let Some(b) = self.stream.next().await {
             let b = b?;
             if b.num_rows() > 0 {
-                self.batch = Some(self.normalizer.apply(&b, keys)?);
+                let b = self.normalizer.apply(&b, keys)?;
+                self.trace_ids = crate::block::write::fsb(&b, schema::TRACE_ID)?.clone();
+                self.starts = crate::block::write::i64s(&b, schema::START)?.clone();
+                self.span_ids = crate::block::write::fsb(&b, schema::SPAN_ID)?.clone();
+                self.rows = b.num_rows();
+                self.slot = Some(held.len());
+                held.push(b);
                 break;
             }
         }
         Ok(())
     }
 
-    fn key(&self) -> Option<(TraceId, i64)> {
-        let b = self.batch.as_ref()?;
-        let tid = crate::block::write::fsb(b, schema::TRACE_ID).ok()?;
-        let st = crate::block::write::i64s(b, schema::START).ok()?;
-        Some((tid.value(self.row).try_into().ok()?, st.value(self.row)))
-    }
-
-    fn span_id(&self) -> Option<SpanId> {
-        let b = self.batch.as_ref()?;
-        crate::block::write::fsb(b, schema::SPAN_ID)
-            .ok()?
+    /// The merge order of the current row: (trace id, start).
+    fn key(&self) -> Result<Option<(TraceId, i64)>, StoreError> {
+        if self.slot.is_none() {
+            return Ok(None);
+        }
+        let tid = self
+            .trace_ids
             .value(self.row)
             .try_into()
-            .ok()
+            .map_err(|_| StoreError::corrupt("trace id width"))?;
+        Ok(Some((tid, self.starts.value(self.row))))
+    }
+
+    fn span_id(&self) -> Result<SpanId, StoreError> {
+        self.span_ids
+            .value(self.row)
+            .try_into()
+            .map_err(|_| StoreError::corrupt("span id width"))
     }
 }
 
@@ -361,22 +399,36 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
     for b in inputs {
         keys.union(&BlockKeys::of(&b.meta));
     }
+    // Batches that picked rows still point into; replaced by the cursors' current ones at
+    // every flush, so a flush writes MERGE_FLUSH_ROWS rows whatever the fan-in.
+    let mut held: Vec<RecordBatch> = Vec::new();
     let mut cursors = Vec::new();
+    // Smallest (trace id, start, input) first; the input breaks ties, so merges are repeatable.
+    let mut order: BinaryHeap<Reverse<(TraceId, i64, usize)>> = BinaryHeap::new();
     for b in inputs {
         let columns = b.meta.layout().column_names();
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
         let stream = b.stream_batches(&columns, None, MERGE_BATCH_ROWS).await?;
         let mut c = Cursor {
             stream: Box::pin(stream),
-            batch: None,
-            row: 0,
             normalizer: Normalizer::new(b, &layout),
+            slot: None,
+            row: 0,
+            rows: 0,
+            trace_ids: FixedSizeBinaryArray::new_null(16, 0),
+            starts: Int64Array::new_null(0),
+            span_ids: FixedSizeBinaryArray::new_null(8, 0),
         };
-        c.advance_batch(&mut keys).await?;
+        c.advance_batch(&mut keys, &mut held).await?;
+        if let Some((tid, start)) = c.key()? {
+            order.push(Reverse((tid, start, cursors.len())));
+        }
         cursors.push(c);
     }
     let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
     let mut builder = BlockBuilder::new(new_block_id(), level, layout)?;
+    // The inputs' size bounds the output's: merging only drops duplicates and packs tighter.
+    builder.reserve(inputs.iter().map(|b| b.meta.data_bytes as usize).sum::<usize>() + (1 << 20));
     let mut wal_segments: Vec<u64> = inputs
         .iter()
         .flat_map(|b| b.meta.wal_segments.iter().copied())
@@ -384,89 +436,67 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
     wal_segments.sort_unstable();
     wal_segments.dedup();
 
-    let mut picks: Vec<(usize, usize)> = Vec::new();
+    // (held batch, row) of each span the output takes, in output order.
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_FLUSH_ROWS);
     let mut current_trace: Option<TraceId> = None;
     let mut seen: FxHashSet<SpanId> = FxHashSet::default();
-    loop {
-        let mut best: Option<(usize, (TraceId, i64))> = None;
-        for (i, c) in cursors.iter().enumerate() {
-            if let Some(k) = c.key() {
-                if best.as_ref().is_none_or(|(_, bk)| k < *bk) {
-                    best = Some((i, k));
-                }
-            }
-        }
-        let Some((i, (tid, _))) = best else { break };
+    while let Some(Reverse((tid, _, i))) = order.pop() {
         if current_trace != Some(tid) {
             current_trace = Some(tid);
             seen.clear();
         }
-        let sid = cursors[i].span_id().ok_or_else(|| StoreError::corrupt("span id"))?;
-        if seen.insert(sid) {
-            picks.push((i, cursors[i].row));
+        let c = &mut cursors[i];
+        let slot = c
+            .slot
+            .ok_or_else(|| StoreError::Internal("merge order names a finished input".into()))?;
+        if seen.insert(c.span_id()?) {
+            picks.push((slot, c.row));
         }
-        cursors[i].row += 1;
-        let exhausted = cursors[i]
-            .batch
-            .as_ref()
-            .is_some_and(|b| cursors[i].row >= b.num_rows());
-        if exhausted || picks.len() >= 8192 {
-            flush_picks(&cursors, &mut picks, &mut builder)?;
+        c.row += 1;
+        if c.row >= c.rows {
+            c.advance_batch(&mut keys, &mut held).await?;
         }
-        if exhausted {
-            cursors[i].advance_batch(&mut keys).await?;
+        if let Some((tid, start)) = c.key()? {
+            order.push(Reverse((tid, start, i)));
+        }
+        // Spans that are all duplicates pick nothing but still retire batches: bound those too.
+        if picks.len() >= MERGE_FLUSH_ROWS || held.len() > 2 * cursors.len() {
+            flush_picks(&mut held, &mut cursors, &mut picks, &mut builder)?;
         }
     }
-    flush_picks(&cursors, &mut picks, &mut builder)?;
+    flush_picks(&mut held, &mut cursors, &mut picks, &mut builder)?;
     let mut built = builder.finish()?;
     built.meta.wal_segments = wal_segments;
     keys.store_in(&mut built.meta);
     Ok(built)
 }
 
+/// Writes the picked rows to the output, then keeps only the cursors' current batches.
 fn flush_picks(
-    cursors: &[Cursor],
+    held: &mut Vec<RecordBatch>,
+    cursors: &mut [Cursor],
     picks: &mut Vec<(usize, usize)>,
     builder: &mut BlockBuilder,
 ) -> Result<(), StoreError> {
-    if picks.is_empty() {
-        return Ok(());
+    if !picks.is_empty() {
+        let out_schema = builder.layout().schema.clone();
+        let mut columns = Vec::with_capacity(out_schema.fields().len());
+        for col in 0..out_schema.fields().len() {
+            let arrays: Vec<&dyn Array> = held.iter().map(|b| b.column(col).as_ref()).collect();
+            columns.push(arrow_select::interleave::interleave(&arrays, picks).map_err(StoreError::arrow)?);
+        }
+        let out = RecordBatch::try_new(out_schema, columns).map_err(StoreError::arrow)?;
+        builder.push(&out)?;
+        picks.clear();
     }
-    // Every pick refers to a cursor's current batch (we flush before any cursor moves on).
-    let batches: Vec<&RecordBatch> = cursors
-        .iter()
-        .map(|c| c.batch.as_ref())
-        .collect::<Option<Vec<_>>>()
-        .unwrap_or_else(|| cursors.iter().filter_map(|c| c.batch.as_ref()).collect());
-    let index_of: Vec<Option<usize>> = {
-        let mut k = 0;
-        cursors
-            .iter()
-            .map(|c| {
-                c.batch.as_ref().map(|_| {
-                    k += 1;
-                    k - 1
-                })
-            })
-            .collect()
-    };
-    let mapped: Vec<(usize, usize)> = picks
-        .iter()
-        .map(|(c, r)| {
-            index_of[*c]
-                .map(|b| (b, *r))
-                .ok_or_else(|| StoreError::Internal("pick from an empty cursor".into()))
-        })
-        .collect::<Result<_, _>>()?;
-    let out_schema = builder.layout().schema.clone();
-    let mut columns = Vec::with_capacity(out_schema.fields().len());
-    for col in 0..out_schema.fields().len() {
-        let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(col).as_ref()).collect();
-        columns.push(arrow_select::interleave::interleave(&arrays, &mapped).map_err(StoreError::arrow)?);
+    let mut kept = Vec::with_capacity(cursors.len());
+    for c in cursors.iter_mut() {
+        if let Some(slot) = c.slot {
+            c.slot = Some(kept.len());
+            kept.push(held[slot].clone());
+        }
     }
-    let out = RecordBatch::try_new(out_schema, columns).map_err(StoreError::arrow)?;
-    builder.push(&out)?;
-    picks.clear();
+    *held = kept;
     Ok(())
 }
 
@@ -475,16 +505,20 @@ mod tests {
     use super::*;
 
     /// Simulates a store that level-0 blocks of `head` spans keep arriving in, merging after
-    /// each arrival as the maintenance loop would; returns (spans written by merges, blocks left).
-    fn simulate(how: Plan, head: u64, heads: usize, target: u64) -> (u64, usize) {
+    /// every `every` arrivals as the maintenance loop would; returns (spans written by merges,
+    /// blocks left).
+    fn simulate(how: Plan, head: u64, heads: usize, every: usize, target: u64) -> (u64, usize) {
         let mut blocks: Vec<u64> = Vec::new(); // oldest first
         let mut rewritten = 0;
-        for _ in 0..heads {
+        for arrived in 1..=heads {
             blocks.push(head);
+            if arrived % every != 0 && arrived != heads {
+                continue;
+            }
             loop {
                 let small: Vec<usize> = (0..blocks.len()).filter(|&i| blocks[i] < target / 2).collect();
                 let sizes: Vec<u64> = small.iter().map(|&i| blocks[i]).collect();
-                let group: Vec<usize> = plan(&sizes, target, how).into_iter().map(|i| small[i]).collect();
+                let group: Vec<usize> = by_spans(&sizes, target, how).into_iter().map(|i| small[i]).collect();
                 if group.len() < 2 {
                     break;
                 }
@@ -500,11 +534,17 @@ mod tests {
         (rewritten, blocks.len())
     }
 
+    /// `plan` for blocks of level-0 shape: ~60 bytes per span, row groups of 16 Ki rows.
+    fn by_spans(sizes: &[u64], target: u64, how: Plan) -> Vec<usize> {
+        let read: Vec<u64> = sizes.iter().map(|&n| 60 * n.min(16 * 1024)).collect();
+        plan(sizes, &read, target, how)
+    }
+
     #[test]
     fn tiered_merges_rewrite_each_span_a_few_times_not_once_per_merge() {
-        // ~34,000-span heads (the loader's, cut by head_max_bytes), 2 M target, 60 heads.
-        let (any, any_blocks) = simulate(Plan::Any, 34_000, 60, 2_000_000);
-        let (tiered, tiered_blocks) = simulate(Plan::Tiered, 34_000, 60, 2_000_000);
+        // ~34,000-span heads, 2 M target, 60 heads, merging after each one.
+        let (any, any_blocks) = simulate(Plan::Any, 34_000, 60, 1, 2_000_000);
+        let (tiered, tiered_blocks) = simulate(Plan::Tiered, 34_000, 60, 1, 2_000_000);
         let ingested = 34_000 * 60;
         assert!(tiered <= 2 * ingested, "tiered rewrote {tiered} for {ingested}");
         assert!(any >= 4 * ingested, "oldest-first rewrote {any} for {ingested}");
@@ -513,21 +553,44 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_ingest_rewrites_each_span_once() {
+        // ~45,000-span heads arriving faster than the maintenance interval (150 k spans/s and
+        // a merge pass every 30 s see ~100 heads a pass; 40 is enough to show it).
+        let ingested = 45_000 * 160;
+        let (tiered, blocks) = simulate(Plan::Tiered, 45_000, 160, 40, 1_000_000);
+        assert_eq!(tiered, ingested, "{blocks} blocks left");
+    }
+
+    #[test]
     fn tiered_plan_takes_one_tier_and_enough_of_it() {
         let target = 2_000_000;
         // A big block among small ones is left out; the small ones merge.
         assert_eq!(
-            plan(&[300_000, 30_000, 30_000, 30_000, 30_000], target, Plan::Tiered),
+            by_spans(&[300_000, 30_000, 30_000, 30_000, 30_000], target, Plan::Tiered),
             vec![1, 2, 3, 4]
         );
         // Three of a tier are not enough yet.
-        assert!(plan(&[300_000, 30_000, 30_000, 30_000], target, Plan::Tiered).is_empty());
+        assert!(by_spans(&[300_000, 30_000, 30_000, 30_000], target, Plan::Tiered).is_empty());
         // The tier holding the oldest block goes first, at most MAX_INPUTS of it, oldest first.
-        let sizes = [20, 300_000, 300_000, 300_000, 300_000, 20, 20, 20, 20, 20, 20, 20, 20];
-        assert_eq!(plan(&sizes, target, Plan::Tiered), vec![0, 5, 6, 7, 8, 9, 10, 11]);
-        let sizes = [300_000, 300_000, 300_000, 300_000, 20, 20, 20, 20, 20, 20, 20, 20, 20];
-        assert_eq!(plan(&sizes, target, Plan::Tiered), vec![0, 1, 2, 3]);
+        let mut sizes = vec![20, 300_000, 300_000, 300_000, 300_000];
+        sizes.extend([20; 40]);
+        let oldest: Vec<usize> = [0].into_iter().chain(5..5 + MAX_INPUTS - 1).collect();
+        assert_eq!(by_spans(&sizes, target, Plan::Tiered), oldest);
+        let mut sizes = vec![300_000, 300_000, 300_000, 300_000];
+        sizes.extend([20; 9]);
+        assert_eq!(by_spans(&sizes, target, Plan::Tiered), vec![0, 1, 2, 3]);
         // "Any" merges the oldest whatever their sizes.
-        assert_eq!(plan(&[300_000, 30_000], target, Plan::Any), vec![0, 1]);
+        assert_eq!(by_spans(&[300_000, 30_000], target, Plan::Any), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_merge_holds_at_most_its_read_budget() {
+        // Blocks with 10 MiB row groups: four fit the budget, not eight.
+        let sizes = [200_000; 8];
+        let read = [10 << 20; 8];
+        assert_eq!(plan(&sizes, &read, 2_000_000, Plan::Tiered), vec![0, 1, 2, 3]);
+        // Two inputs are always allowed, even past the budget (or nothing would ever merge).
+        let read = [40 << 20; 8];
+        assert_eq!(plan(&sizes, &read, 2_000_000, Plan::Any), vec![0, 1]);
     }
 }

@@ -136,7 +136,7 @@ impl Default for StoreConfig {
             retention: Duration::from_secs(7 * 86400),
             retention_max_bytes: 0,
             compaction_interval: Duration::from_secs(30),
-            compaction_target_spans: 2_000_000,
+            compaction_target_spans: 1_000_000,
             footer_cache_bytes: 256 << 20,
         }
     }
@@ -873,7 +873,12 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
     sorted
         .dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id && a.start_unix_nano == b.start_unix_nano);
     let layout = block::write::choose_layout(&sorted);
-    let mut builder = BlockBuilder::new(id, level, layout)?;
+    let row_group_rows = if level == 0 {
+        block::LEVEL0_ROW_GROUP_ROWS
+    } else {
+        block::ROW_GROUP_ROWS
+    };
+    let mut builder = BlockBuilder::with_row_group_rows(id, level, layout, row_group_rows)?;
     let mut keys = block::write::BlockKeys::default();
     for chunk in sorted.chunks(block::BUILD_BATCH_ROWS) {
         let batch = block::write::spans_to_batch(chunk, builder.layout(), &mut keys)?;

@@ -26,6 +26,11 @@ pub const OLDEST_READABLE_FORMAT: u32 = 1;
 /// record per column per row group (megabytes of memory per million spans at 16Ki rows), and a
 /// trace lookup reads only the pages holding its rows whatever the row group size.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per row group of a level-0 block (cut from the head). A merge reads a whole row group
+/// of each input at once; small ones let one merge take 16 level-0 blocks within its memory
+/// budget, so their spans are rewritten once, not twice. Level-0 blocks are short-lived, so
+/// their larger footers do not matter.
+pub const LEVEL0_ROW_GROUP_ROWS: usize = 16 * 1024;
 /// Spans converted to one Arrow batch at a time while a block is written.
 pub const BUILD_BATCH_ROWS: usize = 16 * 1024;
 
