@@ -107,7 +107,14 @@ impl Store {
         }
         let spans: u64 = group.iter().map(|b| b.meta.span_count).sum();
         let started = std::time::Instant::now();
-        let merged = merge_blocks(&group).await?;
+        // The merge is seconds of CPU: run it on a blocking thread of its own, not on a
+        // runtime worker the receivers need.
+        let merged = {
+            let (group, rt) = (group.clone(), tokio::runtime::Handle::current());
+            tokio::task::spawn_blocking(move || rt.block_on(merge_blocks(&group)))
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))??
+        };
         let (in_spans, out_spans) = (spans, merged.meta.span_count);
         let handle = Arc::new(upload_block(self.backend(), merged).await?);
         let ids: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
