@@ -110,11 +110,15 @@ impl Store {
         // The merge is seconds of CPU: run it on a blocking thread of its own, not on a
         // runtime worker the receivers need.
         let merged = {
-            let (group, rt) = (group.clone(), tokio::runtime::Handle::current());
-            tokio::task::spawn_blocking(move || rt.block_on(merge_blocks(&group)))
+            let (group, rt, store) = (group.clone(), tokio::runtime::Handle::current(), self.clone());
+            tokio::task::spawn_blocking(move || rt.block_on(merge_blocks(&group, || store.closing())))
                 .await
                 .map_err(|e| StoreError::Internal(e.to_string()))??
         };
+        // After shutdown the data directory may belong to another store already.
+        if self.closing() {
+            return Err(StoreError::ShuttingDown);
+        }
         let (in_spans, out_spans) = (spans, merged.meta.span_count);
         let handle = Arc::new(upload_block(self.backend(), merged).await?);
         let ids: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
@@ -400,7 +404,11 @@ impl Normalizer {
     }
 }
 
-pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::BuiltBlock, StoreError> {
+/// Merges `inputs` into one block; gives up with `ShuttingDown` once `stop` says so.
+pub async fn merge_blocks(
+    inputs: &[Arc<BlockHandle>],
+    stop: impl Fn() -> bool,
+) -> Result<crate::block::BuiltBlock, StoreError> {
     let layout = merged_layout(inputs);
     let mut keys = BlockKeys::default();
     for b in inputs {
@@ -468,6 +476,9 @@ pub async fn merge_blocks(inputs: &[Arc<BlockHandle>]) -> Result<crate::block::B
         }
         // Spans that are all duplicates pick nothing but still retire batches: bound those too.
         if picks.len() >= MERGE_FLUSH_ROWS || held.len() > 2 * cursors.len() {
+            if stop() {
+                return Err(StoreError::ShuttingDown);
+            }
             flush_picks(&mut held, &mut cursors, &mut picks, &mut builder)?;
         }
     }
