@@ -70,10 +70,7 @@ fn recent_slot(bytes: &[u8]) -> usize {
 impl Key {
     /// The key `text`, interned when there is room.
     pub fn new(text: &str) -> Key {
-        match intern(text) {
-            Some(k) => Key(Repr::Interned(k)),
-            None => Key(Repr::Owned(text.into())),
-        }
+        Key::of(text, intern(text))
     }
 
     /// The key whose text is `bytes`, or `None` if they are not UTF-8. Decoders call this with
@@ -81,7 +78,17 @@ impl Key {
     pub fn from_utf8(bytes: &[u8]) -> Option<Key> {
         match recent(bytes) {
             Some(k) => Some(Key(Repr::Interned(k))),
-            None => std::str::from_utf8(bytes).ok().map(Key::new),
+            None => std::str::from_utf8(bytes)
+                .ok()
+                .map(|text| Key::of(text, intern_not_recent(text))),
+        }
+    }
+
+    /// `text` as its interned copy when it has one, else owned.
+    fn of(text: &str, interned: Option<&'static str>) -> Key {
+        match interned {
+            Some(k) => Key(Repr::Interned(k)),
+            None => Key(Repr::Owned(text.into())),
         }
     }
 
@@ -122,9 +129,11 @@ fn recent(bytes: &[u8]) -> Option<&'static str> {
 
 /// The process-wide copy of `text`, if it has one or there is room to make it.
 fn intern(text: &str) -> Option<&'static str> {
-    if let Some(k) = recent(text.as_bytes()) {
-        return Some(k);
-    }
+    recent(text.as_bytes()).or_else(|| intern_not_recent(text))
+}
+
+/// `intern` for a key already looked for among the recent ones: remembered there once found.
+fn intern_not_recent(text: &str) -> Option<&'static str> {
     let k = intern_shared(text)?;
     RECENT.with_borrow_mut(|r| r[recent_slot(text.as_bytes())] = k);
     Some(k)

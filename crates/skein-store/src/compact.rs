@@ -115,7 +115,7 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Internal(e.to_string()))??
         };
-        // After shutdown the data directory may belong to another store already.
+        // Shutdown began during the merge: as above, write nothing.
         if self.closing() {
             return Err(StoreError::ShuttingDown);
         }
@@ -233,7 +233,6 @@ struct Cursor {
     /// The current batch's index in the merge's held batches; `None` once the input is done.
     slot: Option<usize>,
     row: usize,
-    rows: usize,
     trace_ids: FixedSizeBinaryArray,
     starts: Int64Array,
     span_ids: FixedSizeBinaryArray,
@@ -252,7 +251,6 @@ impl Cursor {
                 self.trace_ids = crate::block::write::fsb(&b, schema::TRACE_ID)?.clone();
                 self.starts = crate::block::write::i64s(&b, schema::START)?.clone();
                 self.span_ids = crate::block::write::fsb(&b, schema::SPAN_ID)?.clone();
-                self.rows = b.num_rows();
                 self.slot = Some(held.len());
                 held.push(b);
                 break;
@@ -429,7 +427,6 @@ pub async fn merge_blocks(
             normalizer: Normalizer::new(b, &layout),
             slot: None,
             row: 0,
-            rows: 0,
             trace_ids: FixedSizeBinaryArray::new_null(16, 0),
             starts: Int64Array::new_null(0),
             span_ids: FixedSizeBinaryArray::new_null(8, 0),
@@ -468,7 +465,7 @@ pub async fn merge_blocks(
             picks.push((slot, c.row));
         }
         c.row += 1;
-        if c.row >= c.rows {
+        if c.row >= c.trace_ids.len() {
             c.advance_batch(&mut keys, &mut held).await?;
         }
         if let Some((tid, start)) = c.key()? {

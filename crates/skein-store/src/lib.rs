@@ -873,12 +873,7 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
     sorted
         .dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id && a.start_unix_nano == b.start_unix_nano);
     let layout = block::write::choose_layout(&sorted);
-    let row_group_rows = if level == 0 {
-        block::LEVEL0_ROW_GROUP_ROWS
-    } else {
-        block::ROW_GROUP_ROWS
-    };
-    let mut builder = BlockBuilder::with_row_group_rows(id, level, layout, row_group_rows)?;
+    let mut builder = BlockBuilder::new(id, level, layout)?;
     let mut keys = block::write::BlockKeys::default();
     for chunk in sorted.chunks(block::BUILD_BATCH_ROWS) {
         let batch = block::write::spans_to_batch(chunk, builder.layout(), &mut keys)?;

@@ -22,7 +22,7 @@ use skein_model::{AnyValue, Key, KeyValue, Span, SpanId, TraceId};
 use super::bloom::Bloom;
 use super::fxhash::{FxHashMap, FxHashSet};
 use super::schema::{self, Dedicated, HotType, Layout, HOT};
-use super::{BlockMeta, RowGroupMeta, ROW_GROUP_ROWS};
+use super::{BlockMeta, RowGroupMeta, LEVEL0_ROW_GROUP_ROWS, ROW_GROUP_ROWS};
 use crate::StoreError;
 
 /// zstd level by compaction level: blocks cut from the head are written fast (level 1, they
@@ -32,6 +32,16 @@ fn zstd_level(level: u32) -> i32 {
         1
     } else {
         6
+    }
+}
+
+/// Rows per row group by compaction level: level-0 blocks are merged soon, and a merge reads a
+/// whole row group of each input at once (see `LEVEL0_ROW_GROUP_ROWS`).
+fn row_group_rows(level: u32) -> usize {
+    if level == 0 {
+        LEVEL0_ROW_GROUP_ROWS
+    } else {
+        ROW_GROUP_ROWS
     }
 }
 
@@ -710,15 +720,6 @@ impl TraceSpans {
 
 impl BlockBuilder {
     pub fn new(id: String, level: u32, layout: Layout) -> Result<BlockBuilder, StoreError> {
-        Self::with_row_group_rows(id, level, layout, ROW_GROUP_ROWS)
-    }
-
-    pub fn with_row_group_rows(
-        id: String,
-        level: u32,
-        layout: Layout,
-        row_group_rows: usize,
-    ) -> Result<BlockBuilder, StoreError> {
         let writer = ArrowWriter::try_new(
             Vec::with_capacity(8 << 20),
             layout.file_schema.clone(),
@@ -731,7 +732,7 @@ impl BlockBuilder {
         Ok(BlockBuilder {
             writer,
             layout,
-            row_group_rows,
+            row_group_rows: row_group_rows(level),
             rows: 0,
             meta,
             current: None,
