@@ -83,6 +83,13 @@ impl Store {
     }
 
     async fn compact(&self, how: Plan) -> Result<usize, StoreError> {
+        let merged = self.compact_locked(how).await;
+        // The lock is released: appends waiting for compaction look again.
+        self.inner.compacted.notify_waiters();
+        merged
+    }
+
+    async fn compact_locked(&self, how: Plan) -> Result<usize, StoreError> {
         let _guard = self.compaction_lock().lock().await;
         // After shutdown the data directory may belong to another store already.
         if self.closing() {
@@ -209,7 +216,7 @@ fn plan(sizes: &[u64], read_bytes: &[u64], target: u64, how: Plan) -> Vec<usize>
 /// them make a block of ~720,000, past half the default target (1 M): a busy ingest's spans
 /// are rewritten once on their way to a full-size block. 32 inputs (1.44 M spans) raised the
 /// peak RSS of a merge by another ~90 MB (docs/benchmarks.md, "One rewrite per span").
-const MAX_INPUTS: usize = 16;
+pub(crate) const MAX_INPUTS: usize = 16;
 /// Memory a merge may hold for its inputs' row groups (a reader fetches a whole row group of
 /// the columns it reads): 8 inputs of full-size row groups, all 16 of level 0.
 const MERGE_READ_BUDGET: u64 = 48 << 20;
@@ -607,5 +614,76 @@ mod tests {
         // Two inputs are always allowed, even past the budget (or nothing would ever merge).
         let read = [40 << 20; 8];
         assert_eq!(plan(&sizes, &read, 2_000_000, Plan::Any), vec![0, 1]);
+    }
+
+    fn one_span_trace(trace: u8) -> Vec<skein_model::Span> {
+        let start = crate::now_unix_nano() - 60_000_000_000;
+        vec![skein_model::Span {
+            trace_id: [trace; 16],
+            span_id: [1; 8],
+            start_unix_nano: start,
+            end_unix_nano: start + 1_000_000,
+            name: "work".into(),
+            ..Default::default()
+        }]
+    }
+
+    /// Three level-0 blocks, one per flushed trace.
+    async fn three_level0_blocks(store: &crate::Store) {
+        for t in 1..=3 {
+            store.append(one_span_trace(t)).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        assert_eq!(store.stats().level0_blocks, 3);
+    }
+
+    /// At `max_level0_blocks` with a merge in progress (one holds the compaction lock), an
+    /// append waits for the merge: refused with "compaction is behind" once `admission_wait`
+    /// runs out, let through as soon as a merge ends. With no merge running nothing is held
+    /// back: compaction may be off, and waiting would be for nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_wait_for_compaction_when_level0_blocks_pile_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |wait: u64| crate::StoreConfig {
+            max_level0_blocks: 3,
+            admission_wait: std::time::Duration::from_millis(wait),
+            compaction_interval: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let store = crate::Store::open(dir.path(), cfg(200)).await.unwrap();
+        three_level0_blocks(&store).await;
+        store
+            .append(one_span_trace(4))
+            .await
+            .expect("no merge running: not held back");
+
+        let merging = store.compaction_lock().lock().await;
+        match store.append(one_span_trace(5)).await {
+            Err(StoreError::Overloaded(why)) => assert_eq!(why, "compaction is behind"),
+            other => panic!("expected backpressure while compaction is behind, got {other:?}"),
+        }
+        drop(merging);
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        // Reopened with a long wait: the append waits for the merge, then goes through.
+        let store = crate::Store::open(dir.path(), cfg(60_000)).await.unwrap();
+        store.flush().await.unwrap();
+        assert!(store.stats().level0_blocks >= 3);
+        let merging = store.compaction_lock().lock().await;
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.append(one_span_trace(6)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "the append waits while the merge runs");
+        drop(merging);
+        assert!(store.compact_once().await.unwrap() >= 3);
+        waiting
+            .await
+            .unwrap()
+            .expect("the append went through once the merge ended");
+        assert_eq!(store.stats().level0_blocks, 0);
+        store.shutdown().await.unwrap();
     }
 }

@@ -108,6 +108,10 @@ pub struct StoreConfig {
     /// block-writer cadence that would otherwise idle every client for its whole retry delay.
     #[serde(with = "serde_duration")]
     pub admission_wait: Duration,
+    /// Level-0 blocks (cut from the head, not yet compacted) past which a request waits up to
+    /// `admission_wait` for the merge in progress, then is refused with backpressure: ingest
+    /// slows to what compaction clears instead of leaving ever more small blocks. 0: no limit.
+    pub max_level0_blocks: usize,
     /// Blocks whose newest span is older than this are deleted.
     #[serde(with = "serde_duration")]
     pub retention: Duration,
@@ -133,6 +137,7 @@ impl Default for StoreConfig {
             wal_queue_depth: 512,
             max_pending_blocks: 2,
             admission_wait: Duration::from_secs(1),
+            max_level0_blocks: 64,
             retention: Duration::from_secs(7 * 86400),
             retention_max_bytes: 0,
             compaction_interval: Duration::from_secs(30),
@@ -165,6 +170,7 @@ struct Metrics {
     head_bytes: Gauge,
     head_traces: Gauge,
     blocks: Gauge,
+    level0_blocks: Gauge,
     block_bytes: Gauge,
     block_spans: Gauge,
     pending_blocks: Gauge,
@@ -192,6 +198,11 @@ impl Metrics {
             head_bytes: metrics::gauge("skein_head_bytes", "Estimated bytes held by the in-memory head", &[]),
             head_traces: metrics::gauge("skein_head_traces", "Traces in the in-memory head", &[]),
             blocks: metrics::gauge("skein_blocks", "Blocks in the store", &[]),
+            level0_blocks: metrics::gauge(
+                "skein_level0_blocks",
+                "Blocks cut from the head and not yet compacted",
+                &[],
+            ),
             block_bytes: metrics::gauge("skein_block_bytes", "Bytes of all blocks in the store", &[]),
             block_spans: metrics::gauge("skein_block_spans", "Spans in all blocks", &[]),
             pending_blocks: metrics::gauge("skein_pending_blocks", "Cut heads waiting to be written as blocks", &[]),
@@ -260,6 +271,13 @@ struct Inner {
     compaction: tokio::sync::Mutex<()>,
     /// Woken whenever a frozen head has become a block (room for waiting appends).
     block_written: tokio::sync::Notify,
+    /// Woken whenever a merge ends (room for appends waiting on level-0 blocks).
+    compacted: tokio::sync::Notify,
+    /// Woken when a merge's worth of level-0 blocks is waiting: the maintenance loop starts
+    /// one then instead of at its next interval.
+    compaction_wanted: Arc<tokio::sync::Notify>,
+    /// Blocks of level 0 in `State::blocks`, kept by `update_gauges`.
+    level0_blocks: std::sync::atomic::AtomicUsize,
     /// The data directory's lock, held until `shutdown` finishes (or the store is dropped).
     lock: Mutex<Option<std::fs::File>>,
     /// Set once `shutdown` has begun: no block is written after it.
@@ -285,6 +303,8 @@ pub struct StoreStats {
     pub head_spans: usize,
     pub pending_blocks: usize,
     pub blocks: usize,
+    /// Blocks cut from the head and not yet compacted.
+    pub level0_blocks: usize,
     pub block_spans: u64,
     pub block_bytes: u64,
 }
@@ -367,6 +387,9 @@ impl Store {
             writer: Mutex::new(None),
             compaction: tokio::sync::Mutex::new(()),
             block_written: tokio::sync::Notify::new(),
+            compacted: tokio::sync::Notify::new(),
+            compaction_wanted: Arc::new(tokio::sync::Notify::new()),
+            level0_blocks: std::sync::atomic::AtomicUsize::new(0),
             lock: Mutex::new(Some(lock)),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
@@ -525,29 +548,53 @@ impl Store {
             .map_err(|_| StoreError::ShuttingDown)?
     }
 
-    /// Returns once the block backlog has room, waiting up to `admission_wait` while a block
-    /// is being written; refuses with `Overloaded` when none is (nothing would make room) or
-    /// the wait runs out. The caller's request stays in its memory reservation meanwhile.
+    /// Returns once the block backlog has room and compaction is not behind, waiting up to
+    /// `admission_wait` for the block being written or the merge in progress; refuses with
+    /// `Overloaded` when nothing in progress would make room or the wait runs out. The
+    /// caller's request stays in its memory reservation meanwhile.
     async fn wait_for_block_writer(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + self.inner.cfg.admission_wait;
         loop {
-            // Registered before the check, so a block finishing in between still wakes us.
-            let notified = self.inner.block_written.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
+            // Registered before the checks, so a block or merge finishing in between still
+            // wakes us.
+            let written = self.inner.block_written.notified();
+            let compacted = self.inner.compacted.notified();
+            tokio::pin!(written, compacted);
+            written.as_mut().enable();
+            compacted.as_mut().enable();
+            let why = {
                 let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
-                if st.frozen.len() < self.inner.cfg.max_pending_blocks {
+                if st.frozen.len() >= self.inner.cfg.max_pending_blocks {
+                    if st.frozen.is_empty() {
+                        return Err(StoreError::Overloaded("block writer is behind"));
+                    }
+                    "block writer is behind"
+                } else if self.compaction_is_behind() {
+                    "compaction is behind"
+                } else {
                     return Ok(());
                 }
-                if st.frozen.is_empty() {
-                    return Err(StoreError::Overloaded("block writer is behind"));
+            };
+            let finished = async {
+                tokio::select! {
+                    _ = &mut written => {}
+                    _ = &mut compacted => {}
                 }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(StoreError::Overloaded("block writer is behind"));
+            };
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return Err(StoreError::Overloaded(why));
             }
         }
+    }
+
+    /// Level-0 blocks are at `max_level0_blocks` while a merge runs. With no merge running
+    /// (compaction not started, or nothing it can merge) ingest is not held back: waiting
+    /// would be for nothing.
+    fn compaction_is_behind(&self) -> bool {
+        let limit = self.inner.cfg.max_level0_blocks;
+        limit > 0
+            && self.inner.level0_blocks.load(std::sync::atomic::Ordering::Relaxed) >= limit
+            && self.compaction_lock().try_lock().is_err()
     }
 
     /// How many spans of `trace_id` the head holds (for the per-trace span limit).
@@ -585,6 +632,7 @@ impl Store {
             head_spans: st.head.spans + st.frozen.iter().map(|f| f.head.spans).sum::<usize>(),
             pending_blocks: st.frozen.len(),
             blocks: st.blocks.len(),
+            level0_blocks: st.blocks.iter().filter(|b| b.meta.level == 0).count(),
             block_spans: st.blocks.iter().map(|b| b.meta.span_count).sum(),
             block_bytes: st.blocks.iter().map(|b| b.meta.total_bytes()).sum(),
         }
@@ -665,7 +713,8 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Runs compaction and retention every `compaction_interval` until the store is dropped.
+    /// Runs compaction and retention every `compaction_interval`, and whenever a merge's worth
+    /// of level-0 blocks is waiting, until the store is dropped.
     pub fn start_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         let every = self.inner.cfg.compaction_interval;
@@ -674,7 +723,14 @@ impl Store {
             tick.tick().await;
             let mut cuts_seen = weak.upgrade().map(|inner| inner.metrics.cuts.get());
             loop {
-                tick.tick().await;
+                // Only a weak reference is held while waiting, so dropping the store ends this.
+                let Some(wanted) = weak.upgrade().map(|inner| inner.compaction_wanted.clone()) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = wanted.notified() => {}
+                }
                 let Some(inner) = weak.upgrade() else { return };
                 let store = Store { inner };
                 if let Err(e) = store.enforce_retention(now_unix_nano()).await {
@@ -739,6 +795,9 @@ impl Inner {
         self.metrics.head_bytes.set(st.head.bytes as i64);
         self.metrics.head_traces.set(st.head.trace_count() as i64);
         self.metrics.blocks.set(st.blocks.len() as i64);
+        let level0 = st.blocks.iter().filter(|b| b.meta.level == 0).count();
+        self.level0_blocks.store(level0, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.level0_blocks.set(level0 as i64);
         self.metrics
             .block_bytes
             .set(st.blocks.iter().map(|b| b.meta.total_bytes()).sum::<u64>() as i64);
@@ -1133,11 +1192,14 @@ async fn write_frozen(inner: &Arc<Inner>, frozen: &Arc<Frozen>) -> Result<(), St
         st.frozen.retain(|x| !Arc::ptr_eq(x, frozen));
     }
     inner.block_written.notify_waiters();
+    inner.update_gauges();
+    if inner.level0_blocks.load(std::sync::atomic::Ordering::Relaxed) >= compact::MAX_INPUTS {
+        inner.compaction_wanted.notify_one();
+    }
     for seq in &frozen.head.wal_segments {
         if let Err(e) = wal::remove_segment(&inner.wal_dir, *seq) {
             tracing::warn!(segment = seq, error = %e, "could not delete a WAL segment already in a block");
         }
     }
-    inner.update_gauges();
     Ok(())
 }
