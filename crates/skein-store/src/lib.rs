@@ -477,7 +477,7 @@ impl Store {
 
     /// Appends spans that wait for a tail-sampling decision, and waits until durable.
     pub async fn append_pending(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
-        self.wait_for_block_writer().await?;
+        self.wait_for_room().await?;
         self.try_append_pending(spans, encoded)?
             .await
             .map_err(|_| StoreError::ShuttingDown)?
@@ -542,7 +542,7 @@ impl Store {
 
     /// Like `append`, with the spans' OTLP encoding already at hand (see `try_append`).
     pub async fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
-        self.wait_for_block_writer().await?;
+        self.wait_for_room().await?;
         self.try_append(spans, encoded)?
             .await
             .map_err(|_| StoreError::ShuttingDown)?
@@ -552,7 +552,7 @@ impl Store {
     /// `admission_wait` for the block being written or the merge in progress; refuses with
     /// `Overloaded` when nothing in progress would make room or the wait runs out. The
     /// caller's request stays in its memory reservation meanwhile.
-    async fn wait_for_block_writer(&self) -> Result<(), StoreError> {
+    async fn wait_for_room(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + self.inner.cfg.admission_wait;
         loop {
             // Registered before the checks, so a block or merge finishing in between still
