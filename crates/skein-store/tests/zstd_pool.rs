@@ -1,7 +1,8 @@
 //! `parquet` creates a zstd compressor and decompressor for every column chunk it opens, and
 //! each creation runs `cpuid` three times (a trap to the hypervisor in a VM). The vendored
 //! zstd-safe (vendor/README.md) keeps dropped contexts in a process-wide pool; a reused one
-//! must have forgotten its dictionary and parameters. Its own test binary: the pool is shared
+//! must have forgotten its dictionary and parameters. A decompressor takes a context only when
+//! it first needs one, and a one-shot decompression borrows one for the call. Its own test binary: the pool is shared
 //! by the whole process, so no other test may use zstd meanwhile.
 
 use zstd::zstd_safe::{self, pooled_contexts, CCtx, CParameter, DCtx};
@@ -38,22 +39,40 @@ fn zstd_contexts_are_reused_and_come_back_reset() {
     zstd_safe::decompress(&mut out, &plain).expect("a frame that needs no dictionary");
     assert_eq!(out, data);
 
+    // A decompressor allocates nothing until it needs a context of its own: `parquet` keeps
+    // one open per column chunk it reads. A one-shot decompression borrows a kept context.
+    let mut idle: Vec<DCtx> = (0..100).map(|_| DCtx::create()).collect();
+    assert_eq!(pooled_contexts(), (0, 1), "creating decompressors takes nothing");
+    assert!(idle.iter().all(|d| d.sizeof() == 0));
+    for d in &mut idle {
+        out.clear();
+        d.decompress(&mut out, &plain).unwrap();
+        assert_eq!(out, data);
+    }
+    assert_eq!(pooled_contexts(), (0, 1), "each call gave the borrowed context back");
+    drop(idle);
+
     let mut d = DCtx::create();
-    assert_eq!(pooled_contexts(), (0, 0), "the kept decompressor is reused");
     out.clear();
     assert!(
         d.decompress(&mut out, &with_dict).is_err(),
-        "the dictionary was forgotten"
+        "the kept decompressor forgot the dictionary"
     );
     out.clear();
     d.decompress(&mut out, &plain).unwrap();
     assert_eq!(out, data);
+    assert_eq!(pooled_contexts(), (0, 1));
 
-    // Reused from any thread: the pool is not per thread.
+    // Reused from any thread: the pool is not per thread. Loading a dictionary gives a
+    // decompressor a context of its own.
     drop(d);
-    std::thread::spawn(|| {
-        let _d = DCtx::create();
+    std::thread::spawn(move || {
+        let mut d = DCtx::create();
+        d.load_dictionary(&dict).unwrap();
         assert_eq!(pooled_contexts(), (0, 0), "another thread takes the kept decompressor");
+        let mut out = Vec::with_capacity(data.len());
+        d.decompress(&mut out, &with_dict).unwrap();
+        assert_eq!(out, data);
     })
     .join()
     .unwrap();

@@ -84,7 +84,6 @@ pub type SafeResult = Result<usize, ErrorCode>;
 /// The error code zstd itself returns when an allocation fails
 /// (`-ZSTD_error_memory_allocation` as a `size_t`), for the places where a
 /// context is allocated on the Rust side of a call.
-#[cfg(feature = "experimental")]
 const MEMORY_ALLOCATION_ERROR: ErrorCode =
     (zstd_sys::ZSTD_ErrorCode::ZSTD_error_memory_allocation as usize)
         .wrapping_neg();
@@ -1248,7 +1247,8 @@ pub fn get_error_name(code: usize) -> &'static str {
 ///
 /// Same as `DStream`.
 pub struct DCtx<'a>(
-    NonNull<zstd_sys::ZSTD_DCtx>,
+    // skein: `None` until the context is first needed, see `DCtx::ptr`.
+    Option<NonNull<zstd_sys::ZSTD_DCtx>>,
     PhantomData<&'a ()>,
     Poison,
     DState,
@@ -1280,6 +1280,12 @@ impl<'a> DCtx<'a> {
     /// allocations go through Rust's global allocator instead of the C
     /// runtime's `malloc`.
     pub fn try_create() -> Option<Self> {
+        // skein: nothing is allocated yet, see `ptr`.
+        Some(Self(None, PhantomData, Poison::default(), DState::default()))
+    }
+
+    /// A new C context: kept by the pool, else created.
+    fn allocate() -> *mut zstd_sys::ZSTD_DCtx {
         #[cfg(feature = "with-rust-allocator")]
         // Safety: the callbacks satisfy zstd's allocation contract and remain
         // valid for the lifetime of the context.
@@ -1294,13 +1300,38 @@ impl<'a> DCtx<'a> {
             Some(reused) => reused.as_ptr(),
             None => unsafe { zstd_sys::ZSTD_createDCtx() },
         };
+        context
+    }
 
-        Some(Self(
-            NonNull::new(context)?,
-            PhantomData,
-            Poison::default(),
-            DState::default(),
-        ))
+    /// Gives a C context back: to the pool, else frees it.
+    fn release(context: NonNull<zstd_sys::ZSTD_DCtx>) {
+        #[cfg(not(feature = "with-rust-allocator"))]
+        if pool::keep_dctx(context) {
+            return;
+        }
+        unsafe {
+            zstd_sys::ZSTD_freeDCtx(context.as_ptr());
+        }
+    }
+
+    /// skein: the C context, allocated on first use. A context takes 96 KB,
+    /// and the `parquet` crate opens one per column chunk it reads - a merge
+    /// of 16 blocks held ~320 of them (31 MB) while decompressing one page at
+    /// a time. Until something configures or streams through it, a context
+    /// only ever runs one-shot decompressions, and those borrow a pooled
+    /// context for the call (see `decompress`).
+    ///
+    /// # Panics
+    ///
+    /// If the context creation fails (out of memory).
+    fn ptr(&mut self) -> *mut zstd_sys::ZSTD_DCtx {
+        if let Some(context) = self.0 {
+            return context.as_ptr();
+        }
+        let context = NonNull::new(Self::allocate())
+            .expect("zstd returned null pointer when creating new context");
+        self.0 = Some(context);
+        context.as_ptr()
     }
 
     /// Creates a new decoding context.
@@ -1352,10 +1383,29 @@ impl<'a> DCtx<'a> {
         dst: &mut C,
         src: &[u8],
     ) -> SafeResult {
+        // skein: a context never configured has nothing of its own to use:
+        // borrow one for this call only, and keep this one unallocated.
+        if self.0.is_none() {
+            let context = NonNull::new(Self::allocate())
+                .ok_or(MEMORY_ALLOCATION_ERROR)?;
+            let res = unsafe {
+                dst.write_from(|buffer, capacity| {
+                    parse_code(zstd_sys::ZSTD_decompressDCtx(
+                        context.as_ptr(),
+                        buffer,
+                        capacity,
+                        ptr_void(src),
+                        src.len(),
+                    ))
+                })
+            };
+            Self::release(context);
+            return res;
+        }
         let res = unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_decompressDCtx(
-                    self.0.as_ptr(),
+                    self.ptr(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -1383,7 +1433,7 @@ impl<'a> DCtx<'a> {
         let res = unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_decompress_usingDict(
-                    self.0.as_ptr(),
+                    self.ptr(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -1410,7 +1460,7 @@ impl<'a> DCtx<'a> {
         let res = unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_decompress_usingDDict(
-                    self.0.as_ptr(),
+                    self.ptr(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -1431,7 +1481,7 @@ impl<'a> DCtx<'a> {
     /// Wraps the `ZSTD_initCStream()` function.
     pub fn init(&mut self) -> SafeResult {
         self.2.clear();
-        let code = unsafe { zstd_sys::ZSTD_initDStream(self.0.as_ptr()) };
+        let code = unsafe { zstd_sys::ZSTD_initDStream(self.ptr()) };
         self.2.record(parse_code(code))
     }
 
@@ -1444,7 +1494,7 @@ impl<'a> DCtx<'a> {
         self.2.clear();
         let code = unsafe {
             zstd_sys::ZSTD_initDStream_usingDict(
-                self.0.as_ptr(),
+                self.ptr(),
                 ptr_void(dict),
                 dict.len(),
             )
@@ -1474,7 +1524,7 @@ impl<'a> DCtx<'a> {
     {
         let code = unsafe {
             zstd_sys::ZSTD_initDStream_usingDDict(
-                self.0.as_ptr(),
+                self.ptr(),
                 ddict.0.as_ptr(),
             )
         };
@@ -1487,8 +1537,14 @@ impl<'a> DCtx<'a> {
     ///
     /// Wraps the `ZSTD_DCtx_reset()` function.
     pub fn reset(&mut self, reset: ResetDirective) -> SafeResult {
+        // skein: an unallocated context is in its initial state already.
+        if self.0.is_none() {
+            self.2.clear();
+            self.3.streamed = false;
+            return Ok(0);
+        }
         let res = parse_code(unsafe {
-            zstd_sys::ZSTD_DCtx_reset(self.0.as_ptr(), reset.as_sys())
+            zstd_sys::ZSTD_DCtx_reset(self.ptr(), reset.as_sys())
         });
         if res.is_ok() && reset.resets_session() {
             self.2.clear();
@@ -1509,9 +1565,14 @@ impl<'a> DCtx<'a> {
     ///
     /// The dictionary will apply to all future frames, until a new dictionary is set.
     pub fn load_dictionary(&mut self, dict: &[u8]) -> SafeResult {
+        // skein: no dictionary on a context that has none: nothing to do
+        // (`zstd::bulk::Decompressor::new` loads an empty one).
+        if dict.is_empty() && self.0.is_none() {
+            return Ok(0);
+        }
         parse_code(unsafe {
             zstd_sys::ZSTD_DCtx_loadDictionary(
-                self.0.as_ptr(),
+                self.ptr(),
                 ptr_void(dict),
                 dict.len(),
             )
@@ -1524,7 +1585,7 @@ impl<'a> DCtx<'a> {
     pub fn disable_dictionary(&mut self) -> SafeResult {
         parse_code(unsafe {
             zstd_sys::ZSTD_DCtx_loadDictionary(
-                self.0.as_ptr(),
+                self.ptr(),
                 core::ptr::null(),
                 0,
             )
@@ -1545,7 +1606,7 @@ impl<'a> DCtx<'a> {
         'b: 'a,
     {
         parse_code(unsafe {
-            zstd_sys::ZSTD_DCtx_refDDict(self.0.as_ptr(), ddict.0.as_ptr())
+            zstd_sys::ZSTD_DCtx_refDDict(self.ptr(), ddict.0.as_ptr())
         })
     }
 
@@ -1562,7 +1623,7 @@ impl<'a> DCtx<'a> {
     {
         parse_code(unsafe {
             zstd_sys::ZSTD_DCtx_refPrefix(
-                self.0.as_ptr(),
+                self.ptr(),
                 ptr_void(prefix),
                 prefix.len(),
             )
@@ -1605,7 +1666,7 @@ impl<'a> DCtx<'a> {
         };
 
         parse_code(unsafe {
-            zstd_sys::ZSTD_DCtx_setParameter(self.0.as_ptr(), param, value)
+            zstd_sys::ZSTD_DCtx_setParameter(self.ptr(), param, value)
         })
     }
 
@@ -1631,7 +1692,7 @@ impl<'a> DCtx<'a> {
         let mut input = input.wrap();
         let code = unsafe {
             zstd_sys::ZSTD_decompressStream(
-                self.0.as_ptr(),
+                self.ptr(),
                 ptr_mut(&mut output),
                 ptr_mut(&mut input),
             )
@@ -1656,7 +1717,13 @@ impl<'a> DCtx<'a> {
 
     /// Wraps the `ZSTD_sizeof_DCtx()` function.
     pub fn sizeof(&self) -> usize {
-        unsafe { zstd_sys::ZSTD_sizeof_DCtx(self.0.as_ptr()) }
+        // skein: an unallocated context uses no memory.
+        match self.0 {
+            Some(context) => unsafe {
+                zstd_sys::ZSTD_sizeof_DCtx(context.as_ptr())
+            },
+            None => 0,
+        }
     }
 
     /// Wraps the `ZSTD_decompressBlock()` function.
@@ -1680,7 +1747,7 @@ impl<'a> DCtx<'a> {
         unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_decompressBlock(
-                    self.0.as_ptr(),
+                    self.ptr(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -1706,7 +1773,7 @@ impl<'a> DCtx<'a> {
         self.3.streamed = true;
         unsafe {
             zstd_sys::ZSTD_insertBlock(
-                self.0.as_ptr(),
+                self.ptr(),
                 ptr_void(block),
                 block.len(),
             )
@@ -1742,6 +1809,11 @@ impl<'a> DCtx<'a> {
         // context, so both must be created the same way; `try_create` always
         // picks the same allocator within a build.
         let mut context = Self::try_create().ok_or(MEMORY_ALLOCATION_ERROR)?;
+        // skein: an unallocated context is copied as a new, unallocated one.
+        let Some(source) = self.0 else {
+            return Ok(context);
+        };
+        context.ptr();
 
         // `ZSTD_copyDCtx()` is a plain `memcpy`, so a dictionary `self` owns
         // would end up owned, and freed, by both contexts. A loaded dictionary
@@ -1765,7 +1837,7 @@ impl<'a> DCtx<'a> {
             // Safety: Just FFI
             parse_code(unsafe {
                 zstd_sys::ZSTD_DCtx_getParameter(
-                    dctx.0.as_ptr(),
+                    dctx.0.map_or(core::ptr::null_mut(), NonNull::as_ptr),
                     param,
                     &mut value,
                 )
@@ -1780,7 +1852,7 @@ impl<'a> DCtx<'a> {
             // Safety: Just FFI
             parse_code(unsafe {
                 zstd_sys::ZSTD_DCtx_setParameter(
-                    context.0.as_ptr(),
+                    context.ptr(),
                     param,
                     value,
                 )
@@ -1789,7 +1861,7 @@ impl<'a> DCtx<'a> {
 
         // Safety: Just FFI
         unsafe {
-            zstd_sys::ZSTD_copyDCtx(context.0.as_ptr(), self.0.as_ptr())
+            zstd_sys::ZSTD_copyDCtx(context.ptr(), source.as_ptr())
         };
 
         // The position within a frame is copied, but not the state that goes
@@ -1803,12 +1875,8 @@ impl<'a> DCtx<'a> {
 
 impl Drop for DCtx<'_> {
     fn drop(&mut self) {
-        #[cfg(not(feature = "with-rust-allocator"))]
-        if pool::keep_dctx(self.0) {
-            return;
-        }
-        unsafe {
-            zstd_sys::ZSTD_freeDCtx(self.0.as_ptr());
+        if let Some(context) = self.0 {
+            Self::release(context);
         }
     }
 }
