@@ -31,8 +31,8 @@ fn block_write(c: &mut Criterion) {
     println!(
         "block write: {} spans in {} bytes of parquet ({:.1} bytes/span)",
         built.meta.span_count,
-        built.data.len(),
-        built.data.len() as f64 / built.meta.span_count.max(1) as f64
+        built.meta.data_bytes,
+        built.meta.data_bytes as f64 / built.meta.span_count.max(1) as f64
     );
 
     let mut g = c.benchmark_group("block write");

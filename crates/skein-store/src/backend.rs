@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::block::footers::FooterCache;
 use crate::StoreError;
@@ -59,25 +59,40 @@ impl Backend {
             .put(path, PutPayload::from(Bytes::from(data)))
             .await
             .map_err(StoreError::object)?;
-        if let Some(root) = &self.local_root {
-            let file = root.join(path.as_ref());
-            let dir = file.parent().map(|p| p.to_path_buf());
-            tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-                std::fs::File::open(&file)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| StoreError::io("syncing block file", &file, e))?;
-                if let Some(dir) = dir {
-                    crate::wal::sync_dir(&dir)?;
-                    if let Some(blocks) = dir.parent() {
-                        crate::wal::sync_dir(blocks)?;
-                    }
+        self.sync_local(path).await
+    }
+
+    /// Starts an object that is written as it is produced (see `StreamingPut`).
+    pub async fn put_streaming(&self, path: &Path) -> Result<StreamingPut, StoreError> {
+        let upload = self.store.put_multipart(path).await.map_err(StoreError::object)?;
+        Ok(StreamingPut {
+            upload: WriteMultipart::new(upload),
+            path: path.clone(),
+            bytes: 0,
+        })
+    }
+
+    /// For the local backend, fsyncs the file at `path` and the directories naming it.
+    async fn sync_local(&self, path: &Path) -> Result<(), StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let file = root.join(path.as_ref());
+        let dir = file.parent().map(|p| p.to_path_buf());
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            std::fs::File::open(&file)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::io("syncing block file", &file, e))?;
+            if let Some(dir) = dir {
+                crate::wal::sync_dir(&dir)?;
+                if let Some(blocks) = dir.parent() {
+                    crate::wal::sync_dir(blocks)?;
                 }
-                Ok(())
-            })
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))??;
-        }
-        Ok(())
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
     pub async fn get(&self, path: &Path) -> Result<Bytes, StoreError> {
@@ -154,6 +169,55 @@ impl Backend {
                 (parts.len() == 3).then(|| (parts[1].as_ref().to_string(), parts[2].as_ref().to_string(), o.size))
             })
             .collect())
+    }
+}
+
+/// An object written while it is produced, in parts of 5 MiB: a multipart upload (on the
+/// local backend, a staging file renamed into place by `finish`). A merge writes its output
+/// this way instead of holding the whole file (~31 MB for 16 level-0 blocks) until the end.
+/// Writing spawns the part uploads on the current tokio runtime: call it inside one.
+pub struct StreamingPut {
+    upload: WriteMultipart,
+    path: Path,
+    bytes: u64,
+}
+
+impl StreamingPut {
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Waits until at most one part is still being uploaded, bounding the memory of parts in
+    /// flight.
+    pub async fn wait_for_capacity(&mut self) -> Result<(), StoreError> {
+        self.upload.wait_for_capacity(1).await.map_err(StoreError::object)
+    }
+
+    /// Uploads what is left, completes the object and makes it durable.
+    pub async fn finish(self, backend: &Backend) -> Result<(), StoreError> {
+        self.upload.finish().await.map_err(StoreError::object)?;
+        backend.sync_local(&self.path).await
+    }
+
+    /// Abandons the object: nothing of it stays (best effort; a leftover staging file is
+    /// removed with its incomplete block at the next start).
+    pub async fn abort(self) {
+        if let Err(e) = self.upload.abort().await {
+            tracing::warn!(path = %self.path, error = %e, "could not abort a block upload");
+        }
+    }
+}
+
+impl std::io::Write for StreamingPut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.upload.write(buf);
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

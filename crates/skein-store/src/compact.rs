@@ -118,12 +118,13 @@ impl Store {
         // runtime worker the receivers need.
         let merged = {
             let (group, rt, store) = (group.clone(), tokio::runtime::Handle::current(), self.clone());
-            tokio::task::spawn_blocking(move || rt.block_on(merge_blocks(&group, || store.closing())))
+            tokio::task::spawn_blocking(move || rt.block_on(merge_blocks(&group, store.backend(), || store.closing())))
                 .await
                 .map_err(|e| StoreError::Internal(e.to_string()))??
         };
-        // Shutdown began during the merge: as above, write nothing.
+        // Shutdown began during the merge: as above, write nothing more.
         if self.closing() {
+            merged.abort(self.backend()).await;
             return Err(StoreError::ShuttingDown);
         }
         let (in_spans, out_spans) = (spans, merged.meta.span_count);
@@ -409,9 +410,11 @@ impl Normalizer {
     }
 }
 
-/// Merges `inputs` into one block; gives up with `ShuttingDown` once `stop` says so.
+/// Merges `inputs` into one block, whose data file is written to `backend` while it is built
+/// (`upload_block` stores the rest); gives up with `ShuttingDown` once `stop` says so.
 pub async fn merge_blocks(
     inputs: &[Arc<BlockHandle>],
+    backend: &crate::backend::Backend,
     stop: impl Fn() -> bool,
 ) -> Result<crate::block::BuiltBlock, StoreError> {
     let layout = merged_layout(inputs);
@@ -419,6 +422,37 @@ pub async fn merge_blocks(
     for b in inputs {
         keys.union(&BlockKeys::of(&b.meta));
     }
+    let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
+    let id = new_block_id();
+    let put = backend
+        .put_streaming(&backend.block_path(&id, crate::block::DATA_FILE))
+        .await?;
+    let mut builder = BlockBuilder::streaming(id, level, layout.clone(), put)?;
+    if let Err(e) = merge_into(inputs, &layout, &mut keys, &mut builder, stop).await {
+        builder.abort(backend).await;
+        return Err(e);
+    }
+    let mut built = builder.finish()?;
+    let mut wal_segments: Vec<u64> = inputs
+        .iter()
+        .flat_map(|b| b.meta.wal_segments.iter().copied())
+        .collect();
+    wal_segments.sort_unstable();
+    wal_segments.dedup();
+    built.meta.wal_segments = wal_segments;
+    keys.store_in(&mut built.meta);
+    Ok(built)
+}
+
+/// The merge itself: every input's rows in (trace id, start) order, duplicates dropped,
+/// pushed to `builder`.
+async fn merge_into(
+    inputs: &[Arc<BlockHandle>],
+    layout: &Layout,
+    keys: &mut BlockKeys,
+    builder: &mut BlockBuilder,
+    stop: impl Fn() -> bool,
+) -> Result<(), StoreError> {
     // Batches that picked rows still point into; replaced by the cursors' current ones at
     // every flush, so a flush writes MERGE_FLUSH_ROWS rows whatever the fan-in.
     let mut held: Vec<RecordBatch> = Vec::new();
@@ -431,29 +465,19 @@ pub async fn merge_blocks(
         let stream = b.stream_batches(&columns, None, MERGE_BATCH_ROWS).await?;
         let mut c = Cursor {
             stream: Box::pin(stream),
-            normalizer: Normalizer::new(b, &layout),
+            normalizer: Normalizer::new(b, layout),
             slot: None,
             row: 0,
             trace_ids: FixedSizeBinaryArray::new_null(16, 0),
             starts: Int64Array::new_null(0),
             span_ids: FixedSizeBinaryArray::new_null(8, 0),
         };
-        c.advance_batch(&mut keys, &mut held).await?;
+        c.advance_batch(keys, &mut held).await?;
         if let Some((tid, start)) = c.key()? {
             order.push(Reverse((tid, start, cursors.len())));
         }
         cursors.push(c);
     }
-    let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
-    let mut builder = BlockBuilder::new(new_block_id(), level, layout)?;
-    // The inputs' size bounds the output's: merging only drops duplicates and packs tighter.
-    builder.reserve(inputs.iter().map(|b| b.meta.data_bytes as usize).sum::<usize>() + (1 << 20));
-    let mut wal_segments: Vec<u64> = inputs
-        .iter()
-        .flat_map(|b| b.meta.wal_segments.iter().copied())
-        .collect();
-    wal_segments.sort_unstable();
-    wal_segments.dedup();
 
     // (held batch, row) of each span the output takes, in output order.
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_FLUSH_ROWS);
@@ -473,7 +497,7 @@ pub async fn merge_blocks(
         }
         c.row += 1;
         if c.row >= c.trace_ids.len() {
-            c.advance_batch(&mut keys, &mut held).await?;
+            c.advance_batch(keys, &mut held).await?;
         }
         if let Some((tid, start)) = c.key()? {
             order.push(Reverse((tid, start, i)));
@@ -483,14 +507,11 @@ pub async fn merge_blocks(
             if stop() {
                 return Err(StoreError::ShuttingDown);
             }
-            flush_picks(&mut held, &mut cursors, &mut picks, &mut builder)?;
+            flush_picks(&mut held, &mut cursors, &mut picks, builder)?;
+            builder.wait_for_upload().await?;
         }
     }
-    flush_picks(&mut held, &mut cursors, &mut picks, &mut builder)?;
-    let mut built = builder.finish()?;
-    built.meta.wal_segments = wal_segments;
-    keys.store_in(&mut built.meta);
-    Ok(built)
+    flush_picks(&mut held, &mut cursors, &mut picks, builder)
 }
 
 /// Writes the picked rows to the output, then keeps only the cursors' current batches.
@@ -684,6 +705,85 @@ mod tests {
             .unwrap()
             .expect("the append went through once the merge ended");
         assert_eq!(store.stats().level0_blocks, 0);
+        store.shutdown().await.unwrap();
+    }
+
+    /// `n` one-span traces, trace ids counted from `first`.
+    fn many_traces(first: u32, n: u32) -> Vec<skein_model::Span> {
+        let start = crate::now_unix_nano() - 60_000_000_000;
+        (first..first + n)
+            .map(|i| {
+                let mut trace_id = [7; 16];
+                trace_id[..4].copy_from_slice(&i.to_be_bytes());
+                skein_model::Span {
+                    trace_id,
+                    span_id: [1; 8],
+                    start_unix_nano: start,
+                    end_unix_nano: start + 1_000_000,
+                    name: "work".into(),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    /// A merge streams its output to the backend while it runs. Given up (shutdown), it
+    /// leaves nothing behind — no file, no staging file, no directory; finished, the stored
+    /// file is whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_merge_given_up_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::StoreConfig {
+            compaction_interval: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let store = crate::Store::open(dir.path(), cfg).await.unwrap();
+        // Two blocks of 6,000 spans: the merge flushes (and checks `stop`) at 8,192.
+        for k in 0..2 {
+            store.append(many_traces(k * 6000, 6000)).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        let inputs = store.snapshot().blocks;
+        assert_eq!(inputs.len(), 2);
+        let mut input_ids: Vec<String> = inputs.iter().map(|b| b.meta.id.clone()).collect();
+        input_ids.sort();
+        let files = |id: &str| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path().join("blocks").join(id))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let before: Vec<Vec<String>> = input_ids.iter().map(|id| files(id)).collect();
+
+        match merge_blocks(&inputs, store.backend(), || true).await {
+            Err(StoreError::ShuttingDown) => {}
+            Err(e) => panic!("expected ShuttingDown, got {e}"),
+            Ok(_) => panic!("the merge was to stop at its first flush"),
+        }
+        let mut dirs: Vec<String> = std::fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        dirs.sort();
+        assert_eq!(dirs, input_ids, "only the inputs are left");
+        let after: Vec<Vec<String>> = input_ids.iter().map(|id| files(id)).collect();
+        assert_eq!(after, before);
+
+        let built = merge_blocks(&inputs, store.backend(), || false).await.unwrap();
+        let handle = crate::upload_block(store.backend(), built).await.unwrap();
+        assert_eq!(handle.meta.span_count, 12_000);
+        let data = dir
+            .path()
+            .join("blocks")
+            .join(&handle.meta.id)
+            .join(crate::block::DATA_FILE);
+        assert_eq!(std::fs::metadata(data).unwrap().len(), handle.meta.data_bytes);
+        assert!(
+            !files(&handle.meta.id).iter().any(|f| f.contains('#')),
+            "no staging file left"
+        );
         store.shutdown().await.unwrap();
     }
 }

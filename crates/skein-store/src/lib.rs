@@ -946,9 +946,14 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
 /// Uploads a built block: data, summaries and bloom first, meta last (the commit point).
 pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) -> Result<BlockHandle, StoreError> {
     let id = built.meta.id.clone();
-    backend
-        .put_durable(&backend.block_path(&id, block::DATA_FILE), built.data)
-        .await?;
+    match built.data {
+        block::DataSink::Memory(data) => {
+            backend
+                .put_durable(&backend.block_path(&id, block::DATA_FILE), data)
+                .await?
+        }
+        block::DataSink::Streaming(put) => put.finish(backend).await?,
+    }
     backend
         .put_durable(&backend.block_path(&id, block::SUMMARY_FILE), built.summaries)
         .await?;

@@ -16,7 +16,7 @@ use skein_model::TraceId;
 
 pub use read::BlockHandle;
 pub use schema::{Dedicated, Layout};
-pub use write::{BlockBuilder, BuiltBlock, TraceSummary};
+pub use write::{BlockBuilder, BuiltBlock, DataSink, TraceSummary};
 
 /// 2 added per-block dedicated attribute columns; 3 stores event times relative to their
 /// span's start (see `StoredEvent`). 1 and 2 are still read.

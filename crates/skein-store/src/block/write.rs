@@ -23,6 +23,7 @@ use super::bloom::Bloom;
 use super::fxhash::{FxHashMap, FxHashSet};
 use super::schema::{self, Dedicated, HotType, Layout, HOT};
 use super::{BlockMeta, RowGroupMeta, LEVEL0_ROW_GROUP_ROWS, ROW_GROUP_ROWS};
+use crate::backend::{Backend, StreamingPut};
 use crate::StoreError;
 
 /// zstd level by compaction level: blocks cut from the head are written fast (level 1, they
@@ -653,15 +654,67 @@ impl TraceSummary {
 
 /// A block ready to be uploaded.
 pub struct BuiltBlock {
-    pub data: Vec<u8>,
+    pub data: DataSink,
     pub summaries: Vec<u8>,
     pub bloom: Vec<u8>,
     pub meta: BlockMeta,
 }
 
+impl BuiltBlock {
+    /// Abandons the block: a data file still being uploaded is aborted, and whatever of the
+    /// block the backend holds is deleted.
+    pub async fn abort(self, backend: &Backend) {
+        self.data.abort().await;
+        forget_block(backend, &self.meta.id).await;
+    }
+}
+
+/// Deletes what the backend holds of an abandoned block (on the local backend, its directory
+/// too); a failure is only logged: the next start removes incomplete blocks.
+async fn forget_block(backend: &Backend, id: &str) {
+    if let Err(e) = backend.delete_block(id).await {
+        tracing::warn!(block = id, error = %e, "could not delete an abandoned block");
+    }
+}
+
+/// Where a block's data file goes while it is built: memory (level-0 blocks, stored once
+/// built), or the backend as it is written (merges, see `StreamingPut`).
+pub enum DataSink {
+    Memory(Vec<u8>),
+    Streaming(StreamingPut),
+}
+
+impl DataSink {
+    fn len(&self) -> u64 {
+        match self {
+            DataSink::Memory(v) => v.len() as u64,
+            DataSink::Streaming(put) => put.bytes(),
+        }
+    }
+
+    async fn abort(self) {
+        if let DataSink::Streaming(put) = self {
+            put.abort().await;
+        }
+    }
+}
+
+impl std::io::Write for DataSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            DataSink::Memory(v) => std::io::Write::write(v, buf),
+            DataSink::Streaming(put) => std::io::Write::write(put, buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Streams sorted record batches into a block, computing summaries, bloom and meta on the way.
 pub struct BlockBuilder {
-    writer: ArrowWriter<Vec<u8>>,
+    writer: ArrowWriter<DataSink>,
     layout: Layout,
     row_group_rows: usize,
     rows: u64,
@@ -719,13 +772,20 @@ impl TraceSpans {
 }
 
 impl BlockBuilder {
+    /// A block whose data file is built in memory.
     pub fn new(id: String, level: u32, layout: Layout) -> Result<BlockBuilder, StoreError> {
-        let writer = ArrowWriter::try_new(
-            Vec::with_capacity(8 << 20),
-            layout.file_schema.clone(),
-            Some(props(level, &layout)),
-        )
-        .map_err(StoreError::parquet)?;
+        Self::with_sink(id, level, layout, DataSink::Memory(Vec::with_capacity(8 << 20)))
+    }
+
+    /// A block whose data file is written to the backend as it is built. Push from inside a
+    /// tokio runtime (part uploads are spawned on it), and `wait_for_upload` now and then.
+    pub fn streaming(id: String, level: u32, layout: Layout, put: StreamingPut) -> Result<BlockBuilder, StoreError> {
+        Self::with_sink(id, level, layout, DataSink::Streaming(put))
+    }
+
+    fn with_sink(id: String, level: u32, layout: Layout, sink: DataSink) -> Result<BlockBuilder, StoreError> {
+        let writer = ArrowWriter::try_new(sink, layout.file_schema.clone(), Some(props(level, &layout)))
+            .map_err(StoreError::parquet)?;
         let mut meta = BlockMeta::new(id, level);
         meta.dedicated = layout.dedicated.clone();
         meta.low_cardinality = layout.low_cardinality.iter().cloned().collect();
@@ -747,11 +807,21 @@ impl BlockBuilder {
         self.rows
     }
 
-    /// Reserves room for a file of about this size up front. Growing the buffer by doubling
-    /// would hold the old and the new copy at once (96 MB for a 64 MB block), while reserved
-    /// pages that are never written cost no memory.
-    pub fn reserve(&mut self, bytes: usize) {
-        self.writer.inner_mut().reserve(bytes);
+    /// Waits while the data file's parts are uploaded, when it is streamed: bounds the parts
+    /// held in memory.
+    pub async fn wait_for_upload(&mut self) -> Result<(), StoreError> {
+        match self.writer.inner_mut() {
+            DataSink::Streaming(put) => put.wait_for_capacity().await,
+            DataSink::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Abandons the block: a data file being streamed is aborted, and whatever of the block
+    /// the backend holds is deleted.
+    pub async fn abort(mut self, backend: &Backend) {
+        let sink = std::mem::replace(self.writer.inner_mut(), DataSink::Memory(Vec::new()));
+        sink.abort().await;
+        forget_block(backend, &self.meta.id).await;
     }
 
     pub fn layout(&self) -> &Layout {
@@ -893,7 +963,7 @@ impl BlockBuilder {
         let mut meta = self.meta;
         meta.span_count = self.rows;
         meta.trace_count = traces;
-        meta.data_bytes = data.len() as u64;
+        meta.data_bytes = data.len();
         meta.summary_bytes = summaries.len() as u64;
         meta.services = self
             .services
