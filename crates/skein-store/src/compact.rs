@@ -85,7 +85,7 @@ impl Store {
     async fn compact(&self, how: Plan) -> Result<usize, StoreError> {
         let merged = self.compact_locked(how).await;
         // The lock is released: appends waiting for compaction look again.
-        self.inner.compacted.notify_waiters();
+        self.inner.room.notify_waiters();
         merged
     }
 
@@ -427,8 +427,8 @@ pub async fn merge_blocks(
     let put = backend
         .put_streaming(&backend.block_path(&id, crate::block::DATA_FILE))
         .await?;
-    let mut builder = BlockBuilder::streaming(id, level, layout.clone(), put)?;
-    if let Err(e) = merge_into(inputs, &layout, &mut keys, &mut builder, stop).await {
+    let mut builder = BlockBuilder::streaming(id, level, layout, put)?;
+    if let Err(e) = merge_into(inputs, &mut keys, &mut builder, stop).await {
         builder.abort(backend).await;
         return Err(e);
     }
@@ -448,7 +448,6 @@ pub async fn merge_blocks(
 /// pushed to `builder`.
 async fn merge_into(
     inputs: &[Arc<BlockHandle>],
-    layout: &Layout,
     keys: &mut BlockKeys,
     builder: &mut BlockBuilder,
     stop: impl Fn() -> bool,
@@ -465,7 +464,7 @@ async fn merge_into(
         let stream = b.stream_batches(&columns, None, MERGE_BATCH_ROWS).await?;
         let mut c = Cursor {
             stream: Box::pin(stream),
-            normalizer: Normalizer::new(b, layout),
+            normalizer: Normalizer::new(b, builder.layout()),
             slot: None,
             row: 0,
             trace_ids: FixedSizeBinaryArray::new_null(16, 0),
@@ -637,22 +636,29 @@ mod tests {
         assert_eq!(plan(&sizes, &read, 2_000_000, Plan::Any), vec![0, 1]);
     }
 
-    fn one_span_trace(trace: u8) -> Vec<skein_model::Span> {
+    /// `n` one-span traces, trace ids counted from `first`.
+    fn many_traces(first: u32, n: u32) -> Vec<skein_model::Span> {
         let start = crate::now_unix_nano() - 60_000_000_000;
-        vec![skein_model::Span {
-            trace_id: [trace; 16],
-            span_id: [1; 8],
-            start_unix_nano: start,
-            end_unix_nano: start + 1_000_000,
-            name: "work".into(),
-            ..Default::default()
-        }]
+        (first..first + n)
+            .map(|i| {
+                let mut trace_id = [7; 16];
+                trace_id[..4].copy_from_slice(&i.to_be_bytes());
+                skein_model::Span {
+                    trace_id,
+                    span_id: [1; 8],
+                    start_unix_nano: start,
+                    end_unix_nano: start + 1_000_000,
+                    name: "work".into(),
+                    ..Default::default()
+                }
+            })
+            .collect()
     }
 
     /// Three level-0 blocks, one per flushed trace.
     async fn three_level0_blocks(store: &crate::Store) {
         for t in 1..=3 {
-            store.append(one_span_trace(t)).await.unwrap();
+            store.append(many_traces(t, 1)).await.unwrap();
             store.flush().await.unwrap();
         }
         assert_eq!(store.stats().level0_blocks, 3);
@@ -674,12 +680,12 @@ mod tests {
         let store = crate::Store::open(dir.path(), cfg(200)).await.unwrap();
         three_level0_blocks(&store).await;
         store
-            .append(one_span_trace(4))
+            .append(many_traces(4, 1))
             .await
             .expect("no merge running: not held back");
 
         let merging = store.compaction_lock().lock().await;
-        match store.append(one_span_trace(5)).await {
+        match store.append(many_traces(5, 1)).await {
             Err(StoreError::Overloaded(why)) => assert_eq!(why, "compaction is behind"),
             other => panic!("expected backpressure while compaction is behind, got {other:?}"),
         }
@@ -694,7 +700,7 @@ mod tests {
         let merging = store.compaction_lock().lock().await;
         let waiting = tokio::spawn({
             let store = store.clone();
-            async move { store.append(one_span_trace(6)).await }
+            async move { store.append(many_traces(6, 1)).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert!(!waiting.is_finished(), "the append waits while the merge runs");
@@ -706,25 +712,6 @@ mod tests {
             .expect("the append went through once the merge ended");
         assert_eq!(store.stats().level0_blocks, 0);
         store.shutdown().await.unwrap();
-    }
-
-    /// `n` one-span traces, trace ids counted from `first`.
-    fn many_traces(first: u32, n: u32) -> Vec<skein_model::Span> {
-        let start = crate::now_unix_nano() - 60_000_000_000;
-        (first..first + n)
-            .map(|i| {
-                let mut trace_id = [7; 16];
-                trace_id[..4].copy_from_slice(&i.to_be_bytes());
-                skein_model::Span {
-                    trace_id,
-                    span_id: [1; 8],
-                    start_unix_nano: start,
-                    end_unix_nano: start + 1_000_000,
-                    name: "work".into(),
-                    ..Default::default()
-                }
-            })
-            .collect()
     }
 
     /// A merge streams its output to the backend while it runs. Given up (shutdown), it

@@ -269,10 +269,9 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     compaction: tokio::sync::Mutex<()>,
-    /// Woken whenever a frozen head has become a block (room for waiting appends).
-    block_written: tokio::sync::Notify,
-    /// Woken whenever a merge ends (room for appends waiting on level-0 blocks).
-    compacted: tokio::sync::Notify,
+    /// Woken whenever a frozen head has become a block or a merge has ended: room, maybe, for
+    /// appends waiting in `wait_for_room`.
+    room: tokio::sync::Notify,
     /// Woken when a merge's worth of level-0 blocks is waiting: the maintenance loop starts
     /// one then instead of at its next interval.
     compaction_wanted: Arc<tokio::sync::Notify>,
@@ -386,8 +385,7 @@ impl Store {
             runtime: tokio::runtime::Handle::current(),
             writer: Mutex::new(None),
             compaction: tokio::sync::Mutex::new(()),
-            block_written: tokio::sync::Notify::new(),
-            compacted: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
             compaction_wanted: Arc::new(tokio::sync::Notify::new()),
             level0_blocks: std::sync::atomic::AtomicUsize::new(0),
             lock: Mutex::new(Some(lock)),
@@ -557,11 +555,9 @@ impl Store {
         loop {
             // Registered before the checks, so a block or merge finishing in between still
             // wakes us.
-            let written = self.inner.block_written.notified();
-            let compacted = self.inner.compacted.notified();
-            tokio::pin!(written, compacted);
-            written.as_mut().enable();
-            compacted.as_mut().enable();
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
             let why = {
                 let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
                 if st.frozen.len() >= self.inner.cfg.max_pending_blocks {
@@ -575,13 +571,7 @@ impl Store {
                     return Ok(());
                 }
             };
-            let finished = async {
-                tokio::select! {
-                    _ = &mut written => {}
-                    _ = &mut compacted => {}
-                }
-            };
-            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
                 return Err(StoreError::Overloaded(why));
             }
         }
@@ -1196,7 +1186,7 @@ async fn write_frozen(inner: &Arc<Inner>, frozen: &Arc<Frozen>) -> Result<(), St
         st.blocks.push(handle);
         st.frozen.retain(|x| !Arc::ptr_eq(x, frozen));
     }
-    inner.block_written.notify_waiters();
+    inner.room.notify_waiters();
     inner.update_gauges();
     if inner.level0_blocks.load(std::sync::atomic::Ordering::Relaxed) >= compact::MAX_INPUTS {
         inner.compaction_wanted.notify_one();
