@@ -1284,8 +1284,8 @@ impl<'a> DCtx<'a> {
         Some(Self(None, PhantomData, Poison::default(), DState::default()))
     }
 
-    /// A new C context: kept by the pool, else created.
-    fn allocate() -> *mut zstd_sys::ZSTD_DCtx {
+    /// A new C context: kept by the pool, else created; `None` when out of memory.
+    fn allocate() -> Option<NonNull<zstd_sys::ZSTD_DCtx>> {
         #[cfg(feature = "with-rust-allocator")]
         // Safety: the callbacks satisfy zstd's allocation contract and remain
         // valid for the lifetime of the context.
@@ -1300,7 +1300,7 @@ impl<'a> DCtx<'a> {
             Some(reused) => reused.as_ptr(),
             None => unsafe { zstd_sys::ZSTD_createDCtx() },
         };
-        context
+        NonNull::new(context)
     }
 
     /// Gives a C context back: to the pool, else frees it.
@@ -1328,7 +1328,7 @@ impl<'a> DCtx<'a> {
         if let Some(context) = self.0 {
             return context.as_ptr();
         }
-        let context = NonNull::new(Self::allocate())
+        let context = Self::allocate()
             .expect("zstd returned null pointer when creating new context");
         self.0 = Some(context);
         context.as_ptr()
@@ -1386,8 +1386,7 @@ impl<'a> DCtx<'a> {
         // skein: a context never configured has nothing of its own to use:
         // borrow one for this call only, and keep this one unallocated.
         if self.0.is_none() {
-            let context = NonNull::new(Self::allocate())
-                .ok_or(MEMORY_ALLOCATION_ERROR)?;
+            let context = Self::allocate().ok_or(MEMORY_ALLOCATION_ERROR)?;
             let res = unsafe {
                 dst.write_from(|buffer, capacity| {
                     parse_code(zstd_sys::ZSTD_decompressDCtx(
