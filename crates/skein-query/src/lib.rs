@@ -14,6 +14,7 @@ use skein_model::metrics;
 use skein_model::otlp::{pb, proto};
 use skein_model::*;
 use skein_store::block::schema::{self, HotType, HOT};
+use skein_store::block::write::SharedBytes;
 use skein_store::block::{BlockHandle, TraceSummary};
 use skein_store::{Store, StoreError};
 
@@ -843,9 +844,12 @@ impl RowMatcher {
         let generic = batch
             .column_by_name(schema::ATTRS)
             .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
-        let resource = batch
-            .column_by_name(schema::RESOURCE)
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
+        let resource = match batch.column_by_name(schema::RESOURCE) {
+            Some(c) => Some(SharedBytes::from_array(c.as_ref()).ok_or_else(|| {
+                arrow_schema::ArrowError::SchemaError(format!("column resource has type {}", c.data_type()))
+            })?),
+            None => None,
+        };
         // One test per condition; a key without a typed column here never matches by it.
         let typed: Vec<ColumnEq> = self
             .attrs
@@ -857,7 +861,8 @@ impl RowMatcher {
                     .unwrap_or(ColumnEq::Never)
             })
             .collect();
-        let mut resources: HashMap<&[u8], Vec<KeyValue>> = HashMap::new();
+        // Each distinct resource decoded once, by its key.
+        let mut resources: Vec<Option<Vec<KeyValue>>> = vec![None; resource.map_or(0, |r| r.distinct())];
         let keep = (0..batch.num_rows()).map(|i| {
             if let (Some(start), Some((lo, hi))) = (start, self.window) {
                 let s = start.value(i) as u64;
@@ -902,8 +907,9 @@ impl RowMatcher {
                     }
                 }
                 let Some(r) = resource else { return false };
-                let attrs = resources.entry(r.value(i)).or_insert_with(|| {
-                    <pb::resource::v1::Resource as prost::Message>::decode(r.value(i))
+                let k = r.key(i);
+                let attrs = resources[k].get_or_insert_with(|| {
+                    <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
                         .map(|r| proto::resource_from(r).attributes)
                         .unwrap_or_default()
                 });

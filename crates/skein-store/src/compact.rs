@@ -655,6 +655,87 @@ mod tests {
             .collect()
     }
 
+    /// Blocks written while resource and scope columns were plain `Binary` Arrow columns
+    /// (before `schema::shared_bytes`) read back the same, and merge with newer blocks: the
+    /// reader types those columns as dictionaries whatever the file says.
+    #[tokio::test]
+    async fn blocks_with_plain_resource_columns_read_and_merge_with_newer_ones() {
+        use crate::block::write::SharedBytes;
+        use arrow_array::BinaryArray;
+        use skein_model::{Resource, Scope};
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::backend::Backend::local(dir.path().to_path_buf(), 1 << 20).unwrap();
+        let with_resource = |first: u32, service: &str| {
+            let resource = Arc::new(Resource {
+                attributes: vec![
+                    KeyValue::string("service.name", service),
+                    KeyValue::string("host.name", "h1"),
+                ],
+                dropped_attributes_count: 0,
+            });
+            let scope = Arc::new(Scope {
+                name: format!("{service}-lib"),
+                ..Default::default()
+            });
+            let mut spans = many_traces(first, 3);
+            for s in &mut spans {
+                s.resource = resource.clone();
+                s.scope = scope.clone();
+            }
+            spans
+        };
+
+        // The old block: the same Parquet columns, written from `Binary` Arrow arrays.
+        let old_spans = with_resource(1, "old");
+        let plain = |f: &arrow_schema::FieldRef| match [schema::RESOURCE, schema::SCOPE].contains(&f.name().as_str()) {
+            true => Arc::new(f.as_ref().clone().with_data_type(arrow_schema::DataType::Binary)),
+            false => f.clone(),
+        };
+        let mut layout = crate::block::Layout::fixed();
+        for s in [&mut layout.schema, &mut layout.file_schema] {
+            *s = Arc::new(arrow_schema::Schema::new(
+                s.fields().iter().map(plain).collect::<Vec<_>>(),
+            ));
+        }
+        let refs: Vec<&skein_model::Span> = old_spans.iter().collect();
+        let mut keys = BlockKeys::default();
+        let batch = crate::block::write::spans_to_batch(&refs, &crate::block::Layout::fixed(), &mut keys).unwrap();
+        let mut columns = batch.columns().to_vec();
+        for c in [schema::RESOURCE, schema::SCOPE] {
+            let shared = SharedBytes::column(&batch, c).unwrap().unwrap();
+            let rows: BinaryArray = (0..batch.num_rows()).map(|i| Some(shared.row(i))).collect();
+            columns[schema::col(c)] = Arc::new(rows) as ArrayRef;
+        }
+        let batch = RecordBatch::try_new(layout.schema.clone(), columns).unwrap();
+        assert_eq!(
+            batch.column(schema::col(schema::RESOURCE)).data_type(),
+            &arrow_schema::DataType::Binary
+        );
+        let mut builder = crate::block::BlockBuilder::new("old-block".into(), 0, layout).unwrap();
+        builder.push(&batch).unwrap();
+        let old = Arc::new(crate::upload_block(&backend, builder.finish().unwrap()).await.unwrap());
+
+        let new_spans = with_resource(100, "new");
+        let refs: Vec<&skein_model::Span> = new_spans.iter().collect();
+        let built = crate::build_block(&refs, "new-block".into(), 0).unwrap();
+        let new = Arc::new(crate::upload_block(&backend, built).await.unwrap());
+
+        let check = |read: Vec<skein_model::Span>, want: &skein_model::Span| {
+            assert_eq!(read.len(), 1);
+            assert_eq!(read[0].resource, want.resource);
+            assert_eq!(read[0].scope, want.scope);
+        };
+        check(old.trace(&old_spans[0].trace_id).await.unwrap(), &old_spans[0]);
+        let merged = merge_blocks(&[old.clone(), new.clone()], &backend, || false)
+            .await
+            .unwrap();
+        let merged = crate::upload_block(&backend, merged).await.unwrap();
+        assert_eq!(merged.meta.span_count, 6);
+        for s in old_spans.iter().chain(&new_spans) {
+            check(merged.trace(&s.trace_id).await.unwrap(), s);
+        }
+    }
+
     /// Three level-0 blocks, one per flushed trace.
     async fn three_level0_blocks(store: &crate::Store) {
         for t in 1..=3 {

@@ -23,7 +23,7 @@ use skein_model::*;
 
 use super::bloom::Bloom;
 use super::schema::{self, HOT};
-use super::write::{binaries, column, fsb, i64s, strings, u8s, unpack_dropped, TraceSummary};
+use super::write::{binaries, column, fsb, i64s, strings, u8s, unpack_dropped, SharedBytes, TraceSummary};
 use super::{BlockMeta, EventList, LinkList, DATA_FILE, SUMMARY_FILE};
 use crate::backend::{Backend, ObjectReader};
 use crate::StoreError;
@@ -84,9 +84,12 @@ impl BlockHandle {
             .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
             .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
             .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
-        let md = ArrowReaderMetadata::load_async(&mut r, opts)
+        let mut md = ArrowReaderMetadata::load_async(&mut r, opts)
             .await
             .map_err(StoreError::parquet)?;
+        if file == DATA_FILE {
+            md = with_shared_bytes(md)?;
+        }
         cache.insert(&self.meta.id, file, md.clone());
         Ok(md)
     }
@@ -337,29 +340,12 @@ impl BlockHandle {
     /// instead of a string copied out of the dictionary for every row.
     fn with_dictionaries(&self, md: ArrowReaderMetadata, columns: &[&str]) -> Result<ArrowReaderMetadata, StoreError> {
         let few_valued = super::write::few_valued_columns(&self.meta.layout());
-        let as_dictionary = |f: &FieldRef| {
-            f.data_type() == &DataType::Utf8
+        retyped(md, |f| {
+            let few = f.data_type() == &DataType::Utf8
                 && columns.contains(&f.name().as_str())
-                && few_valued.iter().any(|c| c == f.name())
-        };
-        let schema = md.schema();
-        if !schema.fields().iter().any(as_dictionary) {
-            return Ok(md);
-        }
-        let fields: Vec<FieldRef> = schema
-            .fields()
-            .iter()
-            .map(|f| match as_dictionary(f) {
-                true => Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
-                    Box::new(DataType::Int32),
-                    Box::new(DataType::Utf8),
-                ))),
-                false => f.clone(),
-            })
-            .collect();
-        let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-        ArrowReaderMetadata::try_new(md.metadata().clone(), ArrowReaderOptions::new().with_schema(schema))
-            .map_err(StoreError::parquet)
+                && few_valued.iter().any(|c| c == f.name());
+            few.then(|| DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))
+        })
     }
 
     /// Summaries of the given traces (all traces when `ids` is `None`).
@@ -422,6 +408,38 @@ impl BlockHandle {
         }
         Ok(out)
     }
+}
+
+/// A data file's footer with the resource and scope columns read as dictionaries
+/// (`schema::shared_bytes`) whatever the file says: blocks written before they were built as
+/// dictionaries store a plain `Binary` Arrow type over the same Parquet column.
+fn with_shared_bytes(md: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, StoreError> {
+    retyped(md, |f| {
+        let shared = [schema::RESOURCE, schema::SCOPE].contains(&f.name().as_str());
+        (shared && f.data_type() == &DataType::Binary).then(schema::shared_bytes)
+    })
+}
+
+/// `md` with the Arrow type of the columns `retype` gives a type for changed to it.
+fn retyped(
+    md: ArrowReaderMetadata,
+    retype: impl Fn(&FieldRef) -> Option<DataType>,
+) -> Result<ArrowReaderMetadata, StoreError> {
+    let schema = md.schema();
+    if !schema.fields().iter().any(|f| retype(f).is_some()) {
+        return Ok(md);
+    }
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match retype(f) {
+            Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
+            None => f.clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    ArrowReaderMetadata::try_new(md.metadata().clone(), ArrowReaderOptions::new().with_schema(schema))
+        .map_err(StoreError::parquet)
 }
 
 /// The columns of a trace outline (`BlockHandle::trace_outline`).
@@ -528,9 +546,9 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
     let smsg = optional(b, schema::STATUS_MESSAGE, strings)?;
     let tstate = optional(b, schema::TRACE_STATE, strings)?;
     let flags = optional(b, schema::FLAGS, column::<UInt32Array>)?;
-    let res = optional(b, schema::RESOURCE, binaries)?;
+    let res = SharedBytes::column(b, schema::RESOURCE)?;
     let service = optional(b, schema::SERVICE, strings)?;
-    let scope = optional(b, schema::SCOPE, binaries)?;
+    let scope = SharedBytes::column(b, schema::SCOPE)?;
     let attrs = optional(b, schema::ATTRS, binaries)?;
     let events = optional(b, schema::EVENTS, binaries)?;
     let links = optional(b, schema::LINKS, binaries)?;
@@ -548,23 +566,27 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
         .zip(b.columns())
         .filter_map(|(f, a)| Some((f.name().strip_prefix(schema::DEDICATED_PREFIX)?, a.as_ref())))
         .collect();
-    let mut resources: HashMap<&[u8], Arc<Resource>> = HashMap::new();
+    // Decoded once per distinct message, by key.
+    let mut resources: Vec<Option<Arc<Resource>>> = vec![None; res.map_or(0, |r| r.distinct())];
     let mut services: HashMap<&str, Arc<Resource>> = HashMap::new();
-    let mut scopes: HashMap<&[u8], Arc<Scope>> = HashMap::new();
+    let mut scopes: Vec<Option<Arc<Scope>>> = vec![None; scope.map_or(0, |s| s.distinct())];
     let no_scope = Arc::new(Scope::default());
     let no_resource = Arc::new(Resource::default());
     let mut out = Vec::with_capacity(b.num_rows());
     for i in 0..b.num_rows() {
         let r = match (res, service) {
-            (Some(res), _) => match resources.get(res.value(i)) {
-                Some(r) => r.clone(),
-                None => {
-                    let decoded = pb::resource::v1::Resource::decode(res.value(i)).map_err(StoreError::decode)?;
-                    let r = Arc::new(proto::resource_from(decoded));
-                    resources.insert(res.value(i), r.clone());
-                    r
+            (Some(res), _) => {
+                let k = res.key(i);
+                match &resources[k] {
+                    Some(r) => r.clone(),
+                    None => {
+                        let decoded = pb::resource::v1::Resource::decode(res.message(k)).map_err(StoreError::decode)?;
+                        let r = Arc::new(proto::resource_from(decoded));
+                        resources[k] = Some(r.clone());
+                        r
+                    }
                 }
-            },
+            }
             (None, Some(service)) => services
                 .entry(service.value(i))
                 .or_insert_with(|| {
@@ -578,16 +600,19 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
         };
         let sc = match scope {
             None => no_scope.clone(),
-            Some(scope) => match scopes.get(scope.value(i)) {
-                Some(s) => s.clone(),
-                None => {
-                    let decoded =
-                        pb::common::v1::InstrumentationScope::decode(scope.value(i)).map_err(StoreError::decode)?;
-                    let s = Arc::new(proto::scope_from(decoded));
-                    scopes.insert(scope.value(i), s.clone());
-                    s
+            Some(scope) => {
+                let k = scope.key(i);
+                match &scopes[k] {
+                    Some(s) => s.clone(),
+                    None => {
+                        let decoded = pb::common::v1::InstrumentationScope::decode(scope.message(k))
+                            .map_err(StoreError::decode)?;
+                        let s = Arc::new(proto::scope_from(decoded));
+                        scopes[k] = Some(s.clone());
+                        s
+                    }
                 }
-            },
+            }
         };
         let mut attributes = Vec::new();
         for (key, a) in &hot {

@@ -175,8 +175,8 @@ pub static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(TRACE_STATE, DataType::Utf8, false),
         Field::new(FLAGS, DataType::UInt32, false),
         Field::new(SERVICE, DataType::Utf8, false),
-        Field::new(RESOURCE, DataType::Binary, false),
-        Field::new(SCOPE, DataType::Binary, false),
+        Field::new(RESOURCE, shared_bytes(), false),
+        Field::new(SCOPE, shared_bytes(), false),
     ];
     for (col, _, t) in HOT {
         fields.push(Field::new(*col, t.data_type(), true));
@@ -188,6 +188,14 @@ pub static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
     fields.push(Field::new(DROPPED, DataType::UInt64, false));
     Arc::new(Schema::new(fields))
 });
+
+/// The Arrow type of the resource and scope columns: encoded protobuf messages that many rows
+/// share, as a dictionary, so a batch holds each distinct message once and readers decode or
+/// match it once instead of once per row. On disk this is the same dictionary-encoded Parquet
+/// byte-array column as a plain `Binary` one (blocks written before read back the same way).
+pub fn shared_bytes() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Binary))
+}
 
 pub fn col(name: &str) -> usize {
     SPANS.index_of(name).expect("column in schema")

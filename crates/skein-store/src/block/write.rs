@@ -6,11 +6,13 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int64Builder, StringBuilder, UInt32Builder,
-    UInt64Builder, UInt8Builder,
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    UInt32Builder, UInt64Builder, UInt8Builder,
 };
+use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, UInt8Array,
+    Array, ArrayRef, BinaryArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
+    UInt8Array,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -455,9 +457,8 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
     let mut trace_state = StringBuilder::with_capacity(n, 0);
     let mut flags = UInt32Builder::with_capacity(n);
     let mut service = StringBuilder::with_capacity(n, n * 8);
-    // Sized for typical spans so the big byte columns rarely regrow (each regrowth copies).
-    let mut resource = BinaryBuilder::with_capacity(n, n * 256);
-    let mut scope = BinaryBuilder::with_capacity(n, n * 16);
+    let mut resource = SharedBytesBuilder::with_capacity(n);
+    let mut scope = SharedBytesBuilder::with_capacity(n);
     let mut typed: Vec<TypedBuilder> = HOT
         .iter()
         .map(|(_, _, t)| *t)
@@ -472,8 +473,8 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
     // Resources and scopes are `Arc`s shared by the spans of one export request: encode each
     // once per batch. Sorting by trace id interleaves requests, so remember them all, not
     // just the previous span's.
-    let mut resources: FxHashMap<*const skein_model::Resource, (Vec<u8>, &str)> = FxHashMap::default();
-    let mut scopes: FxHashMap<*const skein_model::Scope, Vec<u8>> = FxHashMap::default();
+    let mut resources: FxHashMap<*const skein_model::Resource, (i32, &str)> = FxHashMap::default();
+    let mut scopes: FxHashMap<*const skein_model::Scope, i32> = FxHashMap::default();
     let mut buf = Vec::new();
     let splitter = AttrSplitter::new(true, &layout.dedicated);
     let mut values: Vec<Option<&AnyValue>> = vec![None; splitter.width()];
@@ -492,22 +493,22 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
         trace_state.append_value(&s.trace_state);
         flags.append_value(s.flags);
 
-        let (res_bytes, service_name) = resources.entry(Arc::as_ptr(&s.resource)).or_insert_with(|| {
+        let (res_key, service_name) = *resources.entry(Arc::as_ptr(&s.resource)).or_insert_with(|| {
             for kv in &s.resource.attributes {
                 keys.resource.add(&kv.key);
             }
-            let mut b = Vec::new();
-            wire::resource(&s.resource, &mut b);
-            (b, s.resource.service_name())
+            buf.clear();
+            wire::resource(&s.resource, &mut buf);
+            (resource.intern(&buf), s.resource.service_name())
         });
-        service.append_value(*service_name);
-        resource.append_value(res_bytes);
-        let scope_bytes = scopes.entry(Arc::as_ptr(&s.scope)).or_insert_with(|| {
-            let mut b = Vec::new();
-            wire::scope(&s.scope, &mut b);
-            b
+        service.append_value(service_name);
+        resource.append_key(res_key);
+        let scope_key = *scopes.entry(Arc::as_ptr(&s.scope)).or_insert_with(|| {
+            buf.clear();
+            wire::scope(&s.scope, &mut buf);
+            scope.intern(&buf)
         });
-        scope.append_value(scope_bytes);
+        scope.append_key(scope_key);
 
         splitter.split(&s.attributes, &mut values, &mut rest);
         for (b, v) in typed.iter_mut().zip(&values) {
@@ -548,8 +549,8 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
         Arc::new(trace_state.finish()),
         Arc::new(flags.finish()),
         Arc::new(service.finish()),
-        Arc::new(resource.finish()),
-        Arc::new(scope.finish()),
+        resource.finish()?,
+        scope.finish()?,
     ];
     columns.extend(typed_arrays);
     columns.push(Arc::new(attrs.finish()));
@@ -1110,6 +1111,98 @@ pub(crate) fn binaries<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a BinaryArra
     column(b, n)
 }
 
+/// Builds a resource or scope column (`schema::shared_bytes`): each distinct message once,
+/// and a key per row.
+pub(crate) struct SharedBytesBuilder {
+    keys: Int32Builder,
+    values: BinaryBuilder,
+    known: FxHashMap<Vec<u8>, i32>,
+}
+
+impl SharedBytesBuilder {
+    pub(crate) fn with_capacity(rows: usize) -> SharedBytesBuilder {
+        SharedBytesBuilder {
+            keys: Int32Builder::with_capacity(rows),
+            values: BinaryBuilder::new(),
+            known: FxHashMap::default(),
+        }
+    }
+
+    /// The key of this message, added if it is new.
+    pub(crate) fn intern(&mut self, message: &[u8]) -> i32 {
+        if let Some(k) = self.known.get(message) {
+            return *k;
+        }
+        let k = self.known.len() as i32;
+        self.values.append_value(message);
+        self.known.insert(message.to_vec(), k);
+        k
+    }
+
+    pub(crate) fn append_key(&mut self, key: i32) {
+        self.keys.append_value(key);
+    }
+
+    pub(crate) fn finish(mut self) -> Result<ArrayRef, StoreError> {
+        let dict = DictionaryArray::<Int32Type>::try_new(self.keys.finish(), Arc::new(self.values.finish()))
+            .map_err(StoreError::arrow)?;
+        Ok(Arc::new(dict))
+    }
+}
+
+/// A resource or scope column as read: each row's key into the distinct encoded messages, so
+/// a reader decodes or matches each message once. Blocks are read with these columns as
+/// dictionaries (`BlockHandle::file_metadata`); a plain `Binary` column has one per row.
+#[derive(Clone, Copy)]
+pub struct SharedBytes<'a> {
+    keys: Option<&'a [i32]>,
+    values: &'a BinaryArray,
+}
+
+impl<'a> SharedBytes<'a> {
+    pub fn from_array(a: &'a dyn Array) -> Option<SharedBytes<'a>> {
+        if let Some(values) = a.as_any().downcast_ref::<BinaryArray>() {
+            return Some(SharedBytes { keys: None, values });
+        }
+        let dict = a.as_any().downcast_ref::<DictionaryArray<Int32Type>>()?;
+        let values = dict.values().as_any().downcast_ref::<BinaryArray>()?;
+        Some(SharedBytes {
+            keys: Some(dict.keys().values()),
+            values,
+        })
+    }
+
+    /// The column `name` of `b`, or `None` when the read left it out.
+    pub fn column(b: &'a RecordBatch, name: &str) -> Result<Option<SharedBytes<'a>>, StoreError> {
+        let Some(a) = b.column_by_name(name) else {
+            return Ok(None);
+        };
+        SharedBytes::from_array(a.as_ref())
+            .map(Some)
+            .ok_or_else(|| StoreError::corrupt(format!("column {name} has type {}", a.data_type())))
+    }
+
+    /// How many distinct keys there may be (keys are below this).
+    pub fn distinct(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn key(&self, row: usize) -> usize {
+        match self.keys {
+            Some(k) => k[row] as usize,
+            None => row,
+        }
+    }
+
+    pub fn message(&self, key: usize) -> &'a [u8] {
+        self.values.value(key)
+    }
+
+    pub fn row(&self, row: usize) -> &'a [u8] {
+        self.message(self.key(row))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1238,12 +1331,17 @@ mod tests {
                 dropped_attributes_count: 0,
             })
         };
-        let (a, b) = (res("a"), res("b"));
+        // `a2` is another request's copy of `a`: the column holds their message once.
+        let (a, a2, b) = (res("a"), res("a"), res("b"));
         let spans: Vec<Span> = (0..10u8)
             .map(|i| Span {
                 trace_id: [i + 1; 16],
                 span_id: [i + 1; 8],
-                resource: if i % 2 == 0 { a.clone() } else { b.clone() },
+                resource: match i % 4 {
+                    0 => a.clone(),
+                    2 => a2.clone(),
+                    _ => b.clone(),
+                },
                 ..Default::default()
             })
             .collect();
@@ -1251,14 +1349,17 @@ mod tests {
         let mut keys = BlockKeys::default();
         let batch = spans_to_batch(&refs, &Layout::fixed(), &mut keys).expect("batch");
         let services = strings(&batch, schema::SERVICE).expect("service column");
-        let resources = binaries(&batch, schema::RESOURCE).expect("resource column");
+        let resources = SharedBytes::column(&batch, schema::RESOURCE)
+            .expect("resource column type")
+            .expect("resource column");
         for (i, span) in spans.iter().enumerate() {
             let want = if i % 2 == 0 { "a" } else { "b" };
             assert_eq!(services.value(i), want);
             let mut encoded = Vec::new();
             wire::resource(&span.resource, &mut encoded);
-            assert_eq!(resources.value(i), encoded.as_slice());
+            assert_eq!(resources.row(i), encoded.as_slice());
         }
+        assert_eq!(resources.distinct(), 2);
         assert_eq!(keys.resource.into_list(), Some(vec!["service.name".to_string()]));
     }
 }
