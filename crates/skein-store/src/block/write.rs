@@ -93,9 +93,12 @@ fn props(level: u32, layout: &Layout) -> WriterProperties {
         .set_data_page_row_count_limit(OTHER_PAGE_ROWS)
         // Small trace-id pages let a trace lookup skip most of a row group's pages.
         .set_column_data_page_row_count_limit(ColumnPath::from(schema::TRACE_ID), TRACE_ID_PAGE_ROWS)
-        // Page min/max only where a reader uses them: trace-id pages narrow a trace lookup
-        // to the pages holding it. Elsewhere they cost about a byte per span on disk.
-        .set_statistics_enabled(EnabledStatistics::Chunk)
+        // Min/max only where a reader uses them: trace-id pages narrow a trace lookup to the
+        // pages holding it. Readers skip all other statistics (the block meta has what pruning
+        // needs), and computing them compares every value: 2.6 % of the server's CPU under
+        // full ingest went to chunk min/max nobody read (docs/benchmarks.md, "Resources as
+        // dictionaries").
+        .set_statistics_enabled(EnabledStatistics::None)
         .set_column_statistics_enabled(ColumnPath::from(schema::TRACE_ID), EnabledStatistics::Page)
         // A column whose dictionary outgrows this in a row group (ids, amounts, anything
         // nearly unique) falls back to plain values, which zstd packs tighter than dictionary
@@ -121,21 +124,6 @@ fn props(level: u32, layout: &Layout) -> WriterProperties {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
-    }
-    // Nothing reads these columns' min/max, and computing them compares every value (hundreds
-    // of bytes for a resource): even chunk statistics cost CPU for nothing here.
-    for c in [
-        schema::SPAN_ID,
-        schema::PARENT_SPAN_ID,
-        schema::RESOURCE,
-        schema::SCOPE,
-        schema::ATTRS,
-        schema::EVENTS,
-        schema::LINKS,
-        schema::STATUS_MESSAGE,
-        schema::TRACE_STATE,
-    ] {
-        b = b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
     }
     for c in uncompressed_columns(layout) {
         b = b.set_column_compression(ColumnPath::from(c), Compression::UNCOMPRESSED);
