@@ -861,8 +861,10 @@ impl RowMatcher {
                     .unwrap_or(ColumnEq::Never)
             })
             .collect();
-        // Each distinct resource decoded once, by its key.
-        let mut resources: Vec<Option<Vec<KeyValue>>> = vec![None; resource.map_or(0, |r| r.distinct())];
+        // Whether each distinct resource (by its key) satisfies each condition: decoded and
+        // matched once per batch, not once per row.
+        let distinct = resource.map_or(0, |r| r.distinct());
+        let mut resource_hits: Vec<Vec<Option<bool>>> = vec![vec![None; distinct]; self.attrs.len()];
         let keep = (0..batch.num_rows()).map(|i| {
             if let (Some(start), Some((lo, hi))) = (start, self.window) {
                 let s = start.value(i) as u64;
@@ -886,35 +888,39 @@ impl RowMatcher {
                 return false;
             }
             let mut generic_attrs: Option<Vec<KeyValue>> = None;
-            self.attrs.iter().zip(&typed).all(|(a, col)| {
-                if a.error_status && is_error {
-                    return true;
-                }
-                // A key whose value sits in its typed column is in the generic column only
-                // when a value had another type: decode that only when the block lists the key.
-                if col.at(i) {
-                    return true;
-                }
-                if a.generic {
-                    let g = generic_attrs.get_or_insert_with(|| {
-                        generic
-                            .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
-                            .map(|l| proto::attrs_from(l.values))
-                            .unwrap_or_default()
-                    });
-                    if attr_matches(g, &a.key, &a.value) {
+            self.attrs
+                .iter()
+                .zip(&typed)
+                .zip(&mut resource_hits)
+                .all(|((a, col), hits)| {
+                    if a.error_status && is_error {
                         return true;
                     }
-                }
-                let Some(r) = resource else { return false };
-                let k = r.key(i);
-                let attrs = resources[k].get_or_insert_with(|| {
-                    <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
-                        .map(|r| proto::resource_from(r).attributes)
-                        .unwrap_or_default()
-                });
-                attr_matches(attrs, &a.key, &a.value)
-            })
+                    // A key whose value sits in its typed column is in the generic column only
+                    // when a value had another type: decode that only when the block lists the key.
+                    if col.at(i) {
+                        return true;
+                    }
+                    if a.generic {
+                        let g = generic_attrs.get_or_insert_with(|| {
+                            generic
+                                .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
+                                .map(|l| proto::attrs_from(l.values))
+                                .unwrap_or_default()
+                        });
+                        if attr_matches(g, &a.key, &a.value) {
+                            return true;
+                        }
+                    }
+                    let Some(r) = resource else { return false };
+                    let k = r.key(i);
+                    *hits[k].get_or_insert_with(|| {
+                        let attrs = <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
+                            .map(|r| proto::resource_from(r).attributes)
+                            .unwrap_or_default();
+                        attr_matches(&attrs, &a.key, &a.value)
+                    })
+                })
         });
         Ok(keep.map(Some).collect())
     }

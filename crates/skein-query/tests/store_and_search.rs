@@ -243,6 +243,24 @@ async fn blocks_round_trip_and_search_agrees_with_head() {
             limit: 100,
             ..Default::default()
         },
+        // Two resource conditions on one span, met and not met (in blocks each distinct
+        // resource is matched once per condition).
+        TraceQuery {
+            attributes: vec![
+                ("host.name".into(), "payment-1".into()),
+                ("process.pid".into(), "42".into()),
+            ],
+            limit: 100,
+            ..Default::default()
+        },
+        TraceQuery {
+            attributes: vec![
+                ("host.name".into(), "payment-1".into()),
+                ("process.pid".into(), "43".into()),
+            ],
+            limit: 100,
+            ..Default::default()
+        },
     ];
     let in_head: Vec<Vec<TraceId>> = {
         let mut v = Vec::new();
@@ -271,6 +289,7 @@ async fn blocks_round_trip_and_search_agrees_with_head() {
     assert_eq!(in_head[13].len(), 7);
     assert!(in_head[14].is_empty());
     assert_eq!((in_head[15].len(), in_head[16].len(), in_head[17].len()), (60, 0, 0));
+    assert_eq!((in_head[18].len(), in_head[19].len()), (60, 0));
 
     store.flush().await.unwrap();
     assert_eq!(store.stats().blocks, 1);
