@@ -221,8 +221,8 @@ pub(crate) const MAX_INPUTS: usize = 16;
 /// Memory a merge may hold for its inputs' row groups (a reader fetches a whole row group of
 /// the columns it reads): 8 inputs of full-size row groups, all 16 of level 0.
 const MERGE_READ_BUDGET: u64 = 48 << 20;
-/// Rows per input batch while merging: memory per input ≈ this many decoded rows, ~1 KB each
-/// for the loader's spans (a resource is ~450 bytes in every row once decoded).
+/// Rows per input batch while merging: memory per input ≈ this many decoded rows (resources
+/// and scopes held once per batch, as dictionaries; attributes and events once per row).
 const MERGE_BATCH_ROWS: usize = 512;
 /// Rows per batch written to the merge's output.
 const MERGE_FLUSH_ROWS: usize = 8192;
