@@ -736,6 +736,27 @@ mod tests {
         }
     }
 
+    /// The maintenance loop merges only like-sized blocks while heads are being cut, and tidies
+    /// up oldest-first once none was cut for an interval: it asks when the last cut was.
+    #[tokio::test]
+    async fn the_last_head_cut_tells_a_growing_store_from_a_quiet_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::StoreConfig {
+            compaction_interval: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let store = crate::Store::open(dir.path(), cfg).await.unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(!store.head_cut_within(hour), "no head cut yet");
+        store.append(many_traces(1, 10)).await.unwrap();
+        assert!(!store.head_cut_within(hour), "appended, not cut");
+        store.flush().await.unwrap();
+        assert!(store.head_cut_within(hour));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!store.head_cut_within(std::time::Duration::from_millis(10)));
+        store.shutdown().await.unwrap();
+    }
+
     /// Three level-0 blocks, one per flushed trace.
     async fn three_level0_blocks(store: &crate::Store) {
         for t in 1..=3 {

@@ -277,6 +277,8 @@ struct Inner {
     compaction_wanted: Arc<tokio::sync::Notify>,
     /// Blocks of level 0 in `State::blocks`, kept by `update_gauges`.
     level0_blocks: std::sync::atomic::AtomicUsize,
+    /// When a head was last cut into a block (`None`: not since the store opened).
+    last_cut: Mutex<Option<Instant>>,
     /// The data directory's lock, held until `shutdown` finishes (or the store is dropped).
     lock: Mutex<Option<std::fs::File>>,
     /// Set once `shutdown` has begun: no block is written after it.
@@ -388,6 +390,7 @@ impl Store {
             room: tokio::sync::Notify::new(),
             compaction_wanted: Arc::new(tokio::sync::Notify::new()),
             level0_blocks: std::sync::atomic::AtomicUsize::new(0),
+            last_cut: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
@@ -710,8 +713,9 @@ impl Store {
         let every = self.inner.cfg.compaction_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            // Ticks missed during a long merge are not made up in a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
-            let mut cuts_seen = weak.upgrade().map(|inner| inner.metrics.cuts.get());
             loop {
                 // Only a weak reference is held while waiting, so dropping the store ends this.
                 let Some(wanted) = weak.upgrade().map(|inner| inner.compaction_wanted.clone()) else {
@@ -726,16 +730,16 @@ impl Store {
                 if let Err(e) = store.enforce_retention(now_unix_nano()).await {
                     tracing::error!(error = %e, "retention failed");
                 }
-                // While heads keep being cut, merge only blocks of like size (each span is
-                // rewritten a few times, not once per merge); once no head was cut for an
-                // interval, tidy up whatever small blocks are left.
-                let cuts = store.inner.metrics.cuts.get();
-                let growing = cuts_seen != Some(cuts);
-                cuts_seen = Some(cuts);
                 // Keep merging while there is work: a backlog of small blocks costs query time
                 // and disk, and one merge per interval cannot keep up with a busy ingest.
                 loop {
-                    let merged = if growing {
+                    // While heads keep being cut, merge only blocks of like size (each span is
+                    // rewritten a few times, not once per merge); once no head was cut for an
+                    // interval, tidy up whatever small blocks are left. Asked before every
+                    // merge, by the time of the last cut: counting cuts between two wakes took
+                    // a wake right after another for a pause, and merged oldest-first while
+                    // ingest ran (re-merging each new level-0 block into the same output).
+                    let merged = if store.head_cut_within(every) {
                         store.compact_tiered().await
                     } else {
                         store.compact_once().await
@@ -761,6 +765,12 @@ impl Store {
 
     pub(crate) fn backend(&self) -> &Backend {
         &self.inner.backend
+    }
+
+    /// Whether a head was cut into a block in the last `period`.
+    pub(crate) fn head_cut_within(&self, period: Duration) -> bool {
+        let last = *self.inner.last_cut.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_some_and(|t| t.elapsed() < period)
     }
 
     /// Swaps blocks in the live list: adds `added`, removes `removed` ids, in one step.
@@ -1152,6 +1162,7 @@ fn cut_head(inner: &Arc<Inner>, segment: &mut wal::Segment) -> Result<(), StoreE
         }
     };
     inner.metrics.cuts.inc();
+    *inner.last_cut.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     let inner = inner.clone();
     let rt = inner.runtime.clone();
     rt.spawn(async move {
