@@ -844,12 +844,8 @@ impl RowMatcher {
         let generic = batch
             .column_by_name(schema::ATTRS)
             .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
-        let resource = match batch.column_by_name(schema::RESOURCE) {
-            Some(c) => Some(SharedBytes::from_array(c.as_ref()).ok_or_else(|| {
-                arrow_schema::ArrowError::SchemaError(format!("column resource has type {}", c.data_type()))
-            })?),
-            None => None,
-        };
+        let resource = SharedBytes::column(batch, schema::RESOURCE)
+            .map_err(|e| arrow_schema::ArrowError::SchemaError(e.to_string()))?;
         // One test per condition; a key without a typed column here never matches by it.
         let typed: Vec<ColumnEq> = self
             .attrs

@@ -1139,35 +1139,28 @@ impl SharedBytesBuilder {
 }
 
 /// A resource or scope column as read: each row's key into the distinct encoded messages, so
-/// a reader decodes or matches each message once. Blocks are read with these columns as
-/// dictionaries (`BlockHandle::file_metadata`); a plain `Binary` column has one per row.
+/// a reader decodes or matches each message once. Every read of a data file gets these columns
+/// as dictionaries, whatever the file's Arrow schema says (`read::with_shared_bytes`).
 #[derive(Clone, Copy)]
 pub struct SharedBytes<'a> {
-    keys: Option<&'a [i32]>,
+    keys: &'a [i32],
     values: &'a BinaryArray,
 }
 
 impl<'a> SharedBytes<'a> {
-    pub fn from_array(a: &'a dyn Array) -> Option<SharedBytes<'a>> {
-        if let Some(values) = a.as_any().downcast_ref::<BinaryArray>() {
-            return Some(SharedBytes { keys: None, values });
-        }
-        let dict = a.as_any().downcast_ref::<DictionaryArray<Int32Type>>()?;
-        let values = dict.values().as_any().downcast_ref::<BinaryArray>()?;
-        Some(SharedBytes {
-            keys: Some(dict.keys().values()),
-            values,
-        })
-    }
-
     /// The column `name` of `b`, or `None` when the read left it out.
     pub fn column(b: &'a RecordBatch, name: &str) -> Result<Option<SharedBytes<'a>>, StoreError> {
         let Some(a) = b.column_by_name(name) else {
             return Ok(None);
         };
-        SharedBytes::from_array(a.as_ref())
-            .map(Some)
-            .ok_or_else(|| StoreError::corrupt(format!("column {name} has type {}", a.data_type())))
+        let shared = a
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .and_then(|d| Some((d.keys().values(), d.values().as_any().downcast_ref::<BinaryArray>()?)));
+        match shared {
+            Some((keys, values)) => Ok(Some(SharedBytes { keys, values })),
+            None => Err(StoreError::corrupt(format!("column {name} has type {}", a.data_type()))),
+        }
     }
 
     /// How many distinct keys there may be (keys are below this).
@@ -1176,10 +1169,7 @@ impl<'a> SharedBytes<'a> {
     }
 
     pub fn key(&self, row: usize) -> usize {
-        match self.keys {
-            Some(k) => k[row] as usize,
-            None => row,
-        }
+        self.keys[row] as usize
     }
 
     pub fn message(&self, key: usize) -> &'a [u8] {
