@@ -956,24 +956,34 @@ async fn trace_outlines_agree_with_whole_traces() {
     );
 }
 
-/// The codec of each column of a block's data file, by column name.
-fn column_codecs(data_dir: &std::path::Path, block: &str) -> std::collections::BTreeMap<String, String> {
+/// The codec and number of data pages of each column of a block's data file, by column name.
+fn column_codecs(data_dir: &std::path::Path, block: &str) -> std::collections::BTreeMap<String, (String, usize)> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::file::serialized_reader::ReadOptionsBuilder;
     let file = std::fs::File::open(data_dir.join("blocks").join(block).join("data.parquet")).unwrap();
-    let reader = SerializedFileReader::new(file).unwrap();
+    let options = ReadOptionsBuilder::new().with_page_index().build();
+    let reader = SerializedFileReader::new_with_options(file, options).unwrap();
+    let pages = reader.metadata().page_index_for_row_group(0);
     let group = reader.metadata().row_group(0);
     group
         .columns()
         .iter()
-        .map(|c| (c.column_path().string(), format!("{:?}", c.compression())))
+        .enumerate()
+        .map(|(i, c)| {
+            let codec = format!("{:?}", c.compression());
+            let count = pages.offset_index(i).expect("offset index").page_locations().len();
+            (c.column_path().string(), (codec, count))
+        })
         .collect()
 }
 
-/// Ids, codes, few-valued attributes and booleans are written uncompressed (reading a zstd
-/// chunk costs a codec set-up); times, events and per-request values stay zstd. The choice is
-/// sampled when a head is cut and carried through compaction, and the values read back exact.
+/// Ids are written uncompressed (random bytes); few-valued attributes, codes and booleans too
+/// in level-0 blocks, which compete with ingest for the CPU, and zstd in compacted ones. Times,
+/// events and per-request values are always zstd, and compacted blocks hold their events and
+/// times in bigger pages than other columns. The choices are sampled when a head is cut and
+/// carried through compaction, and the values read back exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn few_valued_columns_are_stored_uncompressed() {
+async fn few_valued_columns_are_uncompressed_until_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), cfg()).await.unwrap();
     let q = QueryEngine::new(store.clone());
@@ -994,33 +1004,48 @@ async fn few_valued_columns_are_stored_uncompressed() {
         store.flush().await.unwrap();
         sent.extend(batch);
     }
-    let check = |stage: &str| {
+    let few_valued = [
+        "name",
+        "service_name",
+        "attr_http_request_method",
+        "attr_http_response_status_code",
+        "attr.customer.tier",
+        "attr.retry",
+        "attr.ratio",
+    ];
+    let check = |compacted: bool| {
+        let stage = if compacted { "compacted" } else { "level 0" };
         let blocks = store.snapshot().blocks.clone();
         assert!(!blocks.is_empty());
         for b in blocks.iter() {
-            let codecs = column_codecs(dir.path(), &b.meta.id);
-            let codec = |c: &str| codecs.get(c).map(String::as_str).unwrap_or("missing");
-            for c in [
-                "span_id",
-                "name",
-                "service_name",
-                "attr_http_request_method",
-                "attr_http_response_status_code",
-                "attr.customer.tier",
-                "attr.retry",
-                "attr.ratio",
-            ] {
-                assert_eq!(codec(c), "UNCOMPRESSED", "{stage}: {c}");
+            let columns = column_codecs(dir.path(), &b.meta.id);
+            let codec = |c: &str| columns.get(c).map(|(codec, _)| codec.as_str()).unwrap_or("missing");
+            let pages = |c: &str| columns.get(c).map(|(_, pages)| *pages).unwrap_or(0);
+            assert_eq!(codec("span_id"), "UNCOMPRESSED", "{stage}");
+            for c in few_valued {
+                if compacted {
+                    assert!(codec(c).starts_with("ZSTD"), "{stage}: {c} is {}", codec(c));
+                } else {
+                    assert_eq!(codec(c), "UNCOMPRESSED", "{stage}: {c}");
+                }
             }
             for c in ["trace_id", "start_unix_nano", "events", "attributes", "attr.session.id"] {
                 assert!(codec(c).starts_with("ZSTD"), "{stage}: {c} is {}", codec(c));
             }
+            // 3,000 rows per level-0 block and 6,000 compacted: 4 Ki-row pages, except the
+            // compacted events and times in 16 Ki-row pages.
+            let rows = b.meta.span_count as usize;
+            assert_eq!(pages("name"), rows.div_ceil(4096), "{stage}");
+            for c in ["events", "start_unix_nano", "duration_nano"] {
+                let want = if compacted { 1 } else { rows.div_ceil(4096) };
+                assert_eq!(pages(c), want, "{stage}: {c}");
+            }
             assert_eq!(b.meta.low_cardinality, ["customer.tier", "ratio", "retry"], "{stage}");
         }
     };
-    check("level 0");
+    check(false);
     assert_eq!(store.compact_once().await.unwrap(), 2);
-    check("compacted");
+    check(true);
     for t in sent.chunks(4) {
         assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.to_vec()));
     }

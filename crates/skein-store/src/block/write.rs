@@ -51,23 +51,29 @@ fn row_group_rows(level: u32) -> usize {
 /// Rows per data page of the trace id column, and of every other column. A trace lookup
 /// decompresses the whole page holding its rows in each column, so bigger pages make lookups
 /// slower, while zstd packs bigger pages tighter (fewer first occurrences of repeated values).
-/// On the loader's spans 8 Ki-row pages gave 42.5 bytes per span against 43.9 and lookups p50
-/// 2.3 against 2.0 ms, but raised the server's peak RSS under full ingest by ~45 MiB, past
-/// the 512 MiB target (docs/benchmarks.md, "zstd contexts reused").
+/// On the loader's spans 8 Ki-row pages in every block gave 42.5 bytes per span against 43.9
+/// and lookups p50 2.3 against 2.0 ms, but raised the server's peak RSS under full ingest by
+/// ~45 MiB, past the 512 MiB target (docs/benchmarks.md, "zstd contexts reused").
 const TRACE_ID_PAGE_ROWS: usize = 1024;
 const OTHER_PAGE_ROWS: usize = 4096;
+/// Compacted blocks write their three high-entropy columns (`WIDE_PAGE_COLUMNS`) in pages
+/// of this many rows, where zstd finds more repeats: 1.6 B/span less on the loader's spans
+/// (events 5.4 → 4.3, durations 3.2 → 2.9, starts 3.9 → 3.7), for trace lookups p50 ~1.5 →
+/// ~1.95 ms, which decompress these bigger pages (docs/benchmarks.md, "Compacted blocks pack
+/// tighter"). Level-0 blocks keep small pages: merges read a page of every column of every
+/// input at once.
+const WIDE_PAGE_ROWS: usize = 16 * 1024;
+const WIDE_PAGE_COLUMNS: [&str; 3] = [schema::EVENTS, schema::START, schema::DURATION];
 /// Dictionary size past which a column chunk falls back to plain values (see `props`).
 const DICTIONARY_LIMIT: usize = 16 * 1024;
 
-/// Columns stored uncompressed: random ids (these) and the few-valued columns (dictionary
-/// indexes or constants, `few_valued_columns`), which zstd shrinks by under 15 % (measured on
-/// the loader's blocks). Reading a zstd column chunk costs the `parquet` crate a fresh zstd
-/// compressor and decompressor, and creating those runs the `cpuid` instruction six times —
-/// about 6 µs each inside a virtual machine, i.e. ~36 µs per column chunk: 22 % of the CPU of
-/// trace lookups, which read ~60 chunks each.
-/// The context pool (vendor/zstd-safe) has since removed most of that set-up cost; what is
-/// left is a gain of under 15 % against a decompression per page scanned. Compressing these
-/// again (0.9 B/span on the loader's data) has not been re-measured.
+/// Columns stored uncompressed: random ids (these) always, and in level-0 blocks the
+/// few-valued columns (dictionary indexes or constants, `few_valued_columns`). Level-0 blocks
+/// are written while ingest competes for the CPU and are rewritten by a merge soon; compacted
+/// blocks compress the few-valued columns too, 15–30 % each and 0.8 B/span in all on the
+/// loader's spans, for searches ~10 % slower (each page scanned is decompressed; the zstd
+/// context pool in vendor/zstd-safe made that set-up cheap, docs/benchmarks.md, "Compacted
+/// blocks pack tighter").
 const UNCOMPRESSED_IDS: [&str; 2] = [schema::SPAN_ID, schema::PARENT_SPAN_ID];
 /// Fixed columns with few distinct values per block (all dictionary-encoded).
 const FEW_VALUED_FIXED: [&str; 7] = [
@@ -125,17 +131,27 @@ fn props(level: u32, layout: &Layout) -> WriterProperties {
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
     }
-    for c in uncompressed_columns(layout) {
+    if level > 0 {
+        for c in WIDE_PAGE_COLUMNS {
+            b = b.set_column_data_page_row_count_limit(ColumnPath::from(c), WIDE_PAGE_ROWS);
+        }
+    }
+    for c in uncompressed_columns(level, layout) {
         b = b.set_column_compression(ColumnPath::from(c), Compression::UNCOMPRESSED);
     }
     b.build()
 }
 
-/// The columns of a block with this layout that are written without compression: random ids
-/// and the few-valued columns.
-fn uncompressed_columns(layout: &Layout) -> Vec<String> {
+/// The columns of a block of this level and layout that are written without compression:
+/// random ids, and at level 0 the few-valued columns.
+fn uncompressed_columns(level: u32, layout: &Layout) -> Vec<String> {
     let ids = UNCOMPRESSED_IDS.iter().map(|c| c.to_string());
-    ids.chain(few_valued_columns(layout)).collect()
+    let few = if level == 0 {
+        few_valued_columns(layout)
+    } else {
+        Vec::new()
+    };
+    ids.chain(few).collect()
 }
 
 /// The columns of a block with this layout that hold few distinct values, dictionary-encoded:
@@ -1059,7 +1075,8 @@ fn write_summaries(batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
     }
-    // Random ids and few-valued columns gain nothing from zstd (see `UNCOMPRESSED_IDS`).
+    // Random ids gain nothing from zstd; the few-valued columns hold a value per trace, too
+    // few bytes to matter (see `UNCOMPRESSED_IDS`).
     for c in [
         schema::SUM_TRACE_ID,
         schema::SUM_ROOT_SERVICE,
