@@ -2,10 +2,12 @@
 //! each creation runs `cpuid` three times (a trap to the hypervisor in a VM). The vendored
 //! zstd-safe (vendor/README.md) keeps dropped contexts in a process-wide pool; a reused one
 //! must have forgotten its dictionary and parameters. A decompressor takes a context only when
-//! it first needs one, and a one-shot decompression borrows one for the call. Its own test binary: the pool is shared
+//! it first needs one, and a one-shot decompression borrows one for the call. A compressor
+//! given nothing but a level (what `parquet` creates per column it writes) compresses on a
+//! pooled working context and keeps its own small. Its own test binary: the pool is shared
 //! by the whole process, so no other test may use zstd meanwhile.
 
-use zstd::zstd_safe::{self, pooled_contexts, CCtx, CParameter, DCtx};
+use zstd::zstd_safe::{self, pooled_contexts, pooled_working_compressors, CCtx, CParameter, DCtx};
 
 #[test]
 fn zstd_contexts_are_reused_and_come_back_reset() {
@@ -76,4 +78,37 @@ fn zstd_contexts_are_reused_and_come_back_reset() {
     })
     .join()
     .unwrap();
+
+    // A compressor given only a level, like the one `parquet` keeps for each column of a file
+    // it writes, compresses on a working context borrowed for the call: one served all fifty
+    // here. Each compressor's own context stays small, so a dropped one is kept.
+    let text: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("span-{} ", i.wrapping_mul(2_654_435_761) % 9973).into_bytes())
+        .collect();
+    let mut columns: Vec<zstd::bulk::Compressor> = (0..50).map(|_| zstd::bulk::Compressor::new(6).unwrap()).collect();
+    let frames: Vec<Vec<u8>> = columns.iter_mut().map(|c| c.compress(&text).unwrap()).collect();
+    assert_eq!(pooled_working_compressors(), 1);
+    for c in &mut columns {
+        assert!(
+            c.context_mut().sizeof() < 64 << 10,
+            "own context {} bytes",
+            c.context_mut().sizeof()
+        );
+    }
+    // The frames are what a context of its own compresses at level 6, not at the default.
+    let mut own = CCtx::create();
+    own.set_parameter(CParameter::CompressionLevel(6)).unwrap();
+    own.set_parameter(CParameter::ChecksumFlag(false)).unwrap();
+    let mut reference = Vec::with_capacity(text.len());
+    own.compress2(&mut reference, &text).unwrap();
+    assert!(own.sizeof() > 128 << 10, "the reference compressed with its own tables");
+    let default_level = zstd::bulk::compress(&text, 1).unwrap();
+    assert_ne!(reference, default_level);
+    for f in &frames {
+        assert_eq!(f, &reference);
+        assert_eq!(zstd::bulk::decompress(f, text.len()).unwrap(), text);
+    }
+    let (kept_before, _) = pooled_contexts();
+    drop(columns);
+    assert_eq!(pooled_contexts().0, (kept_before + 50).min(64), "small again, so kept");
 }

@@ -41,6 +41,12 @@ pub fn pooled_contexts() -> (usize, usize) {
     pool::kept()
 }
 
+/// skein: how many working compression contexts (see `CCtx::compress2`) are
+/// kept for reuse.
+pub fn pooled_working_compressors() -> usize {
+    pool::kept_working()
+}
+
 // Re-export zstd-sys
 pub use zstd_sys;
 
@@ -323,6 +329,31 @@ struct Workers {
     pending: bool,
 }
 
+/// skein: whether a `CCtx` was only ever given a compression level - what
+/// `zstd::bulk::Compressor::new` does, and so the `parquet` crate for each
+/// column it writes. Such a context compresses one-shot on a pooled working
+/// context (see `CCtx::compress2`) and keeps its own small and unused: a
+/// context that compressed holds the tables of its level, 300 KB at level 1
+/// and up to a few MB at level 6, and `parquet` keeps one per compressed
+/// column of every file being written, for the whole file.
+#[derive(Clone, Copy, Debug)]
+struct Plain {
+    /// Nothing but `CompressionLevel` was set, no dictionary loaded, no
+    /// streaming or block call made.
+    only_level: bool,
+    /// That level (0: zstd's default).
+    level: c_int,
+}
+
+impl Default for Plain {
+    fn default() -> Self {
+        Plain {
+            only_level: true,
+            level: 0,
+        }
+    }
+}
+
 /// Compression context
 ///
 /// It is recommended to allocate a single context per thread and re-use it
@@ -332,6 +363,8 @@ pub struct CCtx<'a>(
     PhantomData<&'a ()>,
     Poison,
     Workers,
+    // skein: see `Plain`.
+    Plain,
 );
 
 impl Default for CCtx<'_> {
@@ -369,7 +402,15 @@ impl<'a> CCtx<'a> {
             PhantomData,
             Poison::default(),
             Workers::default(),
+            Plain::default(),
         ))
+    }
+
+    /// skein: the context's own C context, for a call that configures it or
+    /// uses it for more than a plain one-shot compression (see `Plain`).
+    fn ctx(&mut self) -> *mut zstd_sys::ZSTD_CCtx {
+        self.4.only_level = false;
+        self.0.as_ptr()
     }
 
     /// Wrap `ZSTD_createCCtx`
@@ -405,7 +446,7 @@ impl<'a> CCtx<'a> {
         let res = unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_compressCCtx(
-                    self.0.as_ptr(),
+                    self.ctx(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -423,11 +464,29 @@ impl<'a> CCtx<'a> {
         dst: &mut C,
         src: &[u8],
     ) -> SafeResult {
+        // skein: a context given nothing but a level compresses on a pooled
+        // working context and stays small itself, see `Plain`.
+        if self.4.only_level {
+            return pool::with_compressor(self.4.level, |working| {
+                // Safety: ZSTD_compress2 returns how many bytes were written.
+                unsafe {
+                    dst.write_from(|buffer, capacity| {
+                        parse_code(zstd_sys::ZSTD_compress2(
+                            working,
+                            buffer,
+                            capacity,
+                            ptr_void(src),
+                            src.len(),
+                        ))
+                    })
+                }
+            });
+        }
         // Safety: ZSTD_compress2 returns how many bytes were written.
         let res = unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_compress2(
-                    self.0.as_ptr(),
+                    self.ctx(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -457,7 +516,7 @@ impl<'a> CCtx<'a> {
         let res = unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_compress_usingDict(
-                    self.0.as_ptr(),
+                    self.ctx(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -482,7 +541,7 @@ impl<'a> CCtx<'a> {
         let res = unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_compress_usingCDict(
-                    self.0.as_ptr(),
+                    self.ctx(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -508,7 +567,7 @@ impl<'a> CCtx<'a> {
         self.2.clear();
         // Safety: Just FFI
         let code = unsafe {
-            zstd_sys::ZSTD_initCStream(self.0.as_ptr(), compression_level)
+            zstd_sys::ZSTD_initCStream(self.ctx(), compression_level)
         };
         self.2.record(parse_code(code))
     }
@@ -529,7 +588,7 @@ impl<'a> CCtx<'a> {
         // Safety: Just FFI
         let code = unsafe {
             zstd_sys::ZSTD_initCStream_srcSize(
-                self.0.as_ptr(),
+                self.ctx(),
                 compression_level as c_int,
                 pledged_src_size as c_ulonglong,
             )
@@ -553,7 +612,7 @@ impl<'a> CCtx<'a> {
         // Safety: Just FFI
         let code = unsafe {
             zstd_sys::ZSTD_initCStream_usingDict(
-                self.0.as_ptr(),
+                self.ctx(),
                 ptr_void(dict),
                 dict.len(),
                 compression_level,
@@ -586,7 +645,7 @@ impl<'a> CCtx<'a> {
         // Safety: Just FFI
         let code = unsafe {
             zstd_sys::ZSTD_initCStream_usingCDict(
-                self.0.as_ptr(),
+                self.ctx(),
                 cdict.0.as_ptr(),
             )
         };
@@ -608,13 +667,18 @@ impl<'a> CCtx<'a> {
     pub fn load_dictionary(&mut self, dict: &[u8]) -> SafeResult {
         self.guard_workers()?;
         // Safety: Just FFI
-        parse_code(unsafe {
+        let res = parse_code(unsafe {
             zstd_sys::ZSTD_CCtx_loadDictionary(
                 self.0.as_ptr(),
                 ptr_void(dict),
                 dict.len(),
             )
-        })
+        });
+        // skein: an empty dictionary is none (`bulk::Compressor::new` loads one).
+        if !dict.is_empty() {
+            self.4.only_level = false;
+        }
+        res
     }
 
     /// Wraps the `ZSTD_CCtx_refCDict()` function.
@@ -630,7 +694,7 @@ impl<'a> CCtx<'a> {
         self.guard_workers()?;
         // Safety: Just FFI
         parse_code(unsafe {
-            zstd_sys::ZSTD_CCtx_refCDict(self.0.as_ptr(), cdict.0.as_ptr())
+            zstd_sys::ZSTD_CCtx_refCDict(self.ctx(), cdict.0.as_ptr())
         })
     }
 
@@ -645,7 +709,7 @@ impl<'a> CCtx<'a> {
         // Safety: Just FFI
         parse_code(unsafe {
             zstd_sys::ZSTD_CCtx_loadDictionary(
-                self.0.as_ptr(),
+                self.ctx(),
                 core::ptr::null(),
                 0,
             )
@@ -668,7 +732,7 @@ impl<'a> CCtx<'a> {
         // Safety: Just FFI
         parse_code(unsafe {
             zstd_sys::ZSTD_CCtx_refPrefix(
-                self.0.as_ptr(),
+                self.ctx(),
                 ptr_void(prefix),
                 prefix.len(),
             )
@@ -697,7 +761,7 @@ impl<'a> CCtx<'a> {
         // Safety: Just FFI
         let code = unsafe {
             zstd_sys::ZSTD_compressStream(
-                self.0.as_ptr(),
+                self.ctx(),
                 ptr_mut(&mut output),
                 ptr_mut(&mut input),
             )
@@ -735,7 +799,7 @@ impl<'a> CCtx<'a> {
         // Safety: Just FFI
         let code = unsafe {
             zstd_sys::ZSTD_compressStream2(
-                self.0.as_ptr(),
+                self.ctx(),
                 ptr_mut(&mut output),
                 ptr_mut(&mut input),
                 end_op,
@@ -762,7 +826,7 @@ impl<'a> CCtx<'a> {
         let mut output = output.wrap();
         // Safety: Just FFI
         let code = unsafe {
-            zstd_sys::ZSTD_flushStream(self.0.as_ptr(), ptr_mut(&mut output))
+            zstd_sys::ZSTD_flushStream(self.ctx(), ptr_mut(&mut output))
         };
         let res = self.2.record(output.check(parse_code(code)));
         self.track_frame(false);
@@ -782,7 +846,7 @@ impl<'a> CCtx<'a> {
         let mut output = output.wrap();
         // Safety: Just FFI
         let code = unsafe {
-            zstd_sys::ZSTD_endStream(self.0.as_ptr(), ptr_mut(&mut output))
+            zstd_sys::ZSTD_endStream(self.ctx(), ptr_mut(&mut output))
         };
         let res = self.2.record(output.check(parse_code(code)));
         self.track_frame(res == Ok(0));
@@ -872,6 +936,8 @@ impl<'a> CCtx<'a> {
         }
         if res.is_ok() && !matches!(reset, ResetDirective::SessionOnly) {
             self.3.requested = false;
+            // skein: defaults again, and no dictionary.
+            self.4 = Plain::default();
         }
         res
     }
@@ -1015,6 +1081,12 @@ impl<'a> CCtx<'a> {
             self.3.requested = value != 0;
             self.3.ever |= value != 0;
         }
+        // skein: see `Plain`.
+        if !matches!(param, ZSTD_c_compressionLevel) {
+            self.4.only_level = false;
+        } else if res.is_ok() {
+            self.4.level = value;
+        }
         res
     }
 
@@ -1033,7 +1105,7 @@ impl<'a> CCtx<'a> {
         // Safety: Just FFI
         parse_code(unsafe {
             zstd_sys::ZSTD_CCtx_setPledgedSrcSize(
-                self.0.as_ptr(),
+                self.ctx(),
                 pledged_src_size.unwrap_or(CONTENTSIZE_UNKNOWN) as c_ulonglong,
             )
         })
@@ -1080,7 +1152,8 @@ impl<'a> CCtx<'a> {
         // zstd copies the allocator callbacks from `self` into the new
         // context, so both must be created the same way; `try_create` always
         // picks the same allocator within a build.
-        let context = Self::try_create().ok_or(MEMORY_ALLOCATION_ERROR)?;
+        let mut context = Self::try_create().ok_or(MEMORY_ALLOCATION_ERROR)?;
+        context.4 = self.4;
 
         // Safety: Just FFI
         parse_code(unsafe {
@@ -1130,7 +1203,7 @@ impl<'a> CCtx<'a> {
         unsafe {
             dst.write_from(|buffer, capacity| {
                 parse_code(zstd_sys::ZSTD_compressBlock(
-                    self.0.as_ptr(),
+                    self.ctx(),
                     buffer,
                     capacity,
                     ptr_void(src),
@@ -1169,7 +1242,7 @@ impl<'a> CCtx<'a> {
         'b: 'a,
     {
         parse_code(unsafe {
-            zstd_sys::ZSTD_CCtx_refThreadPool(self.0.as_ptr(), pool.0.as_ptr())
+            zstd_sys::ZSTD_CCtx_refThreadPool(self.ctx(), pool.0.as_ptr())
         })
     }
 
@@ -1182,7 +1255,7 @@ impl<'a> CCtx<'a> {
     pub fn disable_thread_pool(&mut self) -> SafeResult {
         parse_code(unsafe {
             zstd_sys::ZSTD_CCtx_refThreadPool(
-                self.0.as_ptr(),
+                self.ctx(),
                 core::ptr::null_mut(),
             )
         })

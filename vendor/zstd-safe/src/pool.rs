@@ -8,10 +8,15 @@
 //! lookup. Here a dropped context is reset to its defaults (session and parameters, which
 //! also forgets any dictionary) and kept for the next `create` on any thread. A context that
 //! grew big (a compressor that compressed, a streaming decompressor with its window) is freed
-//! instead, so the pool holds at most ~6.5 MB (64 decompressors of 96 KB and 64 unused
+//! instead, so these lists hold at most ~6.5 MB (64 decompressors of 96 KB and 64 unused
 //! compressors of 5 KB). It is one pool, not one per thread, because a server has many
 //! short-lived blocking threads (file reads, block writes, compaction) that would each keep
 //! their own.
+//!
+//! A compressor given nothing but a level (see `Plain` in lib.rs) compresses on a working
+//! context borrowed from a third list for the call. Working contexts keep their tables, so
+//! a few of them serve every column of every file being written, where each column's own
+//! context used to hold its tables for the whole file.
 
 #[cfg(feature = "std")]
 mod imp {
@@ -33,15 +38,21 @@ mod imp {
     unsafe impl<T> Send for Kept<T> {}
 
     static CCTX: Mutex<Kept<zstd_sys::ZSTD_CCtx>> = Mutex::new(Kept(Vec::new()));
+    /// Working compression contexts, tables and all: about as many are in use at once as
+    /// threads compress, so a few are kept, up to `KEEP_WORKING_BYTES` each (level 6 on a
+    /// 1 MB page takes ~3 MB).
+    static WORKING: Mutex<Kept<zstd_sys::ZSTD_CCtx>> = Mutex::new(Kept(Vec::new()));
+    const KEEP_WORKING: usize = 4;
+    const KEEP_WORKING_BYTES: usize = 8 << 20;
     static DCTX: Mutex<Kept<zstd_sys::ZSTD_DCtx>> = Mutex::new(Kept(Vec::new()));
 
     fn take<T>(kept: &Mutex<Kept<T>>) -> Option<NonNull<T>> {
         kept.lock().ok()?.0.pop()
     }
 
-    fn put<T>(kept: &Mutex<Kept<T>>, ctx: NonNull<T>) -> bool {
+    fn put<T>(kept: &Mutex<Kept<T>>, ctx: NonNull<T>, keep: usize) -> bool {
         match kept.lock() {
-            Ok(mut k) if k.0.len() < KEEP => {
+            Ok(mut k) if k.0.len() < keep => {
                 k.0.push(ctx);
                 true
             }
@@ -74,7 +85,7 @@ mod imp {
             zstd_sys::ZSTD_isError(reset) == 0
                 && zstd_sys::ZSTD_sizeof_CCtx(ctx.as_ptr()) <= KEEP_BYTES
         };
-        reusable && put(&CCTX, ctx)
+        reusable && put(&CCTX, ctx, KEEP)
     }
 
     /// Resets `ctx` and keeps it; `false` when it is not kept and the caller must free it.
@@ -88,11 +99,50 @@ mod imp {
             zstd_sys::ZSTD_isError(reset) == 0
                 && zstd_sys::ZSTD_sizeof_DCtx(ctx.as_ptr()) <= KEEP_BYTES
         };
-        reusable && put(&DCTX, ctx)
+        reusable && put(&DCTX, ctx, KEEP)
     }
 
     pub(crate) fn kept() -> (usize, usize) {
         (len(&CCTX), len(&DCTX))
+    }
+
+    pub(crate) fn kept_working() -> usize {
+        len(&WORKING)
+    }
+
+    /// Runs `compress` on a working compression context set to `level`, then resets that
+    /// context and keeps it (or frees it: too many kept, or grown too big).
+    pub(crate) fn with_compressor(
+        level: core::ffi::c_int,
+        compress: impl FnOnce(*mut zstd_sys::ZSTD_CCtx) -> crate::SafeResult,
+    ) -> crate::SafeResult {
+        // Safety: a kept context has no other owner; one created here is owned until kept
+        // or freed below.
+        let ctx = match take(&WORKING) {
+            Some(ctx) => ctx,
+            None => NonNull::new(unsafe { zstd_sys::ZSTD_createCCtx() }).ok_or(crate::MEMORY_ALLOCATION_ERROR)?,
+        };
+        let set = crate::parse_code(unsafe {
+            zstd_sys::ZSTD_CCtx_setParameter(
+                ctx.as_ptr(),
+                zstd_sys::ZSTD_cParameter::ZSTD_c_compressionLevel,
+                level,
+            )
+        });
+        let res = set.and_then(|_| compress(ctx.as_ptr()));
+        // Safety: as above; after a failed call the reset ends the unfinished frame.
+        let reusable = unsafe {
+            let reset = zstd_sys::ZSTD_CCtx_reset(
+                ctx.as_ptr(),
+                zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
+            );
+            zstd_sys::ZSTD_isError(reset) == 0
+                && zstd_sys::ZSTD_sizeof_CCtx(ctx.as_ptr()) <= KEEP_WORKING_BYTES
+        };
+        if !(reusable && put(&WORKING, ctx, KEEP_WORKING)) {
+            unsafe { zstd_sys::ZSTD_freeCCtx(ctx.as_ptr()) };
+        }
+        res
     }
 }
 
@@ -115,6 +165,24 @@ mod imp {
     }
     pub(crate) fn kept() -> (usize, usize) {
         (0, 0)
+    }
+    pub(crate) fn kept_working() -> usize {
+        0
+    }
+    pub(crate) fn with_compressor(
+        level: core::ffi::c_int,
+        compress: impl FnOnce(*mut zstd_sys::ZSTD_CCtx) -> crate::SafeResult,
+    ) -> crate::SafeResult {
+        let ctx = unsafe { zstd_sys::ZSTD_createCCtx() };
+        if ctx.is_null() {
+            return Err(crate::MEMORY_ALLOCATION_ERROR);
+        }
+        let set = crate::parse_code(unsafe {
+            zstd_sys::ZSTD_CCtx_setParameter(ctx, zstd_sys::ZSTD_cParameter::ZSTD_c_compressionLevel, level)
+        });
+        let res = set.and_then(|_| compress(ctx));
+        unsafe { zstd_sys::ZSTD_freeCCtx(ctx) };
+        res
     }
 }
 
