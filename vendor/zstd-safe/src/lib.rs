@@ -458,6 +458,26 @@ impl<'a> CCtx<'a> {
         self.finish_one_shot(res)
     }
 
+    /// skein: `ZSTD_compress2()` on `context`, this one's own or a working one.
+    fn compress2_with<C: WriteBuf + ?Sized>(
+        context: *mut zstd_sys::ZSTD_CCtx,
+        dst: &mut C,
+        src: &[u8],
+    ) -> SafeResult {
+        // Safety: ZSTD_compress2 returns how many bytes were written.
+        unsafe {
+            dst.write_from(|buffer, capacity| {
+                parse_code(zstd_sys::ZSTD_compress2(
+                    context,
+                    buffer,
+                    capacity,
+                    ptr_void(src),
+                    src.len(),
+                ))
+            })
+        }
+    }
+
     /// Wraps the `ZSTD_compress2()` function.
     pub fn compress2<C: WriteBuf + ?Sized>(
         &mut self,
@@ -468,32 +488,10 @@ impl<'a> CCtx<'a> {
         // working context and stays small itself, see `Plain`.
         if self.4.only_level {
             return pool::with_compressor(self.4.level, |working| {
-                // Safety: ZSTD_compress2 returns how many bytes were written.
-                unsafe {
-                    dst.write_from(|buffer, capacity| {
-                        parse_code(zstd_sys::ZSTD_compress2(
-                            working,
-                            buffer,
-                            capacity,
-                            ptr_void(src),
-                            src.len(),
-                        ))
-                    })
-                }
+                Self::compress2_with(working, dst, src)
             });
         }
-        // Safety: ZSTD_compress2 returns how many bytes were written.
-        let res = unsafe {
-            dst.write_from(|buffer, capacity| {
-                parse_code(zstd_sys::ZSTD_compress2(
-                    self.ctx(),
-                    buffer,
-                    capacity,
-                    ptr_void(src),
-                    src.len(),
-                ))
-            })
-        };
+        let res = Self::compress2_with(self.ctx(), dst, src);
         // Unlike the others, this starts by resetting the session, and
         // ends it when it succeeds. When it fails, it stays mid-frame,
         // possibly with worker threads still running: leave it so (zstd then

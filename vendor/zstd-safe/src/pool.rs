@@ -110,27 +110,15 @@ mod imp {
         len(&WORKING)
     }
 
-    /// Runs `compress` on a working compression context set to `level`, then resets that
-    /// context and keeps it (or frees it: too many kept, or grown too big).
-    pub(crate) fn with_compressor(
-        level: core::ffi::c_int,
-        compress: impl FnOnce(*mut zstd_sys::ZSTD_CCtx) -> crate::SafeResult,
-    ) -> crate::SafeResult {
-        // Safety: a kept context has no other owner; one created here is owned until kept
-        // or freed below.
-        let ctx = match take(&WORKING) {
-            Some(ctx) => ctx,
-            None => NonNull::new(unsafe { zstd_sys::ZSTD_createCCtx() }).ok_or(crate::MEMORY_ALLOCATION_ERROR)?,
-        };
-        let set = crate::parse_code(unsafe {
-            zstd_sys::ZSTD_CCtx_setParameter(
-                ctx.as_ptr(),
-                zstd_sys::ZSTD_cParameter::ZSTD_c_compressionLevel,
-                level,
-            )
-        });
-        let res = set.and_then(|_| compress(ctx.as_ptr()));
-        // Safety: as above; after a failed call the reset ends the unfinished frame.
+    /// A kept working compression context, reset to defaults, if there is one.
+    pub(crate) fn take_working() -> Option<NonNull<zstd_sys::ZSTD_CCtx>> {
+        take(&WORKING)
+    }
+
+    /// Resets a working context and keeps it, tables and all; `false` when it is not kept
+    /// (too many kept, or grown too big) and the caller must free it.
+    pub(crate) fn keep_working(ctx: NonNull<zstd_sys::ZSTD_CCtx>) -> bool {
+        // Safety: the caller owns `ctx` and gives it up when this returns true.
         let reusable = unsafe {
             let reset = zstd_sys::ZSTD_CCtx_reset(
                 ctx.as_ptr(),
@@ -139,10 +127,7 @@ mod imp {
             zstd_sys::ZSTD_isError(reset) == 0
                 && zstd_sys::ZSTD_sizeof_CCtx(ctx.as_ptr()) <= KEEP_WORKING_BYTES
         };
-        if !(reusable && put(&WORKING, ctx, KEEP_WORKING)) {
-            unsafe { zstd_sys::ZSTD_freeCCtx(ctx.as_ptr()) };
-        }
-        res
+        reusable && put(&WORKING, ctx, KEEP_WORKING)
     }
 }
 
@@ -169,21 +154,40 @@ mod imp {
     pub(crate) fn kept_working() -> usize {
         0
     }
-    pub(crate) fn with_compressor(
-        level: core::ffi::c_int,
-        compress: impl FnOnce(*mut zstd_sys::ZSTD_CCtx) -> crate::SafeResult,
-    ) -> crate::SafeResult {
-        let ctx = unsafe { zstd_sys::ZSTD_createCCtx() };
-        if ctx.is_null() {
-            return Err(crate::MEMORY_ALLOCATION_ERROR);
-        }
-        let set = crate::parse_code(unsafe {
-            zstd_sys::ZSTD_CCtx_setParameter(ctx, zstd_sys::ZSTD_cParameter::ZSTD_c_compressionLevel, level)
-        });
-        let res = set.and_then(|_| compress(ctx));
-        unsafe { zstd_sys::ZSTD_freeCCtx(ctx) };
-        res
+    pub(crate) fn take_working() -> Option<NonNull<zstd_sys::ZSTD_CCtx>> {
+        None
+    }
+    pub(crate) fn keep_working(_: NonNull<zstd_sys::ZSTD_CCtx>) -> bool {
+        false
     }
 }
 
 pub(crate) use imp::*;
+
+/// Runs `compress` on a working compression context set to `level`, then gives the context
+/// back (kept for the next call when the pool takes it, else freed).
+pub(crate) fn with_compressor(
+    level: core::ffi::c_int,
+    compress: impl FnOnce(*mut zstd_sys::ZSTD_CCtx) -> crate::SafeResult,
+) -> crate::SafeResult {
+    // Safety: a kept context has no other owner; one created here is owned until kept or
+    // freed below.
+    let ctx = match take_working() {
+        Some(ctx) => ctx,
+        None => core::ptr::NonNull::new(unsafe { zstd_sys::ZSTD_createCCtx() })
+            .ok_or(crate::MEMORY_ALLOCATION_ERROR)?,
+    };
+    let set = crate::parse_code(unsafe {
+        zstd_sys::ZSTD_CCtx_setParameter(
+            ctx.as_ptr(),
+            zstd_sys::ZSTD_cParameter::ZSTD_c_compressionLevel,
+            level,
+        )
+    });
+    let res = set.and_then(|_| compress(ctx.as_ptr()));
+    // A failed call leaves the frame unfinished: `keep_working` resets it, and freeing ends it.
+    if !keep_working(ctx) {
+        unsafe { zstd_sys::ZSTD_freeCCtx(ctx.as_ptr()) };
+    }
+    res
+}
