@@ -67,15 +67,28 @@ enum Command {
 /// mimalloc option `mi_option_purge_delay` (its place in `mi_option_e`, mimalloc.h).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// mimalloc hands freed pages back to the OS 1 s after they empty by default. Ingest frees a
-/// whole head of spans every few seconds, so at full rate that delay kept ~110 MiB more
-/// resident (peak 582–627 MiB against 483–530 MiB with 100 ms, for ~5–10 % of the throughput;
-/// docs/benchmarks.md, "Searches compare dictionary indexes; allocator purge delay").
-/// `MIMALLOC_PURGE_DELAY` still decides if set.
+/// Allocator settings for a server that frees a whole head of spans every few seconds. Each
+/// stays as the environment sets it (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ALLOW_THP`).
+///
+/// - Freed pages go back to the OS 100 ms after they empty, not mimalloc's 1 s: at full rate
+///   that delay kept ~110 MiB more resident, for ~5–10 % of the throughput (docs/benchmarks.md,
+///   "Searches compare dictionary indexes; allocator purge delay").
+/// - No transparent huge pages for the process, as mimalloc itself does with
+///   `MIMALLOC_ALLOW_THP=0`; set here because mimalloc reads its options before `main`.
+///   mimalloc asks for huge pages on its memory, and the kernel (in its common `madvise` mode
+///   too) then backs a first touch anywhere in an empty 2 MiB range with all of it, so purged
+///   memory came back 2 MiB at a time. At full rate that was ~100 MiB more resident at the same
+///   throughput ("Transparent huge pages off").
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // Safety: called first thing in `main`, before any other thread exists.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) }
+    }
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // Safety: a plain system call that sets a flag of this process. It cannot fail on a
+        // kernel that knows it (3.15+); an older one keeps huge pages, nothing worse.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     }
 }
 
@@ -132,18 +145,24 @@ mod tests {
         unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
     }
 
+    // One test: `tune_allocator` changes the whole process, and tests run side by side in it.
     #[test]
-    fn allocator_purge_delay_is_100ms_unless_the_environment_sets_it() {
-        match std::env::var("MIMALLOC_PURGE_DELAY") {
-            Err(_) => {
-                // mimalloc's own default for purge_delay is 1000: the index names that option.
-                assert_eq!(purge_delay(), 1000);
-                tune_allocator();
-                assert_eq!(purge_delay(), 100);
-            }
-            Ok(v) => {
-                tune_allocator();
-                assert_eq!(purge_delay().to_string(), v);
+    fn allocator_is_tuned_unless_the_environment_says_otherwise() {
+        let purge_from_env = std::env::var("MIMALLOC_PURGE_DELAY").ok();
+        if purge_from_env.is_none() {
+            // mimalloc's own default for purge_delay is 1000: the index names that option.
+            assert_eq!(purge_delay(), 1000);
+        }
+        tune_allocator();
+        assert_eq!(purge_delay().to_string(), purge_from_env.as_deref().unwrap_or("100"));
+
+        #[cfg(target_os = "linux")]
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+            assert_eq!(unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }, 1);
+            // Where a user sees it, on kernels that report it: /proc/PID/status.
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+                assert!(line.ends_with('0'), "{line}");
             }
         }
     }
