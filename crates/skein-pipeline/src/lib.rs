@@ -23,7 +23,8 @@ pub struct Limits {
     pub max_links_per_span: usize,
     /// Spans of one trace held in the head; further spans of that trace are rejected.
     pub max_spans_per_trace: usize,
-    /// Decoded requests in flight (between decode and the WAL's acknowledgement).
+    /// Decoded requests in flight (between decode and the WAL's acknowledgement), reserved
+    /// at four times a request's encoded size.
     #[serde(with = "serde_bytes")]
     pub max_inflight_bytes: u64,
 }
@@ -36,7 +37,10 @@ impl Default for Limits {
             max_events_per_span: 128,
             max_links_per_span: 128,
             max_spans_per_trace: 100_000,
-            max_inflight_bytes: 64 << 20,
+            // 32 MiB admits ~13 loader requests of 600 KB at once, more than one full-rate
+            // sender keeps in flight; 64 MiB held ~80 MiB more under 3x overload for no
+            // more throughput (docs/benchmarks.md, "Transparent huge pages off").
+            max_inflight_bytes: 32 << 20,
         }
     }
 }
