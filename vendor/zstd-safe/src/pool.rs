@@ -76,6 +76,17 @@ mod imp {
 
     /// Resets `ctx` and keeps it; `false` when it is not kept and the caller must free it.
     pub(crate) fn keep_cctx(ctx: NonNull<zstd_sys::ZSTD_CCtx>) -> bool {
+        keep_compressor(&CCTX, ctx, KEEP, KEEP_BYTES)
+    }
+
+    /// Resets `ctx` and keeps it in `kept` (at most `keep` of them) if it takes no more than
+    /// `max_bytes`; `false` when it is not kept and the caller must free it.
+    fn keep_compressor(
+        kept: &Mutex<Kept<zstd_sys::ZSTD_CCtx>>,
+        ctx: NonNull<zstd_sys::ZSTD_CCtx>,
+        keep: usize,
+        max_bytes: usize,
+    ) -> bool {
         // Safety: the caller owns `ctx` and gives it up when this returns true.
         let reusable = unsafe {
             let reset = zstd_sys::ZSTD_CCtx_reset(
@@ -83,9 +94,9 @@ mod imp {
                 zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
             );
             zstd_sys::ZSTD_isError(reset) == 0
-                && zstd_sys::ZSTD_sizeof_CCtx(ctx.as_ptr()) <= KEEP_BYTES
+                && zstd_sys::ZSTD_sizeof_CCtx(ctx.as_ptr()) <= max_bytes
         };
-        reusable && put(&CCTX, ctx, KEEP)
+        reusable && put(kept, ctx, keep)
     }
 
     /// Resets `ctx` and keeps it; `false` when it is not kept and the caller must free it.
@@ -118,16 +129,7 @@ mod imp {
     /// Resets a working context and keeps it, tables and all; `false` when it is not kept
     /// (too many kept, or grown too big) and the caller must free it.
     pub(crate) fn keep_working(ctx: NonNull<zstd_sys::ZSTD_CCtx>) -> bool {
-        // Safety: the caller owns `ctx` and gives it up when this returns true.
-        let reusable = unsafe {
-            let reset = zstd_sys::ZSTD_CCtx_reset(
-                ctx.as_ptr(),
-                zstd_sys::ZSTD_ResetDirective::ZSTD_reset_session_and_parameters,
-            );
-            zstd_sys::ZSTD_isError(reset) == 0
-                && zstd_sys::ZSTD_sizeof_CCtx(ctx.as_ptr()) <= KEEP_WORKING_BYTES
-        };
-        reusable && put(&WORKING, ctx, KEEP_WORKING)
+        keep_compressor(&WORKING, ctx, KEEP_WORKING, KEEP_WORKING_BYTES)
     }
 }
 
