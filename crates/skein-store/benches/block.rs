@@ -117,6 +117,18 @@ fn block_stages(c: &mut Criterion) {
                 .count()
         })
     });
+    // The same spans in the order they were made, which is the order they lie in memory: with
+    // the prefetching in `spans_to_batch`, the sorted walk above should take as long.
+    let arrival: Vec<&Span> = spans.iter().collect();
+    g.bench_function("spans_to_batch arrival order", |b| {
+        b.iter(|| {
+            let mut keys = BlockKeys::default();
+            arrival
+                .chunks(skein_store::block::BUILD_BATCH_ROWS)
+                .map(|chunk| spans_to_batch(black_box(chunk), &layout, &mut keys).expect("batch"))
+                .count()
+        })
+    });
     g.finish();
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use skein_model::metrics::{self, Counter, Gauge, Histogram};
 use skein_model::units::{serde_bytes, serde_duration};
-use skein_model::{Span, TraceId};
+use skein_model::{Span, SpanId, TraceId};
 use tokio::sync::oneshot;
 
 use backend::Backend;
@@ -924,13 +924,16 @@ fn replay_record(rec: &[u8], head: &mut Head, pending: &mut Pending, now: Instan
 
 /// Builds a block from spans in memory (sorting them by trace id, start).
 pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::BuiltBlock, StoreError> {
-    let mut sorted: Vec<&Span> = spans.to_vec();
-    sorted.sort_unstable_by(|a, b| {
-        (a.trace_id, a.start_unix_nano, a.span_id).cmp(&(b.trace_id, b.start_unix_nano, b.span_id))
-    });
+    // Sort copies of the keys, read in the order the spans lie in memory: a comparison that
+    // followed two span pointers missed the cache on most of them.
+    let mut keyed: Vec<(TraceId, u64, SpanId, &Span)> = spans
+        .iter()
+        .map(|s| (s.trace_id, s.start_unix_nano, s.span_id, *s))
+        .collect();
+    keyed.sort_unstable_by_key(|k| (k.0, k.1, k.2));
     // The same span can arrive twice (client retries); keep one.
-    sorted
-        .dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id && a.start_unix_nano == b.start_unix_nano);
+    keyed.dedup_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2));
+    let sorted: Vec<&Span> = keyed.into_iter().map(|k| k.3).collect();
     let layout = block::write::choose_layout(&sorted);
     let mut builder = BlockBuilder::new(id, level, layout)?;
     let mut keys = block::write::BlockKeys::default();

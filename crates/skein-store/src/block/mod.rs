@@ -4,6 +4,7 @@
 pub mod bloom;
 pub mod footers;
 pub(crate) mod fxhash;
+pub(crate) mod prefetch;
 pub mod read;
 pub mod schema;
 pub mod write;

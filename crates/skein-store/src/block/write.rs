@@ -190,7 +190,9 @@ const LAYOUT_SAMPLE_SPANS: usize = 8192;
 pub fn choose_layout(spans: &[&Span]) -> Layout {
     let step = spans.len().div_ceil(LAYOUT_SAMPLE_SPANS).max(1);
     let mut counts: FxHashMap<(&str, HotType), usize> = FxHashMap::default();
-    for s in spans.iter().step_by(step) {
+    let sample: Vec<&Span> = spans.iter().step_by(step).copied().collect();
+    for (i, s) in sample.iter().enumerate() {
+        super::prefetch::ahead_of(&sample, i);
         for kv in &s.attributes {
             if let Some(t) = HotType::of(&kv.value) {
                 *counts.entry((kv.key.as_str(), t)).or_default() += step;
@@ -231,7 +233,9 @@ fn low_cardinality_keys(spans: &[&Span], dedicated: &[Dedicated]) -> Vec<String>
     // Per dedicated key: sampled spans carrying it, and hashes of its distinct values.
     let mut carriers = vec![0usize; dedicated.len()];
     let mut values: Vec<FxHashSet<u64>> = vec![FxHashSet::default(); dedicated.len()];
-    for s in spans.iter().step_by(step) {
+    let sample: Vec<&Span> = spans.iter().step_by(step).copied().collect();
+    for (n, s) in sample.iter().enumerate() {
+        super::prefetch::ahead_of(&sample, n);
         for kv in &s.attributes {
             let Some(&i) = index.get(kv.key.as_str()) else {
                 continue;
@@ -484,7 +488,8 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
     let mut values: Vec<Option<&AnyValue>> = vec![None; splitter.width()];
     let mut rest: Vec<&KeyValue> = Vec::new();
 
-    for s in spans {
+    for (i, s) in spans.iter().enumerate() {
+        super::prefetch::ahead_of(spans, i);
         trace_id.append_value(s.trace_id).map_err(StoreError::arrow)?;
         span_id.append_value(s.span_id).map_err(StoreError::arrow)?;
         parent.append_value(s.parent_span_id).map_err(StoreError::arrow)?;
