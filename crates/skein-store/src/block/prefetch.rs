@@ -15,9 +15,18 @@ const STRUCT_AHEAD: usize = 12;
 const PARTS_AHEAD: usize = 8;
 const VALUES_AHEAD: usize = 4;
 
-/// Call with each index `i` of `spans` before using `spans[i]`.
+/// The spans of `spans` in order, each span's memory asked for a few spans before it is
+/// yielded.
+pub(crate) fn walk<'a>(spans: &'a [&'a Span]) -> impl Iterator<Item = &'a Span> + 'a {
+    spans.iter().enumerate().map(|(i, s)| {
+        ahead_of(spans, i);
+        *s
+    })
+}
+
+/// Asks for the memory of the spans that come some way after index `i`.
 #[inline]
-pub(crate) fn ahead_of(spans: &[&Span], i: usize) {
+fn ahead_of(spans: &[&Span], i: usize) {
     if let Some(s) = spans.get(i + STRUCT_AHEAD) {
         lines(*s as *const Span as *const u8, std::mem::size_of::<Span>());
     }

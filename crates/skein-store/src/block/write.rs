@@ -23,6 +23,7 @@ use skein_model::{AnyValue, Key, KeyValue, Span, SpanId, TraceId};
 
 use super::bloom::Bloom;
 use super::fxhash::{FxHashMap, FxHashSet};
+use super::prefetch;
 use super::schema::{self, Dedicated, HotType, Layout, HOT};
 use super::{BlockMeta, RowGroupMeta, LEVEL0_ROW_GROUP_ROWS, ROW_GROUP_ROWS};
 use crate::backend::{Backend, StreamingPut};
@@ -188,11 +189,9 @@ const LAYOUT_SAMPLE_SPANS: usize = 8192;
 /// Picks the span attribute keys that get a column of their own in a block of these spans:
 /// the most frequent (key, type) pairs, except the fixed hot keys which always have theirs.
 pub fn choose_layout(spans: &[&Span]) -> Layout {
-    let step = spans.len().div_ceil(LAYOUT_SAMPLE_SPANS).max(1);
+    let (step, sample) = evenly_sampled(spans, LAYOUT_SAMPLE_SPANS);
     let mut counts: FxHashMap<(&str, HotType), usize> = FxHashMap::default();
-    let sample: Vec<&Span> = spans.iter().step_by(step).copied().collect();
-    for (i, s) in sample.iter().enumerate() {
-        super::prefetch::ahead_of(&sample, i);
+    for s in prefetch::walk(&sample) {
         for kv in &s.attributes {
             if let Some(t) = HotType::of(&kv.value) {
                 *counts.entry((kv.key.as_str(), t)).or_default() += step;
@@ -219,6 +218,13 @@ pub fn choose_layout(spans: &[&Span]) -> Layout {
     Layout::new(dedicated).with_low_cardinality(low.iter().map(String::as_str))
 }
 
+/// About `at_most` of `spans`, evenly spread, and the step between them (each stands for that
+/// many spans).
+fn evenly_sampled<'a>(spans: &[&'a Span], at_most: usize) -> (usize, Vec<&'a Span>) {
+    let step = spans.len().div_ceil(at_most).max(1);
+    (step, spans.iter().step_by(step).copied().collect())
+}
+
 /// Spans sampled for distinct values per dedicated key: ~2,000 tell few-valued keys (a dozen
 /// methods, a few hundred routes) from per-request values (ids, amounts) well enough.
 const CARDINALITY_SAMPLE_SPANS: usize = 2048;
@@ -228,14 +234,12 @@ const CARDINALITY_SAMPLE_SPANS: usize = 2048;
 /// indexes (<15 % on the loader's data) but costs ~36 µs of set-up per column chunk read.
 fn low_cardinality_keys(spans: &[&Span], dedicated: &[Dedicated]) -> Vec<String> {
     use std::hash::{Hash, Hasher};
-    let step = spans.len().div_ceil(CARDINALITY_SAMPLE_SPANS).max(1);
     let index: FxHashMap<&str, usize> = dedicated.iter().enumerate().map(|(i, d)| (d.key.as_str(), i)).collect();
     // Per dedicated key: sampled spans carrying it, and hashes of its distinct values.
     let mut carriers = vec![0usize; dedicated.len()];
     let mut values: Vec<FxHashSet<u64>> = vec![FxHashSet::default(); dedicated.len()];
-    let sample: Vec<&Span> = spans.iter().step_by(step).copied().collect();
-    for (n, s) in sample.iter().enumerate() {
-        super::prefetch::ahead_of(&sample, n);
+    let (_, sample) = evenly_sampled(spans, CARDINALITY_SAMPLE_SPANS);
+    for s in prefetch::walk(&sample) {
         for kv in &s.attributes {
             let Some(&i) = index.get(kv.key.as_str()) else {
                 continue;
@@ -488,8 +492,7 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
     let mut values: Vec<Option<&AnyValue>> = vec![None; splitter.width()];
     let mut rest: Vec<&KeyValue> = Vec::new();
 
-    for (i, s) in spans.iter().enumerate() {
-        super::prefetch::ahead_of(spans, i);
+    for s in prefetch::walk(spans) {
         trace_id.append_value(s.trace_id).map_err(StoreError::arrow)?;
         span_id.append_value(s.span_id).map_err(StoreError::arrow)?;
         parent.append_value(s.parent_span_id).map_err(StoreError::arrow)?;
