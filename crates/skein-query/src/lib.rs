@@ -131,42 +131,27 @@ impl QueryEngine {
 
     async fn read_trace(&self, id: &TraceId, outline: bool) -> Result<Vec<Span>, QueryError> {
         let t = std::time::Instant::now();
-        // Compaction deletes its input blocks right after swapping in the merged one; a reader
-        // holding the old list can then miss a file. Retrying takes the new list.
-        let mut attempt = 0;
-        let mut spans = loop {
-            let (mut spans, blocks) = self.store.trace_sources(id);
-            let mut failed = None;
-            // Blocks whose bloom admits the id (the one holding it, and rare false positives) are
-            // read in parallel.
-            let reads: Vec<_> = blocks
-                .into_iter()
-                .map(|b| {
-                    let id = *id;
-                    BlockRead::spawn(async move {
-                        if outline {
-                            b.trace_outline(&id).await
-                        } else {
-                            b.trace(&id).await
-                        }
-                    })
-                })
-                .collect();
-            for read in reads {
-                match read.join().await {
-                    Ok(s) => spans.extend(s),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
+        // The blocks are held until the reads end: a merge that replaces them meanwhile
+        // deletes their files only after (`Store::delete_retired`).
+        let (mut spans, blocks) = self.store.trace_sources(id);
+        // Blocks whose bloom admits the id (the one holding it, and rare false positives) are
+        // read in parallel.
+        let reads: Vec<_> = blocks
+            .into_iter()
+            .map(|b| {
+                let id = *id;
+                BlockRead::spawn(async move {
+                    if outline {
+                        b.trace_outline(&id).await
+                    } else {
+                        b.trace(&id).await
                     }
-                }
-            }
-            match failed {
-                None => break spans,
-                Some(e) if attempt >= 2 => return Err(e.into()),
-                Some(_) => attempt += 1,
-            }
-        };
+                })
+            })
+            .collect();
+        for read in reads {
+            spans.extend(read.join().await?);
+        }
         let mut seen = HashSet::new();
         spans.sort_by_key(|s| (s.start_unix_nano, s.span_id));
         spans.retain(|s| seen.insert(s.span_id));
@@ -178,20 +163,6 @@ impl QueryEngine {
 
     /// Summaries of the matching traces, newest first (ties by trace id), at most `limit`.
     pub async fn search(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
-        // Retried like `trace` when compaction removes a block under the search.
-        let mut attempt = 0;
-        loop {
-            match self.search_once(q).await {
-                Err(e) if attempt < 2 => {
-                    tracing::debug!(error = %e, "search raced with compaction; retrying");
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn search_once(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
         let t = std::time::Instant::now();
         let snap = self.store.snapshot();
         // trace → start of its newest matching span.
@@ -385,21 +356,20 @@ impl QueryEngine {
     pub async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, QueryError> {
         let t = std::time::Instant::now();
         let snap = self.store.snapshot();
-        let mut edges: BTreeMap<(String, String), u64> = BTreeMap::new();
-        // Head: group by trace across all head chunks.
+        let in_window = |s: u64| s >= start && s <= end;
+        let mut graph = CallGraph::default();
+        // Memory: group by trace across all head chunks.
         let mut by_trace: HashMap<TraceId, Vec<(SpanId, SpanId, &str)>> = HashMap::new();
-        for h in &snap.heads {
-            for s in h.spans() {
-                if s.start_unix_nano >= start && s.start_unix_nano <= end {
-                    by_trace
-                        .entry(s.trace_id)
-                        .or_default()
-                        .push((s.span_id, s.parent_span_id, s.service_name()));
-                }
+        for s in snap.heads.iter().flat_map(|h| h.spans()) {
+            if in_window(s.start_unix_nano) {
+                by_trace
+                    .entry(s.trace_id)
+                    .or_default()
+                    .push((s.span_id, s.parent_span_id, s.service_name()));
             }
         }
-        for spans in by_trace.values() {
-            add_edges(spans, &mut edges);
+        for (trace, spans) in &by_trace {
+            graph.add_trace(*trace, spans);
         }
         // Blocks are sorted by trace id, so each trace's spans are contiguous within a block.
         let cols = [
@@ -409,14 +379,18 @@ impl QueryEngine {
             schema::SERVICE,
             schema::START,
         ];
-        for b in &snap.blocks {
-            if !b.meta.overlaps(start, end) {
-                continue;
-            }
-            let groups = row_groups_in_window(b, start, end);
+        let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();
+        for b in &blocks {
             let mut current: Option<TraceId> = None;
             let mut spans: Vec<(SpanId, SpanId, String)> = Vec::new();
-            for batch in b.scan(&cols, Some(groups)).await? {
+            let mut add = |trace: Option<TraceId>, spans: &mut Vec<(SpanId, SpanId, String)>| {
+                let refs: Vec<(SpanId, SpanId, &str)> = spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+                if let Some(trace) = trace {
+                    graph.add_trace(trace, &refs);
+                }
+                spans.clear();
+            };
+            for batch in b.scan(&cols, Some(row_groups_in_window(b, start, end))).await? {
                 let tid = fixed_col(&batch, schema::TRACE_ID)?;
                 let sid = fixed_col(&batch, schema::SPAN_ID)?;
                 let pid = fixed_col(&batch, schema::PARENT_SPAN_ID)?;
@@ -425,14 +399,10 @@ impl QueryEngine {
                 for i in 0..batch.num_rows() {
                     let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
                     if current != Some(t) {
-                        let refs: Vec<(SpanId, SpanId, &str)> =
-                            spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
-                        add_edges(&refs, &mut edges);
-                        spans.clear();
+                        add(current, &mut spans);
                         current = Some(t);
                     }
-                    let s = st.value(i) as u64;
-                    if s >= start && s <= end {
+                    if in_window(st.value(i) as u64) {
                         spans.push((
                             sid.value(i).try_into().unwrap_or([0; 8]),
                             pid.value(i).try_into().unwrap_or([0; 8]),
@@ -441,11 +411,56 @@ impl QueryEngine {
                     }
                 }
             }
-            let refs: Vec<(SpanId, SpanId, &str)> = spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
-            add_edges(&refs, &mut edges);
+            add(current, &mut spans);
+        }
+        // Parents in another block, or in memory while their children are in a block: a trace
+        // whose services exported at different times is split until compaction merges its
+        // blocks, or for good when they were cut far apart. Find those parents by id.
+        if !graph.unresolved.is_empty() {
+            for s in snap.heads.iter().flat_map(|h| h.spans()) {
+                if in_window(s.start_unix_nano) {
+                    graph.resolve(s.trace_id, s.span_id, s.service_name());
+                }
+            }
+            let mut wanted: Vec<TraceId> = graph.unresolved.keys().map(|(t, _)| *t).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let cols = [schema::TRACE_ID, schema::SPAN_ID, schema::SERVICE, schema::START];
+            for b in &blocks {
+                if graph.unresolved.is_empty() {
+                    break;
+                }
+                if !wanted.iter().any(|t| b.bloom.may_contain(t)) {
+                    continue;
+                }
+                let groups: Vec<usize> = row_groups_in_window(b, start, end)
+                    .into_iter()
+                    .filter(|&g| {
+                        let g = &b.meta.row_groups[g];
+                        let i = wanted.partition_point(|t| *t < g.min_trace);
+                        wanted.get(i).is_some_and(|t| *t <= g.max_trace)
+                    })
+                    .collect();
+                for batch in b.scan(&cols, Some(groups)).await? {
+                    let tid = fixed_col(&batch, schema::TRACE_ID)?;
+                    let sid = fixed_col(&batch, schema::SPAN_ID)?;
+                    let svc = string_col(&batch, schema::SERVICE)?;
+                    let st = i64_col(&batch, schema::START)?;
+                    for i in 0..batch.num_rows() {
+                        if in_window(st.value(i) as u64) {
+                            graph.resolve(
+                                tid.value(i).try_into().unwrap_or([0; 16]),
+                                sid.value(i).try_into().unwrap_or([0; 8]),
+                                svc.value(i),
+                            );
+                        }
+                    }
+                }
+            }
         }
         observe("dependencies", t);
-        Ok(edges
+        Ok(graph
+            .edges
             .into_iter()
             .map(|((parent, child), call_count)| Dependency {
                 parent,
@@ -456,6 +471,50 @@ impl QueryEngine {
     }
 }
 
+/// Service → service call counts from spans and their parents.
+#[derive(Default)]
+struct CallGraph {
+    edges: BTreeMap<(String, String), u64>,
+    /// Children whose parent was not among the spans read with them: (trace, parent id) →
+    /// the children's services.
+    unresolved: HashMap<(TraceId, SpanId), Vec<String>>,
+}
+
+impl CallGraph {
+    /// The spans of one trace read from one place (memory, or a block): (id, parent, service).
+    fn add_trace(&mut self, trace: TraceId, spans: &[(SpanId, SpanId, &str)]) {
+        let services: HashMap<SpanId, &str> = spans.iter().map(|(id, _, svc)| (*id, *svc)).collect();
+        for (_, parent, svc) in spans {
+            if *parent == [0; 8] {
+                continue;
+            }
+            match services.get(parent) {
+                Some(p) => self.call(p, svc),
+                None => self
+                    .unresolved
+                    .entry((trace, *parent))
+                    .or_default()
+                    .push(svc.to_string()),
+            }
+        }
+    }
+
+    /// A span read anywhere: the parent of the unresolved children that name it (once).
+    fn resolve(&mut self, trace: TraceId, span: SpanId, service: &str) {
+        if let Some(children) = self.unresolved.remove(&(trace, span)) {
+            for child in children {
+                self.call(service, &child);
+            }
+        }
+    }
+
+    fn call(&mut self, parent: &str, child: &str) {
+        if parent != child {
+            *self.edges.entry((parent.to_string(), child.to_string())).or_default() += 1;
+        }
+    }
+}
+
 fn observe(kind: &'static str, t: std::time::Instant) {
     metrics::histogram(
         "skein_query_duration_seconds",
@@ -463,20 +522,6 @@ fn observe(kind: &'static str, t: std::time::Instant) {
         &[("kind", kind)],
     )
     .observe(t.elapsed().as_secs_f64());
-}
-
-fn add_edges(spans: &[(SpanId, SpanId, &str)], edges: &mut BTreeMap<(String, String), u64>) {
-    if spans.len() < 2 {
-        return;
-    }
-    let services: HashMap<SpanId, &str> = spans.iter().map(|(id, _, svc)| (*id, *svc)).collect();
-    for (_, parent, svc) in spans {
-        if let Some(p) = services.get(parent) {
-            if p != svc {
-                *edges.entry((p.to_string(), svc.to_string())).or_default() += 1;
-            }
-        }
-    }
 }
 
 fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool {

@@ -782,6 +782,70 @@ async fn parent_ids_survive_offsets_row_groups_and_compaction() {
     check(traces.iter().step_by(150).cloned().collect()).await;
 }
 
+/// A trace whose services' spans landed in different blocks, or partly in a block and partly
+/// still in memory (services export at different times), still counts each call once: a
+/// parent is looked up wherever it is. The counts do not change as the head is cut and the
+/// blocks merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_join_parents_and_children_stored_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 600 * 1_000_000_000;
+    // Each trace: frontend → checkout → {payment, db-proxy}.
+    let traces: Vec<Vec<Span>> = (0..3).map(|i| g.trace(base + i * 1_000_000, 30, false)).collect();
+    let expected = [
+        ("checkout", "db-proxy", 3),
+        ("checkout", "payment", 3),
+        ("frontend", "checkout", 3),
+    ];
+    let deps = |d: Vec<skein_query::Dependency>| -> Vec<(String, String, u64)> {
+        d.into_iter().map(|d| (d.parent, d.child, d.call_count)).collect()
+    };
+    let expected: Vec<(String, String, u64)> = expected
+        .into_iter()
+        .map(|(p, c, n)| (p.to_string(), c.to_string(), n))
+        .collect();
+    // Block 1: trace 0's root, trace 1's root and checkout span.
+    store
+        .append(vec![traces[0][0].clone(), traces[1][0].clone(), traces[1][1].clone()])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    // Block 2: the rest of trace 0, and trace 2's payment and db spans.
+    let mut second: Vec<Span> = traces[0][1..].to_vec();
+    second.extend(traces[2][2..].iter().cloned());
+    store.append(second).await.unwrap();
+    store.flush().await.unwrap();
+    // Memory: trace 1's children (parent in block 1), trace 2's root and checkout span (the
+    // parents of spans in block 2).
+    let mut head: Vec<Span> = traces[1][2..].to_vec();
+    head.extend(traces[2][..2].iter().cloned());
+    store.append(head).await.unwrap();
+    assert_eq!(store.snapshot().blocks.len(), 2);
+    assert_eq!(deps(q.dependencies(0, u64::MAX).await.unwrap()), expected);
+
+    store.flush().await.unwrap();
+    assert_eq!(store.snapshot().blocks.len(), 3);
+    assert_eq!(deps(q.dependencies(0, u64::MAX).await.unwrap()), expected);
+    assert_eq!(store.compact_once().await.unwrap(), 3);
+    assert_eq!(deps(q.dependencies(0, u64::MAX).await.unwrap()), expected);
+    // A window that leaves out a parent's start leaves out its calls: trace 0's root and
+    // checkout span, and trace 1's root.
+    let later = deps(q.dependencies(base + 1_500_000, u64::MAX).await.unwrap());
+    let later_expected = [
+        ("checkout", "db-proxy", 2),
+        ("checkout", "payment", 2),
+        ("frontend", "checkout", 1),
+    ];
+    let later_expected: Vec<(String, String, u64)> = later_expected
+        .into_iter()
+        .map(|(p, c, n)| (p.to_string(), c.to_string(), n))
+        .collect();
+    assert_eq!(later, later_expected);
+}
+
 /// Makes block writes fail: a file where the blocks directory goes (root ignores permissions).
 fn break_blocks(blocks: &std::path::Path) {
     if blocks.exists() {

@@ -156,6 +156,9 @@ struct State {
     head: Head,
     frozen: Vec<Arc<Frozen>>,
     blocks: Vec<Arc<BlockHandle>>,
+    /// Blocks taken out of `blocks` (merged or expired) whose files are still there: a query
+    /// that took its snapshot before may still read them. See `Store::delete_retired`.
+    retired: Vec<Arc<BlockHandle>>,
     /// Spans waiting for a tail-sampling decision (durable, not yet queryable).
     pending: Pending,
     /// Tail sampling is on: pending spans are carried across head cuts.
@@ -335,6 +338,24 @@ impl Store {
                 Err(e) => tracing::error!(block = %id, error = %e, "skipping unreadable block"),
             }
         }
+        // A merge commits by writing its block's meta and deletes its inputs after that; a
+        // crash in between leaves both, and the merged block names what it replaces.
+        let replaced: std::collections::HashSet<&str> = blocks
+            .iter()
+            .flat_map(|b| b.meta.replaces.iter().map(String::as_str))
+            .collect();
+        let (superseded, live): (Vec<Arc<BlockHandle>>, Vec<Arc<BlockHandle>>) = blocks
+            .iter()
+            .cloned()
+            .partition(|b| replaced.contains(b.meta.id.as_str()));
+        drop(blocks);
+        for b in superseded {
+            let id = b.meta.id.clone();
+            drop(b);
+            backend.delete_block(&id).await?;
+            tracing::info!(block = %id, "removed a block that a merge had replaced before a restart");
+        }
+        let blocks = live;
         let covered: std::collections::HashSet<u64> = blocks
             .iter()
             .flat_map(|b| b.meta.wal_segments.iter().copied())
@@ -380,6 +401,7 @@ impl Store {
                 head,
                 frozen: Vec::new(),
                 blocks,
+                retired: Vec::new(),
                 pending,
                 holding: false,
             }),
@@ -673,6 +695,9 @@ impl Store {
             let _ = rx.await;
         }
         self.wait_pending_blocks(Duration::from_secs(60)).await?;
+        // What a query still holds stays: the next start deletes merged inputs by the merged
+        // block's `replaces`, and retention expires the rest again.
+        self.delete_retired().await;
         let handle = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
@@ -727,6 +752,8 @@ impl Store {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 let store = Store { inner };
+                // Blocks queries held at the last merge or expiry may be free now.
+                store.delete_retired().await;
                 if let Err(e) = store.enforce_retention(now_unix_nano()).await {
                     tracing::error!(error = %e, "retention failed");
                 }
@@ -774,13 +801,45 @@ impl Store {
     }
 
     /// Swaps blocks in the live list: adds `added`, removes `removed` ids, in one step.
+    /// The removed blocks are retired, not deleted: `delete_retired` deletes them once no
+    /// snapshot holds them.
     pub(crate) fn replace_blocks(&self, added: Vec<Arc<BlockHandle>>, removed: &[String]) {
         let mut st = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
-        st.blocks.retain(|b| !removed.contains(&b.meta.id));
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.blocks)
+            .into_iter()
+            .partition(|b| removed.contains(&b.meta.id));
+        st.blocks = kept;
+        st.retired.extend(gone);
         st.blocks.extend(added);
         st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
         drop(st);
         self.inner.update_gauges();
+    }
+
+    /// Deletes the files of retired blocks that nothing but the retired list holds. A query
+    /// holds the blocks of its snapshot until it ends, so a merge or retention never deletes a
+    /// file under a reader; new snapshots cannot reach retired blocks. A failed delete is
+    /// logged and tried again next time.
+    pub(crate) async fn delete_retired(&self) {
+        let unused: Vec<Arc<BlockHandle>> = {
+            let mut st = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+            let (unused, held) = std::mem::take(&mut st.retired)
+                .into_iter()
+                .partition(|b| Arc::strong_count(b) == 1);
+            st.retired = held;
+            unused
+        };
+        for b in unused {
+            if let Err(e) = self.backend().delete_block(&b.meta.id).await {
+                tracing::warn!(block = %b.meta.id, error = %e, "deleting a retired block failed; will retry");
+                self.inner
+                    .state
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retired
+                    .push(b);
+            }
+        }
     }
 
     pub(crate) fn compaction_lock(&self) -> &tokio::sync::Mutex<()> {

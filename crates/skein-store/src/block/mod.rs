@@ -137,6 +137,11 @@ pub struct BlockMeta {
     /// WAL segments whose spans this block holds (replay skips them after a crash).
     #[serde(default)]
     pub wal_segments: Vec<u64>,
+    /// Blocks this one was merged from, and theirs in turn: a merge commits by writing this
+    /// meta and deletes its inputs afterwards, so after a crash in between the next start
+    /// deletes them instead of serving their spans twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
     pub created_unix_nano: u64,
 }
 
@@ -159,6 +164,7 @@ impl BlockMeta {
             generic_keys: Some(Vec::new()),
             resource_keys: Some(Vec::new()),
             wal_segments: Vec::new(),
+            replaces: Vec::new(),
             created_unix_nano: crate::now_unix_nano(),
         }
     }
