@@ -40,13 +40,19 @@ impl Default for Head {
 
 impl Head {
     pub fn insert(&mut self, spans: Vec<Span>) {
+        let heap_bytes = spans.iter().map(Span::heap_size).sum();
+        self.insert_measured(spans, heap_bytes);
+    }
+
+    /// Like `insert`, for spans whose `heap_size` the caller summed already.
+    pub fn insert_measured(&mut self, spans: Vec<Span>, heap_bytes: usize) {
         if spans.is_empty() {
             return;
         }
         let chunk_idx = self.chunks.len() as u32;
+        self.bytes += heap_bytes;
         for (i, s) in spans.iter().enumerate() {
             self.index.entry(s.trace_id).or_default().push((chunk_idx, i as u32));
-            self.bytes += s.heap_size();
             self.min_start = self.min_start.min(s.start_unix_nano);
             self.max_end = self.max_end.max(s.end_unix_nano);
         }

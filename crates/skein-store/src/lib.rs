@@ -249,6 +249,9 @@ enum WalMsg {
     Append {
         payload: bytes::Bytes,
         spans: Vec<Span>,
+        /// The spans' memory (`Span::heap_size`), measured by the sender: its thread just
+        /// decoded them and has them in cache, and the WAL writer measures under the state lock.
+        heap_bytes: usize,
         /// The spans wait for a tail-sampling decision instead of entering the head.
         pending: bool,
         done: oneshot::Sender<Result<(), StoreError>>,
@@ -475,11 +478,13 @@ impl Store {
             skein_model::otlp::wire::export_request(spans.iter(), &mut buf);
             buf.into()
         });
+        let heap_bytes = spans.iter().map(Span::heap_size).sum();
         // Counted before sending: the writer may take the message (and subtract) at once.
         self.inner.metrics.queue_depth.add(1);
         let sent = self.inner.tx.try_send(WalMsg::Append {
             payload,
             spans,
+            heap_bytes,
             pending,
             done,
         });
@@ -1035,6 +1040,9 @@ pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) ->
 const MAX_GROUP_BYTES: usize = 32 << 20;
 
 /// A WAL record of one queued message.
+/// What marks an OTLP record as waiting for a sampling decision.
+const PENDING_PREFIX: [u8; 2] = [pending::RECORD_MARK, pending::PENDING];
+
 enum Record {
     /// An OTLP request, marked as waiting for a decision when `pending`.
     Otlp { payload: bytes::Bytes, pending: bool },
@@ -1044,13 +1052,13 @@ enum Record {
 
 /// What a queued message does once its record is durable.
 enum Work {
-    Head(Vec<Span>),
+    /// Spans for the head, and their `heap_size`.
+    Head(Vec<Span>, usize),
     Pending(Vec<Span>),
     Decide(Vec<(TraceId, bool)>),
 }
 
 fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment: wal::Segment) {
-    let mut framed = Vec::with_capacity(1 << 20);
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(250)) {
@@ -1068,6 +1076,7 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
                 WalMsg::Append {
                     payload,
                     spans,
+                    heap_bytes,
                     pending,
                     done,
                 } => {
@@ -1075,7 +1084,7 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
                     let work = if pending {
                         Work::Pending(spans)
                     } else {
-                        Work::Head(spans)
+                        Work::Head(spans, heap_bytes)
                     };
                     appends.push((Record::Otlp { payload, pending }, work, done));
                 }
@@ -1094,25 +1103,32 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
         inner.metrics.queue_depth.add(-(appends.len() as i64));
 
         if !appends.is_empty() {
-            framed.clear();
-            for (record, _, _) in &appends {
-                match record {
+            // Each record's frame, then its payload as the client sent it: written with
+            // vectored writes, not copied into one buffer first (that copy was 1.5 % of the
+            // server's CPU at full ingest).
+            let parts: Vec<[&[u8]; 2]> = appends
+                .iter()
+                .map(|(record, _, _)| match record {
                     Record::Otlp {
                         payload,
                         pending: false,
-                    } => wal::encode_record(payload, &mut framed),
-                    Record::Otlp { payload, pending: true } => {
-                        wal::encode_record_parts(&[pending::RECORD_MARK, pending::PENDING], payload, &mut framed)
-                    }
-                    Record::Raw(payload) => wal::encode_record(payload, &mut framed),
-                }
+                    } => [&[][..], &payload[..]],
+                    Record::Otlp { payload, pending: true } => [&PENDING_PREFIX[..], &payload[..]],
+                    Record::Raw(payload) => [&[][..], &payload[..]],
+                })
+                .collect();
+            let headers: Vec<[u8; wal::HEADER_LEN]> = parts.iter().map(|p| wal::record_header(p)).collect();
+            let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(parts.len() * 3);
+            for (header, parts) in headers.iter().zip(&parts) {
+                slices.push(std::io::IoSlice::new(header));
+                slices.extend(parts.iter().filter(|p| !p.is_empty()).map(|p| std::io::IoSlice::new(p)));
             }
             let t = Instant::now();
-            let res = segment.append_durable(&framed);
+            let res = segment.append_durable_vectored(&mut slices);
             inner.metrics.fsync.observe(t.elapsed().as_secs_f64());
             match res {
-                Ok(()) => {
-                    inner.metrics.wal_bytes.add(framed.len() as u64);
+                Ok(written) => {
+                    inner.metrics.wal_bytes.add(written);
                     inner.metrics.wal_records.add(appends.len() as u64);
                     let mut acks = Vec::with_capacity(appends.len());
                     let now = Instant::now();
@@ -1121,7 +1137,7 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
                         let st = &mut *st;
                         for (_, work, done) in appends {
                             match work {
-                                Work::Head(spans) => st.head.insert(spans),
+                                Work::Head(spans, heap_bytes) => st.head.insert_measured(spans, heap_bytes),
                                 Work::Pending(spans) => st.head.insert(st.pending.admit(spans, now)),
                                 Work::Decide(decisions) => st.head.insert(st.pending.apply(&decisions)),
                             }

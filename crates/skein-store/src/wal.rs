@@ -5,7 +5,7 @@
 //! of its own.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
@@ -33,18 +33,20 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
     Ok(out)
 }
 
-pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+/// A record's frame: the length and CRC-32C of its payload, which is `parts` joined (a record
+/// can be a prefix and a client's own bytes, written side by side without joining them).
+pub fn record_header(parts: &[&[u8]]) -> [u8; HEADER_LEN] {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let crc = parts.iter().fold(0, |crc, p| crc32c::crc32c_append(crc, p));
+    let mut h = [0; HEADER_LEN];
+    h[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    h[4..].copy_from_slice(&crc.to_le_bytes());
+    h
 }
 
-/// Frames a record whose payload is `prefix` followed by `body`, without joining them first.
-pub fn encode_record_parts(prefix: &[u8], body: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&((prefix.len() + body.len()) as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c_append(crc32c::crc32c(prefix), body).to_le_bytes());
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(body);
+pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&record_header(&[payload]));
+    out.extend_from_slice(payload);
 }
 
 /// The segment being appended to.
@@ -79,14 +81,33 @@ impl Segment {
 
     /// Appends already-framed records and makes them durable with one fdatasync.
     pub fn append_durable(&mut self, framed: &[u8]) -> Result<(), StoreError> {
-        self.file
-            .write_all(framed)
-            .map_err(|e| StoreError::io("writing WAL", &self.path, e))?;
+        self.append_durable_vectored(&mut [IoSlice::new(framed)]).map(|_| ())
+    }
+
+    /// Like `append_durable`, for records given as a run of slices (each frame, then its
+    /// payload's parts), written with vectored writes instead of being copied into one buffer
+    /// first. Returns the bytes written.
+    pub fn append_durable_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<u64, StoreError> {
+        // At most this many slices per call (Linux's IOV_MAX).
+        const MAX_SLICES: usize = 1024;
+        let total: u64 = slices.iter().map(|s| s.len() as u64).sum();
+        while !slices.is_empty() {
+            let upto = slices.len().min(MAX_SLICES);
+            match self.file.write_vectored(&slices[..upto]) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "wrote nothing");
+                    return Err(StoreError::io("writing WAL", &self.path, e));
+                }
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StoreError::io("writing WAL", &self.path, e)),
+            }
+        }
         self.file
             .sync_data()
             .map_err(|e| StoreError::io("syncing WAL", &self.path, e))?;
-        self.len += framed.len() as u64;
-        Ok(())
+        self.len += total;
+        Ok(total)
     }
 }
 
@@ -183,5 +204,34 @@ mod tests {
         fs::write(&path, &data).unwrap();
         let r = replay_segment(&path).unwrap();
         assert_eq!(r.records, vec![b"first".to_vec()]);
+    }
+
+    /// Records written as slices (frame, prefix, payload), more than one `writev` takes, come
+    /// back whole and in order; a prefixed record is the same on disk as its joined payload.
+    #[test]
+    fn vectored_appends_write_every_record_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 1).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..1500u32).map(|i| format!("span batch {i}").into_bytes()).collect();
+        let prefix: &[u8] = &[0, 1];
+        let parts: Vec<[&[u8]; 2]> = payloads.iter().map(|p| [prefix, p.as_slice()]).collect();
+        let headers: Vec<[u8; HEADER_LEN]> = parts.iter().map(|p| record_header(p)).collect();
+        let mut slices: Vec<IoSlice<'_>> = Vec::new();
+        for (h, p) in headers.iter().zip(&parts) {
+            slices.push(IoSlice::new(h));
+            slices.extend(p.iter().map(|p| IoSlice::new(p)));
+        }
+        assert!(slices.len() > 1024);
+        let written = seg.append_durable_vectored(&mut slices).unwrap();
+        let path = segment_path(dir.path(), 1);
+        assert_eq!(fs::metadata(&path).unwrap().len(), written);
+        assert_eq!(seg.len, written);
+        let r = replay_segment(&path).unwrap();
+        let joined: Vec<Vec<u8>> = payloads.iter().map(|p| [prefix, p].concat()).collect();
+        assert_eq!(r.records, joined);
+        assert_eq!(r.truncated_bytes, 0);
+        let mut framed = Vec::new();
+        encode_record(&joined[0], &mut framed);
+        assert_eq!(&fs::read(&path).unwrap()[..framed.len()], framed.as_slice());
     }
 }
