@@ -372,46 +372,13 @@ impl QueryEngine {
             graph.add_trace(*trace, spans);
         }
         // Blocks are sorted by trace id, so each trace's spans are contiguous within a block.
-        let cols = [
-            schema::TRACE_ID,
-            schema::SPAN_ID,
-            schema::PARENT_SPAN_ID,
-            schema::SERVICE,
-            schema::START,
-        ];
         let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();
         for b in &blocks {
-            let mut current: Option<TraceId> = None;
-            let mut spans: Vec<(SpanId, SpanId, String)> = Vec::new();
-            let mut add = |trace: Option<TraceId>, spans: &mut Vec<(SpanId, SpanId, String)>| {
-                let refs: Vec<(SpanId, SpanId, &str)> = spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
-                if let Some(trace) = trace {
-                    graph.add_trace(trace, &refs);
-                }
-                spans.clear();
-            };
-            for batch in b.scan(&cols, Some(row_groups_in_window(b, start, end))).await? {
-                let tid = fixed_col(&batch, schema::TRACE_ID)?;
-                let sid = fixed_col(&batch, schema::SPAN_ID)?;
-                let pid = fixed_col(&batch, schema::PARENT_SPAN_ID)?;
-                let svc = string_col(&batch, schema::SERVICE)?;
-                let st = i64_col(&batch, schema::START)?;
-                for i in 0..batch.num_rows() {
-                    let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
-                    if current != Some(t) {
-                        add(current, &mut spans);
-                        current = Some(t);
-                    }
-                    if in_window(st.value(i) as u64) {
-                        spans.push((
-                            sid.value(i).try_into().unwrap_or([0; 8]),
-                            pid.value(i).try_into().unwrap_or([0; 8]),
-                            svc.value(i).to_string(),
-                        ));
-                    }
-                }
+            let groups = row_groups_in_window(b, start, end);
+            match b.stream_parent_links(groups.clone()).await? {
+                Some(rows) => graph.add_linked_rows(rows, in_window).await?,
+                None => graph.add_block_by_ids(b, groups, in_window).await?,
             }
-            add(current, &mut spans);
         }
         // Parents in another block, or in memory while their children are in a block: a trace
         // whose services exported at different times is split until compaction merges its
@@ -499,6 +466,122 @@ impl CallGraph {
         }
     }
 
+    /// A block's rows in order, parents as row offsets (`BlockHandle::stream_parent_links`):
+    /// a parent in the same trace and block is found by position, with no id lookup and no
+    /// string per row; only a parent stored elsewhere is left for `resolve`.
+    async fn add_linked_rows(
+        &mut self,
+        rows: impl futures::Stream<Item = Result<RecordBatch, StoreError>>,
+        in_window: impl Fn(u64) -> bool,
+    ) -> Result<(), QueryError> {
+        let mut services: Vec<String> = Vec::new();
+        let mut service_ids: HashMap<String, u32> = HashMap::new();
+        let mut calls: HashMap<(u32, u32), u64> = HashMap::new();
+        // The current trace's rows so far: (service, started in the window).
+        let mut trace: Option<TraceId> = None;
+        let mut earlier: Vec<(u32, bool)> = Vec::new();
+        let mut rows = std::pin::pin!(rows);
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            let tid = fixed_col(&batch, schema::TRACE_ID)?;
+            let stored_parent = fixed_col(&batch, schema::PARENT_SPAN_ID)?;
+            let offsets = u32_col(&batch, schema::PARENT_OFFSET)?;
+            let st = i64_col(&batch, schema::START)?;
+            let (keys, names) = dictionary_col(&batch, schema::SERVICE)?;
+            // This batch's dictionary, as ids shared by the whole block.
+            let ids: Vec<u32> = names
+                .iter()
+                .map(|name| {
+                    let name = name.unwrap_or_default();
+                    *service_ids.entry(name.to_string()).or_insert_with(|| {
+                        services.push(name.to_string());
+                        services.len() as u32 - 1
+                    })
+                })
+                .collect();
+            for i in 0..batch.num_rows() {
+                let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
+                if trace != Some(t) {
+                    trace = Some(t);
+                    earlier.clear();
+                }
+                let service = ids[keys.value(i) as usize];
+                let here = in_window(st.value(i) as u64);
+                let offset = offsets.value(i) as usize;
+                if here && offset > 0 {
+                    let &(parent, parent_here) = earlier
+                        .len()
+                        .checked_sub(offset)
+                        .and_then(|at| earlier.get(at))
+                        .ok_or_else(|| StoreError::corrupt(format!("parent offset {offset} before its trace")))?;
+                    if parent_here && parent != service {
+                        *calls.entry((parent, service)).or_default() += 1;
+                    }
+                } else if here && !stored_parent.is_null(i) && stored_parent.value(i) != [0; 8] {
+                    let parent: SpanId = stored_parent.value(i).try_into().unwrap_or([0; 8]);
+                    self.unresolved
+                        .entry((t, parent))
+                        .or_default()
+                        .push(services[service as usize].clone());
+                }
+                earlier.push((service, here));
+            }
+        }
+        for ((parent, child), n) in calls {
+            self.calls(&services[parent as usize], &services[child as usize], n);
+        }
+        Ok(())
+    }
+
+    /// Like `add_linked_rows`, for blocks without parent offsets (format 1): groups each
+    /// trace's rows and looks parents up by id.
+    async fn add_block_by_ids(
+        &mut self,
+        b: &BlockHandle,
+        groups: Vec<usize>,
+        in_window: impl Fn(u64) -> bool,
+    ) -> Result<(), QueryError> {
+        let cols = [
+            schema::TRACE_ID,
+            schema::SPAN_ID,
+            schema::PARENT_SPAN_ID,
+            schema::SERVICE,
+            schema::START,
+        ];
+        let mut current: Option<TraceId> = None;
+        let mut spans: Vec<(SpanId, SpanId, String)> = Vec::new();
+        let mut add = |trace: Option<TraceId>, spans: &mut Vec<(SpanId, SpanId, String)>| {
+            let refs: Vec<(SpanId, SpanId, &str)> = spans.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+            if let Some(trace) = trace {
+                self.add_trace(trace, &refs);
+            }
+            spans.clear();
+        };
+        for batch in b.scan(&cols, Some(groups)).await? {
+            let tid = fixed_col(&batch, schema::TRACE_ID)?;
+            let sid = fixed_col(&batch, schema::SPAN_ID)?;
+            let pid = fixed_col(&batch, schema::PARENT_SPAN_ID)?;
+            let svc = string_col(&batch, schema::SERVICE)?;
+            let st = i64_col(&batch, schema::START)?;
+            for i in 0..batch.num_rows() {
+                let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
+                if current != Some(t) {
+                    add(current, &mut spans);
+                    current = Some(t);
+                }
+                if in_window(st.value(i) as u64) {
+                    spans.push((
+                        sid.value(i).try_into().unwrap_or([0; 8]),
+                        pid.value(i).try_into().unwrap_or([0; 8]),
+                        svc.value(i).to_string(),
+                    ));
+                }
+            }
+        }
+        add(current, &mut spans);
+        Ok(())
+    }
+
     /// A span read anywhere: the parent of the unresolved children that name it (once).
     fn resolve(&mut self, trace: TraceId, span: SpanId, service: &str) {
         if let Some(children) = self.unresolved.remove(&(trace, span)) {
@@ -509,8 +592,12 @@ impl CallGraph {
     }
 
     fn call(&mut self, parent: &str, child: &str) {
+        self.calls(parent, child, 1);
+    }
+
+    fn calls(&mut self, parent: &str, child: &str, n: u64) {
         if parent != child {
-            *self.edges.entry((parent.to_string(), child.to_string())).or_default() += 1;
+            *self.edges.entry((parent.to_string(), child.to_string())).or_default() += n;
         }
     }
 }
@@ -567,6 +654,24 @@ fn fixed_col<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a arrow_array::FixedSi
 fn string_col<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a StringArray, StoreError> {
     downcast(b, n)
 }
+fn u32_col<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a arrow_array::UInt32Array, StoreError> {
+    downcast(b, n)
+}
+
+/// A dictionary-encoded string column: each row's key, and the values.
+fn dictionary_col<'a>(
+    b: &'a RecordBatch,
+    n: &str,
+) -> Result<(&'a arrow_array::Int32Array, &'a StringArray), StoreError> {
+    let dict: &arrow_array::DictionaryArray<arrow_array::types::Int32Type> = downcast(b, n)?;
+    let values = dict
+        .values()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| StoreError::corrupt(format!("column {n} is not a dictionary of strings")))?;
+    Ok((dict.keys(), values))
+}
+
 fn i64_col<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a Int64Array, StoreError> {
     downcast(b, n)
 }

@@ -846,6 +846,56 @@ async fn dependencies_join_parents_and_children_stored_apart() {
     assert_eq!(later, later_expected);
 }
 
+/// Blocks written before parents were stored as row offsets (format 1: `parent_span_id` ids
+/// only, no `parent_offset` column) still give their calls: dependencies look parents up by id
+/// there. The block is rewritten in that shape from a current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_read_blocks_without_parent_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gen::new();
+    let base = now() - 600 * 1_000_000_000;
+    let traces: Vec<Span> = (0..50).flat_map(|i| g.trace(base + i * 1_000_000, 30, false)).collect();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    store.append(traces).await.unwrap();
+    store.flush().await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let expected = q.dependencies(0, u64::MAX).await.unwrap();
+    assert_eq!(expected.len(), 3);
+    assert!(expected.iter().all(|d| d.call_count == 50), "{expected:?}");
+    let block = store.snapshot().blocks[0].clone();
+    assert_eq!(block.meta.row_groups.len(), 1);
+    let columns = block.meta.layout().column_names();
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let batches = block.scan(&columns, None).await.unwrap();
+    let id = block.meta.id.clone();
+    drop((q, block));
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    // The same rows with parent ids and no offsets, as a format-1 writer left them.
+    let block_dir = dir.path().join("blocks").join(&id);
+    let data = block_dir.join(skein_store::block::DATA_FILE);
+    let file = std::fs::File::create(&data).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), None).unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    let meta_path = block_dir.join(skein_store::block::META_FILE);
+    let mut meta: skein_store::block::BlockMeta = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta.data_bytes = std::fs::metadata(&data).unwrap().len();
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let block = store.snapshot().blocks[0].clone();
+    assert!(
+        block.stream_parent_links(vec![0]).await.unwrap().is_none(),
+        "no offsets in the rewritten block"
+    );
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(q.dependencies(0, u64::MAX).await.unwrap(), expected);
+}
+
 /// Makes block writes fail: a file where the blocks directory goes (root ignores permissions).
 fn break_blocks(blocks: &std::path::Path) {
     if blocks.exists() {

@@ -292,6 +292,41 @@ impl BlockHandle {
             .map(move |r| r.map_err(StoreError::parquet).and_then(|b| parents.resolve(b))))
     }
 
+    /// Rows of the chosen row groups with their parents as stored, for following parent links
+    /// without span ids: `trace_id`, `span_id`, `parent_offset` (rows back within the trace;
+    /// 0 when the parent is not in this block, and then `parent_span_id` holds its id, or null
+    /// for a root), `parent_span_id`, `start_unix_nano`, and `service_name` as a dictionary.
+    /// Batches come in row order and every row group starts at a trace's first row, so an
+    /// offset points at a row already seen. `None` for blocks without parent offsets.
+    pub async fn stream_parent_links(
+        &self,
+        row_groups: Vec<usize>,
+    ) -> Result<Option<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static>, StoreError> {
+        let md = self.data_metadata().await?;
+        let has = |c: &str| md.schema().index_of(c).is_ok();
+        if !has(schema::PARENT_OFFSET) || !has(schema::SERVICE) {
+            return Ok(None);
+        }
+        let md = self.with_dictionaries(md, &[schema::SERVICE])?;
+        let columns = [
+            schema::TRACE_ID,
+            schema::SPAN_ID,
+            schema::PARENT_SPAN_ID,
+            schema::PARENT_OFFSET,
+            schema::START,
+            schema::SERVICE,
+        ];
+        let mask = self.projection(&md, &columns)?;
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+                .with_projection(mask)
+                .with_row_groups(row_groups)
+                .with_batch_size(8192)
+                .build()
+                .map_err(StoreError::parquet)?;
+        Ok(Some(stream.map(|r| r.map_err(StoreError::parquet))))
+    }
+
     /// The named columns, as a projection of this block's file.
     fn projection(&self, md: &ArrowReaderMetadata, columns: &[&str]) -> Result<ProjectionMask, StoreError> {
         let mut idx: Vec<usize> = columns
