@@ -293,7 +293,7 @@ impl BlockHandle {
     }
 
     /// Rows of the chosen row groups with their parents as stored, for following parent links
-    /// without span ids: `trace_id`, `span_id`, `parent_offset` (rows back within the trace;
+    /// without span ids: `trace_id`, `parent_offset` (rows back within the trace;
     /// 0 when the parent is not in this block, and then `parent_span_id` holds its id, or null
     /// for a root), `parent_span_id`, `start_unix_nano`, and `service_name` as a dictionary.
     /// Batches come in row order and every row group starts at a trace's first row, so an
@@ -310,7 +310,6 @@ impl BlockHandle {
         let md = self.with_dictionaries(md, &[schema::SERVICE])?;
         let columns = [
             schema::TRACE_ID,
-            schema::SPAN_ID,
             schema::PARENT_SPAN_ID,
             schema::PARENT_OFFSET,
             schema::START,
