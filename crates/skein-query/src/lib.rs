@@ -382,49 +382,8 @@ impl QueryEngine {
         }
         // Parents in another block, or in memory while their children are in a block: a trace
         // whose services exported at different times is split until compaction merges its
-        // blocks, or for good when they were cut far apart. Find those parents by id.
-        if !graph.unresolved.is_empty() {
-            for s in snap.heads.iter().flat_map(|h| h.spans()) {
-                if in_window(s.start_unix_nano) {
-                    graph.resolve(s.trace_id, s.span_id, s.service_name());
-                }
-            }
-            let mut wanted: Vec<TraceId> = graph.unresolved.keys().map(|(t, _)| *t).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            let cols = [schema::TRACE_ID, schema::SPAN_ID, schema::SERVICE, schema::START];
-            for b in &blocks {
-                if graph.unresolved.is_empty() {
-                    break;
-                }
-                if !wanted.iter().any(|t| b.bloom.may_contain(t)) {
-                    continue;
-                }
-                let groups: Vec<usize> = row_groups_in_window(b, start, end)
-                    .into_iter()
-                    .filter(|&g| {
-                        let g = &b.meta.row_groups[g];
-                        let i = wanted.partition_point(|t| *t < g.min_trace);
-                        wanted.get(i).is_some_and(|t| *t <= g.max_trace)
-                    })
-                    .collect();
-                for batch in b.scan(&cols, Some(groups)).await? {
-                    let tid = fixed_col(&batch, schema::TRACE_ID)?;
-                    let sid = fixed_col(&batch, schema::SPAN_ID)?;
-                    let svc = string_col(&batch, schema::SERVICE)?;
-                    let st = i64_col(&batch, schema::START)?;
-                    for i in 0..batch.num_rows() {
-                        if in_window(st.value(i) as u64) {
-                            graph.resolve(
-                                tid.value(i).try_into().unwrap_or([0; 16]),
-                                sid.value(i).try_into().unwrap_or([0; 8]),
-                                svc.value(i),
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        // blocks, or for good when they were cut far apart.
+        graph.resolve_elsewhere(&snap, &blocks, (start, end)).await?;
         observe("dependencies", t);
         Ok(graph
             .edges
@@ -579,6 +538,62 @@ impl CallGraph {
             }
         }
         add(current, &mut spans);
+        Ok(())
+    }
+
+    /// Finds the parents of the unresolved children by id: in memory, then in the blocks
+    /// whose bloom admits one of their traces, only the row groups whose trace-id range holds
+    /// one.
+    async fn resolve_elsewhere(
+        &mut self,
+        snap: &skein_store::Snapshot,
+        blocks: &[&Arc<BlockHandle>],
+        (start, end): (u64, u64),
+    ) -> Result<(), QueryError> {
+        let in_window = |s: u64| s >= start && s <= end;
+        if self.unresolved.is_empty() {
+            return Ok(());
+        }
+        for s in snap.heads.iter().flat_map(|h| h.spans()) {
+            if in_window(s.start_unix_nano) {
+                self.resolve(s.trace_id, s.span_id, s.service_name());
+            }
+        }
+        let mut wanted: Vec<TraceId> = self.unresolved.keys().map(|(t, _)| *t).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let cols = [schema::TRACE_ID, schema::SPAN_ID, schema::SERVICE, schema::START];
+        for b in blocks {
+            if self.unresolved.is_empty() {
+                break;
+            }
+            if !wanted.iter().any(|t| b.bloom.may_contain(t)) {
+                continue;
+            }
+            let groups: Vec<usize> = row_groups_in_window(b, start, end)
+                .into_iter()
+                .filter(|&g| {
+                    let g = &b.meta.row_groups[g];
+                    let i = wanted.partition_point(|t| *t < g.min_trace);
+                    wanted.get(i).is_some_and(|t| *t <= g.max_trace)
+                })
+                .collect();
+            for batch in b.scan(&cols, Some(groups)).await? {
+                let tid = fixed_col(&batch, schema::TRACE_ID)?;
+                let sid = fixed_col(&batch, schema::SPAN_ID)?;
+                let svc = string_col(&batch, schema::SERVICE)?;
+                let st = i64_col(&batch, schema::START)?;
+                for i in 0..batch.num_rows() {
+                    if in_window(st.value(i) as u64) {
+                        self.resolve(
+                            tid.value(i).try_into().unwrap_or([0; 16]),
+                            sid.value(i).try_into().unwrap_or([0; 8]),
+                            svc.value(i),
+                        );
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

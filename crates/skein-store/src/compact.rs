@@ -824,28 +824,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_merge_given_up_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::StoreConfig {
-            compaction_interval: std::time::Duration::from_secs(3600),
-            ..Default::default()
-        };
-        let store = crate::Store::open(dir.path(), cfg).await.unwrap();
         // Two blocks of 6,000 spans: the merge flushes (and checks `stop`) at 8,192.
-        for k in 0..2 {
-            store.append(many_traces(k * 6000, 6000)).await.unwrap();
-            store.flush().await.unwrap();
-        }
+        let store = store_with_blocks(dir.path(), 2, 6000).await;
         let inputs = store.snapshot().blocks;
         assert_eq!(inputs.len(), 2);
         let mut input_ids: Vec<String> = inputs.iter().map(|b| b.meta.id.clone()).collect();
         input_ids.sort();
-        let files = |id: &str| -> Vec<String> {
-            let mut names: Vec<String> = std::fs::read_dir(dir.path().join("blocks").join(id))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            names
-        };
+        let files = |id: &str| sorted_names(&dir.path().join("blocks").join(id));
         let before: Vec<Vec<String>> = input_ids.iter().map(|id| files(id)).collect();
 
         match merge_blocks(&inputs, store.backend(), || true).await {
@@ -853,12 +838,7 @@ mod tests {
             Err(e) => panic!("expected ShuttingDown, got {e}"),
             Ok(_) => panic!("the merge was to stop at its first flush"),
         }
-        let mut dirs: Vec<String> = std::fs::read_dir(dir.path().join("blocks"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        dirs.sort();
-        assert_eq!(dirs, input_ids, "only the inputs are left");
+        assert_eq!(block_dirs(dir.path()), input_ids, "only the inputs are left");
         let after: Vec<Vec<String>> = input_ids.iter().map(|id| files(id)).collect();
         assert_eq!(after, before);
 
@@ -878,13 +858,36 @@ mod tests {
         store.shutdown().await.unwrap();
     }
 
-    fn block_dirs(root: &std::path::Path) -> Vec<String> {
-        let mut dirs: Vec<String> = std::fs::read_dir(root.join("blocks"))
+    fn without_maintenance() -> crate::StoreConfig {
+        crate::StoreConfig {
+            compaction_interval: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        }
+    }
+
+    /// A store holding `blocks` level-0 blocks of `traces` one-span traces each.
+    async fn store_with_blocks(dir: &std::path::Path, blocks: u32, traces: u32) -> crate::Store {
+        let store = crate::Store::open(dir, without_maintenance()).await.unwrap();
+        for k in 0..blocks {
+            store.append(many_traces(k * traces, traces)).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        store
+    }
+
+    /// The entries of `dir`, by name.
+    fn sorted_names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        dirs.sort();
-        dirs
+        names.sort();
+        names
+    }
+
+    /// The block directories under a data directory.
+    fn block_dirs(root: &std::path::Path) -> Vec<String> {
+        sorted_names(&root.join("blocks"))
     }
 
     /// A merge that replaces blocks a query is still reading leaves their files until the
@@ -893,15 +896,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn merged_blocks_stay_readable_until_their_last_reader_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::StoreConfig {
-            compaction_interval: std::time::Duration::from_secs(3600),
-            ..Default::default()
-        };
-        let store = crate::Store::open(dir.path(), cfg).await.unwrap();
-        for k in 0..2 {
-            store.append(many_traces(k * 100, 100)).await.unwrap();
-            store.flush().await.unwrap();
-        }
+        let store = store_with_blocks(dir.path(), 2, 100).await;
         let held = store.snapshot().blocks;
         let inputs: Vec<String> = held.iter().map(|b| b.meta.id.clone()).collect();
         assert_eq!(store.compact_once().await.unwrap(), 2);
@@ -940,15 +935,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_deletes_inputs_a_merge_had_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = || crate::StoreConfig {
-            compaction_interval: std::time::Duration::from_secs(3600),
-            ..Default::default()
-        };
-        let store = crate::Store::open(dir.path(), cfg()).await.unwrap();
-        for k in 0..4 {
-            store.append(many_traces(k * 100, 100)).await.unwrap();
-            store.flush().await.unwrap();
-        }
+        let store = store_with_blocks(dir.path(), 4, 100).await;
         let mut level0: Vec<Arc<BlockHandle>> = store.snapshot().blocks;
         level0.sort_by_key(|b| b.meta.id.clone());
         let (a, b) = level0.split_at(2);
@@ -980,7 +967,7 @@ mod tests {
         store.shutdown().await.unwrap();
         drop(store);
 
-        let store = crate::Store::open(dir.path(), cfg()).await.unwrap();
+        let store = crate::Store::open(dir.path(), without_maintenance()).await.unwrap();
         let blocks = store.snapshot().blocks;
         assert_eq!(blocks.len(), 1, "only the top merge is left");
         assert_eq!(blocks[0].meta.id, top.meta.id);

@@ -343,22 +343,16 @@ impl Store {
         }
         // A merge commits by writing its block's meta and deletes its inputs after that; a
         // crash in between leaves both, and the merged block names what it replaces.
-        let replaced: std::collections::HashSet<&str> = blocks
-            .iter()
-            .flat_map(|b| b.meta.replaces.iter().map(String::as_str))
-            .collect();
-        let (superseded, live): (Vec<Arc<BlockHandle>>, Vec<Arc<BlockHandle>>) = blocks
-            .iter()
-            .cloned()
-            .partition(|b| replaced.contains(b.meta.id.as_str()));
-        drop(blocks);
+        let replaced: std::collections::HashSet<String> =
+            blocks.iter().flat_map(|b| b.meta.replaces.iter().cloned()).collect();
+        let (superseded, blocks): (Vec<Arc<BlockHandle>>, Vec<Arc<BlockHandle>>) =
+            blocks.into_iter().partition(|b| replaced.contains(&b.meta.id));
         for b in superseded {
             let id = b.meta.id.clone();
             drop(b);
             backend.delete_block(&id).await?;
             tracing::info!(block = %id, "removed a block that a merge had replaced before a restart");
         }
-        let blocks = live;
         let covered: std::collections::HashSet<u64> = blocks
             .iter()
             .flat_map(|b| b.meta.wal_segments.iter().copied())
@@ -1039,10 +1033,10 @@ pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) ->
 
 const MAX_GROUP_BYTES: usize = 32 << 20;
 
-/// A WAL record of one queued message.
 /// What marks an OTLP record as waiting for a sampling decision.
 const PENDING_PREFIX: [u8; 2] = [pending::RECORD_MARK, pending::PENDING];
 
+/// A WAL record of one queued message.
 enum Record {
     /// An OTLP request, marked as waiting for a decision when `pending`.
     Otlp { payload: bytes::Bytes, pending: bool },
