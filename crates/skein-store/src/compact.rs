@@ -920,12 +920,16 @@ mod tests {
         };
         assert_eq!(found, 1);
 
-        // Still held: another pass keeps them; let go: the next pass deletes them.
+        // Still held: another pass keeps them (and reports their bytes); let go: the next pass
+        // deletes them.
         store.delete_retired().await;
         assert_eq!(block_dirs(dir.path()).len(), 3);
+        let held_bytes: u64 = held.iter().map(|b| b.meta.total_bytes()).sum();
+        assert_eq!(store.stats().retired_bytes, held_bytes);
         drop(held);
         store.delete_retired().await;
         assert_eq!(block_dirs(dir.path()), vec![live[0].meta.id.clone()]);
+        assert_eq!(store.stats().retired_bytes, 0);
         store.shutdown().await.unwrap();
     }
 

@@ -176,6 +176,7 @@ struct Metrics {
     level0_blocks: Gauge,
     block_bytes: Gauge,
     block_spans: Gauge,
+    retired_bytes: Gauge,
     pending_blocks: Gauge,
     queue_depth: Gauge,
     cuts: Counter,
@@ -208,6 +209,11 @@ impl Metrics {
             ),
             block_bytes: metrics::gauge("skein_block_bytes", "Bytes of all blocks in the store", &[]),
             block_spans: metrics::gauge("skein_block_spans", "Spans in all blocks", &[]),
+            retired_bytes: metrics::gauge(
+                "skein_retired_block_bytes",
+                "Bytes of blocks merged away or expired, kept on disk until the queries reading them end",
+                &[],
+            ),
             pending_blocks: metrics::gauge("skein_pending_blocks", "Cut heads waiting to be written as blocks", &[]),
             queue_depth: metrics::gauge("skein_ingest_queue_depth", "Requests waiting for the WAL writer", &[]),
             cuts: metrics::counter("skein_head_cuts_total", "Heads cut into blocks", &[]),
@@ -314,6 +320,8 @@ pub struct StoreStats {
     pub level0_blocks: usize,
     pub block_spans: u64,
     pub block_bytes: u64,
+    /// Bytes of retired blocks not yet deleted (queries still read them).
+    pub retired_bytes: u64,
 }
 
 impl Store {
@@ -649,6 +657,7 @@ impl Store {
             level0_blocks: st.blocks.iter().filter(|b| b.meta.level == 0).count(),
             block_spans: st.blocks.iter().map(|b| b.meta.span_count).sum(),
             block_bytes: st.blocks.iter().map(|b| b.meta.total_bytes()).sum(),
+            retired_bytes: st.retired.iter().map(|b| b.meta.total_bytes()).sum(),
         }
     }
 
@@ -828,6 +837,9 @@ impl Store {
             st.retired = held;
             unused
         };
+        if unused.is_empty() {
+            return;
+        }
         for b in unused {
             if let Err(e) = self.backend().delete_block(&b.meta.id).await {
                 tracing::warn!(block = %b.meta.id, error = %e, "deleting a retired block failed; will retry");
@@ -839,6 +851,7 @@ impl Store {
                     .push(b);
             }
         }
+        self.inner.update_gauges();
     }
 
     pub(crate) fn compaction_lock(&self) -> &tokio::sync::Mutex<()> {
@@ -862,6 +875,9 @@ impl Inner {
         self.metrics
             .block_spans
             .set(st.blocks.iter().map(|b| b.meta.span_count).sum::<u64>() as i64);
+        self.metrics
+            .retired_bytes
+            .set(st.retired.iter().map(|b| b.meta.total_bytes()).sum::<u64>() as i64);
         self.metrics.pending_blocks.set(st.frozen.len() as i64);
         let p = st.pending.stats();
         self.metrics.pending_traces.set(p.traces as i64);
