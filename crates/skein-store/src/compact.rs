@@ -943,21 +943,14 @@ mod tests {
         let mut level0: Vec<Arc<BlockHandle>> = store.snapshot().blocks;
         level0.sort_by_key(|b| b.meta.id.clone());
         let (a, b) = level0.split_at(2);
-        // First merge as the store does it, second one only written (the "crash").
-        let first = crate::upload_block(
-            store.backend(),
-            merge_blocks(a, store.backend(), || false).await.unwrap(),
-        )
-        .await
-        .map(Arc::new)
-        .unwrap();
-        let second = crate::upload_block(
-            store.backend(),
-            merge_blocks(b, store.backend(), || false).await.unwrap(),
-        )
-        .await
-        .map(Arc::new)
-        .unwrap();
+        // Merged and written, never swapped in and their inputs never deleted: a crash right
+        // after each commit.
+        async fn write_merge(store: &crate::Store, inputs: &[Arc<BlockHandle>]) -> Arc<BlockHandle> {
+            let built = merge_blocks(inputs, store.backend(), || false).await.unwrap();
+            Arc::new(crate::upload_block(store.backend(), built).await.unwrap())
+        }
+        let first = write_merge(&store, a).await;
+        let second = write_merge(&store, b).await;
         let top = merge_blocks(&[first.clone(), second.clone()], store.backend(), || false)
             .await
             .unwrap();

@@ -3,9 +3,9 @@
 //! struct, attribute list, strings and events are cache misses, one after the other (a load
 //! depends on the pointer the previous one read). Asking for them a few spans ahead lets the
 //! misses of several spans overlap: in `cargo bench --bench block -- "block stages"`,
-//! converting 100,000 sorted spans to Arrow took 112 ms without it and 77–83 ms with it, as
-//! long as in the order the spans were made (docs/benchmarks.md, "Prefetching the head's
-//! spans").
+//! converting 100,000 sorted spans to Arrow took 112 ms without it and 77–83 ms with it, about
+//! as long as converting them in the order they were made (docs/benchmarks.md, "Prefetching
+//! the head's spans").
 
 use skein_model::{AnyValue, Span};
 

@@ -278,7 +278,22 @@ impl BlockHandle {
                 }
             }
         }
-        let mask = self.projection(&md, &wanted)?;
+        let mut parents = ParentResolver::default();
+        Ok(self
+            .stored_rows(md, &wanted, row_groups, batch_rows)?
+            .map(move |r| r.and_then(|b| parents.resolve(b))))
+    }
+
+    /// The named columns of the chosen row groups (all when `None`), as the file stores them
+    /// (typed as `md` says).
+    fn stored_rows(
+        &self,
+        md: ArrowReaderMetadata,
+        columns: &[&str],
+        row_groups: Option<Vec<usize>>,
+        batch_rows: usize,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError> {
+        let mask = self.projection(&md, columns)?;
         let mut b =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
                 .with_projection(mask)
@@ -286,10 +301,9 @@ impl BlockHandle {
         if let Some(g) = row_groups {
             b = b.with_row_groups(g);
         }
-        let mut parents = ParentResolver::default();
         Ok(b.build()
             .map_err(StoreError::parquet)?
-            .map(move |r| r.map_err(StoreError::parquet).and_then(|b| parents.resolve(b))))
+            .map(|r| r.map_err(StoreError::parquet)))
     }
 
     /// Rows of the chosen row groups with their parents as stored, for following parent links
@@ -315,15 +329,7 @@ impl BlockHandle {
             schema::START,
             schema::SERVICE,
         ];
-        let mask = self.projection(&md, &columns)?;
-        let stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
-                .with_projection(mask)
-                .with_row_groups(row_groups)
-                .with_batch_size(8192)
-                .build()
-                .map_err(StoreError::parquet)?;
-        Ok(Some(stream.map(|r| r.map_err(StoreError::parquet))))
+        self.stored_rows(md, &columns, Some(row_groups), 8192).map(Some)
     }
 
     /// The named columns, as a projection of this block's file.
