@@ -337,6 +337,24 @@ pub struct Rejected {
 pub struct Decoded {
     pub batch: SpanBatch,
     pub rejected: Vec<Rejected>,
+    /// Upper bounds on the sizes that ingest limits cap, when the decoder noted them (`None`:
+    /// unknown, every span must be checked).
+    pub sizes: Option<DecodedSizes>,
+}
+
+/// Upper bounds, over a whole request, on what ingest limits cap: noting them while decoding
+/// lets a request well inside the limits skip a second pass over every attribute.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedSizes {
+    /// At least the byte length of every attribute value's string or bytes, nested ones too
+    /// (resource and scope attributes are counted as well, which only makes it larger).
+    pub longest_value: usize,
+    /// The most attributes of one span, event or link.
+    pub most_attributes: usize,
+    /// The most events of one span.
+    pub most_events: usize,
+    /// The most links of one span.
+    pub most_links: usize,
 }
 
 impl Decoded {

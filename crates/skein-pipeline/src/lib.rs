@@ -8,7 +8,7 @@ pub mod sampling;
 use serde::{Deserialize, Serialize};
 use skein_model::metrics::{self, Counter};
 use skein_model::units::serde_bytes;
-use skein_model::{AnyValue, Decoded, KeyValue, Rejected, Span, SpanError};
+use skein_model::{AnyValue, Decoded, DecodedSizes, KeyValue, Rejected, Span, SpanError};
 use skein_store::{Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -27,6 +27,17 @@ pub struct Limits {
     /// at four times a request's encoded size.
     #[serde(with = "serde_bytes")]
     pub max_inflight_bytes: u64,
+}
+
+impl Limits {
+    /// Whether a request with these sizes is within every per-span limit (nothing to truncate
+    /// or drop).
+    pub fn admit(&self, sizes: DecodedSizes) -> bool {
+        sizes.longest_value <= self.max_attribute_value_length
+            && sizes.most_attributes <= self.max_attributes_per_span
+            && sizes.most_events <= self.max_events_per_span
+            && sizes.most_links <= self.max_links_per_span
+    }
 }
 
 impl Default for Limits {
@@ -208,8 +219,11 @@ impl Pipeline {
         };
         let mut spans = std::mem::take(&mut decoded.batch.spans);
         let mut truncated = 0u64;
-        for s in &mut spans {
-            truncated += self.apply_limits(s);
+        // A second pass over every attribute, skipped when the decoder saw nothing near a limit.
+        if !decoded.sizes.is_some_and(|sizes| self.limits.admit(sizes)) {
+            for s in &mut spans {
+                truncated += self.apply_limits(s);
+            }
         }
         m.truncated.add(truncated);
         if self.limits.max_spans_per_trace > 0 {
@@ -366,5 +380,122 @@ mod tests {
         let mut dropped = 0;
         assert_eq!(cap_attrs(&mut attrs, &mut dropped, &l), 1);
         assert_eq!((attrs.len(), dropped), (1, 1));
+    }
+
+    /// Requests read by the OTLP wire decoder skip the limits pass only when the decoder saw
+    /// nothing that reaches a limit: each limit, exceeded alone, still caps what is stored.
+    #[tokio::test]
+    async fn every_limit_applies_to_wire_decoded_requests() {
+        use skein_model::otlp::{wire, wire_decode};
+        use skein_model::{Event, Link};
+        let limits = Limits {
+            max_attributes_per_span: 3,
+            max_attribute_value_length: 8,
+            max_events_per_span: 2,
+            max_links_per_span: 2,
+            ..Limits::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = skein_store::Store::open(dir.path(), skein_store::StoreConfig::default())
+            .await
+            .unwrap();
+        let pipeline = Pipeline::new(limits.clone(), store.clone());
+        let metrics = ProtocolMetrics::new("test");
+        let attrs = |n: usize| {
+            (0..n)
+                .map(|i| KeyValue::string(format!("k{i}"), "v"))
+                .collect::<Vec<_>>()
+        };
+        let event = |n: usize| Event {
+            time_unix_nano: 1,
+            name: "e".into(),
+            attributes: attrs(n),
+            dropped_attributes_count: 0,
+        };
+        let link = |n: usize| Link {
+            trace_id: [9; 16],
+            span_id: [9; 8],
+            attributes: attrs(n),
+            ..Default::default()
+        };
+        let nested_long = KeyValue::new(
+            "nested",
+            AnyValue::KvList(vec![KeyValue::new(
+                "list",
+                AnyValue::Array(vec![AnyValue::String("0123456789".into())]),
+            )]),
+        );
+        let mut cases: Vec<(&str, Span, Span)> = Vec::new();
+        let mut case = |what: &'static str, change: &dyn Fn(&mut Span), capped: &dyn Fn(&mut Span)| {
+            let mut sent = Span {
+                trace_id: [cases.len() as u8 + 1; 16],
+                span_id: [1; 8],
+                name: "s".into(),
+                start_unix_nano: 1,
+                end_unix_nano: 2,
+                attributes: attrs(3),
+                events: vec![event(3), event(3)],
+                links: vec![link(3), link(3)],
+                ..Default::default()
+            };
+            change(&mut sent);
+            let mut want = sent.clone();
+            capped(&mut want);
+            cases.push((what, sent, want));
+        };
+        case("at every limit", &|_| {}, &|_| {});
+        case("a span attribute too many", &|s| s.attributes = attrs(4), &|s| {
+            s.attributes.truncate(3);
+            s.dropped_attributes_count = 1;
+        });
+        case(
+            "a nested value too long",
+            &|s| s.attributes[0] = nested_long.clone(),
+            &|s| {
+                let AnyValue::KvList(kvs) = &mut s.attributes[0].value else {
+                    unreachable!()
+                };
+                kvs[0].value = AnyValue::Array(vec![AnyValue::String("01234567".into())]);
+            },
+        );
+        case("an event too many", &|s| s.events.push(event(0)), &|s| {
+            s.events.truncate(2);
+            s.dropped_events_count = 1;
+        });
+        case("an event attribute too many", &|s| s.events[1] = event(4), &|s| {
+            s.events[1].attributes.truncate(3);
+            s.events[1].dropped_attributes_count = 1;
+        });
+        case("a link too many", &|s| s.links.push(link(0)), &|s| {
+            s.links.truncate(2);
+            s.dropped_links_count = 1;
+        });
+        case("a link attribute too many", &|s| s.links[0] = link(4), &|s| {
+            s.links[0].attributes.truncate(3);
+            s.links[0].dropped_attributes_count = 1;
+        });
+        for (what, sent, want) in cases {
+            let mut body = Vec::new();
+            wire::export_request([&sent], &mut body);
+            let decoded = wire_decode::decode_request(&body).unwrap();
+            let sizes = decoded.sizes.expect("the wire decoder notes sizes");
+            assert_eq!(limits.admit(sizes), what == "at every limit", "{what}: {sizes:?}");
+            pipeline
+                .submit(decoded, Some(bytes::Bytes::from(body)), &metrics)
+                .await
+                .unwrap();
+            let (stored, _) = store.trace_sources(&sent.trace_id);
+            assert_eq!(stored.len(), 1, "{what}");
+            assert_eq!(stored[0].attributes, want.attributes, "{what}");
+            assert_eq!(
+                stored[0].dropped_attributes_count, want.dropped_attributes_count,
+                "{what}"
+            );
+            assert_eq!(stored[0].events, want.events, "{what}");
+            assert_eq!(stored[0].dropped_events_count, want.dropped_events_count, "{what}");
+            assert_eq!(stored[0].links, want.links, "{what}");
+            assert_eq!(stored[0].dropped_links_count, want.dropped_links_count, "{what}");
+        }
+        store.shutdown().await.unwrap();
     }
 }

@@ -76,7 +76,10 @@ impl<T> Recent<T> {
 pub fn decode_request(body: &[u8]) -> Result<Decoded, WireError> {
     let mut d = Decoder {
         body,
-        out: Decoded::default(),
+        out: Decoded {
+            sizes: Some(DecodedSizes::default()),
+            ..Decoded::default()
+        },
         index: 0,
         scratch: Vec::new(),
         depth: 0,
@@ -471,6 +474,11 @@ impl<'a> Decoder<'a> {
             }
         }
         span.attributes = self.scratch.drain(mark..).collect();
+        if let Some(sizes) = &mut self.out.sizes {
+            sizes.most_attributes = sizes.most_attributes.max(span.attributes.len());
+            sizes.most_events = sizes.most_events.max(events.len());
+            sizes.most_links = sizes.most_links.max(links.len());
+        }
         let checked = checked_span(
             RawSpanFields {
                 trace_id: ids[0],
@@ -511,6 +519,7 @@ impl<'a> Decoder<'a> {
             }
         }
         event.attributes = self.scratch.drain(mark..).collect();
+        self.note_attributes(event.attributes.len());
         Ok(event)
     }
 
@@ -532,6 +541,7 @@ impl<'a> Decoder<'a> {
             }
         }
         link.attributes = self.scratch.drain(mark..).collect();
+        self.note_attributes(link.attributes.len());
         Ok((link, trace_id, span_id))
     }
 
@@ -549,6 +559,13 @@ impl<'a> Decoder<'a> {
         Ok(code)
     }
 
+    /// Notes an event's or a link's attribute count in `DecodedSizes::most_attributes`.
+    fn note_attributes(&mut self, n: usize) {
+        if let Some(sizes) = &mut self.out.sizes {
+            sizes.most_attributes = sizes.most_attributes.max(n);
+        }
+    }
+
     /// One `KeyValue` field, pushed onto `scratch`.
     fn key_value(&mut self, r: &mut Reader<'a>, wire: u8) -> Result<(), WireError> {
         let (start, end) = r.len_field(wire)?;
@@ -562,6 +579,10 @@ impl<'a> Decoder<'a> {
                 }
                 2 => {
                     let (s, e) = r.len_field(wire)?;
+                    // The encoded value is longer than any string or bytes inside it.
+                    if let Some(sizes) = &mut self.out.sizes {
+                        sizes.longest_value = sizes.longest_value.max(e - s);
+                    }
                     self.any_value(s, e, &mut kv.value)?;
                 }
                 // `key_strindex` (profiles' string table): no meaning in traces.
