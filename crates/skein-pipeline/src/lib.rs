@@ -289,6 +289,12 @@ impl Pipeline {
                     "skein is overloaded ({why}); retry later"
                 )))
             }
+            Err(StoreError::WalUnwritable(why)) => {
+                m.request("unavailable");
+                Err(SubmitError::Unavailable(format!(
+                    "skein cannot store spans right now ({why}); nothing was stored, retry later"
+                )))
+            }
             Err(StoreError::ShuttingDown) => {
                 m.request("unavailable");
                 Err(SubmitError::Unavailable(

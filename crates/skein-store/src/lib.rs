@@ -57,6 +57,10 @@ pub enum StoreError {
     Overloaded(&'static str),
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The WAL could not be written (a full disk, an I/O error): nothing of the request was
+    /// stored, and a retry may succeed once the cause is gone.
+    #[error("the write-ahead log cannot be written: {0}")]
+    WalUnwritable(String),
     #[error("data directory {0} is in use by another skein process{1}; stop it or choose another --data-dir")]
     InUse(PathBuf, String),
     #[error("internal: {0}")]
@@ -169,6 +173,7 @@ struct Metrics {
     wal_bytes: Counter,
     wal_records: Counter,
     fsync: Histogram,
+    wal_failures: Counter,
     head_spans: Gauge,
     head_bytes: Gauge,
     head_traces: Gauge,
@@ -198,6 +203,11 @@ impl Metrics {
                 &[],
             ),
             fsync: metrics::histogram("skein_wal_fsync_seconds", "Latency of WAL group-commit fsyncs", &[]),
+            wal_failures: metrics::counter(
+                "skein_wal_write_failures_total",
+                "WAL group commits that failed (full disk, I/O error); their requests were refused",
+                &[],
+            ),
             head_spans: metrics::gauge("skein_head_spans", "Spans in the in-memory head", &[]),
             head_bytes: metrics::gauge("skein_head_bytes", "Estimated bytes held by the in-memory head", &[]),
             head_traces: metrics::gauge("skein_head_traces", "Traces in the in-memory head", &[]),
@@ -1070,6 +1080,7 @@ enum Work {
 
 fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment: wal::Segment) {
     let mut shutdown: Option<oneshot::Sender<()>> = None;
+    let mut failing = FailureLog::default();
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(m) => Some(m),
@@ -1138,6 +1149,7 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
             inner.metrics.fsync.observe(t.elapsed().as_secs_f64());
             match res {
                 Ok(written) => {
+                    failing.recovered();
                     inner.metrics.wal_bytes.add(written);
                     inner.metrics.wal_records.add(appends.len() as u64);
                     let mut acks = Vec::with_capacity(appends.len());
@@ -1162,14 +1174,15 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "WAL append failed; requests are refused, not acknowledged");
+                    inner.metrics.wal_failures.inc();
+                    failing.failed(&e, appends.len());
                     let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
                     for (_, work, done) in appends {
                         if let Work::Decide(decisions) = work {
                             // Not recorded, so not applied: the traces wait to be decided again.
                             st.pending.untake(&decisions);
                         }
-                        let _ = done.send(Err(StoreError::Internal(format!("WAL write failed: {e}"))));
+                        let _ = done.send(Err(StoreError::WalUnwritable(e.to_string())));
                     }
                 }
             }
@@ -1189,6 +1202,43 @@ fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<WalMsg>, mut segment:
         if let Some(tx) = shutdown.take() {
             let _ = tx.send(());
             return;
+        }
+    }
+}
+
+/// Logs WAL failures without flooding: a full disk fails every group commit, hundreds a
+/// second. The first failure is logged at once, then one line per `EVERY` with the requests
+/// refused meanwhile, and one when writes work again.
+#[derive(Default)]
+struct FailureLog {
+    /// Requests refused since the first failure of this run of failures.
+    refused: u64,
+    /// Requests refused since the last line logged.
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl FailureLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self, e: &StoreError, requests: usize) {
+        self.refused += requests as u64;
+        self.unlogged += requests as u64;
+        if self.last_logged.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            tracing::error!(
+                error = %e,
+                refused = self.unlogged,
+                "WAL append failed; requests are refused (clients are told to retry), nothing of them is acknowledged"
+            );
+            self.unlogged = 0;
+            self.last_logged = Some(Instant::now());
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.last_logged.is_some() {
+            tracing::warn!(refused = self.refused, "WAL appends work again");
+            *self = FailureLog::default();
         }
     }
 }

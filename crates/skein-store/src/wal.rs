@@ -57,6 +57,8 @@ pub struct Segment {
     /// Length right after the segment was opened (and a pending snapshot written into it).
     pub base_len: u64,
     path: PathBuf,
+    /// A failed append left bytes past `len` that could not be cut off yet.
+    damaged: bool,
 }
 
 impl Segment {
@@ -76,6 +78,7 @@ impl Segment {
             len,
             base_len: len,
             path,
+            damaged: false,
         })
     }
 
@@ -87,7 +90,40 @@ impl Segment {
     /// Like `append_durable`, for records given as a run of slices (each frame, then its
     /// payload's parts), written with vectored writes instead of being copied into one buffer
     /// first. Returns the bytes written.
-    pub fn append_durable_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<u64, StoreError> {
+    ///
+    /// A failed append (a full disk, an I/O error) is cut off the segment again: replay stops
+    /// at the first damaged record, so bytes left behind would hide every record acknowledged
+    /// after them. While that cut fails, appends are refused.
+    pub fn append_durable_vectored(&mut self, slices: &mut [IoSlice<'_>]) -> Result<u64, StoreError> {
+        if self.damaged {
+            self.cut_to_len()?;
+        }
+        match self.write_and_sync(slices) {
+            Ok(total) => {
+                self.len += total;
+                Ok(total)
+            }
+            Err(e) => {
+                if let Err(cut) = self.cut_to_len() {
+                    tracing::error!(error = %cut, "cannot cut a failed WAL append off; appends are refused until it can");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Truncates the file back to `len`, what was made durable and acknowledged.
+    fn cut_to_len(&mut self) -> Result<(), StoreError> {
+        self.damaged = true;
+        self.file
+            .set_len(self.len)
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| StoreError::io("cutting a failed append off the WAL", &self.path, e))?;
+        self.damaged = false;
+        Ok(())
+    }
+
+    fn write_and_sync(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<u64, StoreError> {
         // At most this many slices per call (Linux's IOV_MAX).
         const MAX_SLICES: usize = 1024;
         let total: u64 = slices.iter().map(|s| s.len() as u64).sum();
@@ -106,7 +142,6 @@ impl Segment {
         self.file
             .sync_data()
             .map_err(|e| StoreError::io("syncing WAL", &self.path, e))?;
-        self.len += total;
         Ok(total)
     }
 }
