@@ -140,7 +140,7 @@ impl QueryEngine {
             .into_iter()
             .map(|b| {
                 let id = *id;
-                BlockRead::spawn(async move {
+                BlockRead::of_block(&b.clone(), async move {
                     if outline {
                         b.trace_outline(&id).await
                     } else {
@@ -195,7 +195,10 @@ impl QueryEngine {
             while scans.len() < parallel {
                 let Some(b) = queued.next().cloned() else { break };
                 let q = shared.clone();
-                scans.push_back(BlockRead::spawn(async move { search_block(&b, &q).await }));
+                scans.push_back(BlockRead::of_block(
+                    &b.clone(),
+                    async move { search_block(&b, &q).await },
+                ));
             }
             let Some(scan) = scans.pop_front() else { break };
             for (t, start) in scan.join().await? {
@@ -255,7 +258,8 @@ impl QueryEngine {
             .filter_map(|b| {
                 let wanted: HashSet<TraceId> = ids.iter().filter(|id| b.may_contain(id)).copied().collect();
                 let b = b.clone();
-                (!wanted.is_empty()).then(|| BlockRead::spawn(async move { b.summaries(Some(&wanted)).await }))
+                (!wanted.is_empty())
+                    .then(|| BlockRead::of_block(&b.clone(), async move { b.summaries(Some(&wanted)).await }))
             })
             .collect();
         for read in reads {
@@ -375,10 +379,13 @@ impl QueryEngine {
         let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();
         for b in &blocks {
             let groups = row_groups_in_window(b, start, end);
-            match b.stream_parent_links(groups.clone()).await? {
-                Some(rows) => graph.add_linked_rows(rows, in_window).await?,
-                None => graph.add_block_by_ids(b, groups, in_window).await?,
-            }
+            let read = async {
+                match b.stream_parent_links(groups.clone()).await? {
+                    Some(rows) => graph.add_linked_rows(rows, in_window).await,
+                    None => graph.add_block_by_ids(b, groups, in_window).await,
+                }
+            };
+            skip_if_damaged(b, read.await)?;
         }
         // Parents in another block, or in memory while their children are in a block: a trace
         // whose services exported at different times is split until compaction merges its
@@ -578,7 +585,11 @@ impl CallGraph {
                     wanted.get(i).is_some_and(|t| *t <= g.max_trace)
                 })
                 .collect();
-            for batch in b.scan(&cols, Some(groups)).await? {
+            let batches = b.scan(&cols, Some(groups)).await;
+            let Some(batches) = skip_if_damaged(b, batches.map_err(QueryError::from))? else {
+                continue;
+            };
+            for batch in batches {
                 let tid = fixed_col(&batch, schema::TRACE_ID)?;
                 let sid = fixed_col(&batch, schema::SPAN_ID)?;
                 let svc = string_col(&batch, schema::SERVICE)?;
@@ -701,25 +712,63 @@ fn read_parallelism() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// A block read on its own task, so reads of several blocks use every core; cancelled when
-/// dropped unjoined (a search that stops early).
-struct BlockRead<T>(tokio::task::JoinHandle<Result<T, StoreError>>);
+/// The outcome of reading `b`, except that a read which found the block damaged counts as
+/// finding nothing: the block is noted unreadable (`BlockHandle::note_read_error`, logged
+/// once, left out of later snapshots) and the query answers from everything else.
+fn skip_if_damaged<T>(b: &BlockHandle, r: Result<T, QueryError>) -> Result<Option<T>, QueryError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(QueryError::Store(e)) if e.is_damage() => {
+            b.note_read_error(e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
 
-impl<T: Send + 'static> BlockRead<T> {
+/// A read on its own task, so reads of several blocks use every core; cancelled when dropped
+/// unjoined (a search that stops early).
+struct BlockRead<T> {
+    task: tokio::task::JoinHandle<Result<T, StoreError>>,
+    /// The block read, when a damaged one should be skipped (`skip_if_damaged`).
+    block: Option<Arc<BlockHandle>>,
+}
+
+impl<T: Send + Default + 'static> BlockRead<T> {
     fn spawn(read: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static) -> BlockRead<T> {
-        BlockRead(tokio::spawn(read))
+        BlockRead {
+            task: tokio::spawn(read),
+            block: None,
+        }
+    }
+
+    /// A read of `block` that yields nothing, not an error, if it finds the block damaged.
+    fn of_block(
+        block: &Arc<BlockHandle>,
+        read: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> BlockRead<T> {
+        BlockRead {
+            task: tokio::spawn(read),
+            block: Some(block.clone()),
+        }
     }
 
     async fn join(mut self) -> Result<T, StoreError> {
-        (&mut self.0)
+        let r = (&mut self.task)
             .await
-            .map_err(|e| StoreError::Internal(format!("block read failed: {e}")))?
+            .map_err(|e| StoreError::Internal(format!("block read failed: {e}")))?;
+        match (&self.block, r) {
+            (Some(b), r) => skip_if_damaged(b, r.map_err(QueryError::from))
+                .map(Option::unwrap_or_default)
+                .map_err(|QueryError::Store(e)| e),
+            (None, r) => r,
+        }
     }
 }
 
 impl<T> Drop for BlockRead<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 

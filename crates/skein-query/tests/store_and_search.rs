@@ -1207,3 +1207,90 @@ async fn few_valued_columns_are_uncompressed_until_compaction() {
     }
     assert_eq!(types.get("attr.session.id").map(String::as_str), Some("Utf8"));
 }
+
+/// Overwrites every page of a block's data file with 0xFF, keeping its footer: any read of
+/// its rows then fails to decode, as after bit rot or a bad sector.
+fn damage_pages(data_file: &std::path::Path) {
+    let mut bytes = std::fs::read(data_file).unwrap();
+    let n = bytes.len();
+    let footer = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+    bytes[4..n - 8 - footer].fill(0xFF);
+    std::fs::write(data_file, bytes).unwrap();
+}
+
+/// A block whose files no longer decode fails no query: trace by id, search and dependencies
+/// answer from the other blocks, and the block is left out from then on, by compaction too,
+/// until retention deletes it like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_block_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    // Five blocks of 20 traces: three to damage (one per kind of read), two kept.
+    let mut blocks: Vec<(String, Vec<Span>)> = Vec::new();
+    for b in 0..5u64 {
+        let batch: Vec<Span> = (0..20u64)
+            .flat_map(|i| g.trace(base + (b * 20 + i) * 10_000_000, 30, false))
+            .collect();
+        store.append(batch.clone()).await.unwrap();
+        store.flush().await.unwrap();
+        let known: Vec<&String> = blocks.iter().map(|(id, _)| id).collect();
+        let id = store
+            .snapshot()
+            .blocks
+            .iter()
+            .map(|b| b.meta.id.clone())
+            .find(|id| !known.contains(&id))
+            .unwrap();
+        blocks.push((id, batch));
+    }
+    let damage = |i: usize| damage_pages(&dir.path().join("blocks").join(&blocks[i].0).join("data.parquet"));
+    let good: Vec<&Span> = blocks[3..].iter().flat_map(|(_, b)| b).collect();
+
+    // Each kind of read meets a block damaged just before it (each reads every block).
+    // Trace by id in the first damaged block: nothing, not an error.
+    damage(0);
+    assert_eq!(q.trace(&blocks[0].1[0].trace_id).await.unwrap(), Vec::new());
+    assert_eq!(store.snapshot().blocks.len(), 4, "left out once found damaged");
+    // Search over everything: the second damaged block is skipped.
+    damage(1);
+    let found = q.search(&TraceQuery::default()).await.unwrap();
+    assert_eq!(found.len(), 60, "the traces of the three readable blocks");
+    assert_eq!(store.snapshot().blocks.len(), 3);
+    // Dependencies: the third.
+    damage(2);
+    let calls: u64 = q
+        .dependencies(0, u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.call_count)
+        .sum();
+    assert_eq!(calls, 40 * 3, "the calls of the two readable blocks");
+    assert_eq!(store.snapshot().blocks.len(), 2);
+    // Traces of the readable blocks come back whole.
+    assert_eq!(
+        sorted(q.trace(&good[0].trace_id).await.unwrap()),
+        sorted(good[..4].iter().map(|s| (*s).clone()).collect())
+    );
+    let metrics = skein_model::metrics::render();
+    assert!(
+        metrics.contains("skein_unreadable_blocks_total 3"),
+        "three blocks counted unreadable"
+    );
+
+    // Compaction merges the readable blocks only; the damaged ones stay on disk, untouched.
+    assert_eq!(store.compact_once().await.unwrap(), 2);
+    assert_eq!(store.compact_once().await.unwrap(), 0);
+    assert_eq!(store.stats().blocks, 4, "the merged block and the three damaged ones");
+    for (id, _) in &blocks[..3] {
+        assert!(dir.path().join("blocks").join(id).join("data.parquet").exists());
+    }
+    // Retention deletes them like any other block.
+    let far_future = now() + 30 * 86400 * 1_000_000_000;
+    assert_eq!(store.enforce_retention(far_future).await.unwrap(), 4);
+    assert_eq!(store.stats().blocks, 0);
+    store.shutdown().await.unwrap();
+}

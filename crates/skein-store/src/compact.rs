@@ -29,7 +29,8 @@ impl Store {
         }
         let cfg = self.config();
         let cutoff = now_unix_nano.saturating_sub(cfg.retention.as_nanos() as u64);
-        let mut blocks = self.snapshot().blocks;
+        // Unreadable blocks too: they expire like the rest.
+        let mut blocks = self.all_blocks();
         blocks.sort_by_key(|b| (b.meta.max_end, b.meta.min_start));
         let mut doomed: Vec<String> = blocks
             .iter()
@@ -464,7 +465,11 @@ async fn merge_into(
     for b in inputs {
         let columns = b.meta.layout().column_names();
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-        let stream = b.stream_batches(&columns, None, MERGE_BATCH_ROWS).await?;
+        // A damaged input fails this merge once; after that the planner no longer sees it.
+        let stream = b
+            .stream_batches(&columns, None, MERGE_BATCH_ROWS)
+            .await
+            .map_err(|e| b.note_read_error(e))?;
         let mut c = Cursor {
             stream: Box::pin(stream),
             normalizer: Normalizer::new(b, builder.layout()),
@@ -474,7 +479,9 @@ async fn merge_into(
             starts: Int64Array::new_null(0),
             span_ids: FixedSizeBinaryArray::new_null(8, 0),
         };
-        c.advance_batch(keys, &mut held).await?;
+        c.advance_batch(keys, &mut held)
+            .await
+            .map_err(|e| b.note_read_error(e))?;
         if let Some((tid, start)) = c.key()? {
             order.push(Reverse((tid, start, cursors.len())));
         }
@@ -499,7 +506,9 @@ async fn merge_into(
         }
         c.row += 1;
         if c.row >= c.trace_ids.len() {
-            c.advance_batch(keys, &mut held).await?;
+            c.advance_batch(keys, &mut held)
+                .await
+                .map_err(|e| inputs[i].note_read_error(e))?;
         }
         if let Some((tid, start)) = c.key()? {
             order.push(Reverse((tid, start, i)));

@@ -90,6 +90,15 @@ impl StoreError {
     pub fn corrupt(msg: impl Into<String>) -> Self {
         StoreError::Corrupt(msg.into())
     }
+
+    /// Whether the error says stored data is damaged (it decodes wrong), as against the
+    /// storage being unreachable or the store busy: a retry cannot help.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Parquet(_) | StoreError::Arrow(_) | StoreError::Decode(_) | StoreError::Corrupt(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -643,8 +652,18 @@ impl Store {
         heads.extend(st.frozen.iter().map(|f| HeadView::of(&f.head)));
         Snapshot {
             heads,
-            blocks: st.blocks.clone(),
+            blocks: st.blocks.iter().filter(|b| !b.is_unreadable()).cloned().collect(),
         }
+    }
+
+    /// Every block, those found unreadable too (which snapshots leave out).
+    pub(crate) fn all_blocks(&self) -> Vec<Arc<BlockHandle>> {
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocks
+            .clone()
     }
 
     /// Spans of one trace held in memory, plus the blocks that may hold more.
@@ -654,7 +673,12 @@ impl Store {
         for f in &st.frozen {
             spans.extend(f.head.trace(id));
         }
-        let blocks = st.blocks.iter().filter(|b| b.may_contain(id)).cloned().collect();
+        let blocks = st
+            .blocks
+            .iter()
+            .filter(|b| !b.is_unreadable() && b.may_contain(id))
+            .cloned()
+            .collect();
         (spans, blocks)
     }
 

@@ -35,6 +35,8 @@ pub struct BlockHandle {
     pub meta: BlockMeta,
     pub bloom: Bloom,
     backend: Backend,
+    /// Why the block's files could not be read, once a read found them damaged.
+    unreadable: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for BlockHandle {
@@ -52,7 +54,40 @@ impl Drop for BlockHandle {
 
 impl BlockHandle {
     pub fn new(meta: BlockMeta, bloom: Bloom, backend: Backend) -> BlockHandle {
-        BlockHandle { meta, bloom, backend }
+        BlockHandle {
+            meta,
+            bloom,
+            backend,
+            unreadable: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Takes note that a read of this block failed with `e`, when `e` says its files are
+    /// damaged (`StoreError::is_damage`): from then on snapshots leave the block out, so
+    /// queries answer from the other blocks and compaction stops trying to merge it. Its
+    /// files stay where they are (retention still deletes them in time). Returns `e`.
+    pub fn note_read_error(&self, e: StoreError) -> StoreError {
+        if e.is_damage() && self.unreadable.set(e.to_string()).is_ok() {
+            tracing::error!(
+                block = %self.meta.id,
+                spans = self.meta.span_count,
+                error = %e,
+                "block is unreadable: queries skip it and compaction leaves it alone until restart; \
+                 its files stay under blocks/ (restore them from a backup, or delete the directory)"
+            );
+            skein_model::metrics::counter(
+                "skein_unreadable_blocks_total",
+                "Blocks found damaged by a read, and skipped since",
+                &[],
+            )
+            .inc();
+        }
+        e
+    }
+
+    /// Whether a read found this block damaged (`note_read_error`).
+    pub fn is_unreadable(&self) -> bool {
+        self.unreadable.get().is_some()
     }
 
     fn reader(&self, file: &str, size: u64) -> ObjectReader {
