@@ -1294,3 +1294,65 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     assert_eq!(store.stats().blocks, 0);
     store.shutdown().await.unwrap();
 }
+
+/// Spans stamped far in the future (a client whose clock is years ahead) do not keep their
+/// block forever: retention ages a block by when it was written when that is earlier than its
+/// newest span, and the size cap deletes it before blocks of real recent data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_from_the_future_expire_with_their_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400 * 1_000_000_000u64;
+    let c = StoreConfig {
+        retention: Duration::from_secs(2 * 86_400),
+        ..cfg()
+    };
+    let store = Store::open(dir.path(), c).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let n = now();
+    let future = g.trace(n + 3650 * day, 10, false);
+    store.append(future.clone()).await.unwrap();
+    store.flush().await.unwrap();
+    // Stamped after the future block was written, as real data arriving later would be.
+    let recent = g.trace(now(), 10, false);
+    store.append(recent.clone()).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().blocks, 2);
+
+    // Within the retention period both stay.
+    assert_eq!(store.enforce_retention(n + day).await.unwrap(), 0);
+    assert_eq!(q.trace(&future[0].trace_id).await.unwrap().len(), 4);
+    // By size, the future block goes first: it was written first.
+    let sizes: Vec<u64> = store.snapshot().blocks.iter().map(|b| b.meta.total_bytes()).collect();
+    store.shutdown().await.unwrap();
+    drop((q, store));
+    let c = StoreConfig {
+        retention: Duration::from_secs(2 * 86_400),
+        retention_max_bytes: sizes.iter().max().unwrap() + 1,
+        ..cfg()
+    };
+    let store = Store::open(dir.path(), c.clone()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(store.enforce_retention(n + day).await.unwrap(), 1);
+    assert!(q.trace(&future[0].trace_id).await.unwrap().is_empty());
+    assert_eq!(q.trace(&recent[0].trace_id).await.unwrap().len(), 4);
+    store.shutdown().await.unwrap();
+    drop((q, store));
+
+    // By age: a block written more than the retention period ago goes, future spans or not.
+    let store = Store::open(
+        dir.path(),
+        StoreConfig {
+            retention_max_bytes: 0,
+            ..c
+        },
+    )
+    .await
+    .unwrap();
+    store.append(future.clone()).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.enforce_retention(n + day).await.unwrap(), 0);
+    assert_eq!(store.enforce_retention(n + 3 * day).await.unwrap(), 2);
+    assert_eq!(store.stats().blocks, 0);
+    store.shutdown().await.unwrap();
+}

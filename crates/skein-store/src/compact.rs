@@ -31,10 +31,10 @@ impl Store {
         let cutoff = now_unix_nano.saturating_sub(cfg.retention.as_nanos() as u64);
         // Unreadable blocks too: they expire like the rest.
         let mut blocks = self.all_blocks();
-        blocks.sort_by_key(|b| (b.meta.max_end, b.meta.min_start));
+        blocks.sort_by_key(|b| (b.meta.retention_time(), b.meta.min_start));
         let mut doomed: Vec<String> = blocks
             .iter()
-            .filter(|b| b.meta.max_end < cutoff)
+            .filter(|b| b.meta.retention_time() < cutoff)
             .map(|b| b.meta.id.clone())
             .collect();
         if cfg.retention_max_bytes > 0 {

@@ -142,6 +142,8 @@ pub struct BlockMeta {
     /// deletes them instead of serving their spans twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaces: Vec<String>,
+    /// When this block was written: every span in it had been received by then (a merge
+    /// comes after its inputs were written).
     pub created_unix_nano: u64,
 }
 
@@ -189,6 +191,13 @@ impl BlockMeta {
 
     pub fn total_bytes(&self) -> u64 {
         self.data_bytes + self.summary_bytes
+    }
+
+    /// The block's age for retention: when its newest span ended, or when the block was
+    /// written if that is earlier. Spans stamped in the future (a client with its clock far
+    /// ahead) would otherwise keep their block, and the disk it holds, for good.
+    pub fn retention_time(&self) -> u64 {
+        self.max_end.min(self.created_unix_nano)
     }
 
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
