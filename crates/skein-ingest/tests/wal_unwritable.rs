@@ -8,31 +8,17 @@
 //! holds for the whole process, so this test has a binary of its own. Real sockets,
 //! in-process server.
 
+mod common;
+
 use prost::Message;
 use skein_model::otlp::pb::collector::trace::v1::trace_service_client::TraceServiceClient;
 use skein_model::otlp::pb::collector::trace::v1::ExportTraceServiceRequest;
-use skein_model::otlp::pb::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use skein_pipeline::{Limits, Pipeline};
-use skein_store::{Store, StoreConfig};
 
 fn request(n: u8) -> ExportTraceServiceRequest {
-    let span = Span {
-        trace_id: vec![n; 16],
-        span_id: vec![n; 8],
-        name: format!("span {n} with a name long enough to cross the file size limit"),
-        start_time_unix_nano: 1,
-        end_time_unix_nano: 2,
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    common::request(
+        n,
+        &format!("span {n} with a name long enough to cross the file size limit"),
+    )
 }
 
 /// Sets the soft limit on the size of files this process writes.
@@ -65,27 +51,12 @@ async fn refused_with_retry_advice_while_the_wal_cannot_be_written() {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
-    let pipeline = Pipeline::new(Limits::default(), store.clone());
-    let cfg = skein_ingest::otlp::OtlpConfig::default();
-
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http_addr = http.local_addr().unwrap();
-    let app = skein_ingest::otlp::http::router(pipeline.clone(), &cfg);
-    tokio::spawn(async move { axum::serve(http, app).await });
-
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = grpc.local_addr().unwrap();
-    let svc = skein_ingest::otlp::grpc::service(pipeline.clone(), 1 << 20);
-    tokio::spawn(async move {
-        let incoming = futures::stream::unfold(grpc, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(incoming)
-            .await
-    });
+    let common::Receivers {
+        store,
+        http_url: url,
+        grpc_url,
+    } = common::start(dir.path()).await;
     let client = reqwest::Client::new();
-    let url = format!("http://{http_addr}/v1/traces");
     let post = |n: u8| {
         client
             .post(&url)
@@ -93,9 +64,7 @@ async fn refused_with_retry_advice_while_the_wal_cannot_be_written() {
             .body(request(n).encode_to_vec())
             .send()
     };
-    let mut grpc_client = TraceServiceClient::connect(format!("http://{grpc_addr}"))
-        .await
-        .unwrap();
+    let mut grpc_client = TraceServiceClient::connect(grpc_url).await.unwrap();
 
     assert_eq!(post(1).await.unwrap().status(), 200);
     let segment = newest_segment(dir.path());

@@ -127,6 +127,17 @@ fn now() -> u64 {
     skein_store::now_unix_nano()
 }
 
+const DAY: u64 = 86_400 * 1_000_000_000;
+
+/// `cfg()` keeping blocks `days` days and, unless 0, at most `max_bytes`.
+fn retaining(days: u64, max_bytes: u64) -> StoreConfig {
+    StoreConfig {
+        retention: Duration::from_secs(days * 86_400),
+        retention_max_bytes: max_bytes,
+        ..cfg()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_round_trip_and_search_agrees_with_head() {
     let dir = tempfile::tempdir().unwrap();
@@ -482,19 +493,14 @@ async fn one_failed_trace_of_four_spans(q: &QueryEngine) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_age_and_size() {
     let dir = tempfile::tempdir().unwrap();
-    let day = 86_400 * 1_000_000_000u64;
-    let c = StoreConfig {
-        retention: Duration::from_secs(2 * 86_400),
-        ..cfg()
-    };
-    let store = Store::open(dir.path(), c).await.unwrap();
+    let store = Store::open(dir.path(), retaining(2, 0)).await.unwrap();
     let q = QueryEngine::new(store.clone());
     let g = Gen::new();
     let n = now();
     // Blocks of traces 5, 3, 1 and 0 days old.
     let mut ids = Vec::new();
     for age in [5, 3, 1, 0] {
-        let t = g.trace(n - age * day - 1_000_000_000, 10, false);
+        let t = g.trace(n - age * DAY - 1_000_000_000, 10, false);
         ids.push(t[0].trace_id);
         store.append(t).await.unwrap();
         store.flush().await.unwrap();
@@ -510,12 +516,7 @@ async fn retention_by_age_and_size() {
     // By size: cap below two blocks' worth keeps only the newest.
     let one = std::fs::read_dir(dir.path().join("blocks")).unwrap().count();
     assert_eq!(one, 2);
-    let c = StoreConfig {
-        retention: Duration::from_secs(30 * 86_400),
-        retention_max_bytes: 1,
-        ..cfg()
-    };
-    let store = Store::open(dir.path(), c).await.unwrap();
+    let store = Store::open(dir.path(), retaining(30, 1)).await.unwrap();
     let q = QueryEngine::new(store.clone());
     let newest = store
         .snapshot()
@@ -1301,16 +1302,11 @@ async fn a_damaged_block_is_skipped_not_fatal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_from_the_future_expire_with_their_block() {
     let dir = tempfile::tempdir().unwrap();
-    let day = 86_400 * 1_000_000_000u64;
-    let c = StoreConfig {
-        retention: Duration::from_secs(2 * 86_400),
-        ..cfg()
-    };
-    let store = Store::open(dir.path(), c).await.unwrap();
+    let store = Store::open(dir.path(), retaining(2, 0)).await.unwrap();
     let q = QueryEngine::new(store.clone());
     let g = Gen::new();
     let n = now();
-    let future = g.trace(n + 3650 * day, 10, false);
+    let future = g.trace(n + 3650 * DAY, 10, false);
     store.append(future.clone()).await.unwrap();
     store.flush().await.unwrap();
     // Stamped after the future block was written, as real data arriving later would be.
@@ -1320,39 +1316,28 @@ async fn spans_from_the_future_expire_with_their_block() {
     assert_eq!(store.stats().blocks, 2);
 
     // Within the retention period both stay.
-    assert_eq!(store.enforce_retention(n + day).await.unwrap(), 0);
+    assert_eq!(store.enforce_retention(n + DAY).await.unwrap(), 0);
     assert_eq!(q.trace(&future[0].trace_id).await.unwrap().len(), 4);
     // By size, the future block goes first: it was written first.
     let sizes: Vec<u64> = store.snapshot().blocks.iter().map(|b| b.meta.total_bytes()).collect();
     store.shutdown().await.unwrap();
     drop((q, store));
-    let c = StoreConfig {
-        retention: Duration::from_secs(2 * 86_400),
-        retention_max_bytes: sizes.iter().max().unwrap() + 1,
-        ..cfg()
-    };
-    let store = Store::open(dir.path(), c.clone()).await.unwrap();
+    let store = Store::open(dir.path(), retaining(2, sizes.iter().max().unwrap() + 1))
+        .await
+        .unwrap();
     let q = QueryEngine::new(store.clone());
-    assert_eq!(store.enforce_retention(n + day).await.unwrap(), 1);
+    assert_eq!(store.enforce_retention(n + DAY).await.unwrap(), 1);
     assert!(q.trace(&future[0].trace_id).await.unwrap().is_empty());
     assert_eq!(q.trace(&recent[0].trace_id).await.unwrap().len(), 4);
     store.shutdown().await.unwrap();
     drop((q, store));
 
     // By age: a block written more than the retention period ago goes, future spans or not.
-    let store = Store::open(
-        dir.path(),
-        StoreConfig {
-            retention_max_bytes: 0,
-            ..c
-        },
-    )
-    .await
-    .unwrap();
+    let store = Store::open(dir.path(), retaining(2, 0)).await.unwrap();
     store.append(future.clone()).await.unwrap();
     store.flush().await.unwrap();
-    assert_eq!(store.enforce_retention(n + day).await.unwrap(), 0);
-    assert_eq!(store.enforce_retention(n + 3 * day).await.unwrap(), 2);
+    assert_eq!(store.enforce_retention(n + DAY).await.unwrap(), 0);
+    assert_eq!(store.enforce_retention(n + 3 * DAY).await.unwrap(), 2);
     assert_eq!(store.stats().blocks, 0);
     store.shutdown().await.unwrap();
 }
