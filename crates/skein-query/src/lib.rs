@@ -140,7 +140,7 @@ impl QueryEngine {
             .into_iter()
             .map(|b| {
                 let id = *id;
-                BlockRead::of_block(&b.clone(), async move {
+                BlockRead::of_block(b.clone(), async move {
                     if outline {
                         b.trace_outline(&id).await
                     } else {
@@ -196,7 +196,7 @@ impl QueryEngine {
                 let Some(b) = queued.next().cloned() else { break };
                 let q = shared.clone();
                 scans.push_back(BlockRead::of_block(
-                    &b.clone(),
+                    b.clone(),
                     async move { search_block(&b, &q).await },
                 ));
             }
@@ -259,7 +259,7 @@ impl QueryEngine {
                 let wanted: HashSet<TraceId> = ids.iter().filter(|id| b.may_contain(id)).copied().collect();
                 let b = b.clone();
                 (!wanted.is_empty())
-                    .then(|| BlockRead::of_block(&b.clone(), async move { b.summaries(Some(&wanted)).await }))
+                    .then(|| BlockRead::of_block(b.clone(), async move { b.summaries(Some(&wanted)).await }))
             })
             .collect();
         for read in reads {
@@ -744,12 +744,12 @@ impl<T: Send + Default + 'static> BlockRead<T> {
 
     /// A read of `block` that yields nothing, not an error, if it finds the block damaged.
     fn of_block(
-        block: &Arc<BlockHandle>,
+        block: Arc<BlockHandle>,
         read: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> BlockRead<T> {
         BlockRead {
             task: tokio::spawn(read),
-            block: Some(block.clone()),
+            block: Some(block),
         }
     }
 

@@ -1229,9 +1229,10 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     let q = QueryEngine::new(store.clone());
     let g = Gen::new();
     let base = now() - 60 * 1_000_000_000;
-    // Five blocks of 20 traces: three to damage (one per kind of read), two kept.
+    // Six blocks of 20 traces: four to damage (one per kind of read, one for compaction),
+    // two kept.
     let mut blocks: Vec<(String, Vec<Span>)> = Vec::new();
-    for b in 0..5u64 {
+    for b in 0..6u64 {
         let batch: Vec<Span> = (0..20u64)
             .flat_map(|i| g.trace(base + (b * 20 + i) * 10_000_000, 30, false))
             .collect();
@@ -1248,18 +1249,18 @@ async fn a_damaged_block_is_skipped_not_fatal() {
         blocks.push((id, batch));
     }
     let damage = |i: usize| damage_pages(&dir.path().join("blocks").join(&blocks[i].0).join("data.parquet"));
-    let good: Vec<&Span> = blocks[3..].iter().flat_map(|(_, b)| b).collect();
+    let good: Vec<&Span> = blocks[4..].iter().flat_map(|(_, b)| b).collect();
 
     // Each kind of read meets a block damaged just before it (each reads every block).
     // Trace by id in the first damaged block: nothing, not an error.
     damage(0);
     assert_eq!(q.trace(&blocks[0].1[0].trace_id).await.unwrap(), Vec::new());
-    assert_eq!(store.snapshot().blocks.len(), 4, "left out once found damaged");
+    assert_eq!(store.snapshot().blocks.len(), 5, "left out once found damaged");
     // Search over everything: the second damaged block is skipped.
     damage(1);
     let found = q.search(&TraceQuery::default()).await.unwrap();
-    assert_eq!(found.len(), 60, "the traces of the three readable blocks");
-    assert_eq!(store.snapshot().blocks.len(), 3);
+    assert_eq!(found.len(), 80, "the traces of the four readable blocks");
+    assert_eq!(store.snapshot().blocks.len(), 4);
     // Dependencies: the third.
     damage(2);
     let calls: u64 = q
@@ -1269,8 +1270,8 @@ async fn a_damaged_block_is_skipped_not_fatal() {
         .iter()
         .map(|d| d.call_count)
         .sum();
-    assert_eq!(calls, 40 * 3, "the calls of the two readable blocks");
-    assert_eq!(store.snapshot().blocks.len(), 2);
+    assert_eq!(calls, 60 * 3, "the calls of the three readable blocks");
+    assert_eq!(store.snapshot().blocks.len(), 3);
     // Traces of the readable blocks come back whole.
     assert_eq!(
         sorted(q.trace(&good[0].trace_id).await.unwrap()),
@@ -1282,16 +1283,21 @@ async fn a_damaged_block_is_skipped_not_fatal() {
         "three blocks counted unreadable"
     );
 
-    // Compaction merges the readable blocks only; the damaged ones stay on disk, untouched.
+    // A merge that meets the fourth fails once; the next merges the readable blocks only. The
+    // damaged ones stay on disk, untouched.
+    damage(3);
+    assert!(store.compact_once().await.is_err());
+    assert_eq!(store.snapshot().blocks.len(), 2);
     assert_eq!(store.compact_once().await.unwrap(), 2);
     assert_eq!(store.compact_once().await.unwrap(), 0);
-    assert_eq!(store.stats().blocks, 4, "the merged block and the three damaged ones");
-    for (id, _) in &blocks[..3] {
+    assert_eq!(store.stats().blocks, 5, "the merged block and the four damaged ones");
+    for (id, _) in &blocks[..4] {
         assert!(dir.path().join("blocks").join(id).join("data.parquet").exists());
     }
+    assert!(skein_model::metrics::render().contains("skein_unreadable_blocks_total 4"));
     // Retention deletes them like any other block.
     let far_future = now() + 30 * 86400 * 1_000_000_000;
-    assert_eq!(store.enforce_retention(far_future).await.unwrap(), 4);
+    assert_eq!(store.enforce_retention(far_future).await.unwrap(), 5);
     assert_eq!(store.stats().blocks, 0);
     store.shutdown().await.unwrap();
 }

@@ -470,8 +470,9 @@ async fn merge_into(
             .stream_batches(&columns, None, MERGE_BATCH_ROWS)
             .await
             .map_err(|e| b.note_read_error(e))?;
+        let input = b.clone();
         let mut c = Cursor {
-            stream: Box::pin(stream),
+            stream: Box::pin(stream.map(move |r| r.map_err(|e| input.note_read_error(e)))),
             normalizer: Normalizer::new(b, builder.layout()),
             slot: None,
             row: 0,
@@ -479,9 +480,7 @@ async fn merge_into(
             starts: Int64Array::new_null(0),
             span_ids: FixedSizeBinaryArray::new_null(8, 0),
         };
-        c.advance_batch(keys, &mut held)
-            .await
-            .map_err(|e| b.note_read_error(e))?;
+        c.advance_batch(keys, &mut held).await?;
         if let Some((tid, start)) = c.key()? {
             order.push(Reverse((tid, start, cursors.len())));
         }
@@ -506,9 +505,7 @@ async fn merge_into(
         }
         c.row += 1;
         if c.row >= c.trace_ids.len() {
-            c.advance_batch(keys, &mut held)
-                .await
-                .map_err(|e| inputs[i].note_read_error(e))?;
+            c.advance_batch(keys, &mut held).await?;
         }
         if let Some((tid, start)) = c.key()? {
             order.push(Reverse((tid, start, i)));
