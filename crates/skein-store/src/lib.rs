@@ -352,6 +352,8 @@ impl Store {
         let lock = lock_data_dir(data_dir).await?;
         let backend = Backend::local(data_dir.to_path_buf(), cfg.footer_cache_bytes as usize)?;
         let metrics = Metrics::new();
+        // At 0 from the start, so a dashboard sees it before the first damaged block.
+        block::read::unreadable_blocks();
 
         // Blocks first: their metas say which WAL segments are already in a block. A block
         // without a meta is what an interrupted write left; with the directory locked, nothing

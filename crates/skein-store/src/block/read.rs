@@ -28,6 +28,15 @@ use super::{BlockMeta, EventList, LinkList, DATA_FILE, SUMMARY_FILE};
 use crate::backend::{Backend, ObjectReader};
 use crate::StoreError;
 
+/// Counts the blocks `BlockHandle::note_read_error` found damaged.
+pub(crate) fn unreadable_blocks() -> skein_model::metrics::Counter {
+    skein_model::metrics::counter(
+        "skein_unreadable_blocks_total",
+        "Blocks found damaged by a read, and skipped since",
+        &[],
+    )
+}
+
 /// Leaf column index of the trace id in both the span and the summary file.
 const TRACE_ID_LEAF: usize = 0;
 
@@ -75,12 +84,7 @@ impl BlockHandle {
                 "block is unreadable: queries skip it and compaction leaves it alone until restart; \
                  its files stay under blocks/ (restore them from a backup, or delete the directory)"
             );
-            skein_model::metrics::counter(
-                "skein_unreadable_blocks_total",
-                "Blocks found damaged by a read, and skipped since",
-                &[],
-            )
-            .inc();
+            unreadable_blocks().inc();
         }
         e
     }
