@@ -340,9 +340,6 @@ pub struct Decoded {
     /// Upper bounds on the sizes that ingest limits cap, when the decoder noted them (`None`:
     /// unknown, every span must be checked).
     pub sizes: Option<DecodedSizes>,
-    /// The `Span::heap_size` of the spans in `batch`, summed, when the decoder measured each
-    /// span as it finished it (still in cache; a walk over them later misses it).
-    pub heap_bytes: Option<usize>,
 }
 
 /// Upper bounds, over a whole request, on what ingest limits cap: noting them while decoding

@@ -263,9 +263,8 @@ impl Pipeline {
             truncated == 0 && outcome.rejected.is_empty() && sampled.removed == 0 && sampled.tracestate_updated == 0;
         let n = spans.len();
         let encoded = encoded.filter(|_| unchanged);
-        let heap_bytes = decoded.heap_bytes.filter(|_| unchanged);
         let stored = match &self.tail_sampler {
-            None => self.store.append_encoded(spans, encoded, heap_bytes).await,
+            None => self.store.append_encoded(spans, encoded).await,
             Some(tail) => match tail.admit(self.store.pending_stats()) {
                 Err(why) => Err(StoreError::Overloaded(why)),
                 Ok(()) => {

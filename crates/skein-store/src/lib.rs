@@ -461,15 +461,12 @@ impl Store {
     ///
     /// `encoded` may carry the spans already as an OTLP `ExportTraceServiceRequest` (the bytes
     /// a client sent, when nothing was rejected or truncated); it becomes the WAL record as is.
-    ///
-    /// `heap_bytes` may carry the spans' `Span::heap_size` summed, when the caller measured it.
     pub fn try_append(
         &self,
         spans: Vec<Span>,
         encoded: Option<bytes::Bytes>,
-        heap_bytes: Option<usize>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        self.queue_append(spans, encoded, false, heap_bytes)
+        self.queue_append(spans, encoded, false)
     }
 
     /// Like `try_append`, but the spans wait (durably, not yet queryable) for a tail-sampling
@@ -479,7 +476,7 @@ impl Store {
         spans: Vec<Span>,
         encoded: Option<bytes::Bytes>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        self.queue_append(spans, encoded, true, None)
+        self.queue_append(spans, encoded, true)
     }
 
     fn queue_append(
@@ -487,7 +484,6 @@ impl Store {
         spans: Vec<Span>,
         encoded: Option<bytes::Bytes>,
         pending: bool,
-        heap_bytes: Option<usize>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (done, rx) = oneshot::channel();
         if spans.is_empty() {
@@ -505,9 +501,7 @@ impl Store {
             skein_model::otlp::wire::export_request(spans.iter(), &mut buf);
             buf.into()
         });
-        let measure = || spans.iter().map(Span::heap_size).sum::<usize>();
-        debug_assert!(heap_bytes.is_none_or(|b| b == measure()), "heap_bytes as measured");
-        let heap_bytes = heap_bytes.unwrap_or_else(measure);
+        let heap_bytes = spans.iter().map(Span::heap_size).sum();
         // Counted before sending: the writer may take the message (and subtract) at once.
         self.inner.metrics.queue_depth.add(1);
         let sent = self.inner.tx.try_send(WalMsg::Append {
@@ -529,7 +523,7 @@ impl Store {
 
     /// Appends and waits until durable.
     pub async fn append(&self, spans: Vec<Span>) -> Result<(), StoreError> {
-        self.append_encoded(spans, None, None).await
+        self.append_encoded(spans, None).await
     }
 
     /// Appends spans that wait for a tail-sampling decision, and waits until durable.
@@ -598,14 +592,9 @@ impl Store {
     }
 
     /// Like `append`, with the spans' OTLP encoding already at hand (see `try_append`).
-    pub async fn append_encoded(
-        &self,
-        spans: Vec<Span>,
-        encoded: Option<bytes::Bytes>,
-        heap_bytes: Option<usize>,
-    ) -> Result<(), StoreError> {
+    pub async fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
         self.wait_for_room().await?;
-        self.try_append(spans, encoded, heap_bytes)?
+        self.try_append(spans, encoded)?
             .await
             .map_err(|_| StoreError::ShuttingDown)?
     }

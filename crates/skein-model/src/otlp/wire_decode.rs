@@ -78,7 +78,6 @@ pub fn decode_request(body: &[u8]) -> Result<Decoded, WireError> {
         body,
         out: Decoded {
             sizes: Some(DecodedSizes::default()),
-            heap_bytes: Some(0),
             ..Decoded::default()
         },
         index: 0,
@@ -371,12 +370,7 @@ impl<'a> Decoder<'a> {
         self.out.batch.spans.reserve(spans.len());
         for (s, e) in spans {
             match self.span(s, e, resource, &scope)? {
-                Ok(span) => {
-                    if let Some(bytes) = &mut self.out.heap_bytes {
-                        *bytes += span.heap_size();
-                    }
-                    self.out.batch.spans.push(span)
-                }
+                Ok(span) => self.out.batch.spans.push(span),
                 Err(error) => self.out.rejected.push(Rejected {
                     index: self.index,
                     error,
@@ -695,49 +689,6 @@ mod tests {
         let mut body = Vec::new();
         super::super::wire::export_request([&span], &mut body);
         body
-    }
-
-    /// The heap size the decoder sums as it goes is the spans' own `heap_size`, for the spans
-    /// it keeps only (here one span of three is rejected for a zero span id).
-    #[test]
-    fn heap_bytes_are_those_of_the_kept_spans() {
-        let nested = AnyValue::KvList(vec![KeyValue::new(
-            "list",
-            AnyValue::Array(vec![AnyValue::String("a value".into()), AnyValue::Int(3)]),
-        )]);
-        let spans: Vec<Span> = (1..=3u8)
-            .map(|i| Span {
-                trace_id: [i; 16],
-                span_id: if i == 2 { [0; 8] } else { [i; 8] },
-                name: "n".repeat(i as usize * 10),
-                start_unix_nano: 1,
-                end_unix_nano: 2,
-                attributes: vec![
-                    KeyValue::string("k", "v".repeat(40)),
-                    KeyValue::new("nested", nested.clone()),
-                ],
-                events: vec![Event {
-                    time_unix_nano: 1,
-                    name: "e".into(),
-                    attributes: vec![KeyValue::new("n", AnyValue::Int(1))],
-                    dropped_attributes_count: 0,
-                }],
-                links: vec![Link {
-                    trace_id: [9; 16],
-                    span_id: [9; 8],
-                    trace_state: "k=v".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        let mut body = Vec::new();
-        super::super::wire::export_request(&spans, &mut body);
-        let decoded = decode_request(&body).unwrap();
-        assert_eq!(decoded.batch.spans.len(), 2);
-        assert_eq!(decoded.rejected.len(), 1);
-        let kept: usize = decoded.batch.spans.iter().map(Span::heap_size).sum();
-        assert_eq!(decoded.heap_bytes, Some(kept));
     }
 
     fn decode(body: &[u8]) -> Span {
