@@ -385,7 +385,7 @@ impl QueryEngine {
                     None => graph.add_block_by_ids(b, groups, in_window).await,
                 }
             };
-            skip_if_damaged(b, read.await)?;
+            skip_if_damaged(b, read.await.map_err(|QueryError::Store(e)| e))?;
         }
         // Parents in another block, or in memory while their children are in a block: a trace
         // whose services exported at different times is split until compaction merges its
@@ -585,8 +585,7 @@ impl CallGraph {
                     wanted.get(i).is_some_and(|t| *t <= g.max_trace)
                 })
                 .collect();
-            let batches = b.scan(&cols, Some(groups)).await;
-            let Some(batches) = skip_if_damaged(b, batches.map_err(QueryError::from))? else {
+            let Some(batches) = skip_if_damaged(b, b.scan(&cols, Some(groups)).await)? else {
                 continue;
             };
             for batch in batches {
@@ -715,10 +714,10 @@ fn read_parallelism() -> usize {
 /// The outcome of reading `b`, except that a read which found the block damaged counts as
 /// finding nothing: the block is noted unreadable (`BlockHandle::note_read_error`, logged
 /// once, left out of later snapshots) and the query answers from everything else.
-fn skip_if_damaged<T>(b: &BlockHandle, r: Result<T, QueryError>) -> Result<Option<T>, QueryError> {
+fn skip_if_damaged<T>(b: &BlockHandle, r: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(QueryError::Store(e)) if e.is_damage() => {
+        Err(e) if e.is_damage() => {
             b.note_read_error(e);
             Ok(None)
         }
@@ -757,11 +756,9 @@ impl<T: Send + Default + 'static> BlockRead<T> {
         let r = (&mut self.task)
             .await
             .map_err(|e| StoreError::Internal(format!("block read failed: {e}")))?;
-        match (&self.block, r) {
-            (Some(b), r) => skip_if_damaged(b, r.map_err(QueryError::from))
-                .map(Option::unwrap_or_default)
-                .map_err(|QueryError::Store(e)| e),
-            (None, r) => r,
+        match &self.block {
+            Some(b) => skip_if_damaged(b, r).map(Option::unwrap_or_default),
+            None => r,
         }
     }
 }

@@ -178,6 +178,14 @@ struct State {
     holding: bool,
 }
 
+impl State {
+    /// The blocks queries and compaction may read: all but those a read found damaged
+    /// (`BlockHandle::note_read_error`).
+    fn readable_blocks(&self) -> impl Iterator<Item = &Arc<BlockHandle>> {
+        self.blocks.iter().filter(|b| !b.is_unreadable())
+    }
+}
+
 struct Metrics {
     wal_bytes: Counter,
     wal_records: Counter,
@@ -654,7 +662,7 @@ impl Store {
         heads.extend(st.frozen.iter().map(|f| HeadView::of(&f.head)));
         Snapshot {
             heads,
-            blocks: st.blocks.iter().filter(|b| !b.is_unreadable()).cloned().collect(),
+            blocks: st.readable_blocks().cloned().collect(),
         }
     }
 
@@ -675,12 +683,7 @@ impl Store {
         for f in &st.frozen {
             spans.extend(f.head.trace(id));
         }
-        let blocks = st
-            .blocks
-            .iter()
-            .filter(|b| !b.is_unreadable() && b.may_contain(id))
-            .cloned()
-            .collect();
+        let blocks = st.readable_blocks().filter(|b| b.may_contain(id)).cloned().collect();
         (spans, blocks)
     }
 
