@@ -576,6 +576,73 @@ async fn wal_replay_after_unclean_stop_and_torn_tail() {
     );
 }
 
+/// A WAL record damaged on disk, with acknowledged records after it: replay loses that
+/// record's spans only, keeps a copy of the segment, and starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_inside_the_wal_loses_only_the_damaged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gen::new();
+    let traces: Vec<Vec<Span>> = (0..3)
+        .map(|i| g.trace(now() - (3 - i) * 1_000_000_000, 10, false))
+        .collect();
+    {
+        let store = Store::open(dir.path(), cfg()).await.unwrap();
+        for t in &traces {
+            store.append(t.clone()).await.unwrap();
+        }
+        // Dropped without shutdown: only the WAL has them, one record per append.
+    }
+    let wal = dir.path().join("wal");
+    let segment = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let first_len = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
+    let second = 8 + first_len;
+    bytes[second + 8 + 100] ^= 0x55;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    for round in 0..2 {
+        let store = Store::open(dir.path(), cfg()).await.unwrap();
+        let q = QueryEngine::new(store.clone());
+        for (i, t) in traces.iter().enumerate() {
+            let found = q.trace(&t[0].trace_id).await.unwrap();
+            if i == 1 {
+                assert!(found.is_empty(), "round {round}: the damaged record's trace");
+            } else {
+                assert_eq!(sorted(found), sorted(t.clone()), "round {round}: trace {i}");
+            }
+        }
+        assert_eq!(
+            std::fs::read(&segment).unwrap(),
+            bytes,
+            "round {round}: nothing cut off"
+        );
+        let mut copy = segment.clone().into_os_string();
+        copy.push(".damaged");
+        assert_eq!(std::fs::read(&copy).unwrap(), bytes, "round {round}: a copy kept");
+    }
+    // Once the spans are in a block the segment goes; the copy stays, and replay ignores it.
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    store.flush().await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+    assert!(!segment.exists());
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(
+        sorted(q.trace(&traces[2][0].trace_id).await.unwrap()),
+        sorted(traces[2].clone())
+    );
+    let names: Vec<String> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".wal.damaged")), "{names:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_attribute_with_another_type_is_still_found_in_blocks() {
     let dir = tempfile::tempdir().unwrap();

@@ -203,6 +203,7 @@ struct Metrics {
     queue_depth: Gauge,
     cuts: Counter,
     replay_truncated: Counter,
+    replay_damaged: Counter,
     pending_traces: Gauge,
     pending_spans: Gauge,
     pending_bytes: Gauge,
@@ -247,6 +248,11 @@ impl Metrics {
             replay_truncated: metrics::counter(
                 "skein_wal_truncated_bytes_total",
                 "Bytes of torn or corrupt WAL tails truncated during replay",
+                &[],
+            ),
+            replay_damaged: metrics::counter(
+                "skein_wal_damaged_bytes_total",
+                "Bytes of damaged WAL records skipped during replay, intact records after them kept",
                 &[],
             ),
             pending_traces: metrics::gauge(
@@ -412,9 +418,31 @@ impl Store {
                 tracing::warn!(segment = %path.display(), bytes = r.truncated_bytes, "truncated a torn WAL tail");
                 metrics.replay_truncated.add(r.truncated_bytes);
             }
+            let mut damage: Vec<String> = r
+                .damaged
+                .iter()
+                .map(|(offset, bytes)| format!("{bytes} bytes at offset {offset}"))
+                .collect();
+            let mut skipped: u64 = r.damaged.iter().map(|d| d.1).sum();
             let now = Instant::now();
-            for rec in r.records {
-                replayed += replay_record(&rec, &mut head, &mut pending, now)?;
+            for (i, rec) in r.records.iter().enumerate() {
+                match replay_record(rec, &mut head, &mut pending, now) {
+                    Ok(n) => replayed += n,
+                    Err(e) => {
+                        damage.push(format!("record {i} ({} bytes) does not decode: {e}", rec.len()));
+                        skipped += rec.len() as u64;
+                    }
+                }
+            }
+            if !damage.is_empty() {
+                metrics.replay_damaged.add(skipped);
+                let copy = wal::keep_damaged_copy(&path)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|e| format!("none, copying failed: {e}"));
+                tracing::error!(
+                    segment = %path.display(), damage = %damage.join("; "), copy,
+                    "skipped damaged WAL records; the intact records around them were replayed"
+                );
             }
             head.wal_segments.push(seq);
         }

@@ -156,12 +156,47 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[derive(Debug, Default)]
 pub struct Replay {
     pub records: Vec<Vec<u8>>,
-    /// Bytes cut off the end because the last record was torn or corrupt.
+    /// Bytes cut off the end because the last record was torn (a crash mid-append).
     pub truncated_bytes: u64,
+    /// Damaged stretches inside the segment, as (offset, bytes): intact records follow each,
+    /// so they are not a torn tail but damage on disk. Skipped; the records after them kept.
+    pub damaged: Vec<(u64, u64)>,
 }
 
-/// Reads every intact record of a segment. A torn or corrupt tail is truncated (and reported),
-/// never fatal: everything before it was acknowledged, everything after it was not.
+/// The segment's payload at `pos` if an intact record starts there, and where it ends.
+/// An empty record counts as damage: none is ever written, and zeroed space parses as one.
+fn record_at(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let header = data.get(pos..pos + HEADER_LEN)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    let start = pos + HEADER_LEN;
+    let payload = data.get(start..start + len as usize)?;
+    (crc32c::crc32c(payload) == crc).then_some((payload, start + len as usize))
+}
+
+/// The first intact record after damage at `from`. Only offsets whose payload starts like one
+/// of ours (an OTLP request's first field, or our own record mark and kind) are checked, which
+/// keeps the CRC work to about the segment's size.
+fn next_intact_record(data: &[u8], from: usize) -> Option<usize> {
+    (from..data.len().saturating_sub(HEADER_LEN)).find(|&p| {
+        let looks_like_ours = match data.get(p + HEADER_LEN..p + HEADER_LEN + 2) {
+            Some([0x0a, _]) => true,
+            Some([crate::pending::RECORD_MARK, kind]) => (1..=3).contains(kind),
+            _ => false,
+        };
+        looks_like_ours && record_at(data, p).is_some()
+    })
+}
+
+/// Reads every intact record of a segment, never fatal.
+///
+/// A torn tail (nothing intact after the first damaged record: the crash came mid-append, so
+/// nothing in it was acknowledged) is truncated. Damage with intact records after it — a disk
+/// that lost or flipped bytes of acknowledged records — is skipped and the records after it
+/// are kept, not cut off with the tail.
 pub fn replay_segment(path: &Path) -> Result<Replay, StoreError> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -174,23 +209,16 @@ pub fn replay_segment(path: &Path) -> Result<Replay, StoreError> {
     let mut replay = Replay::default();
     let mut pos = 0usize;
     while pos < data.len() {
-        let Some(header) = data.get(pos..pos + HEADER_LEN) else {
+        if let Some((payload, end)) = record_at(&data, pos) {
+            replay.records.push(payload.to_vec());
+            pos = end;
+            continue;
+        }
+        let Some(next) = next_intact_record(&data, pos + 1) else {
             break;
         };
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD {
-            break;
-        }
-        let start = pos + HEADER_LEN;
-        let Some(payload) = data.get(start..start + len as usize) else {
-            break;
-        };
-        if crc32c::crc32c(payload) != crc {
-            break;
-        }
-        replay.records.push(payload.to_vec());
-        pos = start + len as usize;
+        replay.damaged.push((pos as u64, (next - pos) as u64));
+        pos = next;
     }
     if pos < data.len() {
         replay.truncated_bytes = (data.len() - pos) as u64;
@@ -200,6 +228,16 @@ pub fn replay_segment(path: &Path) -> Result<Replay, StoreError> {
             .map_err(|e| StoreError::io("truncating torn WAL tail", path, e))?;
     }
     Ok(replay)
+}
+
+/// Keeps a copy of a segment that replay found damaged, beside it (`<segment>.damaged`, which
+/// replay ignores): the segment itself is deleted once its spans are in a block.
+pub fn keep_damaged_copy(path: &Path) -> io::Result<PathBuf> {
+    let mut copy = path.as_os_str().to_owned();
+    copy.push(".damaged");
+    let copy = PathBuf::from(copy);
+    fs::copy(path, &copy)?;
+    Ok(copy)
 }
 
 pub fn remove_segment(dir: &Path, seq: u64) -> io::Result<()> {
@@ -239,6 +277,100 @@ mod tests {
         fs::write(&path, &data).unwrap();
         let r = replay_segment(&path).unwrap();
         assert_eq!(r.records, vec![b"first".to_vec()]);
+    }
+
+    /// Payloads shaped like the records replay looks for after damage: an OTLP request's first
+    /// field, or our own record mark and kind.
+    fn payloads() -> Vec<Vec<u8>> {
+        let otlp = |i: u8| [&[0x0a, 40][..], &[i; 40]].concat();
+        vec![
+            otlp(1),
+            otlp(2),
+            vec![crate::pending::RECORD_MARK, 2, 7, 7, 7],
+            otlp(4),
+            otlp(5),
+        ]
+    }
+
+    fn segment_of(payloads: &[Vec<u8>]) -> (tempfile::TempDir, PathBuf, Vec<usize>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut framed = Vec::new();
+        let mut offsets = Vec::new();
+        for p in payloads {
+            offsets.push(framed.len());
+            encode_record(p, &mut framed);
+        }
+        let path = segment_path(dir.path(), 1);
+        fs::write(&path, &framed).unwrap();
+        (dir, path, offsets)
+    }
+
+    /// Damage with intact records after it is not a torn tail: only the damaged record is
+    /// lost, whether a payload byte, a CRC or a length went bad, and the file is not cut.
+    #[test]
+    fn damage_inside_a_segment_loses_only_the_damaged_record() {
+        let all = payloads();
+        let without_second: Vec<Vec<u8>> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let framed_len = HEADER_LEN + all[1].len();
+        type Damage = fn(&mut [u8], usize);
+        let damages: [(&str, Damage); 5] = [
+            ("payload byte", |d, at| d[at + HEADER_LEN + 20] ^= 0x10),
+            ("crc", |d, at| d[at + 5] ^= 1),
+            ("length too long for the file", |d, at| d[at + 3] = 0x7f),
+            ("length pointing into the next record", |d, at| d[at] += 9),
+            ("zeroed", |d, at| d[at..at + 30].fill(0)),
+        ];
+        for (what, damage) in damages {
+            let (_dir, path, offsets) = segment_of(&all);
+            let mut data = fs::read(&path).unwrap();
+            damage(&mut data, offsets[1]);
+            fs::write(&path, &data).unwrap();
+            let r = replay_segment(&path).unwrap();
+            assert_eq!(r.records, without_second, "{what}");
+            assert_eq!(r.damaged, vec![(offsets[1] as u64, framed_len as u64)], "{what}");
+            assert_eq!(r.truncated_bytes, 0, "{what}");
+            assert_eq!(fs::read(&path).unwrap(), data, "{what}: the segment is left as it was");
+        }
+    }
+
+    /// Damage, then a torn tail: the damage is skipped, the tail cut off.
+    #[test]
+    fn damage_and_a_torn_tail_in_one_segment() {
+        let all = payloads();
+        let (_dir, path, offsets) = segment_of(&all);
+        let mut data = fs::read(&path).unwrap();
+        data[offsets[2] + HEADER_LEN + 3] ^= 0xff;
+        let whole = data.len();
+        data.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 0x0a, 9, 9]);
+        data.extend_from_slice(&[0; 4096]);
+        fs::write(&path, &data).unwrap();
+        let r = replay_segment(&path).unwrap();
+        assert_eq!(r.records, [&all[..2], &all[3..]].concat());
+        assert_eq!(r.damaged, vec![(offsets[2] as u64, (offsets[3] - offsets[2]) as u64)]);
+        assert_eq!(r.truncated_bytes, (data.len() - whole) as u64);
+        assert_eq!(fs::metadata(&path).unwrap().len(), whole as u64);
+    }
+
+    /// A tail of zeroes (space a crash left allocated but unwritten) is a torn tail, not a run
+    /// of empty records.
+    #[test]
+    fn a_zeroed_tail_is_torn() {
+        let all = payloads();
+        let (_dir, path, _) = segment_of(&all);
+        let whole = fs::metadata(&path).unwrap().len();
+        let mut data = fs::read(&path).unwrap();
+        data.extend_from_slice(&[0; 8192]);
+        fs::write(&path, &data).unwrap();
+        let r = replay_segment(&path).unwrap();
+        assert_eq!(r.records, all);
+        assert!(r.damaged.is_empty());
+        assert_eq!(r.truncated_bytes, 8192);
+        assert_eq!(fs::metadata(&path).unwrap().len(), whole);
     }
 
     /// Records written as slices (frame, prefix, payload), more than one `writev` takes, come
