@@ -636,6 +636,32 @@ fn observe(kind: &'static str, t: std::time::Instant) {
     .observe(t.elapsed().as_secs_f64());
 }
 
+/// What a query asked for, to tell whether a damaged block may have held part of the answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Asked<'a> {
+    Trace(&'a TraceId),
+    Search(&'a TraceQuery),
+    /// Spans starting in this window (unix ns), as dependencies read them.
+    Window(u64, u64),
+}
+
+impl QueryEngine {
+    /// Ids of the blocks found damaged (skipped by every read since) that may hold spans of
+    /// what was asked: the answer may lack those spans, and the response should say so.
+    pub fn damaged_blocks_for(&self, asked: Asked<'_>) -> Vec<String> {
+        self.store
+            .unreadable_blocks()
+            .iter()
+            .filter(|b| match asked {
+                Asked::Trace(id) => b.may_contain(id),
+                Asked::Search(q) => block_may_match(&b.meta, q),
+                Asked::Window(start, end) => b.meta.min_start <= end && b.meta.max_end >= start,
+            })
+            .map(|b| b.meta.id.clone())
+            .collect()
+    }
+}
+
 fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool {
     let (lo, hi) = q.window();
     if meta.max_end < lo || meta.min_start > hi {

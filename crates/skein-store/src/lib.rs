@@ -694,6 +694,12 @@ impl Store {
         }
     }
 
+    /// The blocks a read found damaged, which snapshots leave out (usually none).
+    pub fn unreadable_blocks(&self) -> Vec<Arc<BlockHandle>> {
+        let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+        st.blocks.iter().filter(|b| b.is_unreadable()).cloned().collect()
+    }
+
     /// Every block, those found unreadable too (which snapshots leave out).
     pub(crate) fn all_blocks(&self) -> Vec<Arc<BlockHandle>> {
         self.inner

@@ -10,9 +10,10 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 use skein_model::{hex, SpanKind, TraceId};
-use skein_query::{QueryEngine, TraceQuery};
+use skein_query::{Asked, QueryEngine, TraceQuery};
 
 use super::convert::{jaeger_trace, JaegerTraceJson};
+use super::{incomplete_note, with_warning};
 use crate::params::Params;
 
 pub fn router(engine: QueryEngine) -> Router {
@@ -28,22 +29,38 @@ pub fn router(engine: QueryEngine) -> Router {
 
 /// Jaeger's v1 envelope.
 fn data(data: impl Serialize, total: usize) -> Response {
+    data_noting(data, total, None)
+}
+
+/// The envelope with a note that the data may be incomplete in `errors` (status 200, as Jaeger
+/// answers a multi-trace lookup that found some of the traces) and in a `Warning` header.
+fn data_noting(data: impl Serialize, total: usize, note: Option<String>) -> Response {
     #[derive(Serialize)]
     struct Envelope<T> {
         data: T,
         total: usize,
         limit: usize,
         offset: usize,
-        errors: Option<()>,
+        errors: Option<Vec<Value>>,
     }
-    Json(Envelope {
+    let header = note.clone();
+    let response = Json(Envelope {
         data,
         total,
         limit: 0,
         offset: 0,
-        errors: None,
+        errors: note.map(|msg| vec![json!({ "code": 500, "msg": msg })]),
     })
-    .into_response()
+    .into_response();
+    with_warning(response, header.as_deref())
+}
+
+/// A 404 for a trace, saying so when a damaged block that may hold it was skipped.
+fn trace_not_found(note: Option<String>) -> Response {
+    match note {
+        Some(note) => v1_error(StatusCode::NOT_FOUND, format!("trace not found; {note}")),
+        None => v1_error(StatusCode::NOT_FOUND, "trace not found"),
+    }
 }
 
 pub fn v1_error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -94,8 +111,8 @@ async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Resp
         Err(e) => return v1_error(StatusCode::BAD_REQUEST, e),
     };
     match q.trace(&id).await {
-        Ok(spans) if spans.is_empty() => v1_error(StatusCode::NOT_FOUND, "trace not found"),
-        Ok(spans) => data([jaeger_trace(&spans)], 1),
+        Ok(spans) if spans.is_empty() => trace_not_found(incomplete_note(&q, Asked::Trace(&id))),
+        Ok(spans) => data_noting([jaeger_trace(&spans)], 1, incomplete_note(&q, Asked::Trace(&id))),
         Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -156,6 +173,7 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
     let ids: Vec<&str> = p.all("traceID").collect();
     if !ids.is_empty() {
         let mut out = Vec::new();
+        let mut notes = Vec::new();
         for id in ids {
             let id = match parse_trace_id(id) {
                 Ok(id) => id,
@@ -166,9 +184,10 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
                 Ok(_) => {}
                 Err(e) => return v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
+            notes.extend(incomplete_note(&q, Asked::Trace(&id)).map(|n| format!("trace {}: {n}", hex::encode(&id))));
         }
         let n = out.len();
-        return data(out, n);
+        return data_noting(out, n, (!notes.is_empty()).then(|| notes.join("; ")));
     }
     let query = match v1_query(&p) {
         Ok(q) => q,
@@ -178,7 +197,7 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
         Ok(traces) => {
             let out: Vec<JaegerTraceJson> = traces.iter().map(|t| jaeger_trace(t)).collect();
             let n = out.len();
-            data(out, n)
+            data_noting(out, n, incomplete_note(&q, Asked::Search(&query)))
         }
         Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -199,7 +218,7 @@ async fn dependencies(State(q): State<QueryEngine>, Query(p): Query<Vec<(String,
     match q.dependencies(start, end).await {
         Ok(deps) => {
             let n = deps.len();
-            data(deps, n)
+            data_noting(deps, n, incomplete_note(&q, Asked::Window(start, end)))
         }
         Err(e) => v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

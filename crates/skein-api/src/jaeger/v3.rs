@@ -10,9 +10,10 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use skein_model::otlp::json::encode_traces_data;
 use skein_model::{hex, Span, SpanKind};
-use skein_query::{QueryEngine, TraceQuery};
+use skein_query::{Asked, QueryEngine, TraceQuery};
 
 use super::http::parse_trace_id;
+use super::{incomplete_note, with_warning};
 use crate::params::Params;
 use crate::time::{format_rfc3339, parse_rfc3339};
 
@@ -63,9 +64,16 @@ async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Resp
         Ok(id) => id,
         Err(e) => return v3_error(StatusCode::BAD_REQUEST, e),
     };
+    let note = || incomplete_note(&q, Asked::Trace(&id));
     match q.trace(&id).await {
-        Ok(spans) if spans.is_empty() => v3_error(StatusCode::NOT_FOUND, "trace not found"),
-        Ok(spans) => Json(json!({ "result": encode_traces_data(spans.iter()) })).into_response(),
+        Ok(spans) if spans.is_empty() => match note() {
+            Some(note) => v3_error(StatusCode::NOT_FOUND, format!("trace not found; {note}")),
+            None => v3_error(StatusCode::NOT_FOUND, "trace not found"),
+        },
+        Ok(spans) => with_warning(
+            Json(json!({ "result": encode_traces_data(spans.iter()) })).into_response(),
+            note().as_deref(),
+        ),
         Err(e) => v3_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -168,7 +176,8 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
     match q.find_traces(&query).await {
         Ok(traces) => {
             let all: Vec<&Span> = traces.iter().flatten().collect();
-            Json(json!({ "result": encode_traces_data(all) })).into_response()
+            let response = Json(json!({ "result": encode_traces_data(all) })).into_response();
+            with_warning(response, incomplete_note(&q, Asked::Search(&query)).as_deref())
         }
         Err(e) => v3_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -249,7 +258,8 @@ async fn trace_summaries(State(q): State<QueryEngine>, Query(p): Query<Vec<(Stri
     match q.find_trace_outlines(&query).await {
         Ok(traces) => {
             let out: Vec<Value> = traces.iter().map(|t| summarize(t)).collect();
-            Json(json!({ "result": { "summaries": out } })).into_response()
+            let response = Json(json!({ "result": { "summaries": out } })).into_response();
+            with_warning(response, incomplete_note(&q, Asked::Search(&query)).as_deref())
         }
         Err(e) => v3_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
