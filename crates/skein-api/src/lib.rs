@@ -1,6 +1,7 @@
 //! Query-side HTTP: Jaeger's APIs (v1 JSON and api_v3), health, readiness and metrics.
 //! Protocol shapes are produced here, at the edge, from the one model.
 
+pub mod admission;
 pub mod jaeger;
 pub mod params;
 /// Jaeger remote-sampling endpoints (HTTP and gRPC) for SDKs.

@@ -35,6 +35,9 @@ pub struct QueryConfig {
     pub http_addr: String,
     /// Jaeger gRPC query API (`jaeger.api_v2.QueryService`, `jaeger.api_v3.QueryService`).
     pub grpc_addr: String,
+    /// Queries reading spans (searches, trace lookups, dependencies) that run at once, over
+    /// every query API together; the others wait their turn. Bounds the memory queries hold.
+    pub max_concurrent: usize,
 }
 
 impl Default for QueryConfig {
@@ -42,6 +45,7 @@ impl Default for QueryConfig {
         QueryConfig {
             http_addr: "0.0.0.0:16686".into(),
             grpc_addr: "0.0.0.0:16685".into(),
+            max_concurrent: 8,
         }
     }
 }
@@ -219,6 +223,9 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     cfg.sampling.adaptive.validate().map_err(invalid)?;
     cfg.sampling.head.validate().map_err(invalid)?;
     cfg.sampling.tail.policies().map_err(invalid)?;
+    if cfg.query.max_concurrent == 0 {
+        return Err(invalid("query.max_concurrent must be at least 1".into()));
+    }
     Ok(())
 }
 
@@ -260,6 +267,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("soon"), "{err}");
+        let err = load(None, std::iter::empty(), &["query.max_concurrent=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query.max_concurrent must be at least 1"), "{err}");
         // What `skein config` prints loads back to the same configuration.
         let text = to_toml(&cfg).unwrap();
         std::fs::write(&f, text).unwrap();

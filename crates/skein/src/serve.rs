@@ -73,6 +73,8 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         None
     };
     let engine = skein_query::QueryEngine::new(store.clone());
+    // One set of query slots for every query API (HTTP, Zipkin, gRPC).
+    let admission = skein_api::admission::QueryAdmission::new(cfg.query.max_concurrent);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     // ---- Remote sampling strategies (served on 5778, 14268 and 14250) ----
@@ -129,6 +131,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     if let Some(l) = bind("zipkin_http", &cfg.zipkin.http_addr).await? {
         let app = skein_ingest::zipkin::router(pipeline.clone(), cfg.zipkin.max_request_bytes as usize)
             .merge(skein_api::zipkin::router(engine.clone()))
+            .layer(admission.clone())
             .layer(skein_ingest::zipkin::cors(&cfg.zipkin.cors_allowed_origins));
         tasks.push(spawn_http(l, app, stop_rx.clone(), "Zipkin HTTP server"));
     }
@@ -186,11 +189,13 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         use skein_api::jaeger::grpc::{v2::QueryServiceV2, v3::QueryServiceV3};
         let (v2, v3) = (QueryServiceV2::new(engine.clone()), QueryServiceV3::new(engine.clone()));
         let mut rx = stop_rx.clone();
+        let admission = admission.clone();
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::invalid_argument_on_decode_error,
                 ))
+                .layer(admission)
                 .add_service(v2)
                 .add_service(v3)
                 .serve_with_incoming_shutdown(tokio_stream_of(l), async move {
@@ -201,7 +206,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         }));
     }
     if let Some(l) = bind("query_http", &cfg.query.http_addr).await? {
-        let app = skein_api::router(engine.clone());
+        let app = skein_api::router(engine.clone()).layer(admission.clone());
         tasks.push(spawn_http(l, app, stop_rx.clone(), "query HTTP server"));
     }
     println!(
