@@ -667,14 +667,16 @@ fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool
     if meta.max_end < lo || meta.min_start > hi {
         return false;
     }
+    // A capped operation list (`BlockMeta::operations_capped`) cannot rule an operation out.
     if let Some(svc) = &q.service {
         match meta.services.get(svc) {
             None => return false,
             Some(ops) => {
                 if let Some(op) = &q.operation {
-                    if !ops
-                        .iter()
-                        .any(|(n, k)| n == op && q.span_kind.is_none_or(|want| want as u8 == *k))
+                    if !meta.operations_capped.contains(svc)
+                        && !ops
+                            .iter()
+                            .any(|(n, k)| n == op && q.span_kind.is_none_or(|want| want as u8 == *k))
                     {
                         return false;
                     }
@@ -682,7 +684,7 @@ fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool
             }
         }
     } else if let Some(op) = &q.operation {
-        if !meta.services.values().any(|ops| ops.iter().any(|(n, _)| n == op)) {
+        if meta.operations_capped.is_empty() && !meta.services.values().any(|ops| ops.iter().any(|(n, _)| n == op)) {
             return false;
         }
     }

@@ -576,6 +576,76 @@ async fn wal_replay_after_unclean_stop_and_torn_tail() {
     );
 }
 
+/// A service whose span names carry ids: each block lists its first
+/// `MAX_OPERATIONS_PER_SERVICE` operations and marks the list capped, and a search by
+/// operation still finds spans whose names did not make the list, before and after compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operation_lists_of_services_with_ids_in_span_names_are_capped() {
+    use skein_store::block::MAX_OPERATIONS_PER_SERVICE;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    let mut traces = Vec::new();
+    for block in 0..2u64 {
+        let mut batch = Vec::new();
+        for i in block * 1500..(block + 1) * 1500 {
+            let mut t = g.trace(base + i * 1_000_000, 10, false);
+            t[3].name = format!("SELECT stock {i}"); // service db-proxy
+            batch.extend(t.clone());
+            traces.push(t);
+        }
+        store.append(batch).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let check = |stage: &str, blocks: usize| {
+        let snap = store.snapshot();
+        assert_eq!(snap.blocks.len(), blocks, "{stage}");
+        let mut listed = std::collections::HashSet::new();
+        for b in &snap.blocks {
+            assert_eq!(b.meta.services["db-proxy"].len(), MAX_OPERATIONS_PER_SERVICE, "{stage}");
+            assert_eq!(
+                b.meta.operations_capped.iter().collect::<Vec<_>>(),
+                ["db-proxy"],
+                "{stage}"
+            );
+            assert_eq!(
+                b.meta.services["frontend"],
+                [("GET /checkout".to_string(), SpanKind::Server as u8)],
+                "{stage}"
+            );
+            listed.extend(b.meta.services["db-proxy"].iter().map(|(n, _)| n.clone()));
+        }
+        // Spans whose names no meta lists, searched by service and operation and by operation.
+        let unlisted: Vec<&Vec<Span>> = traces.iter().filter(|t| !listed.contains(&t[3].name)).take(3).collect();
+        assert_eq!(unlisted.len(), 3, "{stage}");
+        unlisted
+            .into_iter()
+            .map(|t| (t[0].trace_id, t[3].name.clone()))
+            .collect::<Vec<_>>()
+    };
+    for (stage, blocks) in [("level 0", 2), ("compacted", 1)] {
+        if blocks == 1 {
+            assert_eq!(store.compact_once().await.unwrap(), 2);
+        }
+        for (trace_id, name) in check(stage, blocks) {
+            for service in [Some("db-proxy".to_string()), None] {
+                let query = TraceQuery {
+                    service: service.clone(),
+                    operation: Some(name.clone()),
+                    limit: 10,
+                    ..Default::default()
+                };
+                let found: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
+                assert_eq!(found, [trace_id], "{stage}: {name} in {service:?}");
+            }
+        }
+        let ops = q.operations("db-proxy", None);
+        assert!(ops.len() >= MAX_OPERATIONS_PER_SERVICE && ops.len() <= blocks * MAX_OPERATIONS_PER_SERVICE);
+    }
+}
+
 /// A WAL record damaged on disk, with acknowledged records after it: replay loses that
 /// record's spans only, keeps a copy of the segment, and starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

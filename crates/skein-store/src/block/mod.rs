@@ -9,7 +9,7 @@ pub mod read;
 pub mod schema;
 pub mod write;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use skein_model::otlp::pb;
@@ -17,7 +17,7 @@ use skein_model::TraceId;
 
 pub use read::BlockHandle;
 pub use schema::{Dedicated, Layout};
-pub use write::{BlockBuilder, BuiltBlock, DataSink, TraceSummary};
+pub use write::{BlockBuilder, BuiltBlock, DataSink, TraceSummary, MAX_OPERATIONS_PER_SERVICE};
 
 /// 2 added per-block dedicated attribute columns; 3 stores event times relative to their
 /// span's start (see `StoredEvent`). 1 and 2 are still read.
@@ -116,8 +116,14 @@ pub struct BlockMeta {
     pub trace_count: u64,
     pub data_bytes: u64,
     pub summary_bytes: u64,
-    /// service → (operation, span kind) pairs present in the block.
+    /// service → (operation, span kind) pairs present in the block: all of them, except for
+    /// the services in `operations_capped`.
     pub services: BTreeMap<String, Vec<(String, u8)>>,
+    /// Services with more distinct operations in this block than a meta lists
+    /// (`MAX_OPERATIONS_PER_SERVICE`): their list above is incomplete, so a search by operation
+    /// cannot rule the block out.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub operations_capped: BTreeSet<String>,
     pub row_groups: Vec<RowGroupMeta>,
     /// Span attribute keys with a column of their own in this block (after the fixed columns).
     #[serde(default)]
@@ -160,6 +166,7 @@ impl BlockMeta {
             data_bytes: 0,
             summary_bytes: 0,
             services: BTreeMap::new(),
+            operations_capped: BTreeSet::new(),
             row_groups: Vec::new(),
             dedicated: Vec::new(),
             low_cardinality: Vec::new(),

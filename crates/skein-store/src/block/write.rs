@@ -736,7 +736,7 @@ pub struct BlockBuilder {
     /// Finished traces' summaries, already in columns: a `TraceSummary` per trace held until
     /// the end cost ~600 bytes each (a map and three strings), ~80 MB for a compacted block.
     summaries: SummaryColumns,
-    services: BTreeMap<String, BTreeSet<(String, u8)>>,
+    operations: ServiceOperations,
     /// Rows in the open row group.
     group_rows: usize,
     /// Span ids of the current trace's rows so far, for parent offsets.
@@ -810,7 +810,7 @@ impl BlockBuilder {
             meta,
             current: None,
             summaries: SummaryColumns::default(),
-            services: BTreeMap::new(),
+            operations: ServiceOperations::default(),
             group_rows: 0,
             trace_spans: TraceSpans::default(),
         })
@@ -926,18 +926,7 @@ impl BlockBuilder {
                 .as_mut()
                 .expect("set above")
                 .add(service, name, is_root, start, end, status.value(i) == 2);
-            // Lookups by &str: this runs for every row, allocations only for new names.
-            let kind = kinds.value(i);
-            let known = self
-                .services
-                .get(service)
-                .is_some_and(|ops| ops.iter().any(|(n, k)| *k == kind && n == name));
-            if !known {
-                self.services
-                    .entry(service.to_string())
-                    .or_default()
-                    .insert((name.to_string(), kind));
-            }
+            self.operations.note(service, name, kinds.value(i));
             self.meta.min_start = self.meta.min_start.min(start);
             self.meta.max_end = self.meta.max_end.max(end);
         }
@@ -978,17 +967,82 @@ impl BlockBuilder {
         meta.trace_count = traces;
         meta.data_bytes = data.len();
         meta.summary_bytes = summaries.len() as u64;
-        meta.services = self
-            .services
-            .into_iter()
-            .map(|(k, v)| (k, v.into_iter().collect()))
-            .collect();
+        self.operations.into_meta(&mut meta);
         Ok(BuiltBlock {
             data,
             summaries,
             bloom: bloom.to_bytes(),
             meta,
         })
+    }
+}
+
+/// Most distinct operations (span names) of one service a block's meta lists.
+pub const MAX_OPERATIONS_PER_SERVICE: usize = 1000;
+
+/// Each service's operations in the block being built: span name → the kinds seen with it (a
+/// bit per kind). A hash lookup per row, allocating only for a new name.
+///
+/// Span names with ids in them (`GET /users/8812`) make nearly every span's name new. A
+/// service's list stops at `MAX_OPERATIONS_PER_SERVICE` names and is marked capped: every
+/// block's meta stays in memory, so an uncapped list grew with the spans, and the linear
+/// lookup it replaced made such a block's build quadratic (over five minutes of CPU, unfinished,
+/// for 250,000 spans). The frequent, real names come early and are kept.
+#[derive(Default)]
+struct ServiceOperations {
+    services: FxHashMap<String, Operations>,
+}
+
+#[derive(Default)]
+struct Operations {
+    kinds_by_name: FxHashMap<String, u8>,
+    capped: bool,
+}
+
+impl ServiceOperations {
+    fn note(&mut self, service: &str, name: &str, kind: u8) {
+        if !self.services.contains_key(service) {
+            self.services.insert(service.to_string(), Operations::default());
+        }
+        let ops = self.services.get_mut(service).expect("inserted above");
+        let bit = 1u8 << (kind & 7);
+        if let Some(kinds) = ops.kinds_by_name.get_mut(name) {
+            *kinds |= bit;
+        } else if ops.kinds_by_name.len() < MAX_OPERATIONS_PER_SERVICE {
+            ops.kinds_by_name.insert(name.to_string(), bit);
+        } else if !ops.capped {
+            ops.capped = true;
+            warn_operations_capped(service);
+        }
+    }
+
+    fn into_meta(self, meta: &mut BlockMeta) {
+        for (service, ops) in self.services {
+            let mut list: Vec<(String, u8)> = Vec::new();
+            for (name, kinds) in ops.kinds_by_name {
+                list.extend((0..8u8).filter(|k| kinds & (1 << k) != 0).map(|k| (name.clone(), k)));
+            }
+            list.sort_unstable();
+            if ops.capped {
+                meta.operations_capped.insert(service.clone());
+            }
+            meta.services.insert(service, list);
+        }
+    }
+}
+
+/// Says once per service and process why its operation list is incomplete.
+fn warn_operations_capped(service: &str) {
+    static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.insert(service.to_string()) {
+        tracing::warn!(
+            service,
+            limit = MAX_OPERATIONS_PER_SERVICE,
+            "a service has more distinct span names in one block than its operation list keeps; \
+             the list is cut there (searches by operation still find every span). Span names \
+             with ids in them (GET /users/8812) make every name new: name spans by route"
+        );
     }
 }
 
