@@ -647,9 +647,11 @@ pub enum Asked<'a> {
 
 impl QueryEngine {
     /// Ids of the blocks found damaged (skipped by every read since) that may hold spans of
-    /// what was asked: the answer may lack those spans, and the response should say so.
+    /// what was asked: the answer may lack those spans, and the response should say so. A
+    /// block whose meta could not be read at start may hold anything.
     pub fn damaged_blocks_for(&self, asked: Asked<'_>) -> Vec<String> {
-        self.store
+        let mut ids: Vec<String> = self
+            .store
             .unreadable_blocks()
             .iter()
             .filter(|b| match asked {
@@ -658,7 +660,9 @@ impl QueryEngine {
                 Asked::Window(start, end) => b.meta.min_start <= end && b.meta.max_end >= start,
             })
             .map(|b| b.meta.id.clone())
-            .collect()
+            .collect();
+        ids.extend(self.store.unloadable_blocks().iter().cloned());
+        ids
     }
 }
 

@@ -646,6 +646,73 @@ async fn operation_lists_of_services_with_ids_in_span_names_are_capped() {
     }
 }
 
+/// Damage found when the store opens. A bloom filter that fails its CRC, or is the wrong
+/// size, would turn lookups away from a block holding the trace: it is replaced by one that
+/// admits everything, and the block's own index answers. A block whose meta cannot be read
+/// is skipped, and every answer says it may be incomplete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_blooms_cost_no_lookups_and_unreadable_metas_are_reported() {
+    use skein_query::Asked;
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    let mut blocks: Vec<(String, Vec<Vec<Span>>)> = Vec::new();
+    {
+        let store = Store::open(dir.path(), cfg()).await.unwrap();
+        for b in 0..4u64 {
+            let traces: Vec<Vec<Span>> = (0..20u64)
+                .map(|i| g.trace(base + (b * 20 + i) * 10_000_000, 30, false))
+                .collect();
+            store.append(traces.concat()).await.unwrap();
+            store.flush().await.unwrap();
+            let known: Vec<&String> = blocks.iter().map(|(id, _)| id).collect();
+            let id = store
+                .snapshot()
+                .blocks
+                .iter()
+                .map(|b| b.meta.id.clone())
+                .find(|id| !known.contains(&id))
+                .unwrap();
+            blocks.push((id, traces));
+        }
+        store.shutdown().await.unwrap();
+    }
+    let file = |b: usize, name: &str| dir.path().join("blocks").join(&blocks[b].0).join(name);
+    // Block 0: bloom bits cleared (its CRC no longer matches); block 1: bloom cut short;
+    // block 2: meta unreadable; block 3 untouched.
+    let mut bloom = std::fs::read(file(0, "bloom")).unwrap();
+    bloom.fill(0);
+    std::fs::write(file(0, "bloom"), bloom).unwrap();
+    std::fs::write(file(1, "bloom"), [1, 2, 3]).unwrap();
+    let meta = std::fs::read(file(2, "meta.json")).unwrap();
+    std::fs::write(file(2, "meta.json"), &meta[..meta.len() / 2]).unwrap();
+
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(store.snapshot().blocks.len(), 3);
+    for b in [0, 1, 3] {
+        for t in &blocks[b].1 {
+            assert_eq!(
+                sorted(q.trace(&t[0].trace_id).await.unwrap()),
+                sorted(t.clone()),
+                "block {b}"
+            );
+        }
+    }
+    let lost = &blocks[2].1[0];
+    assert!(q.trace(&lost[0].trace_id).await.unwrap().is_empty());
+    let unloadable = vec![blocks[2].0.clone()];
+    assert_eq!(store.unloadable_blocks(), unloadable.as_slice());
+    for asked in [
+        Asked::Trace(&lost[0].trace_id),
+        Asked::Trace(&blocks[3].1[0][0].trace_id),
+        Asked::Search(&TraceQuery::default()),
+        Asked::Window(0, 1),
+    ] {
+        assert_eq!(q.damaged_blocks_for(asked), unloadable, "{asked:?}");
+    }
+}
+
 /// A WAL record damaged on disk, with acknowledged records after it: replay loses that
 /// record's spans only, keeps a copy of the segment, and starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

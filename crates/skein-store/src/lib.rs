@@ -328,6 +328,8 @@ struct Inner {
     lock: Mutex<Option<std::fs::File>>,
     /// Set once `shutdown` has begun: no block is written after it.
     closing: std::sync::atomic::AtomicBool,
+    /// Blocks found at start whose meta could not be read: nothing says what they hold.
+    unloadable: Vec<String>,
 }
 
 /// A handle to the store; cheap to clone.
@@ -378,10 +380,15 @@ impl Store {
             tracing::warn!(block = %id, bytes, "removed an incomplete block left by an interrupted write");
         }
         let mut blocks = Vec::new();
+        let mut unloadable = Vec::new();
         for id in found.complete {
             match load_block(&backend, &id).await {
                 Ok(h) => blocks.push(Arc::new(h)),
-                Err(e) => tracing::error!(block = %id, error = %e, "skipping unreadable block"),
+                Err(e) => {
+                    tracing::error!(block = %id, error = %e, "skipping a block whose meta cannot be read; queries say results may be incomplete while it is there");
+                    block::read::unreadable_blocks().inc();
+                    unloadable.push(id);
+                }
             }
         }
         // A merge commits by writing its block's meta and deletes its inputs after that; a
@@ -477,6 +484,7 @@ impl Store {
             last_cut: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
             closing: std::sync::atomic::AtomicBool::new(false),
+            unloadable,
         });
         inner.update_gauges();
         let weak = Arc::downgrade(&inner);
@@ -692,6 +700,11 @@ impl Store {
             heads,
             blocks: st.readable_blocks().cloned().collect(),
         }
+    }
+
+    /// Blocks found at start whose meta could not be read (skipped; they may hold anything).
+    pub fn unloadable_blocks(&self) -> &[String] {
+        &self.inner.unloadable
     }
 
     /// The blocks a read found damaged, which snapshots leave out (usually none).
@@ -984,9 +997,18 @@ pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandl
             block::FORMAT_VERSION
         )));
     }
-    let bloom_bytes = backend.get(&backend.block_path(id, block::BLOOM_FILE)).await?;
-    let bloom =
-        block::bloom::Bloom::from_bytes(&bloom_bytes).ok_or_else(|| StoreError::corrupt(format!("bloom of {id}")))?;
+    // A bloom that is missing or damaged costs lookups their shortcut, not the block.
+    let bloom = match backend.get(&backend.block_path(id, block::BLOOM_FILE)).await {
+        Ok(bytes) if meta.bloom_crc32c.is_some_and(|crc| crc != crc32c::crc32c(&bytes)) => {
+            Err("its CRC does not match the meta's".to_string())
+        }
+        Ok(bytes) => block::bloom::Bloom::from_bytes(&bytes).ok_or_else(|| format!("{} bytes", bytes.len())),
+        Err(e) => Err(e.to_string()),
+    };
+    let bloom = bloom.unwrap_or_else(|problem| {
+        tracing::warn!(block = %id, problem, "the block's bloom filter is damaged; trace lookups read the block's trace-id index instead");
+        block::bloom::Bloom::admit_all()
+    });
     Ok(BlockHandle::new(meta, bloom, backend.clone()))
 }
 

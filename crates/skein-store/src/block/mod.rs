@@ -151,6 +151,11 @@ pub struct BlockMeta {
     /// When this block was written: every span in it had been received by then (a merge
     /// comes after its inputs were written).
     pub created_unix_nano: u64,
+    /// CRC-32C of the `bloom` file, checked when the block is opened: a damaged bloom would
+    /// otherwise turn trace lookups away from a block that holds the trace. Blocks written
+    /// before this have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bloom_crc32c: Option<u32>,
 }
 
 impl BlockMeta {
@@ -167,6 +172,7 @@ impl BlockMeta {
             summary_bytes: 0,
             services: BTreeMap::new(),
             operations_capped: BTreeSet::new(),
+            bloom_crc32c: None,
             row_groups: Vec::new(),
             dedicated: Vec::new(),
             low_cardinality: Vec::new(),

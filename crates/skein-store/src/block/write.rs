@@ -968,10 +968,12 @@ impl BlockBuilder {
         meta.data_bytes = data.len();
         meta.summary_bytes = summaries.len() as u64;
         self.operations.into_meta(&mut meta);
+        let bloom = bloom.to_bytes();
+        meta.bloom_crc32c = Some(crc32c::crc32c(&bloom));
         Ok(BuiltBlock {
             data,
             summaries,
-            bloom: bloom.to_bytes(),
+            bloom,
             meta,
         })
     }
