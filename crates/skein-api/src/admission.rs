@@ -5,8 +5,9 @@
 //! request, not memory; a client that gives up leaves the queue.
 //!
 //! One `tower` layer for every query port (HTTP on 16686, Zipkin's 9411, gRPC on 16685), so
-//! each API is bounded by the same slots. Cheap lookups (services, operations, metrics, health,
-//! the UI's files) and ingest are not queued behind searches.
+//! each API is bounded by the same slots. A slot is held until the response body has been
+//! sent, so streamed answers count until they end. Cheap lookups (services, operations,
+//! metrics, health, the UI's files) and ingest are not queued behind searches.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use skein_model::metrics::{self, Gauge};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Paths that read spans (prefixes). Everything else on a query port answers from memory.
 const QUERY_PATHS: &[&str] = &[
@@ -98,15 +99,55 @@ impl Drop for Counted {
     }
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Admitted<S>
+/// A query's slot, held until its response body has been sent (or dropped): a streamed answer
+/// (gRPC `FindTraces` reads each trace as it streams) keeps working after its handler returns.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _running: Counted,
+}
+
+/// A response body that holds its query's slot, if it has one.
+pub struct SlotBody<B> {
+    inner: Pin<Box<B>>,
+    _slot: Option<Slot>,
+}
+
+impl<B: http_body::Body> http_body::Body for SlotBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.inner.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn with_slot<B>(response: http::Response<B>, slot: Option<Slot>) -> http::Response<SlotBody<B>> {
+    response.map(|inner| SlotBody {
+        inner: Box::pin(inner),
+        _slot: slot,
+    })
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Admitted<S>
 where
-    S: tower::Service<http::Request<B>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<SlotBody<R>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -114,7 +155,8 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if !is_query(req.uri().path()) {
-            return Box::pin(self.inner.call(req));
+            let answer = self.inner.call(req);
+            return Box::pin(async move { Ok(with_slot(answer.await?, None)) });
         }
         // The service made ready by `poll_ready` serves this request; a clone takes its place.
         let clone = self.inner.clone();
@@ -122,14 +164,17 @@ where
         let admission = self.admission.clone();
         Box::pin(async move {
             let waiting = Counted::new(&admission.waiting);
-            let _slot = admission
+            let permit = admission
                 .slots
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
             drop(waiting);
-            let _running = Counted::new(&admission.running);
-            inner.call(req).await
+            let slot = Slot {
+                _permit: permit,
+                _running: Counted::new(&admission.running),
+            };
+            Ok(with_slot(inner.call(req).await?, Some(slot)))
         })
     }
 }
