@@ -2,13 +2,16 @@
 //! skipped, and every query API response that may lack its spans says so.
 
 mod common;
+mod views;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{hex, metric, metrics, post_otlp, rid, Server};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use serde_json::Value;
+use serde_json::{json, Value};
+use skein_model::otlp::json::base64_encode;
+use views::{failed, grpc_calls, ok};
 
 fn now_ns() -> u64 {
     skein_store::now_unix_nano()
@@ -94,6 +97,19 @@ async fn responses_say_when_a_damaged_block_was_skipped() {
         v["error"]["message"].as_str().unwrap().contains(damaged.as_str()),
         "{v}"
     );
+
+    // The gRPC query APIs say it in their NOT_FOUND.
+    let calls = grpc_calls(
+        s.addr("query_grpc"),
+        vec![
+            json!({"api": "v2", "method": "GetTrace", "request": {"trace_id": base64_encode(&traces[0])}}),
+            json!({"api": "v3", "method": "GetTrace", "request": {"trace_id": hex(&traces[0])}}),
+            json!({"api": "v2", "method": "GetTrace", "request": {"trace_id": base64_encode(&traces[1])}}),
+        ],
+    );
+    failed(&calls[0], "NOT_FOUND", damaged);
+    failed(&calls[1], "NOT_FOUND", damaged);
+    ok(&calls[2]);
 
     // The other trace is whole, and nothing says otherwise.
     let (status, warning, v) = get(&client, format!("{api}/api/traces/{}", hex(&traces[1]))).await;

@@ -130,6 +130,15 @@ pub fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// NOT_FOUND for a trace, saying so when a damaged block that may hold it was skipped.
+pub fn trace_not_found(q: &skein_query::QueryEngine, id: &skein_model::TraceId) -> Status {
+    let msg = format!("trace {} not found", skein_model::hex::encode(id));
+    match crate::jaeger::incomplete_note(q, skein_query::Asked::Trace(id)) {
+        Some(note) => Status::not_found(format!("{msg}; {note}")),
+        None => Status::not_found(msg),
+    }
+}
+
 /// `search_depth` as a limit: 0 means "not set" (proto3 default), negative is an error.
 pub fn search_depth(n: i32, field: &str) -> Result<Option<usize>, Status> {
     match n {

@@ -202,10 +202,7 @@ async fn get_trace(q: QueryEngine, req: GetTraceRequest) -> Result<Chunks<SpansR
     let id = trace_id_of(&req.trace_id)?;
     let spans = q.trace(&id).await.map_err(internal)?;
     if spans.is_empty() {
-        return Err(Status::not_found(format!(
-            "trace {} not found",
-            skein_model::hex::encode(&id)
-        )));
+        return Err(server::trace_not_found(&q, &id));
     }
     Ok(futures::stream::iter(span_chunks(&spans).into_iter().map(Ok)).boxed())
 }
@@ -216,10 +213,7 @@ async fn archive_trace(q: QueryEngine, req: ArchiveTraceRequest) -> Result<Archi
     let id = trace_id_of(&req.trace_id)?;
     let spans = q.trace(&id).await.map_err(internal)?;
     if spans.is_empty() {
-        return Err(Status::not_found(format!(
-            "trace {} not found",
-            skein_model::hex::encode(&id)
-        )));
+        return Err(server::trace_not_found(&q, &id));
     }
     Ok(ArchiveTraceResponse {})
 }

@@ -220,7 +220,7 @@ async fn get_trace(q: QueryEngine, req: GetTraceRequest) -> Result<Chunks<Traces
     let id = parse_trace_id(&req.trace_id).map_err(|e| Status::invalid_argument(format!("trace_id: {e}")))?;
     let spans = q.trace(&id).await.map_err(internal)?;
     if spans.is_empty() {
-        return Err(Status::not_found(format!("trace {} not found", req.trace_id)));
+        return Err(server::trace_not_found(&q, &id));
     }
     Ok(futures::stream::iter(traces_data_chunks(spans).into_iter().map(Ok)).boxed())
 }
