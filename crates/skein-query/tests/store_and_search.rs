@@ -656,27 +656,12 @@ async fn damaged_blooms_cost_no_lookups_and_unreadable_metas_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let g = Gen::new();
     let base = now() - 60 * 1_000_000_000;
-    let mut blocks: Vec<(String, Vec<Vec<Span>>)> = Vec::new();
-    {
+    let blocks = {
         let store = Store::open(dir.path(), cfg()).await.unwrap();
-        for b in 0..4u64 {
-            let traces: Vec<Vec<Span>> = (0..20u64)
-                .map(|i| g.trace(base + (b * 20 + i) * 10_000_000, 30, false))
-                .collect();
-            store.append(traces.concat()).await.unwrap();
-            store.flush().await.unwrap();
-            let known: Vec<&String> = blocks.iter().map(|(id, _)| id).collect();
-            let id = store
-                .snapshot()
-                .blocks
-                .iter()
-                .map(|b| b.meta.id.clone())
-                .find(|id| !known.contains(&id))
-                .unwrap();
-            blocks.push((id, traces));
-        }
+        let blocks = blocks_of_20_traces(&store, &g, base, 4).await;
         store.shutdown().await.unwrap();
-    }
+        blocks
+    };
     let file = |b: usize, name: &str| dir.path().join("blocks").join(&blocks[b].0).join(name);
     // Block 0: bloom bits cleared (its CRC no longer matches); block 1: bloom cut short;
     // block 2: meta unreadable; block 3 untouched.
@@ -1413,6 +1398,29 @@ async fn few_valued_columns_are_uncompressed_until_compaction() {
     assert_eq!(types.get("attr.session.id").map(String::as_str), Some("Utf8"));
 }
 
+/// `n` blocks of 20 traces each from `base` on, flushed one at a time: each block's id and
+/// traces.
+async fn blocks_of_20_traces(store: &Store, g: &Gen, base: u64, n: u64) -> Vec<(String, Vec<Vec<Span>>)> {
+    let mut blocks: Vec<(String, Vec<Vec<Span>>)> = Vec::new();
+    for b in 0..n {
+        let traces: Vec<Vec<Span>> = (0..20u64)
+            .map(|i| g.trace(base + (b * 20 + i) * 10_000_000, 30, false))
+            .collect();
+        store.append(traces.concat()).await.unwrap();
+        store.flush().await.unwrap();
+        let known: Vec<&String> = blocks.iter().map(|(id, _)| id).collect();
+        let id = store
+            .snapshot()
+            .blocks
+            .iter()
+            .map(|b| b.meta.id.clone())
+            .find(|id| !known.contains(&id))
+            .unwrap();
+        blocks.push((id, traces));
+    }
+    blocks
+}
+
 /// Overwrites every page of a block's data file with 0xFF, keeping its footer: any read of
 /// its rows then fails to decode, as after bit rot or a bad sector.
 fn damage_pages(data_file: &std::path::Path) {
@@ -1435,23 +1443,11 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     let base = now() - 60 * 1_000_000_000;
     // Six blocks of 20 traces: four to damage (one per kind of read, one for compaction),
     // two kept.
-    let mut blocks: Vec<(String, Vec<Span>)> = Vec::new();
-    for b in 0..6u64 {
-        let batch: Vec<Span> = (0..20u64)
-            .flat_map(|i| g.trace(base + (b * 20 + i) * 10_000_000, 30, false))
-            .collect();
-        store.append(batch.clone()).await.unwrap();
-        store.flush().await.unwrap();
-        let known: Vec<&String> = blocks.iter().map(|(id, _)| id).collect();
-        let id = store
-            .snapshot()
-            .blocks
-            .iter()
-            .map(|b| b.meta.id.clone())
-            .find(|id| !known.contains(&id))
-            .unwrap();
-        blocks.push((id, batch));
-    }
+    let blocks: Vec<(String, Vec<Span>)> = blocks_of_20_traces(&store, &g, base, 6)
+        .await
+        .into_iter()
+        .map(|(id, traces)| (id, traces.concat()))
+        .collect();
     let damage = |i: usize| damage_pages(&dir.path().join("blocks").join(&blocks[i].0).join("data.parquet"));
     let good: Vec<&Span> = blocks[4..].iter().flat_map(|(_, b)| b).collect();
 

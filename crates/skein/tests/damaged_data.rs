@@ -7,8 +7,7 @@ mod views;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{hex, metric, metrics, post_otlp, rid, Server};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use common::{hex, metric, metrics, post_otlp, rid, server_span, Server};
 use serde_json::{json, Value};
 use skein_model::otlp::json::base64_encode;
 use views::{failed, grpc_calls, ok};
@@ -17,25 +16,18 @@ fn now_ns() -> u64 {
     skein_store::now_unix_nano()
 }
 
-fn span(trace: [u8; 16], id: [u8; 8], parent: Option<[u8; 8]>, name: &str, kind: i32) -> Span {
-    let start = now_ns() - 60_000_000_000;
-    Span {
-        trace_id: trace.to_vec(),
-        span_id: id.to_vec(),
-        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-        name: name.into(),
-        kind,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + 1_000_000,
-        ..Default::default()
-    }
-}
-
 /// A trace of two spans, `front` calling `back`, sent as two requests.
 async fn send_trace(client: &reqwest::Client, s: &Server) -> [u8; 16] {
     let (trace, root) = (rid(), rid());
-    post_otlp(client, s, "front", vec![span(trace, root, None, "GET /", 2)]).await;
-    post_otlp(client, s, "back", vec![span(trace, rid(), Some(root), "lookup", 2)]).await;
+    let start = now_ns() - 60_000_000_000;
+    post_otlp(client, s, "front", vec![server_span(trace, root, None, "GET /", start)]).await;
+    post_otlp(
+        client,
+        s,
+        "back",
+        vec![server_span(trace, rid(), Some(root), "lookup", start)],
+    )
+    .await;
     trace
 }
 

@@ -26,15 +26,7 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
 }
 
 fn span(trace: [u8; 16], id: [u8; 8], parent: Option<[u8; 8]>, name: &str) -> Span {
-    let start = now_ns() - 5_000_000;
     Span {
-        trace_id: trace.to_vec(),
-        span_id: id.to_vec(),
-        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-        name: name.into(),
-        kind: 2,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + 1_000_000,
         attributes: vec![KeyValue {
             key: "http.response.status_code".into(),
             value: Some(AnyValue {
@@ -42,7 +34,7 @@ fn span(trace: [u8; 16], id: [u8; 8], parent: Option<[u8; 8]>, name: &str) -> Sp
             }),
             ..Default::default()
         }],
-        ..Default::default()
+        ..common::server_span(trace, id, parent, name, now_ns() - 5_000_000)
     }
 }
 

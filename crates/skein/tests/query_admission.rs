@@ -8,27 +8,11 @@ mod views;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{metric, metrics, post_otlp, rid, Server};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use common::{metric, metrics, post_otlp, rid, server_span, Server};
 use serde_json::{json, Value};
 use views::{grpc_calls, ok};
 
 const TRACES: usize = 2_000;
-
-fn span(trace: [u8; 16], parent: Option<[u8; 8]>, name: &str, start: u64) -> ([u8; 8], Span) {
-    let id = rid();
-    let s = Span {
-        trace_id: trace.to_vec(),
-        span_id: id.to_vec(),
-        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-        name: name.into(),
-        kind: 2,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + 1_000_000,
-        ..Default::default()
-    };
-    (id, s)
-}
 
 async fn json(client: &reqwest::Client, url: String) -> Value {
     let r = client.get(&url).send().await.unwrap();
@@ -46,10 +30,9 @@ async fn queries_beyond_max_concurrent_wait_their_turn() {
         let (mut front, mut back) = (Vec::new(), Vec::new());
         for i in 0..500 {
             let start = now - 60_000_000_000 + ((batch * 500 + i) as u64) * 1_000_000;
-            let trace = rid();
-            let (root, f) = span(trace, None, "GET /", start);
-            front.push(f);
-            back.push(span(trace, Some(root), "lookup", start + 1000).1);
+            let (trace, root) = (rid(), rid());
+            front.push(server_span(trace, root, None, "GET /", start));
+            back.push(server_span(trace, rid(), Some(root), "lookup", start + 1000));
         }
         post_otlp(&client, &s, "front", front).await;
         post_otlp(&client, &s, "back", back).await;

@@ -225,6 +225,26 @@ pub fn otlp_request(
     }
 }
 
+/// A 1-ms server span starting at `start` (unix ns), without attributes.
+pub fn server_span(
+    trace: [u8; 16],
+    id: [u8; 8],
+    parent: Option<[u8; 8]>,
+    name: &str,
+    start: u64,
+) -> opentelemetry_proto::tonic::trace::v1::Span {
+    opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: trace.to_vec(),
+        span_id: id.to_vec(),
+        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 1_000_000,
+        ..Default::default()
+    }
+}
+
 /// A random id with no zero bytes (never the invalid all-zero id).
 pub fn rid<const N: usize>() -> [u8; N] {
     std::array::from_fn(|_| fastrand::u8(1..))
