@@ -102,8 +102,9 @@ impl Drop for Counted {
 /// A query's slot, held until its response body has been sent (or dropped): a streamed answer
 /// (gRPC `FindTraces` reads each trace as it streams) keeps working after its handler returns.
 struct Slot {
-    _permit: OwnedSemaphorePermit,
+    // Fields drop in order: the gauge counts this query out before the next one gets the slot.
     _running: Counted,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// A response body that holds its query's slot, if it has one.
@@ -171,8 +172,8 @@ where
                 .expect("the semaphore is never closed");
             drop(waiting);
             let slot = Slot {
-                _permit: permit,
                 _running: Counted::new(&admission.running),
+                _permit: permit,
             };
             Ok(with_slot(inner.call(req).await?, Some(slot)))
         })
