@@ -189,6 +189,11 @@ impl Resource {
             _ => UNKNOWN_SERVICE,
         }
     }
+
+    /// Memory of one shared copy: the `Arc`'s allocation and the attributes'.
+    pub fn heap_size(&self) -> usize {
+        16 + std::mem::size_of::<Resource>() + self.attributes.iter().map(KeyValue::heap_size).sum::<usize>()
+    }
 }
 
 /// The instrumentation library that made the spans.
@@ -198,6 +203,37 @@ pub struct Scope {
     pub version: String,
     pub attributes: Vec<KeyValue>,
     pub dropped_attributes_count: u32,
+}
+
+impl Scope {
+    /// Memory of one shared copy: the `Arc`'s allocation, the strings and the attributes.
+    pub fn heap_size(&self) -> usize {
+        16 + std::mem::size_of::<Scope>()
+            + self.name.len()
+            + self.version.len()
+            + self.attributes.iter().map(KeyValue::heap_size).sum::<usize>()
+    }
+}
+
+/// Memory held by `spans`: each span's own (`Span::heap_size`), plus its resource and scope
+/// once per run of spans sharing them. An export shares one resource among all its spans, so
+/// that adds little; a client that gives every span a resource of its own (a unique
+/// `service.name`) would otherwise fill the head far past its byte budget unseen.
+pub fn spans_heap_size(spans: &[Span]) -> usize {
+    let mut total = 0;
+    let mut last: Option<(*const Resource, *const Scope)> = None;
+    for s in spans {
+        total += s.heap_size();
+        let (resource, scope) = (Arc::as_ptr(&s.resource), Arc::as_ptr(&s.scope));
+        if last.is_none_or(|(r, _)| r != resource) {
+            total += s.resource.heap_size();
+        }
+        if last.is_none_or(|(_, c)| c != scope) {
+            total += s.scope.heap_size();
+        }
+        last = Some((resource, scope));
+    }
+    total
 }
 
 /// One span. Resource and scope are shared by every span of the same export (`Arc`), so a

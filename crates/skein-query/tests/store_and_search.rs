@@ -698,6 +698,40 @@ async fn damaged_blooms_cost_no_lookups_and_unreadable_metas_are_reported() {
     }
 }
 
+/// Spans that each bring a resource of their own (a unique `service.name`, a big attribute)
+/// count it against the head's byte budget, so the head is cut by bytes instead of growing
+/// with memory nobody counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_of_their_own_count_against_the_head_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        head_max_bytes: 8 << 20,
+        ..cfg()
+    };
+    let store = Store::open(dir.path(), config).await.unwrap();
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    // 4,000 spans: ~3 MB of their own, ~17 MB of resources.
+    for r in 0..10u64 {
+        let mut batch = Vec::new();
+        for i in 0..100u64 {
+            for mut s in g.trace(base + (r * 100 + i) * 1_000_000, 10, false) {
+                s.resource = Arc::new(Resource {
+                    attributes: vec![
+                        KeyValue::string("service.name", format!("pod-{r}-{i}-{}", s.name)),
+                        KeyValue::string("k8s.pod.labels", "x".repeat(4096)),
+                    ],
+                    dropped_attributes_count: 0,
+                });
+                batch.push(s);
+            }
+        }
+        store.append(batch).await.unwrap();
+    }
+    let st = store.stats();
+    assert!(st.blocks + st.pending_blocks >= 1, "the head was never cut: {st:?}");
+}
+
 /// A WAL record damaged on disk, with acknowledged records after it: replay loses that
 /// record's spans only, keeps a copy of the segment, and starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

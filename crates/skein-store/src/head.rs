@@ -40,7 +40,7 @@ impl Default for Head {
 
 impl Head {
     pub fn insert(&mut self, spans: Vec<Span>) {
-        let heap_bytes = spans.iter().map(Span::heap_size).sum();
+        let heap_bytes = skein_model::spans_heap_size(&spans);
         self.insert_measured(spans, heap_bytes);
     }
 

@@ -288,7 +288,7 @@ enum WalMsg {
     Append {
         payload: bytes::Bytes,
         spans: Vec<Span>,
-        /// The spans' memory (`Span::heap_size`), measured by the sender: its thread just
+        /// The spans' memory (`spans_heap_size`), measured by the sender: its thread just
         /// decoded them and has them in cache, and the WAL writer measures under the state lock.
         heap_bytes: usize,
         /// The spans wait for a tail-sampling decision instead of entering the head.
@@ -545,7 +545,7 @@ impl Store {
             skein_model::otlp::wire::export_request(spans.iter(), &mut buf);
             buf.into()
         });
-        let heap_bytes = spans.iter().map(Span::heap_size).sum();
+        let heap_bytes = skein_model::spans_heap_size(&spans);
         // Counted before sending: the writer may take the message (and subtract) at once.
         self.inner.metrics.queue_depth.add(1);
         let sent = self.inner.tx.try_send(WalMsg::Append {
