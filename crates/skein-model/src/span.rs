@@ -216,24 +216,34 @@ impl Scope {
 }
 
 /// Memory held by `spans`: each span's own (`Span::heap_size`), plus its resource and scope
-/// once per run of spans sharing them. An export shares one resource among all its spans, so
-/// that adds little; a client that gives every span a resource of its own (a unique
-/// `service.name`) would otherwise fill the head far past its byte budget unseen.
+/// once per run of spans sharing them (`HeapSizer`).
 pub fn spans_heap_size(spans: &[Span]) -> usize {
-    let mut total = 0;
-    let mut last: Option<(*const Resource, *const Scope)> = None;
-    for s in spans {
-        total += s.heap_size();
+    let mut sizer = HeapSizer::default();
+    spans.iter().map(|s| sizer.size(s)).sum()
+}
+
+/// Sizes spans one after another, counting a resource or scope with the first span of each run
+/// that shares it. An export shares one resource among all its spans, so that adds little; a
+/// client that gives every span a resource of its own (a unique `service.name`) would
+/// otherwise fill a memory budget far past its limit unseen.
+#[derive(Default)]
+pub struct HeapSizer {
+    last: Option<(*const Resource, *const Scope)>,
+}
+
+impl HeapSizer {
+    pub fn size(&mut self, s: &Span) -> usize {
         let (resource, scope) = (Arc::as_ptr(&s.resource), Arc::as_ptr(&s.scope));
-        if last.is_none_or(|(r, _)| r != resource) {
-            total += s.resource.heap_size();
+        let mut size = s.heap_size();
+        if self.last.is_none_or(|(r, _)| r != resource) {
+            size += s.resource.heap_size();
         }
-        if last.is_none_or(|(_, c)| c != scope) {
-            total += s.scope.heap_size();
+        if self.last.is_none_or(|(_, c)| c != scope) {
+            size += s.scope.heap_size();
         }
-        last = Some((resource, scope));
+        self.last = Some((resource, scope));
+        size
     }
-    total
 }
 
 /// One span. Resource and scope are shared by every span of the same export (`Arc`), so a

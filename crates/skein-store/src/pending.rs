@@ -184,6 +184,7 @@ impl Pending {
     /// decision. Returns the spans that go to the head now.
     pub fn admit(&mut self, spans: Vec<Span>, now: Instant) -> Vec<Span> {
         let mut to_head = Vec::new();
+        let mut sizer = skein_model::HeapSizer::default();
         for s in spans {
             match self.route(&s.trace_id) {
                 Route::Head => {
@@ -192,7 +193,7 @@ impl Pending {
                 }
                 Route::Drop => self.late.1 += 1,
                 Route::Wait => {
-                    let size = s.heap_size();
+                    let size = sizer.size(&s);
                     let t = self.traces.entry(s.trace_id).or_insert_with(|| PendingTrace {
                         spans: Vec::new(),
                         taken: None,
@@ -411,6 +412,46 @@ mod tests {
         max_traces: usize::MAX,
         max_bytes: usize::MAX,
     };
+
+    /// A resource is counted once per run of spans sharing it: spans with resources of their
+    /// own fill the buffer's byte budget with them.
+    #[test]
+    fn resources_count_once_per_run_of_spans_sharing_them() {
+        let big = |n: u8| {
+            Arc::new(skein_model::Resource {
+                attributes: vec![skein_model::KeyValue::string(
+                    "k8s.pod.labels",
+                    "x".repeat(4096 + n as usize),
+                )],
+                dropped_attributes_count: 0,
+            })
+        };
+        let t0 = Instant::now();
+        let shared = big(0);
+        let mut one = Pending::new(10, 10);
+        one.admit(
+            (0..10)
+                .map(|i| Span {
+                    resource: shared.clone(),
+                    ..span(i, i)
+                })
+                .collect(),
+            t0,
+        );
+        let mut own = Pending::new(10, 10);
+        own.admit(
+            (0..10)
+                .map(|i| Span {
+                    resource: big(i),
+                    ..span(i, i)
+                })
+                .collect(),
+            t0,
+        );
+        let (one, own) = (one.stats().bytes, own.stats().bytes);
+        assert!((4096..2 * 4096).contains(&one), "{one}");
+        assert!(own >= 10 * 4096, "{own}");
+    }
 
     #[test]
     fn waits_then_decides_and_late_spans_follow() {
