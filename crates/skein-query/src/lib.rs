@@ -657,7 +657,7 @@ impl QueryEngine {
             .filter(|b| match asked {
                 Asked::Trace(id) => b.may_contain(id),
                 Asked::Search(q) => block_may_match(&b.meta, q),
-                Asked::Window(start, end) => b.meta.min_start <= end && b.meta.max_end >= start,
+                Asked::Window(start, end) => b.meta.overlaps(start, end),
             })
             .map(|b| b.meta.id.clone())
             .collect();
@@ -668,7 +668,7 @@ impl QueryEngine {
 
 fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool {
     let (lo, hi) = q.window();
-    if meta.max_end < lo || meta.min_start > hi {
+    if !meta.overlaps(lo, hi) {
         return false;
     }
     // A capped operation list (`BlockMeta::operations_capped`) cannot rule an operation out.

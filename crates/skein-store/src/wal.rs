@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::StoreError;
+use crate::{pending, StoreError};
 
 pub const HEADER_LEN: usize = 8;
 /// A record larger than this is treated as corruption on replay (requests are capped far below).
@@ -184,7 +184,9 @@ fn next_intact_record(data: &[u8], from: usize) -> Option<usize> {
     (from..data.len().saturating_sub(HEADER_LEN)).find(|&p| {
         let looks_like_ours = match data.get(p + HEADER_LEN..p + HEADER_LEN + 2) {
             Some([0x0a, _]) => true,
-            Some([crate::pending::RECORD_MARK, kind]) => (1..=3).contains(kind),
+            Some([pending::RECORD_MARK, kind]) => {
+                [pending::PENDING, pending::DECISIONS, pending::SNAPSHOT].contains(kind)
+            }
             _ => false,
         };
         looks_like_ours && record_at(data, p).is_some()
@@ -231,12 +233,16 @@ pub fn replay_segment(path: &Path) -> Result<Replay, StoreError> {
 }
 
 /// Keeps a copy of a segment that replay found damaged, beside it (`<segment>.damaged`, which
-/// replay ignores): the segment itself is deleted once its spans are in a block.
+/// replay ignores): the segment itself is deleted once its spans are in a block. A restart
+/// before then finds the copy made (replay never changes what lies before a torn tail).
 pub fn keep_damaged_copy(path: &Path) -> io::Result<PathBuf> {
     let mut copy = path.as_os_str().to_owned();
     copy.push(".damaged");
     let copy = PathBuf::from(copy);
-    fs::copy(path, &copy)?;
+    let same_length = |a: &Path, b: &Path| Ok::<_, io::Error>(fs::metadata(a)?.len() == fs::metadata(b)?.len());
+    if !same_length(path, &copy).unwrap_or(false) {
+        fs::copy(path, &copy)?;
+    }
     Ok(copy)
 }
 

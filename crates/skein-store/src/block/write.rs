@@ -1001,20 +1001,30 @@ struct Operations {
     capped: bool,
 }
 
-impl ServiceOperations {
+impl Operations {
     fn note(&mut self, service: &str, name: &str, kind: u8) {
-        if !self.services.contains_key(service) {
-            self.services.insert(service.to_string(), Operations::default());
-        }
-        let ops = self.services.get_mut(service).expect("inserted above");
         let bit = 1u8 << (kind & 7);
-        if let Some(kinds) = ops.kinds_by_name.get_mut(name) {
+        if let Some(kinds) = self.kinds_by_name.get_mut(name) {
             *kinds |= bit;
-        } else if ops.kinds_by_name.len() < MAX_OPERATIONS_PER_SERVICE {
-            ops.kinds_by_name.insert(name.to_string(), bit);
-        } else if !ops.capped {
-            ops.capped = true;
+        } else if self.kinds_by_name.len() < MAX_OPERATIONS_PER_SERVICE {
+            self.kinds_by_name.insert(name.to_string(), bit);
+        } else if !self.capped {
+            self.capped = true;
             warn_operations_capped(service);
+        }
+    }
+}
+
+impl ServiceOperations {
+    /// One lookup of the service per row; its name is copied only the first time.
+    fn note(&mut self, service: &str, name: &str, kind: u8) {
+        match self.services.get_mut(service) {
+            Some(ops) => ops.note(service, name, kind),
+            None => {
+                let mut ops = Operations::default();
+                ops.note(service, name, kind);
+                self.services.insert(service.to_string(), ops);
+            }
         }
     }
 
