@@ -38,6 +38,10 @@ pub struct QueryConfig {
     /// Queries reading spans (searches, trace lookups, dependencies) that run at once, over
     /// every query API together; the others wait their turn. Bounds the memory queries hold.
     pub max_concurrent: usize,
+    /// How long such a query may wait for its turn and run; past it the client gets an error
+    /// and the query's work is cancelled. `0s`: no limit.
+    #[serde(with = "skein_model::units::serde_duration")]
+    pub timeout: std::time::Duration,
 }
 
 impl Default for QueryConfig {
@@ -46,6 +50,7 @@ impl Default for QueryConfig {
             http_addr: "0.0.0.0:16686".into(),
             grpc_addr: "0.0.0.0:16685".into(),
             max_concurrent: 8,
+            timeout: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -74,7 +74,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     };
     let engine = skein_query::QueryEngine::new(store.clone());
     // One set of query slots for every query API (HTTP, Zipkin, gRPC).
-    let admission = skein_api::admission::QueryAdmission::new(cfg.query.max_concurrent);
+    let admission = skein_api::admission::QueryAdmission::new(cfg.query.max_concurrent, cfg.query.timeout);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     // ---- Remote sampling strategies (served on 5778, 14268 and 14250) ----

@@ -1,12 +1,19 @@
 //! Query admission against the real binary: with `query.max_concurrent = 1`, searches over
 //! Jaeger HTTP v1 and v3, Zipkin and Jaeger gRPC (the Python grpcio client) sent at once run one
-//! at a time, all answer in full, and lists and metrics are not queued behind them.
+//! at a time, all answer in full, and lists and metrics are not queued behind them. gRPC clients
+//! that stop reading a streamed answer hold a slot only until `query.timeout`, and queries that
+//! wait longer than that are told to retry.
 
 mod common;
 mod views;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use skein_api::jaeger::grpc::v2;
 
 use common::{metric, metrics, post_otlp, rid, server_span, Server};
 use serde_json::{json, Value};
@@ -103,4 +110,113 @@ async fn queries_beyond_max_concurrent_wait_their_turn() {
     let m = metrics(&s).await;
     assert_eq!(metric(&m, "skein_queries_running"), Some(0.0));
     assert_eq!(metric(&m, "skein_queries_waiting"), Some(0.0));
+}
+
+/// A Jaeger gRPC `FindTraces` for the service `front`, its answer left unread until asked for.
+async fn find_traces(addr: SocketAddr, limit: i32) -> Result<tonic::Streaming<v2::SpansResponseChunk>, tonic::Status> {
+    // A small flow-control window: the server can send ~64 KB before this client reads.
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .initial_stream_window_size(65_535);
+    let mut grpc = tonic::client::Grpc::new(endpoint.connect().await.unwrap());
+    grpc.ready().await.unwrap();
+    let request = v2::FindTracesRequest {
+        query: Some(v2::TraceQueryParameters {
+            service_name: "front".into(),
+            search_depth: limit,
+            ..Default::default()
+        }),
+    };
+    let path = http::uri::PathAndQuery::from_static("/jaeger.api_v2.QueryService/FindTraces");
+    let codec = tonic_prost::ProstCodec::default();
+    Ok(grpc
+        .server_streaming(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner())
+}
+
+/// The spans in the rest of a `FindTraces` answer.
+async fn spans_left(mut answer: tonic::Streaming<v2::SpansResponseChunk>) -> usize {
+    let mut spans = 0;
+    while let Some(chunk) = answer.message().await.unwrap() {
+        spans += chunk.spans.len();
+    }
+    spans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_hold_a_slot_only_until_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["query.max_concurrent=1", "query.timeout=6s"]);
+    let client = reqwest::Client::new();
+    // 1,000 traces of one span with a 10 KB attribute: `FindTraces` streams ~10 MB, trace by
+    // trace, far more than a client's flow-control window lets through unread.
+    let now = skein_store::now_unix_nano();
+    let mut last = [0u8; 16];
+    for batch in 0..10u64 {
+        let spans = (0..100u64)
+            .map(|i| {
+                last = rid();
+                let start = now - 60_000_000_000 + (batch * 100 + i) * 1_000;
+                let mut span = server_span(last, rid(), None, "GET /", start);
+                span.attributes.push(KeyValue {
+                    key: "payload".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(
+                            (0..10_000).map(|_| fastrand::alphanumeric()).collect(),
+                        )),
+                    }),
+                    ..Default::default()
+                });
+                span
+            })
+            .collect();
+        post_otlp(&client, &s, "front", spans).await;
+    }
+
+    // The slot: the first stalled search from 0 s until its 6 s run out; the second, queued
+    // at 1 s, from 6 s until 12 s. Searches queued at 2 s and 3 s give up at 8 s and 9 s.
+    let grpc = s.addr("query_grpc");
+    let mut first = find_traces(grpc, 1000).await.unwrap();
+    assert_eq!(
+        first.message().await.unwrap().unwrap().spans.len(),
+        1,
+        "the first trace"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = tokio::spawn(find_traces(grpc, 1000));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refused_grpc = tokio::spawn(find_traces(grpc, 10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refused = client
+        .get(format!(
+            "{}/api/traces?service=front&lookback=1h&limit=10",
+            s.query_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let v: Value = refused.json().await.unwrap();
+    let msg = v["errors"][0]["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("waited query.timeout=6s for one of query.max_concurrent=1 slots"),
+        "{msg}"
+    );
+    let status = refused_grpc.await.unwrap().expect_err("UNAVAILABLE");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("query.max_concurrent=1"), "{status:?}");
+
+    // Neither stalled answer has been read on, and the slot is free again.
+    let trace = json(&client, format!("{}/api/traces/{}", s.query_url(), common::hex(&last))).await;
+    assert_eq!(trace["data"][0]["spans"].as_array().unwrap().len(), 1);
+    let m = metrics(&s).await;
+    assert_eq!(metric(&m, "skein_query_timeouts_total{stage=\"waiting\"}"), Some(2.0));
+    assert_eq!(metric(&m, "skein_query_timeouts_total{stage=\"running\"}"), Some(0.0));
+    assert_eq!(metric(&m, "skein_queries_running"), Some(0.0));
+
+    // The stalled answers were not cut off: read now, each is whole.
+    assert_eq!(spans_left(first).await, 999);
+    assert_eq!(spans_left(second.await.unwrap().unwrap()).await, 1000);
 }
