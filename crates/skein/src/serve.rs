@@ -218,10 +218,13 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     stop_when.await;
     tracing::info!("shutting down: refusing new requests, flushing the head into a block");
     let _ = stop_tx.send(true);
+    // One deadline for all servers: a client that stops reading holds its connection open, and
+    // waiting 10 s per server would add up past an orchestrator's grace period.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     for t in tasks {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), t).await {
+        match tokio::time::timeout_at(deadline, t).await {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
-            Err(_) => tracing::warn!("a server did not stop within 10s"),
+            Err(_) => tracing::warn!("a server did not stop within 10s of the signal; flushing anyway"),
             _ => {}
         }
     }
