@@ -6,6 +6,8 @@ pub mod jaeger;
 pub mod params;
 /// Jaeger remote-sampling endpoints (HTTP and gRPC) for SDKs.
 pub mod sampling;
+/// Closing connections whose client stopped reading its answer.
+pub mod slow_readers;
 pub mod time;
 pub mod ui;
 pub mod zipkin;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use skein_api::slow_readers::CutStalledReaders;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -133,6 +134,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             .merge(skein_api::zipkin::router(engine.clone()))
             .layer(admission.clone())
             .layer(skein_ingest::zipkin::cors(&cfg.zipkin.cors_allowed_origins));
+        let l = CutStalledReaders::new(l, cfg.query.timeout);
         tasks.push(spawn_http(l, app, stop_rx.clone(), "Zipkin HTTP server"));
     }
     // ---- Jaeger ingest (collector HTTP/gRPC, agent UDP) ----
@@ -207,6 +209,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     }
     if let Some(l) = bind("query_http", &cfg.query.http_addr).await? {
         let app = skein_api::router(engine.clone()).layer(admission.clone());
+        let l = CutStalledReaders::new(l, cfg.query.timeout);
         tasks.push(spawn_http(l, app, stop_rx.clone(), "query HTTP server"));
     }
     println!(
@@ -253,7 +256,7 @@ fn tokio_stream_of(l: TcpListener) -> impl futures::Stream<Item = std::io::Resul
 }
 
 fn spawn_http(
-    l: TcpListener,
+    l: impl axum::serve::Listener<Addr = SocketAddr>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
     what: &'static str,

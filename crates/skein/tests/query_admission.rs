@@ -112,6 +112,35 @@ async fn queries_beyond_max_concurrent_wait_their_turn() {
     assert_eq!(metric(&m, "skein_queries_waiting"), Some(0.0));
 }
 
+/// 1,000 traces of `front`, each one span with a 10 KB attribute: a search for all of them
+/// answers ~10 MB, more than socket buffers and flow-control windows let through unread.
+/// Returns the last trace's id.
+async fn big_traces(client: &reqwest::Client, s: &Server) -> [u8; 16] {
+    let now = skein_store::now_unix_nano();
+    let mut last = [0u8; 16];
+    for batch in 0..10u64 {
+        let spans = (0..100u64)
+            .map(|i| {
+                last = rid();
+                let start = now - 60_000_000_000 + (batch * 100 + i) * 1_000;
+                let mut span = server_span(last, rid(), None, "GET /", start);
+                span.attributes.push(KeyValue {
+                    key: "payload".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(
+                            (0..10_000).map(|_| fastrand::alphanumeric()).collect(),
+                        )),
+                    }),
+                    ..Default::default()
+                });
+                span
+            })
+            .collect();
+        post_otlp(client, s, "front", spans).await;
+    }
+    last
+}
+
 /// A Jaeger gRPC `FindTraces` for the service `front`, its answer left unread until asked for.
 async fn find_traces(addr: SocketAddr, limit: i32) -> Result<tonic::Streaming<v2::SpansResponseChunk>, tonic::Status> {
     // A small flow-control window: the server can send ~64 KB before this client reads.
@@ -149,30 +178,7 @@ async fn clients_that_stop_reading_hold_a_slot_only_until_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["query.max_concurrent=1", "query.timeout=6s"]);
     let client = reqwest::Client::new();
-    // 1,000 traces of one span with a 10 KB attribute: `FindTraces` streams ~10 MB, trace by
-    // trace, far more than a client's flow-control window lets through unread.
-    let now = skein_store::now_unix_nano();
-    let mut last = [0u8; 16];
-    for batch in 0..10u64 {
-        let spans = (0..100u64)
-            .map(|i| {
-                last = rid();
-                let start = now - 60_000_000_000 + (batch * 100 + i) * 1_000;
-                let mut span = server_span(last, rid(), None, "GET /", start);
-                span.attributes.push(KeyValue {
-                    key: "payload".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(
-                            (0..10_000).map(|_| fastrand::alphanumeric()).collect(),
-                        )),
-                    }),
-                    ..Default::default()
-                });
-                span
-            })
-            .collect();
-        post_otlp(&client, &s, "front", spans).await;
-    }
+    let last = big_traces(&client, &s).await;
 
     // The slot: the first stalled search from 0 s until its 6 s run out; the second, queued
     // at 1 s, from 6 s until 12 s. Searches queued at 2 s and 3 s give up at 8 s and 9 s.
@@ -219,4 +225,67 @@ async fn clients_that_stop_reading_hold_a_slot_only_until_the_timeout() {
     // The stalled answers were not cut off: read now, each is whole.
     assert_eq!(spans_left(first).await, 999);
     assert_eq!(spans_left(second.await.unwrap().unwrap()).await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_clients_that_stop_reading_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["query.timeout=3s"]);
+    let client = reqwest::Client::new();
+    big_traces(&client, &s).await;
+
+    // A search whose ~10 MB answer the client does not read: a small receive buffer, and the
+    // server's send buffer holds 4 MB at most.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(s.query).await.unwrap();
+    let request = "GET /api/traces?service=front&lookback=1h&limit=1000 HTTP/1.1\r\nHost: skein\r\n\r\n";
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 4096];
+    let n = stalled.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(length > 8_000_000, "{length}");
+
+    // Once the server has waited 3 s for the client to read, it closes the connection: what
+    // the client then reads ends early.
+    let mut patience = Patience::default();
+    while metric(&metrics(&s).await, "skein_stalled_readers_cut_total") != Some(1.0) {
+        patience.tick().await;
+    }
+    let mut rest = Vec::new();
+    let ended = stalled.read_to_end(&mut rest).await;
+    assert!(
+        rest.len() + n < length,
+        "read {} of {length} bytes ({ended:?})",
+        rest.len() + n
+    );
+
+    // Other queries are answered as before.
+    let v = json(
+        &client,
+        format!("{}/api/traces?service=front&lookback=1h&limit=5", s.query_url()),
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 5);
+}
+
+/// Polls for at most a minute.
+#[derive(Default)]
+struct Patience(u32);
+
+impl Patience {
+    async fn tick(&mut self) {
+        self.0 += 1;
+        assert!(self.0 < 600, "gave up after a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
