@@ -576,6 +576,70 @@ async fn wal_replay_after_unclean_stop_and_torn_tail() {
     );
 }
 
+/// The deepest attribute values ingest accepts (key-value lists inside key-value lists, the
+/// most protobuf messages per level) read back from a block, in span, event, link and resource
+/// attributes; one level more is refused at ingest. Ingest once allowed 64 levels, and a value
+/// 50 arrays deep made its whole block unreadable.
+#[tokio::test]
+async fn values_nested_as_deep_as_ingest_accepts_read_back_from_blocks() {
+    use skein_model::otlp::{wire, wire_decode};
+    let nested = |levels: u32| {
+        let mut v = AnyValue::Int(7);
+        for _ in 1..levels {
+            v = AnyValue::KvList(vec![KeyValue::new("k", v)]);
+        }
+        v
+    };
+    let deepest = nested(wire_decode::MAX_VALUE_DEPTH);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let mut trace = Gen::new().trace(now() - 60_000_000_000, 10, false);
+    let span = &mut trace[0];
+    span.attributes.push(KeyValue::new("deep", deepest.clone()));
+    span.events.push(Event {
+        time_unix_nano: span.start_unix_nano,
+        name: "deep".into(),
+        attributes: vec![KeyValue::new("deep", deepest.clone())],
+        dropped_attributes_count: 0,
+    });
+    span.links.push(Link {
+        trace_id: [9; 16],
+        span_id: [9; 8],
+        attributes: vec![KeyValue::new("deep", deepest.clone())],
+        ..Default::default()
+    });
+    let mut resource = (*span.resource).clone();
+    resource.attributes.push(KeyValue::new("deep", deepest.clone()));
+    span.resource = Arc::new(resource);
+
+    let request = |spans: &[Span]| {
+        let mut bytes = Vec::new();
+        wire::export_request(spans, &mut bytes);
+        wire_decode::decode_request(&bytes)
+    };
+    let mut too_deep = trace[0].clone();
+    too_deep.attributes.push(KeyValue::new("deeper", nested(wire_decode::MAX_VALUE_DEPTH + 1)));
+    let err = request(&[too_deep]).expect_err("one level more is refused");
+    assert!(err.to_string().contains("nested too deeply"), "{err}");
+
+    let decoded = request(&trace).expect("accepted");
+    assert!(decoded.rejected.is_empty());
+    store.append(decoded.batch.spans).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.snapshot().blocks.len(), 1);
+    let read = q.trace(&trace[0].trace_id).await.unwrap();
+    let root = read.iter().find(|s| s.span_id == trace[0].span_id).expect("read back from the block");
+    let deep = |kvs: &[KeyValue]| kvs.iter().find(|kv| kv.key == "deep").map(|kv| kv.value.clone());
+    assert_eq!(deep(&root.attributes), Some(deepest.clone()));
+    let event = root.events.iter().find(|e| e.name == "deep").unwrap();
+    assert_eq!(deep(&event.attributes), Some(deepest.clone()));
+    let link = root.links.iter().find(|l| l.trace_id == [9; 16]).unwrap();
+    assert_eq!(deep(&link.attributes), Some(deepest.clone()));
+    assert_eq!(deep(&root.resource.attributes), Some(deepest));
+    assert_eq!(read.len(), trace.len());
+}
+
 /// A service whose span names carry ids: each block lists its first
 /// `MAX_OPERATIONS_PER_SERVICE` operations and marks the list capped, and a search by
 /// operation still finds spans whose names did not make the list, before and after compaction.

@@ -285,9 +285,12 @@ struct Decoder<'a> {
     depth: u32,
 }
 
-/// Arrays and key-value lists nest; past this depth a request is refused rather than risk the
-/// stack (prost stops at 100 messages deep, which this stays inside).
-const MAX_VALUE_DEPTH: u32 = 64;
+/// Arrays and key-value lists nest; past this many `AnyValue`s a request is refused. Blocks are
+/// read back with prost, which refuses data more than 100 messages deep, so everything accepted
+/// here must stay inside that: the deepest path is an event attribute nested through key-value
+/// lists (`EventList`, `Event`, `KeyValue`, then three messages per `AnyValue`: 3 + 3 × 32 = 99).
+/// At 64, a value 50 arrays deep was accepted and then made its whole block unreadable.
+pub const MAX_VALUE_DEPTH: u32 = 32;
 
 impl<'a> Decoder<'a> {
     fn reader(&self, start: usize, end: usize, name: &'static str) -> Reader<'a> {
