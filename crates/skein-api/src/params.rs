@@ -37,7 +37,7 @@ impl Params {
         match keys.iter().find_map(|k| self.get(k).map(|v| (k, v))) {
             None => Ok(None),
             Some((k, v)) => parse_duration(v)
-                .map(|d| Some(d.as_nanos() as u64))
+                .map(|d| Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
                 .map_err(|e| format!("parameter {k}: {e}")),
         }
     }

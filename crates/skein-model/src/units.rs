@@ -28,7 +28,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}: too large"))
 }
 
 pub fn format_duration(d: Duration) -> String {
@@ -120,6 +120,11 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
         assert!(parse_duration("7 parsecs").is_err());
+        // Past what `Duration` holds: an error, not a panic.
+        assert!(parse_duration("99999999999999999h").unwrap_err().contains("too large"));
+        assert!(parse_duration("18446744073709551615s")
+            .unwrap_err()
+            .contains("too large"));
         assert_eq!(parse_bytes("4MiB").unwrap(), 4 << 20);
         assert_eq!(parse_bytes("1GB").unwrap(), 1_000_000_000);
         assert_eq!(format_bytes(64 << 20), "64MiB");

@@ -619,7 +619,9 @@ async fn values_nested_as_deep_as_ingest_accepts_read_back_from_blocks() {
         wire_decode::decode_request(&bytes)
     };
     let mut too_deep = trace[0].clone();
-    too_deep.attributes.push(KeyValue::new("deeper", nested(wire_decode::MAX_VALUE_DEPTH + 1)));
+    too_deep
+        .attributes
+        .push(KeyValue::new("deeper", nested(wire_decode::MAX_VALUE_DEPTH + 1)));
     let err = request(&[too_deep]).expect_err("one level more is refused");
     assert!(err.to_string().contains("nested too deeply"), "{err}");
 
@@ -629,7 +631,10 @@ async fn values_nested_as_deep_as_ingest_accepts_read_back_from_blocks() {
     store.flush().await.unwrap();
     assert_eq!(store.snapshot().blocks.len(), 1);
     let read = q.trace(&trace[0].trace_id).await.unwrap();
-    let root = read.iter().find(|s| s.span_id == trace[0].span_id).expect("read back from the block");
+    let root = read
+        .iter()
+        .find(|s| s.span_id == trace[0].span_id)
+        .expect("read back from the block");
     let deep = |kvs: &[KeyValue]| kvs.iter().find(|kv| kv.key == "deep").map(|kv| kv.value.clone());
     assert_eq!(deep(&root.attributes), Some(deepest.clone()));
     let event = root.events.iter().find(|e| e.name == "deep").unwrap();

@@ -439,6 +439,19 @@ async fn query_api_errors() {
     let (status, v) = get_json(format!("{q}/api/traces?service=x&minDuration=fast")).await;
     assert_eq!(status, 400);
     assert!(v["errors"][0]["msg"].as_str().unwrap().contains("minDuration"), "{v}");
+    // Durations too large for any clock: a clear 400, not a dropped connection (they panicked).
+    for param in ["minDuration", "maxDuration", "lookback"] {
+        let (status, v) = get_json(format!("{q}/api/traces?service=x&{param}=99999999999999999h")).await;
+        assert_eq!(status, 400, "{param}");
+        let msg = v["errors"][0]["msg"].as_str().unwrap();
+        assert!(msg.contains(param) && msg.contains("too large"), "{msg}");
+    }
+    let (status, v) = get_json(format!(
+        "{q}/api/v3/traces?query.serviceName=x&query.startTimeMin=2026-01-01T00:00:00Z&query.startTimeMax=2026-01-02T00:00:00Z&query.durationMin=99999999999999999h"
+    ))
+    .await;
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("too large"), "{v}");
     let (status, _) = get_json(format!("{q}/api/operations")).await;
     assert_eq!(status, 400);
     let r = reqwest::get(format!("{q}/health")).await.unwrap();

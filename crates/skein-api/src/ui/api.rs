@@ -82,7 +82,11 @@ async fn search(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, Strin
         None | Some("span") => None,
         Some("trace") => {
             let range = (query.min_duration_nano.take(), query.max_duration_nano.take());
-            query.limit = if limit == 0 { 0 } else { (limit * 20).max(1000) };
+            query.limit = if limit == 0 {
+                0
+            } else {
+                limit.saturating_mul(20).max(1000)
+            };
             Some(range)
         }
         Some(other) => {
