@@ -97,7 +97,12 @@ fn value_matches(v: &AnyValue, want: &str) -> bool {
 #[derive(Clone)]
 pub struct QueryEngine {
     store: Store,
+    /// Most traces one search may ask for (`query.max_traces`).
+    max_traces: usize,
 }
+
+/// `query.max_traces` unless configured.
+pub const DEFAULT_MAX_TRACES: usize = 1500;
 
 /// An edge of the service dependency graph.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -110,7 +115,29 @@ pub struct Dependency {
 
 impl QueryEngine {
     pub fn new(store: Store) -> Self {
-        QueryEngine { store }
+        QueryEngine {
+            store,
+            max_traces: DEFAULT_MAX_TRACES,
+        }
+    }
+
+    /// Searches may ask for at most `max_traces` traces (at least 1).
+    pub fn with_max_traces(mut self, max_traces: usize) -> Self {
+        self.max_traces = max_traces.max(1);
+        self
+    }
+
+    /// `query` if its limit is within `query.max_traces`, else an error naming the API's
+    /// parameter `name`. Each trace found is held in memory until the answer is sent, so one
+    /// search for every trace of a large store would take the server's memory with it.
+    pub fn within_max_traces(&self, query: TraceQuery, name: &str) -> Result<TraceQuery, String> {
+        if query.limit > self.max_traces {
+            return Err(format!(
+                "{name}={} asks for more traces than query.max_traces={}; ask for fewer, or raise query.max_traces",
+                query.limit, self.max_traces
+            ));
+        }
+        Ok(query)
     }
 
     pub fn store(&self) -> &Store {

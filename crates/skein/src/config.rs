@@ -42,6 +42,9 @@ pub struct QueryConfig {
     /// and the query's work is cancelled. `0s`: no limit.
     #[serde(with = "skein_model::units::serde_duration")]
     pub timeout: std::time::Duration,
+    /// Most traces one search may ask for (`limit`, `searchDepth`); asking for more is a 400.
+    /// Each trace found is held until the answer is sent.
+    pub max_traces: usize,
 }
 
 impl Default for QueryConfig {
@@ -51,6 +54,7 @@ impl Default for QueryConfig {
             grpc_addr: "0.0.0.0:16685".into(),
             max_concurrent: 8,
             timeout: std::time::Duration::from_secs(60),
+            max_traces: skein_query::DEFAULT_MAX_TRACES,
         }
     }
 }
@@ -230,6 +234,9 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     cfg.sampling.tail.policies().map_err(invalid)?;
     if cfg.query.max_concurrent == 0 {
         return Err(invalid("query.max_concurrent must be at least 1".into()));
+    }
+    if cfg.query.max_traces == 0 {
+        return Err(invalid("query.max_traces must be at least 1".into()));
     }
     Ok(())
 }

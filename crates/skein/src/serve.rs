@@ -73,7 +73,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         store.hold_for_decisions(None);
         None
     };
-    let engine = skein_query::QueryEngine::new(store.clone());
+    let engine = skein_query::QueryEngine::new(store.clone()).with_max_traces(cfg.query.max_traces);
     // One set of query slots for every query API (HTTP, Zipkin, gRPC).
     let admission = skein_api::admission::QueryAdmission::new(cfg.query.max_concurrent, cfg.query.timeout);
     let (stop_tx, stop_rx) = watch::channel(false);

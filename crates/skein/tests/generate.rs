@@ -51,7 +51,7 @@ async fn generated_store_is_served_whole() {
         .unwrap()
         .as_secs();
     let url = format!(
-        "{}/api/traces?start={}&end={}&limit=100000",
+        "{}/api/traces?start={}&end={}&limit=1500",
         server.query_url(),
         (now - 3 * 3600) * 1_000_000,
         (now + 60) * 1_000_000

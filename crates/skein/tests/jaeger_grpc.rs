@@ -247,6 +247,9 @@ async fn jaeger_grpc_query_apis_answer_a_third_party_client() {
         json!({"raw_path": "/jaeger.api_v2.QueryService/GetTrace", "raw_hex": "0aff"}),
         json!({"raw_path": "/jaeger.api_v3.QueryService/NoSuchMethod", "raw_hex": ""}),
         json!({"raw_path": "/jaeger.api_v2.QueryService/GetServices", "raw_hex": ""}),
+        // ---- more traces than query.max_traces ----
+        json!({"api": "v2", "method": "FindTraces", "request": {"query": {"service_name": "frontend", "search_depth": 1501}}}),
+        json!({"api": "v3", "method": "FindTraces", "request": {"query": {"service_name": "frontend", "start_time_min": min, "start_time_max": max, "search_depth": 1501}}}),
     ];
     let r = tokio::task::spawn_blocking(move || grpc_calls(target, calls))
         .await
@@ -378,6 +381,12 @@ async fn jaeger_grpc_query_apis_answer_a_third_party_client() {
     failed(&r[27], "UNIMPLEMENTED", "NoSuchMethod");
     // GetServicesResponse{services: ["cart", "frontend"]} on the wire, field 1 repeated.
     assert_eq!(ok(&r[28])[0], json!("0a04636172740a0866726f6e74656e64"));
+    failed(
+        &r[29],
+        "INVALID_ARGUMENT",
+        "query.search_depth=1501 asks for more traces than query.max_traces=1500",
+    );
+    failed(&r[30], "INVALID_ARGUMENT", "query.max_traces=1500");
     assert_eq!(
         ok(&r[25])[0]["dependencies"],
         json!([{"parent": "frontend", "child": "cart", "call_count": "1"}])

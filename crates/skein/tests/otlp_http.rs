@@ -439,6 +439,39 @@ async fn query_api_errors() {
     let (status, v) = get_json(format!("{q}/api/traces?service=x&minDuration=fast")).await;
     assert_eq!(status, 400);
     assert!(v["errors"][0]["msg"].as_str().unwrap().contains("minDuration"), "{v}");
+    // More traces than query.max_traces, in each API's error shape; 0 means "not set".
+    let (status, v) = get_json(format!("{q}/api/traces?service=x&limit=1501")).await;
+    assert_eq!(status, 400);
+    let msg = v["errors"][0]["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("limit=1501 asks for more traces than query.max_traces=1500"),
+        "{msg}"
+    );
+    let (status, v) = get_json(format!("{q}/api/traces?service=x&limit=0")).await;
+    assert_eq!((status, v["data"].as_array().map(Vec::len)), (200, Some(0)));
+    let (status, v) = get_json(format!(
+        "{q}/api/v3/trace-summaries?query.serviceName=x&query.startTimeMin=2026-01-01T00:00:00Z&query.startTimeMax=2026-01-02T00:00:00Z&query.searchDepth=100000"
+    ))
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("query.max_traces=1500"),
+        "{v}"
+    );
+    let (status, v) = get_json(format!("{q}/api/ui/search?service=x&limit=99999")).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("query.max_traces=1500"), "{v}");
+    let r = reqwest::get(format!(
+        "http://{}/api/v2/traces?serviceName=x&limit=1501",
+        s.addr("zipkin_http")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("query.max_traces=1500"));
     // Durations too large for any clock: a clear 400, not a dropped connection (they panicked).
     for param in ["minDuration", "maxDuration", "lookback"] {
         let (status, v) = get_json(format!("{q}/api/traces?service=x&{param}=99999999999999999h")).await;

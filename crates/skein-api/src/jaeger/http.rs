@@ -126,7 +126,11 @@ pub fn v1_query(p: &Params) -> Result<TraceQuery, String> {
     let mut q = TraceQuery {
         service: p.get("service").map(str::to_string),
         operation: p.get("operation").filter(|o| *o != "all").map(str::to_string),
-        limit: p.u64("limit")?.unwrap_or(20) as usize,
+        // 0 is "not set", as in Jaeger (a search for every trace is refused by `max_traces`).
+        limit: p
+            .u64("limit")?
+            .filter(|&n| n > 0)
+            .map_or(20, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         min_duration_nano: p.duration_ns(&["minDuration"])?,
         max_duration_nano: p.duration_ns(&["maxDuration"])?,
         ..TraceQuery::default()
@@ -189,7 +193,7 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
         let n = out.len();
         return data_noting(out, n, (!notes.is_empty()).then(|| notes.join("; ")));
     }
-    let query = match v1_query(&p) {
+    let query = match v1_query(&p).and_then(|query| q.within_max_traces(query, "limit")) {
         Ok(q) => q,
         Err(e) => return v1_error(StatusCode::BAD_REQUEST, e),
     };

@@ -120,7 +120,7 @@ impl V3Search {
             max_duration_nano: self.duration_max_nano,
             start_min: Some(start_min),
             start_max: Some(start_max),
-            limit: self.search_depth.unwrap_or(20),
+            limit: self.search_depth.filter(|&n| n > 0).unwrap_or(20),
             ..TraceQuery::default()
         })
     }
@@ -169,7 +169,7 @@ pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
 }
 
 async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
-    let query = match v3_query(&Params(p)) {
+    let query = match v3_query(&Params(p)).and_then(|query| q.within_max_traces(query, "query.searchDepth")) {
         Ok(q) => q,
         Err(e) => return v3_error(StatusCode::BAD_REQUEST, e),
     };
@@ -251,7 +251,7 @@ pub fn summarize(spans: &[Span]) -> Value {
 }
 
 async fn trace_summaries(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
-    let query = match v3_query(&Params(p)) {
+    let query = match v3_query(&Params(p)).and_then(|query| q.within_max_traces(query, "query.searchDepth")) {
         Ok(q) => q,
         Err(e) => return v3_error(StatusCode::BAD_REQUEST, e),
     };

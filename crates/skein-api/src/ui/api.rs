@@ -71,7 +71,7 @@ struct SearchRow {
 
 async fn search(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
     let p = Params(p);
-    let mut query = match v1_query(&p) {
+    let mut query = match v1_query(&p).and_then(|query| q.within_max_traces(query, "limit")) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };

@@ -166,7 +166,10 @@ fn search_from(p: &Params) -> Result<ZipkinSearch, String> {
     let mut q = TraceQuery {
         service: p.get("serviceName").map(str::to_string),
         operation: p.get("spanName").filter(|n| *n != "all").map(str::to_string),
-        limit: p.u64("limit")?.unwrap_or(10) as usize,
+        limit: p
+            .u64("limit")?
+            .filter(|&n| n > 0)
+            .map_or(10, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         min_duration_nano: p.u64("minDuration")?.map(|us| us.saturating_mul(1000)),
         max_duration_nano: p.u64("maxDuration")?.map(|us| us.saturating_mul(1000)),
         ..TraceQuery::default()
@@ -195,7 +198,10 @@ fn search_from(p: &Params) -> Result<ZipkinSearch, String> {
 }
 
 async fn traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
-    let search = match search_from(&Params(p)) {
+    let search = match search_from(&Params(p)).and_then(|mut s| {
+        s.query = q.within_max_traces(s.query, "limit")?;
+        Ok(s)
+    }) {
         Ok(s) => s,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };

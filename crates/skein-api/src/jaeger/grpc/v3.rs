@@ -249,6 +249,9 @@ pub fn search_of(p: Option<TraceQueryParameters>) -> Result<skein_query::TraceQu
 
 async fn find_traces(q: QueryEngine, req: FindTracesRequest) -> Result<Chunks<TracesData>, Status> {
     let query = search_of(req.query)?;
+    let query = q
+        .within_max_traces(query, "query.search_depth")
+        .map_err(Status::invalid_argument)?;
     let hits = q.search(&query).await.map_err(internal)?;
     // One trace at a time: a big result never sits in memory whole.
     let stream = futures::stream::iter(hits)
@@ -272,6 +275,9 @@ async fn find_trace_summaries(
     req: FindTraceSummariesRequest,
 ) -> Result<Chunks<FindTraceSummariesResponse>, Status> {
     let query = search_of(req.query)?;
+    let query = q
+        .within_max_traces(query, "query.search_depth")
+        .map_err(Status::invalid_argument)?;
     let traces = q.find_trace_outlines(&query).await.map_err(internal)?;
     let summaries = traces
         .iter()
