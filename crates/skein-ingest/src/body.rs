@@ -7,7 +7,7 @@ use std::io::Read;
 pub enum BodyError {
     #[error("request body exceeds the {limit}-byte limit ({key})")]
     TooLarge { limit: usize, key: &'static str },
-    #[error("unsupported Content-Encoding {0:?} (supported: gzip, zstd, identity)")]
+    #[error("unsupported Content-Encoding {0:?} (supported: gzip, deflate, zstd, identity)")]
     UnsupportedEncoding(String),
     #[error("could not decompress {encoding} body: {source}")]
     Corrupt {
