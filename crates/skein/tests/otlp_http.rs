@@ -472,6 +472,20 @@ async fn query_api_errors() {
     .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("query.max_traces=1500"));
+    let (status, v) = get_json(format!("{q}/api/traces?service=x&minDuration=10ms&maxDuration=1ms")).await;
+    assert_eq!(status, 400);
+    assert!(
+        v["errors"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("greater than maxDuration"),
+        "{v}"
+    );
+    let (status, _) = get_json(format!(
+        "{q}/api/traces?service=x&start=99999999999999999&end=99999999999999999"
+    ))
+    .await;
+    assert_eq!(status, 200, "times past the year 5000 find nothing");
     // Durations too large for any clock: a clear 400, not a dropped connection (they panicked).
     for param in ["minDuration", "maxDuration", "lookback"] {
         let (status, v) = get_json(format!("{q}/api/traces?service=x&{param}=99999999999999999h")).await;

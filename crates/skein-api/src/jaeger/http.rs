@@ -135,6 +135,11 @@ pub fn v1_query(p: &Params) -> Result<TraceQuery, String> {
         max_duration_nano: p.duration_ns(&["maxDuration"])?,
         ..TraceQuery::default()
     };
+    if let (Some(min), Some(max)) = (q.min_duration_nano, q.max_duration_nano) {
+        if min > max {
+            return Err("parameter minDuration is greater than maxDuration".into());
+        }
+    }
     if let Some(k) = p.get("spanKind") {
         q.span_kind = Some(SpanKind::parse(k).ok_or_else(|| format!("unknown spanKind {k:?}"))?);
     }
@@ -166,8 +171,8 @@ pub fn v1_query(p: &Params) -> Result<TraceQuery, String> {
             None => end_us.saturating_sub(3600 * 1_000_000 * 48),
         },
     };
-    q.start_min = Some(start_us * 1000);
-    q.start_max = Some(end_us * 1000 + 999);
+    q.start_min = Some(start_us.saturating_mul(1000));
+    q.start_max = Some(end_us.saturating_mul(1000).saturating_add(999));
     Ok(q)
 }
 

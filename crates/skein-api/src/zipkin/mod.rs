@@ -84,10 +84,12 @@ async fn remote_services(State(q): State<QueryEngine>, Query(p): Query<Vec<(Stri
     }
 }
 
+/// A Zipkin trace id: up to 32 hex characters, shorter ones left-padded with zeros as Zipkin
+/// itself does (ingest reads them the same way).
 fn parse_trace_id(s: &str) -> Result<TraceId, String> {
     let s = s.trim();
-    if s.len() != 16 && s.len() != 32 {
-        return Err(format!("traceId {s:?} must be 16 or 32 hex characters"));
+    if s.is_empty() || s.len() > 32 {
+        return Err(format!("traceId {s:?} must be 1 to 32 hex characters"));
     }
     hex::decode_id::<16>(s).ok_or_else(|| format!("traceId {s:?} is not hex"))
 }
@@ -293,6 +295,17 @@ mod tests {
 
     fn params(pairs: &[(&str, &str)]) -> Params {
         Params(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn short_trace_ids_are_left_padded_as_at_ingest() {
+        let mut want = [0u8; 16];
+        want[14..].copy_from_slice(&[0x0a, 0xbc]);
+        assert_eq!(parse_trace_id("abc"), Ok(want));
+        assert_eq!(parse_trace_id("0000000000000abc"), Ok(want));
+        assert!(parse_trace_id("").unwrap_err().contains("1 to 32"));
+        assert!(parse_trace_id(&"a".repeat(33)).unwrap_err().contains("1 to 32"));
+        assert!(parse_trace_id("xyz").unwrap_err().contains("not hex"));
     }
 
     #[test]
