@@ -48,16 +48,70 @@ pub enum Refusal {
     Busy(SubmitError),
 }
 
-/// Decompresses `body` within `limit` bytes (named `limit_key` in messages) and reserves
-/// pipeline memory for it, counting the outcome of a refusal in `m`.
-pub fn admit(
+/// Reads a request body of at most `limit` bytes (the configuration key `limit_key`, named in
+/// the message), counting a refusal in `m`. A body whose `Content-Length` declares more is
+/// refused before any of it is read: otherwise a client declaring 100 GB held its connection
+/// for as long as it kept sending, to be refused only at the limit.
+pub async fn read_body(
+    m: &ProtocolMetrics,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    limit_key: &'static str,
+) -> Result<Bytes, Refusal> {
+    use futures::StreamExt;
+    let too_large = || {
+        m.request("too_large");
+        Refusal::Body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::TooLarge { limit, key: limit_key }.to_string(),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut chunks = body.into_data_stream();
+    // Most bodies arrive as one chunk, kept as it is; more are joined.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
+            m.request("bad_request");
+            Refusal::Body(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))
+        })?;
+        let so_far = first.as_ref().map_or(0, Bytes::len) + joined.as_ref().map_or(0, |j| j.len());
+        if so_far + chunk.len() > limit {
+            return Err(too_large());
+        }
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(chunk),
+            (Some(_), None) => {
+                let head = first.take().unwrap_or_default();
+                let mut j = bytes::BytesMut::with_capacity(declared.map_or(head.len() + chunk.len(), |n| n as usize));
+                j.extend_from_slice(&head);
+                j.extend_from_slice(&chunk);
+                joined = Some(j);
+            }
+            (_, Some(j)) => j.extend_from_slice(&chunk),
+        }
+    }
+    Ok(joined.map(bytes::BytesMut::freeze).or(first).unwrap_or_default())
+}
+
+/// Reads `body` and decompresses it within `limit` bytes (named `limit_key` in messages), then
+/// reserves pipeline memory for it, counting the outcome of a refusal in `m`.
+pub async fn admit(
     pipeline: &Pipeline,
     m: &ProtocolMetrics,
     headers: &HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
     limit: usize,
     limit_key: &'static str,
 ) -> Result<(Bytes, Reservation), Refusal> {
+    let body = read_body(m, headers, body, limit, limit_key).await?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     let raw = body::decode(encoding, body, limit, limit_key).map_err(|e| {
         let (status, outcome) = match e {

@@ -161,6 +161,24 @@ async fn protobuf_json_encodings_partial_success_and_errors() {
         post(&s, "application/x-protobuf", Some("gzip"), bomb).await.status(),
         413
     );
+    // In OTLP's error shape, naming the limit.
+    let r = post(&s, "application/json", None, vec![b' '; 65 * 1024]).await;
+    assert_eq!(r.status(), 413);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("otlp.max_request_bytes"), "{v}");
+    // A declared length over the limit is refused before the body is sent (the server used to
+    // wait for it); a chunked body with no declared length is cut off at the limit.
+    let declared = raw_http(
+        s.http,
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{}",
+    );
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    assert!(declared.contains("otlp.max_request_bytes"), "{declared}");
+    let mut chunked = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n10400\r\n".to_vec();
+    chunked.extend(vec![b' '; 0x10400]);
+    chunked.extend(b"\r\n0\r\n\r\n");
+    let cut = raw_http(s.http, &chunked);
+    assert!(cut.starts_with("HTTP/1.1 413"), "{cut}");
 
     // CORS preflight from a browser SDK.
     let r = reqwest::Client::new()
@@ -511,4 +529,16 @@ async fn query_api_errors() {
         (st == 200 && v["data"].is_array()).then_some(())
     })
     .await;
+}
+
+/// Sends `request` as raw bytes and returns what the server answers (at most 30 s of waiting).
+fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The server may answer and close before it has read everything sent.
+    let _ = stream.write_all(request);
+    let mut answer = [0u8; 4096];
+    let n = stream.read(&mut answer).expect("an answer within 30 s");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
 }

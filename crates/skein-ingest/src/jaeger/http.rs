@@ -2,8 +2,7 @@
 //! compact too, by content type), optionally gzip/zstd encoded. Answers 202 like
 //! jaeger-collector, 400 with a plain-text reason for a bad body.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -29,8 +28,7 @@ pub fn router(pipeline: Pipeline, max_request_bytes: usize) -> Router {
     };
     Router::new()
         .route("/api/traces", post(post_traces))
-        // The compressed body may not exceed the limit either; decompression re-checks it.
-        .layer(DefaultBodyLimit::max(max_request_bytes))
+        // The compressed body may not exceed the limit either (`admit`); decompression re-checks it.
         .with_state(ctx)
 }
 
@@ -45,7 +43,7 @@ fn protocol_of(content_type: &str) -> Option<Protocol> {
     }
 }
 
-async fn post_traces(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_traces(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Body) -> Response {
     let m = &ctx.metrics;
     let ctype = media_type(&headers);
     let Some(protocol) = protocol_of(&ctype) else {
@@ -64,7 +62,9 @@ async fn post_traces(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) ->
         body,
         ctx.max_bytes,
         "jaeger.max_request_bytes",
-    ) {
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_text(),
     };

@@ -1,8 +1,7 @@
 //! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, optionally gzip/zstd encoded.
 //! Answers in the request's content type, as the spec requires.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -39,13 +38,12 @@ pub fn router(pipeline: Pipeline, cfg: &OtlpConfig) -> Router {
     };
     Router::new()
         .route("/v1/traces", post(export))
-        // The compressed body may not exceed the limit either; decompression re-checks it.
-        .layer(DefaultBodyLimit::max(max_bytes))
+        // The compressed body may not exceed the limit either (`admit`); decompression re-checks it.
         .layer(cors(&cfg.cors_allowed_origins))
         .with_state(ctx)
 }
 
-async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Body) -> Response {
     let format = match media_type(&headers).as_str() {
         "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
         "application/json" => Format::Json,
@@ -70,7 +68,9 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
         body,
         ctx.max_bytes,
         "otlp.max_request_bytes",
-    ) {
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(Refusal::Body(status, msg)) => return error(format, status, msg),
         Err(Refusal::Busy(e)) => return submit_error(format, e),

@@ -7,8 +7,7 @@
 //! every span of a request is invalid is the answer 400, so a sender with a systematic bug
 //! sees an error.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -44,11 +43,10 @@ pub fn router(pipeline: Pipeline, max_request_bytes: usize) -> Router {
     Router::new()
         .route("/api/v2/spans", post(spans_v2))
         .route("/api/v1/spans", post(spans_v1))
-        .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(ctx)
 }
 
-async fn spans_v2(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+async fn spans_v2(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Body) -> Response {
     // Zipkin treats a missing content type as JSON.
     let format = match media_type(&headers).as_str() {
         "" | "application/json" => Format::JsonV2,
@@ -64,7 +62,7 @@ async fn spans_v2(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Re
     ingest(ctx, format, &headers, body).await
 }
 
-async fn spans_v1(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+async fn spans_v1(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Body) -> Response {
     match media_type(&headers).as_str() {
         "" | "application/json" => ingest(ctx, Format::JsonV1, &headers, body).await,
         other => {
@@ -77,7 +75,7 @@ async fn spans_v1(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Re
     }
 }
 
-async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: Bytes) -> Response {
+async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: axum::body::Body) -> Response {
     let m = &ctx.metrics;
     let (raw, _reservation) = match admit(
         &ctx.pipeline,
@@ -86,7 +84,9 @@ async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: Bytes) -> R
         body,
         ctx.max_bytes,
         "zipkin.max_request_bytes",
-    ) {
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_text(),
     };
