@@ -504,6 +504,10 @@ async fn query_api_errors() {
     ))
     .await;
     assert_eq!(status, 200, "times past the year 5000 find nothing");
+    for path in ["api/dependencies", "api/ui/dependencies"] {
+        let (status, _) = get_json(format!("{q}/{path}?endTs=18446744073709&lookback=18446744073709")).await;
+        assert_eq!(status, 200, "{path}: times past u64 nanoseconds saturate");
+    }
     // Durations too large for any clock: a clear 400, not a dropped connection (they panicked).
     for param in ["minDuration", "maxDuration", "lookback"] {
         let (status, v) = get_json(format!("{q}/api/traces?service=x&{param}=99999999999999999h")).await;

@@ -298,8 +298,8 @@ async fn dependencies(State(q): State<QueryEngine>, Query(p): Query<Vec<(String,
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
     let (start, end) = (
-        end_ms.saturating_sub(lookback_ms) * 1_000_000,
-        end_ms * 1_000_000 + 999_999,
+        end_ms.saturating_sub(lookback_ms).saturating_mul(1_000_000),
+        end_ms.saturating_mul(1_000_000).saturating_add(999_999),
     );
     let deps = match q.dependencies(start, end).await {
         Ok(d) => d,
