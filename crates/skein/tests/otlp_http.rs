@@ -508,6 +508,12 @@ async fn query_api_errors() {
         let (status, _) = get_json(format!("{q}/{path}?endTs=18446744073709&lookback=18446744073709")).await;
         assert_eq!(status, 200, "{path}: times past u64 nanoseconds saturate");
     }
+    // A bare number is no duration (Jaeger refuses it; it used to be read as seconds).
+    let (status, v) = get_json(format!("{q}/api/traces?service=x&minDuration=500")).await;
+    assert_eq!(status, 400);
+    assert!(v["errors"][0]["msg"].as_str().unwrap().contains("missing unit"), "{v}");
+    let (status, _) = get_json(format!("{q}/api/traces?service=x&minDuration=1h30m&lookback=1h30m")).await;
+    assert_eq!(status, 200);
     // Durations too large for any clock: a clear 400, not a dropped connection (they panicked).
     for param in ["minDuration", "maxDuration", "lookback"] {
         let (status, v) = get_json(format!("{q}/api/traces?service=x&{param}=99999999999999999h")).await;

@@ -165,7 +165,7 @@ pub fn v1_query(p: &Params) -> Result<TraceQuery, String> {
         Some(s) => s,
         None => match p.get("lookback").filter(|l| *l != "custom") {
             Some(l) => {
-                let d = skein_model::units::parse_duration(l).map_err(|e| format!("parameter lookback: {e}"))?;
+                let d = crate::params::parse_api_duration(l).map_err(|e| format!("parameter lookback: {e}"))?;
                 end_us.saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
             }
             None => end_us.saturating_sub(3600 * 1_000_000 * 48),
