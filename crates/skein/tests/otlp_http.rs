@@ -508,6 +508,22 @@ async fn query_api_errors() {
         let (status, _) = get_json(format!("{q}/{path}?endTs=18446744073709&lookback=18446744073709")).await;
         assert_eq!(status, 200, "{path}: times past u64 nanoseconds saturate");
     }
+    // api_v3 GetTrace's optional parameters are checked like Jaeger's gateway checks them.
+    let id = hex(&rand_bytes::<16>());
+    for (params, needle) in [
+        ("start_time=garbage", "startTime"),
+        ("startTime=2026-01-02T00:00:00Z&endTime=2026-01-01T00:00:00Z", "before"),
+        ("raw_traces=maybe", "rawTraces"),
+    ] {
+        let (status, v) = get_json(format!("{q}/api/v3/traces/{id}?{params}")).await;
+        assert_eq!(status, 400, "{params}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{v}");
+    }
+    let (status, _) = get_json(format!(
+        "{q}/api/v3/traces/{id}?start_time=2026-01-01T00:00:00Z&end_time=2026-01-02T00:00:00Z&raw_traces=true"
+    ))
+    .await;
+    assert_eq!(status, 404, "well-formed parameters, unknown trace");
     // A bare number is no duration (Jaeger refuses it; it used to be read as seconds).
     let (status, v) = get_json(format!("{q}/api/traces?service=x&minDuration=500")).await;
     assert_eq!(status, 400);

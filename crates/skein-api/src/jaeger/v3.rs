@@ -59,8 +59,12 @@ async fn operations(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, S
     Json(json!({ "operations": ops })).into_response()
 }
 
-async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Response {
-    let id = match parse_trace_id(&id) {
+async fn get_trace(
+    State(q): State<QueryEngine>,
+    Path(id): Path<String>,
+    Query(p): Query<Vec<(String, String)>>,
+) -> Response {
+    let id = match parse_trace_id(&id).and_then(|id| check_get_trace_params(&Params(p)).map(|()| id)) {
         Ok(id) => id,
         Err(e) => return v3_error(StatusCode::BAD_REQUEST, e),
     };
@@ -76,6 +80,29 @@ async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Resp
         ),
         Err(e) => v3_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `GetTraceRequest`'s optional `start_time`, `end_time` (RFC 3339) and `raw_traces` (a
+/// bool), refused when malformed as Jaeger's gateway does. They cannot change the answer here:
+/// every trace is kept whole and never adjusted, so the whole trace is returned either way.
+fn check_get_trace_params(p: &Params) -> Result<(), String> {
+    let time = |keys: &[&str]| {
+        p.any(keys)
+            .map(|v| parse_rfc3339(v).map_err(|e| format!("{}: {e}", keys[0])))
+            .transpose()
+    };
+    let start = time(&["startTime", "start_time"])?;
+    let end = time(&["endTime", "end_time"])?;
+    if let (Some(start), Some(end)) = (start, end) {
+        if end < start {
+            return Err("endTime (end_time) is before startTime (start_time)".into());
+        }
+    }
+    if let Some(raw) = p.any(&["rawTraces", "raw_traces"]) {
+        raw.parse::<bool>()
+            .map_err(|_| format!("rawTraces={raw:?} must be true or false"))?;
+    }
+    Ok(())
 }
 
 /// api_v3 `TraceQueryParameters` after decoding, whichever binding they came over (the HTTP
