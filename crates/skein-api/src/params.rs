@@ -64,7 +64,12 @@ impl Params {
 
     /// The first non-empty value among several spellings of one parameter.
     pub fn any(&self, keys: &[&str]) -> Option<&str> {
-        keys.iter().find_map(|k| self.get(k))
+        self.any_named(keys).map(|(_, v)| v)
+    }
+
+    /// Like `any`, with the spelling the client used (for errors that name it).
+    pub fn any_named<'k>(&self, keys: &[&'k str]) -> Option<(&'k str, &str)> {
+        keys.iter().find_map(|k| self.get(k).map(|v| (*k, v)))
     }
 
     pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {

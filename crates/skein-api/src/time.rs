@@ -69,9 +69,12 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
     };
     let secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset_secs;
     if secs < 0 {
-        return Err(err());
+        return Err(format!("time {s:?} is before 1970, which spans cannot carry"));
     }
-    Ok(secs as u64 * 1_000_000_000 + nanos as u64)
+    (secs as u64)
+        .checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(nanos as u64))
+        .ok_or_else(|| format!("time {s:?} is after 2554, past what nanosecond timestamps hold"))
 }
 
 /// Formats unix ns as `2024-05-01T12:00:00.123456789Z`.
@@ -103,5 +106,13 @@ mod tests {
         );
         assert!(parse_rfc3339("yesterday").is_err());
         assert!(parse_rfc3339("2024-13-01T00:00:00Z").is_err());
+        // Valid RFC 3339 that nanoseconds since 1970 cannot hold: said so, not "invalid".
+        assert!(parse_rfc3339("1969-12-31T23:59:59Z")
+            .unwrap_err()
+            .contains("before 1970"));
+        assert!(parse_rfc3339("9999-12-31T23:59:59Z")
+            .unwrap_err()
+            .contains("after 2554"));
+        assert!(parse_rfc3339("2554-01-01T00:00:00Z").is_ok());
     }
 }

@@ -88,7 +88,12 @@ async fn operations(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, S
         return v1_error(StatusCode::BAD_REQUEST, "parameter 'service' is required");
     };
     let kind = match p.get("spanKind").map(|k| SpanKind::parse(k).ok_or(k)) {
-        Some(Err(k)) => return v1_error(StatusCode::BAD_REQUEST, format!("unknown spanKind {k:?}")),
+        Some(Err(k)) => {
+            return v1_error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown spanKind {k:?} (server, client, producer, consumer, internal)"),
+            )
+        }
         Some(Ok(k)) => Some(k),
         None => None,
     };
@@ -141,7 +146,10 @@ pub fn v1_query(p: &Params) -> Result<TraceQuery, String> {
         }
     }
     if let Some(k) = p.get("spanKind") {
-        q.span_kind = Some(SpanKind::parse(k).ok_or_else(|| format!("unknown spanKind {k:?}"))?);
+        q.span_kind = Some(
+            SpanKind::parse(k)
+                .ok_or_else(|| format!("unknown spanKind {k:?} (server, client, producer, consumer, internal)"))?,
+        );
     }
     if let Some(tags) = p.get("tags") {
         let map: BTreeMap<String, Value> =

@@ -48,7 +48,12 @@ async fn operations(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, S
         None => None,
         Some(k) => match SpanKind::parse(k) {
             Some(k) => Some(k),
-            None => return v3_error(StatusCode::BAD_REQUEST, format!("unknown spanKind {k:?}")),
+            None => {
+                return v3_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown spanKind {k:?} (server, client, producer, consumer, internal)"),
+                )
+            }
         },
     };
     let ops: Vec<Value> = q
@@ -164,7 +169,7 @@ pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
         duration_max_nano: p.duration_ns(&["query.durationMax", "query.duration_max"])?,
         ..V3Search::default()
     };
-    if let Some(n) = p.any(&[
+    if let Some((key, n)) = p.any_named(&[
         "query.searchDepth",
         "query.search_depth",
         "query.numTraces",
@@ -172,11 +177,14 @@ pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
     ]) {
         q.search_depth = Some(
             n.parse()
-                .map_err(|_| format!("query.searchDepth={n:?} is not a positive integer"))?,
+                .map_err(|_| format!("{key}={n:?} is not a positive integer"))?,
         );
     }
     if let Some(k) = p.any(&["query.spanKind", "query.span_kind"]) {
-        q.span_kind = Some(SpanKind::parse(k).ok_or_else(|| format!("unknown query.spanKind {k:?}"))?);
+        q.span_kind =
+            Some(SpanKind::parse(k).ok_or_else(|| {
+                format!("unknown query.spanKind {k:?} (server, client, producer, consumer, internal)")
+            })?);
     }
     if let Some(a) = p.get("query.attributes") {
         let map: BTreeMap<String, Value> =

@@ -50,8 +50,7 @@ pub fn collector_router(store: Arc<StrategyStore>) -> Router {
 
 type Params = Query<Vec<(String, String)>>;
 
-const MISSING_SERVICE: &str =
-    "'service' parameter must be provided once and not be empty, e.g. /sampling?service=checkout\n";
+const MISSING_SERVICE: &str = "'service' parameter must be provided once and not be empty, e.g. ?service=checkout\n";
 
 /// The one non-empty `service` parameter (jaeger-agent answers 400 otherwise).
 fn service_of(Query(params): Params) -> Option<String> {
