@@ -508,6 +508,15 @@ async fn query_api_errors() {
         let (status, _) = get_json(format!("{q}/{path}?endTs=18446744073709&lookback=18446744073709")).await;
         assert_eq!(status, 200, "{path}: times past u64 nanoseconds saturate");
     }
+    // A multi-trace lookup names each id it did not find, as Jaeger does.
+    let missing = hex(&rand_bytes::<16>());
+    let (status, v) = get_json(format!("{q}/api/traces?traceID={missing}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"], serde_json::json!([]));
+    assert_eq!(
+        v["errors"],
+        serde_json::json!([{"msg": "trace not found", "traceID": missing}])
+    );
     // api_v3 GetTrace's optional parameters are checked like Jaeger's gateway checks them.
     let id = hex(&rand_bytes::<16>());
     for (params, needle) in [

@@ -35,6 +35,12 @@ fn data(data: impl Serialize, total: usize) -> Response {
 /// The envelope with a note that the data may be incomplete in `errors` (status 200, as Jaeger
 /// answers a multi-trace lookup that found some of the traces) and in a `Warning` header.
 fn data_noting(data: impl Serialize, total: usize, note: Option<String>) -> Response {
+    let errors = note.iter().map(|msg| json!({ "code": 500, "msg": msg })).collect();
+    envelope(data, total, errors, note.as_deref())
+}
+
+/// The envelope with `errors` (none: `null`) and a `Warning` header when `warning` is set.
+fn envelope(data: impl Serialize, total: usize, errors: Vec<Value>, warning: Option<&str>) -> Response {
     #[derive(Serialize)]
     struct Envelope<T> {
         data: T,
@@ -43,16 +49,15 @@ fn data_noting(data: impl Serialize, total: usize, note: Option<String>) -> Resp
         offset: usize,
         errors: Option<Vec<Value>>,
     }
-    let header = note.clone();
     let response = Json(Envelope {
         data,
         total,
         limit: 0,
         offset: 0,
-        errors: note.map(|msg| vec![json!({ "code": 500, "msg": msg })]),
+        errors: (!errors.is_empty()).then_some(errors),
     })
     .into_response();
-    with_warning(response, header.as_deref())
+    with_warning(response, warning)
 }
 
 /// A 404 for a trace, saying so when a damaged block that may hold it was skipped.
@@ -191,6 +196,8 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
     if !ids.is_empty() {
         let mut out = Vec::new();
         let mut notes = Vec::new();
+        // Jaeger's entry for each id it did not find.
+        let mut errors = Vec::new();
         for id in ids {
             let id = match parse_trace_id(id) {
                 Ok(id) => id,
@@ -198,13 +205,15 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
             };
             match q.trace(&id).await {
                 Ok(spans) if !spans.is_empty() => out.push(jaeger_trace(&spans)),
-                Ok(_) => {}
+                Ok(_) => errors.push(json!({ "msg": "trace not found", "traceID": hex::encode(&id) })),
                 Err(e) => return v1_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
             notes.extend(incomplete_note(&q, Asked::Trace(&id)).map(|n| format!("trace {}: {n}", hex::encode(&id))));
         }
         let n = out.len();
-        return data_noting(out, n, (!notes.is_empty()).then(|| notes.join("; ")));
+        let note = (!notes.is_empty()).then(|| notes.join("; "));
+        errors.extend(note.iter().map(|msg| json!({ "code": 500, "msg": msg })));
+        return envelope(out, n, errors, note.as_deref());
     }
     let query = match v1_query(&p).and_then(|query| q.within_max_traces(query, "limit")) {
         Ok(q) => q,
