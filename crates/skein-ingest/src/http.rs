@@ -74,31 +74,30 @@ pub async fn read_body(
         return Err(too_large());
     }
     let mut chunks = body.into_data_stream();
-    // Most bodies arrive as one chunk, kept as it is; more are joined.
-    let mut first: Option<Bytes> = None;
+    // Most bodies arrive as one chunk, kept as it is; only more are copied together.
+    let mut single = Bytes::new();
     let mut joined: Option<bytes::BytesMut> = None;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| {
             m.request("bad_request");
             Refusal::Body(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))
         })?;
-        let so_far = first.as_ref().map_or(0, Bytes::len) + joined.as_ref().map_or(0, |j| j.len());
+        let so_far = joined.as_ref().map_or(single.len(), |j| j.len());
         if so_far + chunk.len() > limit {
             return Err(too_large());
         }
-        match (&mut first, &mut joined) {
-            (None, None) => first = Some(chunk),
-            (Some(_), None) => {
-                let head = first.take().unwrap_or_default();
-                let mut j = bytes::BytesMut::with_capacity(declared.map_or(head.len() + chunk.len(), |n| n as usize));
-                j.extend_from_slice(&head);
+        match &mut joined {
+            Some(j) => j.extend_from_slice(&chunk),
+            None if single.is_empty() => single = chunk,
+            None => {
+                let mut j = bytes::BytesMut::with_capacity(declared.map_or(so_far + chunk.len(), |n| n as usize));
+                j.extend_from_slice(&single);
                 j.extend_from_slice(&chunk);
                 joined = Some(j);
             }
-            (_, Some(j)) => j.extend_from_slice(&chunk),
         }
     }
-    Ok(joined.map(bytes::BytesMut::freeze).or(first).unwrap_or_default())
+    Ok(joined.map_or(single, bytes::BytesMut::freeze))
 }
 
 /// Reads `body` and decompresses it within `limit` bytes (named `limit_key` in messages), then
