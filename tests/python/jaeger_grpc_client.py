@@ -102,9 +102,12 @@ def run_call(channel, apis, call):
     stub = getattr(pb2_grpc, f"{service_name}Stub")(channel)
     compression = grpc.Compression.Gzip if call.get("gzip") else grpc.Compression.NoCompression
     rpc = getattr(stub, call["method"])
+    metadata = {}
     try:
         if method.server_streaming:
-            responses = list(rpc(request, timeout=60, compression=compression))
+            call = rpc(request, timeout=60, compression=compression)
+            responses = list(call)
+            metadata = {k: v for k, v in call.initial_metadata() if isinstance(v, str)}
         else:
             responses = [rpc(request, timeout=60, compression=compression)]
     except grpc.RpcError as e:
@@ -112,6 +115,7 @@ def run_call(channel, apis, call):
     return {
         "ok": True,
         "responses": [json_format.MessageToDict(r, preserving_proto_field_name=True) for r in responses],
+        "metadata": metadata,
     }
 
 

@@ -90,18 +90,32 @@ async fn responses_say_when_a_damaged_block_was_skipped() {
         "{v}"
     );
 
-    // The gRPC query APIs say it in their NOT_FOUND.
+    // The gRPC query APIs say it in their NOT_FOUND, and in a `warning` metadata entry (as the
+    // HTTP header) on searches that found the readable trace.
+    let (min, max) = ("2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z");
     let calls = grpc_calls(
         s.addr("query_grpc"),
         vec![
             json!({"api": "v2", "method": "GetTrace", "request": {"trace_id": base64_encode(&traces[0])}}),
             json!({"api": "v3", "method": "GetTrace", "request": {"trace_id": hex(&traces[0])}}),
             json!({"api": "v2", "method": "GetTrace", "request": {"trace_id": base64_encode(&traces[1])}}),
+            json!({"api": "v2", "method": "FindTraces", "request": {"query": {"service_name": "front"}}}),
+            json!({"api": "v3", "method": "FindTraces", "request": {"query": {"service_name": "front", "start_time_min": min, "start_time_max": max}}}),
+            json!({"api": "v3", "method": "FindTraceSummaries", "request": {"query": {"service_name": "front", "start_time_min": min, "start_time_max": max}}}),
         ],
     );
     failed(&calls[0], "NOT_FOUND", damaged);
     failed(&calls[1], "NOT_FOUND", damaged);
     ok(&calls[2]);
+    assert_eq!(calls[2]["metadata"].get("warning"), None, "the readable trace is whole");
+    for call in &calls[3..] {
+        assert!(!ok(call).is_empty(), "{call}");
+        let warning = call["metadata"]["warning"].as_str().unwrap_or_default();
+        assert!(
+            warning.starts_with("199 skein \"results may be incomplete") && warning.contains(damaged.as_str()),
+            "{call}"
+        );
+    }
 
     // The other trace is whole, and nothing says otherwise.
     let (status, warning, v) = get(&client, format!("{api}/api/traces/{}", hex(&traces[1]))).await;

@@ -19,6 +19,10 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// The chunks a streaming method sends, after it has validated its request.
 pub type Chunks<T> = BoxStream<'static, Result<T, Status>>;
 
+/// A streamed answer and, when a damaged block that may hold part of it was skipped, the note
+/// saying so: sent as the `warning` metadata the HTTP APIs send as a `Warning` header.
+pub type Noted<T> = (Chunks<T>, Option<String>);
+
 /// Requests bigger than this are refused; every query request is a few hundred bytes.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
@@ -62,7 +66,8 @@ where
 }
 
 /// Answers a server-streaming method with `handler`; an error before the first chunk is the
-/// call's status, an error mid-stream ends the stream with that status.
+/// call's status, an error mid-stream ends the stream with that status. A note becomes the
+/// response's `warning` metadata (`199 skein "…"`, as the HTTP header).
 pub fn server_streaming<Req, Resp, Fut>(
     engine: QueryEngine,
     req: http::Request<Body>,
@@ -71,14 +76,21 @@ pub fn server_streaming<Req, Resp, Fut>(
 where
     Req: prost::Message + Default + Send + 'static,
     Resp: prost::Message + Send + 'static,
-    Fut: Future<Output = Result<Chunks<Resp>, Status>> + Send + 'static,
+    Fut: Future<Output = Result<Noted<Resp>, Status>> + Send + 'static,
 {
     Box::pin(async move {
         // Boxed so the compiler checks `Send` on the concrete future here (it cannot prove it
         // through the higher-ranked `dyn Stream` lifetime otherwise).
         let svc = tower::service_fn(
             move |r: tonic::Request<Req>| -> BoxFuture<Result<tonic::Response<Chunks<Resp>>, Status>> {
-                Box::pin(handler(engine.clone(), r.into_inner()).map_ok(tonic::Response::new))
+                Box::pin(handler(engine.clone(), r.into_inner()).map_ok(|(chunks, note)| {
+                    let mut response = tonic::Response::new(chunks);
+                    let warning = note.map(|n| format!("199 skein \"{n}\""));
+                    if let Some(Ok(w)) = warning.map(tonic::metadata::MetadataValue::try_from) {
+                        response.metadata_mut().insert("warning", w);
+                    }
+                    response
+                }))
             },
         );
         Ok(grpc::<Resp, Req>().server_streaming(svc, req).await)

@@ -12,14 +12,15 @@ use futures::StreamExt;
 use prost::Message;
 use skein_model::jaeger::proto::{span_from_model, DependencyLink, Span};
 use skein_model::TraceId;
-use skein_query::QueryEngine;
+use skein_query::{Asked, QueryEngine};
 use tonic::body::Body;
 use tonic::Status;
 
 use super::server::{
-    self, chunk_by_size, duration_ns, internal, search_depth, timestamp_ns, BoxFuture, Chunks, Timestamp,
+    self, chunk_by_size, duration_ns, internal, search_depth, timestamp_ns, BoxFuture, Noted, Timestamp,
 };
 use super::v3::{dependency_window, operations};
+use crate::jaeger::incomplete_note;
 use crate::jaeger::v3::V3Search;
 
 pub const SERVICE_NAME: &str = "jaeger.api_v2.QueryService";
@@ -198,13 +199,17 @@ fn span_chunks(spans: &[skein_model::Span]) -> Vec<SpansResponseChunk> {
         .collect()
 }
 
-async fn get_trace(q: QueryEngine, req: GetTraceRequest) -> Result<Chunks<SpansResponseChunk>, Status> {
+async fn get_trace(q: QueryEngine, req: GetTraceRequest) -> Result<Noted<SpansResponseChunk>, Status> {
     let id = trace_id_of(&req.trace_id)?;
     let spans = q.trace(&id).await.map_err(internal)?;
     if spans.is_empty() {
         return Err(server::trace_not_found(&q, &id));
     }
-    Ok(futures::stream::iter(span_chunks(&spans).into_iter().map(Ok)).boxed())
+    let note = incomplete_note(&q, Asked::Trace(&id));
+    Ok((
+        futures::stream::iter(span_chunks(&spans).into_iter().map(Ok)).boxed(),
+        note,
+    ))
 }
 
 /// skein keeps every trace until retention removes it, so there is no separate archive to copy
@@ -236,12 +241,13 @@ pub fn search_of(p: Option<TraceQueryParameters>) -> Result<skein_query::TraceQu
     search.into_query().map_err(Status::invalid_argument)
 }
 
-async fn find_traces(q: QueryEngine, req: FindTracesRequest) -> Result<Chunks<SpansResponseChunk>, Status> {
+async fn find_traces(q: QueryEngine, req: FindTracesRequest) -> Result<Noted<SpansResponseChunk>, Status> {
     let query = search_of(req.query)?;
     let query = q
         .within_max_traces(query, "query.search_depth")
         .map_err(Status::invalid_argument)?;
     let hits = q.search(&query).await.map_err(internal)?;
+    let note = incomplete_note(&q, Asked::Search(&query));
     // One trace at a time: a big result never sits in memory whole.
     let stream = futures::stream::iter(hits)
         .then(move |hit| {
@@ -255,7 +261,7 @@ async fn find_traces(q: QueryEngine, req: FindTracesRequest) -> Result<Chunks<Sp
             };
             futures::stream::iter(items)
         });
-    Ok(stream.boxed())
+    Ok((stream.boxed(), note))
 }
 
 async fn get_services(q: QueryEngine, _req: GetServicesRequest) -> Result<GetServicesResponse, Status> {

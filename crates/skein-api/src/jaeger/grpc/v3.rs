@@ -11,14 +11,15 @@ use futures::StreamExt;
 use skein_model::otlp::pb::trace::v1::TracesData;
 use skein_model::otlp::proto::encode_spans;
 use skein_model::{Span, SpanKind};
-use skein_query::QueryEngine;
+use skein_query::{Asked, QueryEngine};
 use tonic::body::Body;
 use tonic::Status;
 
 use super::server::{
-    self, chunk_by_size, duration_ns, internal, search_depth, timestamp_ns, BoxFuture, Chunks, Timestamp,
+    self, chunk_by_size, duration_ns, internal, search_depth, timestamp_ns, BoxFuture, Noted, Timestamp,
 };
 use crate::jaeger::http::parse_trace_id;
+use crate::jaeger::incomplete_note;
 use crate::jaeger::v3::{summary_of, V3Search};
 
 pub const SERVICE_NAME: &str = "jaeger.api_v3.QueryService";
@@ -216,13 +217,17 @@ fn traces_data_chunks(spans: Vec<Span>) -> Vec<TracesData> {
         .collect()
 }
 
-async fn get_trace(q: QueryEngine, req: GetTraceRequest) -> Result<Chunks<TracesData>, Status> {
+async fn get_trace(q: QueryEngine, req: GetTraceRequest) -> Result<Noted<TracesData>, Status> {
     let id = parse_trace_id(&req.trace_id).map_err(|e| Status::invalid_argument(format!("trace_id: {e}")))?;
     let spans = q.trace(&id).await.map_err(internal)?;
     if spans.is_empty() {
         return Err(server::trace_not_found(&q, &id));
     }
-    Ok(futures::stream::iter(traces_data_chunks(spans).into_iter().map(Ok)).boxed())
+    let note = incomplete_note(&q, Asked::Trace(&id));
+    Ok((
+        futures::stream::iter(traces_data_chunks(spans).into_iter().map(Ok)).boxed(),
+        note,
+    ))
 }
 
 /// Decodes `TraceQueryParameters` into the search the HTTP gateway would run.
@@ -247,12 +252,13 @@ pub fn search_of(p: Option<TraceQueryParameters>) -> Result<skein_query::TraceQu
     search.into_query().map_err(Status::invalid_argument)
 }
 
-async fn find_traces(q: QueryEngine, req: FindTracesRequest) -> Result<Chunks<TracesData>, Status> {
+async fn find_traces(q: QueryEngine, req: FindTracesRequest) -> Result<Noted<TracesData>, Status> {
     let query = search_of(req.query)?;
     let query = q
         .within_max_traces(query, "query.search_depth")
         .map_err(Status::invalid_argument)?;
     let hits = q.search(&query).await.map_err(internal)?;
+    let note = incomplete_note(&q, Asked::Search(&query));
     // One trace at a time: a big result never sits in memory whole.
     let stream = futures::stream::iter(hits)
         .then(move |hit| {
@@ -267,13 +273,13 @@ async fn find_traces(q: QueryEngine, req: FindTracesRequest) -> Result<Chunks<Tr
             };
             futures::stream::iter(items)
         });
-    Ok(stream.boxed())
+    Ok((stream.boxed(), note))
 }
 
 async fn find_trace_summaries(
     q: QueryEngine,
     req: FindTraceSummariesRequest,
-) -> Result<Chunks<FindTraceSummariesResponse>, Status> {
+) -> Result<Noted<FindTraceSummariesResponse>, Status> {
     let query = search_of(req.query)?;
     let query = q
         .within_max_traces(query, "query.search_depth")
@@ -305,7 +311,8 @@ async fn find_trace_summaries(
         })
         .collect();
     let chunk = FindTraceSummariesResponse { summaries };
-    Ok(futures::stream::iter([Ok(chunk)]).boxed())
+    let note = incomplete_note(&q, Asked::Search(&query));
+    Ok((futures::stream::iter([Ok(chunk)]).boxed(), note))
 }
 
 async fn get_services(q: QueryEngine, _req: GetServicesRequest) -> Result<GetServicesResponse, Status> {
