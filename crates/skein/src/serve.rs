@@ -114,7 +114,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             let incoming = tokio_stream_of(l);
             tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(
-                    skein_ingest::otlp::grpc::invalid_argument_on_decode_error,
+                    skein_ingest::otlp::grpc::sender_errors("otlp.max_request_bytes"),
                 ))
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -151,7 +151,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(
-                    skein_ingest::otlp::grpc::invalid_argument_on_decode_error,
+                    skein_ingest::otlp::grpc::sender_errors("jaeger.max_request_bytes"),
                 ))
                 .add_service(svc)
                 .add_service(sampling_svc)
@@ -195,7 +195,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(
-                    skein_ingest::otlp::grpc::invalid_argument_on_decode_error,
+                    skein_ingest::otlp::grpc::sender_errors("the 1 MiB limit of query requests"),
                 ))
                 .layer(admission)
                 .add_service(v2)

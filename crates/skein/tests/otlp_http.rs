@@ -341,7 +341,11 @@ async fn grpc_partial_success_and_limits() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(
         dir.path(),
-        &["limits.max_spans_per_trace=3", "limits.max_attribute_value_length=8"],
+        &[
+            "limits.max_spans_per_trace=3",
+            "limits.max_attribute_value_length=8",
+            "otlp.max_request_bytes=64KiB",
+        ],
     );
     let mut client = TraceServiceClient::connect(s.grpc_url()).await.unwrap();
     let t = rand_bytes::<16>();
@@ -373,6 +377,30 @@ async fn grpc_partial_success_and_limits() {
         .find(|t| t["key"] == "long")
         .expect("truncated attribute kept");
     assert_eq!(long["value"], "01234567");
+
+    // Over otlp.max_request_bytes, plain or once decompressed: RESOURCE_EXHAUSTED without retry
+    // advice, which OTLP exporters do not retry (tonic said OUT_OF_RANGE, which they retry).
+    let mut big = span(rand_bytes(), rand_bytes(), None, "big");
+    big.attributes.push(KeyValue {
+        key: "payload".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("x".repeat(200 << 10))),
+        }),
+        ..Default::default()
+    });
+    let mut gzip_client = TraceServiceClient::connect(s.grpc_url())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    for (what, result) in [
+        ("plain", client.export(request("grpc-svc", vec![big.clone()])).await),
+        ("gzip", gzip_client.export(request("grpc-svc", vec![big])).await),
+    ] {
+        let err = result.expect_err(what);
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{what}: {err:?}");
+        assert!(err.message().contains("otlp.max_request_bytes"), "{what}: {err:?}");
+        assert!(err.details().is_empty(), "{what}: no RetryInfo");
+    }
 }
 
 /// Sends raw bytes as the Export request body, to prove how malformed input is answered.

@@ -148,18 +148,65 @@ pub fn submit_status(e: SubmitError) -> Status {
     }
 }
 
-/// tonic answers an undecodable request body with INTERNAL; OTLP asks for INVALID_ARGUMENT
-/// (not retryable, and it tells the sender the fault is theirs). Decode failures are answered
-/// "trailers-only", so the status is in the response headers and can be rewritten there.
-pub fn invalid_argument_on_decode_error<B>(mut resp: http::Response<B>) -> http::Response<B> {
+/// Rewrites two of tonic's answers to senders so they say what OTLP asks (`limit_key` names
+/// the size limit). Both are answered "trailers-only", so the status is in the headers:
+/// * an undecodable body: INTERNAL → INVALID_ARGUMENT (not retryable; the fault is the sender's);
+/// * a message over the size limit: OUT_OF_RANGE, which OTLP exporters retry, so they resent a
+///   batch that can never fit → RESOURCE_EXHAUSTED without retry advice (not retried), with a
+///   message naming the limit. Over the limit after decompression is already RESOURCE_EXHAUSTED;
+///   its message names the limit too.
+pub fn sender_errors<B>(limit_key: &'static str) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
+    move |resp| rewrite_sender_errors(resp, limit_key)
+}
+
+fn rewrite_sender_errors<B>(mut resp: http::Response<B>, limit_key: &str) -> http::Response<B> {
     let h = resp.headers_mut();
-    let internal = h.get("grpc-status").is_some_and(|v| v == "13");
-    let decode = h
+    let status = h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let message = h
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| m.contains("decode") && m.contains("Protobuf"));
-    if internal && decode {
+        .map(percent_decode)
+        .unwrap_or_default();
+    if status == "13" && message.contains("decode") && message.contains("Protobuf") {
         h.insert("grpc-status", http::HeaderValue::from_static("3"));
     }
+    let too_large = (status == "11" && message.contains("message length too large"))
+        || (status == "8" && message.contains("size limit"));
+    if too_large {
+        h.insert("grpc-status", http::HeaderValue::from_static("8"));
+        let explained = format!("request over {limit_key}, send smaller batches ({message})");
+        if let Ok(v) = http::HeaderValue::from_str(&explained.replace('%', "%25")) {
+            h.insert("grpc-message", v);
+        }
+    }
     resp
+}
+
+/// `grpc-message` is percent-encoded (tonic encodes spaces too).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
