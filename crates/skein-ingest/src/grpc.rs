@@ -91,3 +91,115 @@ where
         })
     }
 }
+
+/// Counts each request body against the pipeline's receive budget while it arrives (see
+/// `Pipeline::receiving`); use as `tower::util::MapRequestLayer::new(receive_budget(p))` on an
+/// ingest gRPC server. tonic buffers a message until it is whole, so without this a client
+/// could hold any number of nearly complete 16 MiB messages open at no cost to itself. Past
+/// the budget the body fails with RESOURCE_EXHAUSTED and retry advice, which tonic answers.
+pub fn receive_budget(
+    pipeline: skein_pipeline::Pipeline,
+) -> impl FnMut(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> + Clone {
+    move |req| {
+        let receiving = pipeline.receiving();
+        req.map(|body| tonic::body::Body::new(BudgetedBody { inner: body, receiving }))
+    }
+}
+
+struct BudgetedBody {
+    inner: tonic::body::Body,
+    receiving: skein_pipeline::Receiving,
+}
+
+impl Body for BudgetedBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            if let Err(e) = self.receiving.add(data.len()) {
+                return Poll::Ready(Some(Err(crate::otlp::grpc::submit_status(e))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request body of these data frames.
+    struct Frames(Vec<bytes::Bytes>);
+
+    impl Body for Frames {
+        type Data = bytes::Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+            let next = (!self.0.is_empty()).then(|| Ok(http_body::Frame::data(self.0.remove(0))));
+            Poll::Ready(next)
+        }
+    }
+
+    async fn next(body: &mut tonic::body::Body) -> Option<Result<usize, Status>> {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await?;
+        Some(
+            frame
+                .map(|f| f.into_data().map_or(0, |d| d.len()))
+                .map_err(|e| Status::from_error(e.into())),
+        )
+    }
+
+    /// A gRPC body arriving past the receive budget fails with RESOURCE_EXHAUSTED and retry
+    /// advice, and a finished body gives its bytes back.
+    #[tokio::test]
+    async fn bodies_past_the_receive_budget_fail_with_retry_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = skein_store::Store::open(dir.path(), skein_store::StoreConfig::default())
+            .await
+            .unwrap();
+        let limits = skein_pipeline::Limits {
+            max_inflight_bytes: 64 << 10,
+            ..Default::default()
+        };
+        let mut budget = receive_budget(skein_pipeline::Pipeline::new(limits, store));
+        let frames = |n| Frames(vec![bytes::Bytes::from(vec![0u8; 16 << 10]); n]);
+        let request = |n| http::Request::new(tonic::body::Body::new(frames(n)));
+
+        let mut held = budget(request(3)).into_body();
+        while let Some(frame) = next(&mut held).await {
+            frame.unwrap();
+        }
+        let mut second = budget(request(2)).into_body();
+        assert_eq!(next(&mut second).await.unwrap().unwrap(), 16 << 10);
+        let err = next(&mut second).await.unwrap().expect_err("past 64 KiB");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        assert!(!err.details().is_empty(), "RetryInfo: senders retry later");
+        drop((held, second));
+        let mut third = budget(request(4)).into_body();
+        while let Some(frame) = next(&mut third).await {
+            frame.expect("the first two bodies gave their bytes back");
+        }
+    }
+}

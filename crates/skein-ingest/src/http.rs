@@ -53,6 +53,7 @@ pub enum Refusal {
 /// refused before any of it is read: otherwise a client declaring 100 GB held its connection
 /// for as long as it kept sending, to be refused only at the limit.
 pub async fn read_body(
+    pipeline: &Pipeline,
     m: &ProtocolMetrics,
     headers: &HeaderMap,
     body: axum::body::Body,
@@ -73,6 +74,8 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    // Counted against the receive budget while it arrives (`Pipeline::receiving`).
+    let mut receiving = pipeline.receiving();
     let mut chunks = body.into_data_stream();
     // Most bodies arrive as one chunk, kept as it is; only more are copied together.
     let mut single = Bytes::new();
@@ -86,6 +89,11 @@ pub async fn read_body(
         if so_far + chunk.len() > limit {
             return Err(too_large());
         }
+        receiving.add(chunk.len()).map_err(|e| {
+            m.backpressure.inc();
+            m.request("throttled");
+            Refusal::Busy(e)
+        })?;
         match &mut joined {
             Some(j) => j.extend_from_slice(&chunk),
             None if single.is_empty() => single = chunk,
@@ -110,7 +118,7 @@ pub async fn admit(
     limit: usize,
     limit_key: &'static str,
 ) -> Result<(Bytes, Reservation), Refusal> {
-    let body = read_body(m, headers, body, limit, limit_key).await?;
+    let body = read_body(pipeline, m, headers, body, limit, limit_key).await?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     let raw = body::decode(encoding, body, limit, limit_key).map_err(|e| {
         let (status, outcome) = match e {

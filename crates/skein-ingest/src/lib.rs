@@ -3,6 +3,7 @@
 
 pub mod body;
 mod grpc;
+pub use grpc::receive_budget;
 pub mod http;
 pub mod jaeger;
 pub mod otlp;

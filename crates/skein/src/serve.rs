@@ -109,6 +109,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
 
     if let Some(l) = bind("otlp_grpc", &cfg.otlp.grpc_addr).await? {
         let svc = skein_ingest::otlp::grpc::service(pipeline.clone(), cfg.otlp.max_request_bytes as usize);
+        let receive_budget = skein_ingest::receive_budget(pipeline.clone());
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream_of(l);
@@ -116,6 +117,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("otlp.max_request_bytes"),
                 ))
+                .layer(tower::util::MapRequestLayer::new(receive_budget))
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|s| *s).await;
@@ -146,6 +148,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     }
     if let Some(l) = bind("jaeger_grpc", &cfg.jaeger.grpc_addr).await? {
         let svc = skein_ingest::jaeger::grpc::service(pipeline.clone(), jaeger_max);
+        let receive_budget = skein_ingest::receive_budget(pipeline.clone());
         let sampling_svc = skein_api::sampling::grpc::service(strategies.clone());
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -153,6 +156,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("jaeger.max_request_bytes"),
                 ))
+                .layer(tower::util::MapRequestLayer::new(receive_budget))
                 .add_service(svc)
                 .add_service(sampling_svc)
                 .serve_with_incoming_shutdown(tokio_stream_of(l), async move {
