@@ -38,8 +38,9 @@ pub struct QueryConfig {
     /// Queries reading spans (searches, trace lookups, dependencies) that run at once, over
     /// every query API together; the others wait their turn. Bounds the memory queries hold.
     pub max_concurrent: usize,
-    /// How long such a query may wait for its turn and run; past it the client gets an error
-    /// and the query's work is cancelled. `0s`: no limit.
+    /// How long such a query may wait for its turn, and again how long it may run once admitted;
+    /// past either the client gets an error (a running query's work is cancelled). Also how long
+    /// an HTTP client may leave its answer unread before its connection is closed. `0s`: no limit.
     #[serde(with = "skein_model::units::serde_duration")]
     pub timeout: std::time::Duration,
     /// Most traces one search may ask for (`limit`, `searchDepth`); asking for more is a 400.

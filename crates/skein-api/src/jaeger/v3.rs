@@ -177,7 +177,7 @@ pub fn v3_query(p: &Params) -> Result<TraceQuery, String> {
     ]) {
         q.search_depth = Some(
             n.parse()
-                .map_err(|_| format!("{key}={n:?} is not a positive integer"))?,
+                .map_err(|_| format!("{key}={n:?} is not a whole number (0: the default, 20)"))?,
         );
     }
     if let Some(k) = p.any(&["query.spanKind", "query.span_kind"]) {
