@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use http::{header, HeaderValue, StatusCode};
-use serde_json::json;
 use skein_model::metrics::{self, Counter, Gauge};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -241,20 +240,20 @@ fn timed_out<B>(path: &str, stage: Stage, message: String) -> http::Response<Slo
             .into_http::<()>()
             .map(|()| refusal(Bytes::new()));
     }
-    let code = http.as_u16();
     let (content_type, body) = if path.starts_with("/api/v2/") {
         ("text/plain; charset=utf-8", message)
     } else if path.starts_with("/api/v3/") {
         (
             "application/json",
-            json!({ "error": { "httpCode": code, "message": message } }).to_string(),
+            crate::jaeger::v3::v3_error_body(http, message).to_string(),
         )
     } else if path.starts_with("/api/ui/") {
-        ("application/json", json!({ "error": message }).to_string())
+        ("application/json", crate::ui::api::error_body(message).to_string())
     } else {
-        let v1 =
-            json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": code, "msg": message }] });
-        ("application/json", v1.to_string())
+        (
+            "application/json",
+            crate::jaeger::http::v1_error_body(http, message).to_string(),
+        )
     };
     let mut response = http::Response::new(refusal(Bytes::from(body)));
     *response.status_mut() = http;

@@ -69,9 +69,12 @@ fn trace_not_found(note: Option<String>) -> Response {
 }
 
 pub fn v1_error(status: StatusCode, msg: impl Into<String>) -> Response {
-    let msg = msg.into();
-    (status, Json(json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": status.as_u16(), "msg": msg }] })))
-        .into_response()
+    (status, Json(v1_error_body(status, msg.into()))).into_response()
+}
+
+/// Jaeger v1's error envelope (also written by the query admission layer).
+pub fn v1_error_body(status: StatusCode, msg: String) -> Value {
+    json!({ "data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{ "code": status.as_u16(), "msg": msg }] })
 }
 
 async fn services(State(q): State<QueryEngine>) -> Response {

@@ -28,11 +28,12 @@ pub fn router(engine: QueryEngine) -> Router {
 }
 
 pub fn v3_error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "httpCode": status.as_u16(), "message": msg.into() } })),
-    )
-        .into_response()
+    (status, Json(v3_error_body(status, msg.into()))).into_response()
+}
+
+/// api_v3's error body (also written by the query admission layer).
+pub fn v3_error_body(status: StatusCode, msg: String) -> Value {
+    json!({ "error": { "httpCode": status.as_u16(), "message": msg } })
 }
 
 async fn services(State(q): State<QueryEngine>) -> Response {

@@ -47,7 +47,12 @@ pub fn router(engine: QueryEngine) -> Router {
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": msg.into() }))).into_response()
+    (status, Json(error_body(msg.into()))).into_response()
+}
+
+/// The UI API's error body (also written by the query admission layer).
+pub(crate) fn error_body(msg: String) -> serde_json::Value {
+    json!({ "error": msg })
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {

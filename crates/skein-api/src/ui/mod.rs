@@ -6,7 +6,7 @@
 //! Every other non-API GET path returns the single page, which routes on the client, so
 //! Jaeger's URLs (`/trace/{id}`, `/search?…`) open the right view.
 
-mod api;
+pub(crate) mod api;
 mod assets;
 
 use axum::http::{Method, StatusCode, Uri};
