@@ -28,19 +28,14 @@ pub fn parse_api_duration(s: &str) -> Result<Duration, String> {
         let n: f64 = num
             .parse()
             .map_err(|_| format!("invalid duration {s:?}: expected e.g. 100ms, 1.5s, 1h30m"))?;
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86_400.0,
-            "w" => 7.0 * 86_400.0,
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ns, us, ms, s, m, h)")),
-            u => {
+        let scale = match skein_model::units::unit_seconds(unit) {
+            Some(scale) => scale,
+            None if unit.is_empty() => {
+                return Err(format!("invalid duration {s:?}: missing unit (ns, us, ms, s, m, h, d)"))
+            }
+            None => {
                 return Err(format!(
-                    "invalid duration {s:?}: unknown unit {u:?} (ns, us, ms, s, m, h)"
+                    "invalid duration {s:?}: unknown unit {unit:?} (ns, us, ms, s, m, h, d)"
                 ))
             }
         };

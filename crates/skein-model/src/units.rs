@@ -11,24 +11,36 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 2h, 7d"))?;
     let secs = match unit.trim() {
-        "ns" => n / 1e9,
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" | "" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        "w" => n * 7.0 * 86400.0,
-        u => {
-            return Err(format!(
-                "invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d)"
-            ))
-        }
+        "" => n,
+        "min" => n * 60.0,
+        u => match unit_seconds(u) {
+            Some(scale) => n * scale,
+            None => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d)"
+                ))
+            }
+        },
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}: too large"))
+}
+
+/// Seconds per duration unit: `ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`, `h`, `d`, `w`.
+pub fn unit_seconds(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "ns" => 1e-9,
+        "us" | "µs" | "μs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 7.0 * 86_400.0,
+        _ => return None,
+    })
 }
 
 pub fn format_duration(d: Duration) -> String {
