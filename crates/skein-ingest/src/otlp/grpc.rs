@@ -161,52 +161,23 @@ pub fn sender_errors<B>(limit_key: &'static str) -> impl Fn(http::Response<B>) -
 
 fn rewrite_sender_errors<B>(mut resp: http::Response<B>, limit_key: &str) -> http::Response<B> {
     let h = resp.headers_mut();
-    let status = h
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let message = h
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .map(percent_decode)
-        .unwrap_or_default();
-    if status == "13" && message.contains("decode") && message.contains("Protobuf") {
-        h.insert("grpc-status", http::HeaderValue::from_static("3"));
-    }
-    let too_large = (status == "11" && message.contains("message length too large"))
-        || (status == "8" && message.contains("size limit"));
-    if too_large {
-        h.insert("grpc-status", http::HeaderValue::from_static("8"));
-        let explained = format!("request over {limit_key}, send smaller batches ({message})");
-        if let Ok(v) = http::HeaderValue::from_str(&explained.replace('%', "%25")) {
-            h.insert("grpc-message", v);
+    let Some(status) = Status::from_header_map(h) else {
+        return resp;
+    };
+    let message = status.message();
+    let rewritten = match status.code() {
+        Code::Internal if message.contains("decode") && message.contains("Protobuf") => {
+            Status::invalid_argument(message)
         }
-    }
+        Code::OutOfRange if message.contains("message length too large") => too_large(limit_key, message),
+        Code::ResourceExhausted if message.contains("size limit") => too_large(limit_key, message),
+        _ => return resp,
+    };
+    let _ = rewritten.add_header(h);
     resp
 }
 
-/// `grpc-message` is percent-encoded (tonic encodes spaces too).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Not retried by OTLP exporters: RESOURCE_EXHAUSTED without retry advice.
+fn too_large(limit_key: &str, message: &str) -> Status {
+    Status::resource_exhausted(format!("request over {limit_key}, send smaller batches ({message})"))
 }
