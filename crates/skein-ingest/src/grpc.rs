@@ -93,22 +93,45 @@ where
 }
 
 /// Counts each request body against the pipeline's receive budget while it arrives (see
-/// `Pipeline::receiving`); use as `tower::util::MapRequestLayer::new(receive_budget(p))` on an
-/// ingest gRPC server. tonic buffers a message until it is whole, so without this a client
+/// `Pipeline::receiving`); use as `tower::util::MapRequestLayer::new(receive_budget(p, protocol))`
+/// on an ingest gRPC server. tonic buffers a message until it is whole, so without this a client
 /// could hold any number of nearly complete 16 MiB messages open at no cost to itself. Past
 /// the budget the body fails with RESOURCE_EXHAUSTED and retry advice, which tonic answers.
+/// A body that sends nothing for `limits.read_timeout` fails with DEADLINE_EXCEEDED, so a
+/// stalled client cannot keep its share of the budget for good.
 pub fn receive_budget(
     pipeline: skein_pipeline::Pipeline,
+    protocol: &'static str,
 ) -> impl FnMut(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> + Clone {
+    let metrics = skein_pipeline::ProtocolMetrics::new(protocol);
     move |req| {
         let receiving = pipeline.receiving();
-        req.map(|body| tonic::body::Body::new(BudgetedBody { inner: body, receiving }))
+        let stall = pipeline.limits().read_timeout().map(|t| Stall {
+            after: t,
+            timer: Box::pin(tokio::time::sleep(t)),
+            metrics: metrics.clone(),
+        });
+        req.map(|body| {
+            tonic::body::Body::new(BudgetedBody {
+                inner: body,
+                receiving,
+                stall,
+            })
+        })
     }
 }
 
 struct BudgetedBody {
     inner: tonic::body::Body,
     receiving: skein_pipeline::Receiving,
+    stall: Option<Stall>,
+}
+
+/// The time a body may send nothing; reset by each frame.
+struct Stall {
+    after: std::time::Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    metrics: skein_pipeline::ProtocolMetrics,
 }
 
 impl Body for BudgetedBody {
@@ -123,8 +146,29 @@ impl Body for BudgetedBody {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                let stalled = self
+                    .stall
+                    .as_mut()
+                    .is_some_and(|s| s.timer.as_mut().poll(cx).is_ready());
+                match self.stall.take() {
+                    Some(stall) if stalled => {
+                        stall.metrics.request("read_timeout");
+                        let msg = format!(
+                            "the request stalled: nothing of it arrived for {} (limits.read_timeout)",
+                            skein_model::units::format_duration(stall.after)
+                        );
+                        return Poll::Ready(Some(Err(Status::deadline_exceeded(msg))));
+                    }
+                    stall => self.stall = stall,
+                }
+                return Poll::Pending;
+            }
         };
+        if let Some(stall) = &mut self.stall {
+            let next = tokio::time::Instant::now() + stall.after;
+            stall.timer.as_mut().reset(next);
+        }
         if let Some(data) = frame.data_ref() {
             if let Err(e) = self.receiving.add(data.len()) {
                 return Poll::Ready(Some(Err(crate::otlp::grpc::submit_status(e))));
@@ -183,7 +227,7 @@ mod tests {
             max_inflight_bytes: 64 << 10,
             ..Default::default()
         };
-        let mut budget = receive_budget(skein_pipeline::Pipeline::new(limits, store));
+        let mut budget = receive_budget(skein_pipeline::Pipeline::new(limits, store), "otlp_grpc");
         let frames = |n| Frames(vec![bytes::Bytes::from(vec![0u8; 16 << 10]); n]);
         let request = |n| http::Request::new(tonic::body::Body::new(frames(n)));
 
@@ -200,6 +244,64 @@ mod tests {
         let mut third = budget(request(4)).into_body();
         while let Some(frame) = next(&mut third).await {
             frame.expect("the first two bodies gave their bytes back");
+        }
+    }
+
+    /// A request body fed by hand, frame by frame.
+    struct Fed(tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>);
+
+    impl Body for Fed {
+        type Data = bytes::Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+            self.0.poll_recv(cx).map(|d| d.map(|d| Ok(http_body::Frame::data(d))))
+        }
+    }
+
+    /// A body that keeps sending, however slowly, is read to its end; one that sends nothing
+    /// for `read_timeout` fails with DEADLINE_EXCEEDED naming the key, and gives its share of
+    /// the receive budget back.
+    #[tokio::test(start_paused = true)]
+    async fn bodies_that_stall_fail_after_the_read_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = skein_store::Store::open(dir.path(), skein_store::StoreConfig::default())
+            .await
+            .unwrap();
+        let limits = skein_pipeline::Limits {
+            max_inflight_bytes: 64 << 10,
+            read_timeout: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        let mut budget = receive_budget(skein_pipeline::Pipeline::new(limits, store), "otlp_grpc");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut body = budget(http::Request::new(tonic::body::Body::new(Fed(rx)))).into_body();
+        for _ in 0..3 {
+            tx.send(bytes::Bytes::from(vec![0u8; 16 << 10])).unwrap();
+            assert_eq!(next(&mut body).await.unwrap().unwrap(), 16 << 10);
+            tokio::time::sleep(std::time::Duration::from_secs(59)).await;
+        }
+        let started = tokio::time::Instant::now();
+        let err = next(&mut body).await.unwrap().expect_err("stalled");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+        assert!(err.message().contains("limits.read_timeout"), "{err:?}");
+        assert_eq!(
+            started.elapsed(),
+            std::time::Duration::from_secs(1),
+            "60 s after the last frame"
+        );
+        drop(body);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut next_body = budget(http::Request::new(tonic::body::Body::new(Fed(rx)))).into_body();
+        for _ in 0..4 {
+            tx.send(bytes::Bytes::from(vec![0u8; 16 << 10])).unwrap();
+            next(&mut next_body)
+                .await
+                .unwrap()
+                .expect("the stalled body gave its bytes back");
         }
     }
 }

@@ -51,7 +51,8 @@ pub enum Refusal {
 /// Reads a request body of at most `limit` bytes (the configuration key `limit_key`, named in
 /// the message), counting a refusal in `m`. A body whose `Content-Length` declares more is
 /// refused before any of it is read: otherwise a client declaring 100 GB held its connection
-/// for as long as it kept sending, to be refused only at the limit.
+/// for as long as it kept sending, to be refused only at the limit. A body that sends nothing
+/// for `limits.read_timeout` is refused with 408.
 pub async fn read_body(
     pipeline: &Pipeline,
     m: &ProtocolMetrics,
@@ -80,7 +81,22 @@ pub async fn read_body(
     // Most bodies arrive as one chunk, kept as it is; only more are copied together.
     let mut single = Bytes::new();
     let mut joined: Option<bytes::BytesMut> = None;
-    while let Some(chunk) = chunks.next().await {
+    let read_timeout = pipeline.limits().read_timeout();
+    loop {
+        let next = match read_timeout {
+            Some(t) => tokio::time::timeout(t, chunks.next()).await.map_err(|_| {
+                m.request("read_timeout");
+                Refusal::Body(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body stalled: nothing arrived for {} (limits.read_timeout)",
+                        skein_model::units::format_duration(t)
+                    ),
+                )
+            })?,
+            None => chunks.next().await,
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             m.request("bad_request");
             Refusal::Body(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))

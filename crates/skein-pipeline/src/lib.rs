@@ -28,9 +28,21 @@ pub struct Limits {
     /// the same size of their own.
     #[serde(with = "serde_bytes")]
     pub max_inflight_bytes: u64,
+    /// How long a client may send nothing while the server waits for it: the next piece of a
+    /// request body (HTTP and gRPC ingest), and on HTTP/1 the request's headers, which
+    /// includes an idle keep-alive connection waiting for its next request. Past it the
+    /// request or connection is dropped, so a client that stalls cannot hold a socket or a
+    /// share of the receive budget for good. `0s`: no limit.
+    #[serde(with = "skein_model::units::serde_duration")]
+    pub read_timeout: std::time::Duration,
 }
 
 impl Limits {
+    /// `read_timeout`, or `None` when it is `0s` (no limit).
+    pub fn read_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.read_timeout).filter(|d| !d.is_zero())
+    }
+
     /// Whether a request with these sizes is within every per-span limit (nothing to truncate
     /// or drop).
     pub fn admit(&self, sizes: DecodedSizes) -> bool {
@@ -53,6 +65,9 @@ impl Default for Limits {
             // sender keeps in flight; 64 MiB held ~80 MiB more under 3x overload for no
             // more throughput (docs/benchmarks.md, "Transparent huge pages off").
             max_inflight_bytes: 32 << 20,
+            // The OpenTelemetry Collector's HTTP receivers wait as long for headers and idle
+            // connections (`read_header_timeout`, `idle_timeout`).
+            read_timeout: std::time::Duration::from_secs(60),
         }
     }
 }

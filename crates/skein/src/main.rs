@@ -3,6 +3,7 @@
 mod config;
 mod demo;
 mod generate;
+mod http_server;
 mod load;
 mod query_bench;
 mod serve;

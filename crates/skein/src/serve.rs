@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::http_server;
 
 async fn bind(name: &str, addr: &str) -> anyhow::Result<Option<TcpListener>> {
     if addr.trim().is_empty() {
@@ -78,6 +79,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     let admission = skein_api::admission::QueryAdmission::new(cfg.query.max_concurrent, cfg.query.timeout);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let read_timeout = cfg.limits.read_timeout();
     // ---- Remote sampling strategies (served on 5778, 14268 and 14250) ----
     let strategies_file = Some(cfg.sampling.strategies_file.trim())
         .filter(|f| !f.is_empty())
@@ -104,15 +106,21 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     });
     if let Some(l) = bind("sampling_http", &cfg.sampling.http_addr).await? {
         let app = skein_api::sampling::agent_router(strategies.clone());
-        tasks.push(spawn_http(l, app, stop_rx.clone(), "remote sampling HTTP server"));
+        tasks.push(http_server::spawn(
+            l,
+            app,
+            read_timeout,
+            stop_rx.clone(),
+            "remote sampling HTTP server",
+        ));
     }
 
     if let Some(l) = bind("otlp_grpc", &cfg.otlp.grpc_addr).await? {
         let svc = skein_ingest::otlp::grpc::service(pipeline.clone(), cfg.otlp.max_request_bytes as usize);
-        let receive_budget = skein_ingest::receive_budget(pipeline.clone());
+        let receive_budget = skein_ingest::receive_budget(pipeline.clone(), "otlp_grpc");
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream_of(l);
+            let incoming = tokio_stream_of(l, read_timeout);
             tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("otlp.max_request_bytes"),
@@ -128,7 +136,13 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     }
     if let Some(l) = bind("otlp_http", &cfg.otlp.http_addr).await? {
         let app = skein_ingest::otlp::http::router(pipeline.clone(), &cfg.otlp);
-        tasks.push(spawn_http(l, app, stop_rx.clone(), "OTLP HTTP server"));
+        tasks.push(http_server::spawn(
+            l,
+            app,
+            read_timeout,
+            stop_rx.clone(),
+            "OTLP HTTP server",
+        ));
     }
     // ---- Zipkin: ingest and the v2 query API share one port ----
     if let Some(l) = bind("zipkin_http", &cfg.zipkin.http_addr).await? {
@@ -137,18 +151,30 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             .layer(admission.clone())
             .layer(skein_ingest::zipkin::cors(&cfg.zipkin.cors_allowed_origins));
         let l = CutStalledReaders::new(l, cfg.query.timeout);
-        tasks.push(spawn_http(l, app, stop_rx.clone(), "Zipkin HTTP server"));
+        tasks.push(http_server::spawn(
+            l,
+            app,
+            read_timeout,
+            stop_rx.clone(),
+            "Zipkin HTTP server",
+        ));
     }
     // ---- Jaeger ingest (collector HTTP/gRPC, agent UDP) ----
     let jaeger_max = cfg.jaeger.max_request_bytes as usize;
     if let Some(l) = bind("jaeger_thrift_http", &cfg.jaeger.thrift_http_addr).await? {
         let app = skein_ingest::jaeger::http::router(pipeline.clone(), jaeger_max)
             .merge(skein_api::sampling::collector_router(strategies.clone()));
-        tasks.push(spawn_http(l, app, stop_rx.clone(), "Jaeger thrift HTTP server"));
+        tasks.push(http_server::spawn(
+            l,
+            app,
+            read_timeout,
+            stop_rx.clone(),
+            "Jaeger thrift HTTP server",
+        ));
     }
     if let Some(l) = bind("jaeger_grpc", &cfg.jaeger.grpc_addr).await? {
         let svc = skein_ingest::jaeger::grpc::service(pipeline.clone(), jaeger_max);
-        let receive_budget = skein_ingest::receive_budget(pipeline.clone());
+        let receive_budget = skein_ingest::receive_budget(pipeline.clone(), "jaeger_grpc");
         let sampling_svc = skein_api::sampling::grpc::service(strategies.clone());
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -159,7 +185,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .layer(tower::util::MapRequestLayer::new(receive_budget))
                 .add_service(svc)
                 .add_service(sampling_svc)
-                .serve_with_incoming_shutdown(tokio_stream_of(l), async move {
+                .serve_with_incoming_shutdown(tokio_stream_of(l, read_timeout), async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
                 .await
@@ -204,7 +230,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .layer(admission)
                 .add_service(v2)
                 .add_service(v3)
-                .serve_with_incoming_shutdown(tokio_stream_of(l), async move {
+                .serve_with_incoming_shutdown(tokio_stream_of(l, read_timeout), async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
                 .await
@@ -214,7 +240,13 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     if let Some(l) = bind("query_http", &cfg.query.http_addr).await? {
         let app = skein_api::router(engine.clone()).layer(admission.clone());
         let l = CutStalledReaders::new(l, cfg.query.timeout);
-        tasks.push(spawn_http(l, app, stop_rx.clone(), "query HTTP server"));
+        tasks.push(http_server::spawn(
+            l,
+            app,
+            read_timeout,
+            stop_rx.clone(),
+            "query HTTP server",
+        ));
     }
     println!(
         "skein: ready data_dir={} startup={:?}",
@@ -249,29 +281,18 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     Ok(())
 }
 
-fn tokio_stream_of(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(l, |l| async move {
+/// The gRPC servers' connections; each must send its first byte within `read_timeout`
+/// ([`http_server::FirstByteBy`]).
+fn tokio_stream_of(
+    l: TcpListener,
+    read_timeout: Option<std::time::Duration>,
+) -> impl futures::Stream<Item = std::io::Result<http_server::FirstByteBy<tokio::net::TcpStream>>> {
+    futures::stream::unfold(l, move |l| async move {
         let r = l.accept().await.map(|(s, _)| {
             let _ = s.set_nodelay(true);
-            s
+            http_server::FirstByteBy::new(s, read_timeout)
         });
         Some((r, l))
-    })
-}
-
-fn spawn_http(
-    l: impl axum::serve::Listener<Addr = SocketAddr>,
-    app: axum::Router,
-    mut stop: watch::Receiver<bool>,
-    what: &'static str,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(l, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .context(what)
     })
 }
 
