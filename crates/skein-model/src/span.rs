@@ -392,9 +392,10 @@ pub struct Decoded {
 /// lets a request well inside the limits skip a second pass over every attribute.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DecodedSizes {
-    /// At least the byte length of every attribute value's string or bytes, nested ones too
-    /// (resource and scope attributes are counted as well, which only makes it larger).
-    pub longest_value: usize,
+    /// At least the byte length of every string the length limit caps: attribute values'
+    /// strings or bytes (nested ones too; resources and scopes counted by their whole encoded
+    /// size), span and event names, status messages, trace states.
+    pub longest_string: usize,
     /// The most attributes of one span, event or link.
     pub most_attributes: usize,
     /// The most events of one span.

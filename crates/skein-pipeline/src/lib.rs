@@ -8,7 +8,7 @@ pub mod sampling;
 use serde::{Deserialize, Serialize};
 use skein_model::metrics::{self, Counter};
 use skein_model::units::serde_bytes;
-use skein_model::{AnyValue, Decoded, DecodedSizes, KeyValue, Rejected, Span, SpanError};
+use skein_model::{AnyValue, Decoded, DecodedSizes, KeyValue, Rejected, Resource, Scope, Span, SpanError};
 use skein_store::{Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -17,7 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Limits {
     /// Attributes kept per span, event and link; the rest are dropped and counted.
     pub max_attributes_per_span: usize,
-    /// String and bytes attribute values are truncated to this many bytes.
+    /// Strings a client controls are truncated to this many bytes: string or bytes attribute
+    /// values (resource and scope ones too), span, event and scope names, status messages and
+    /// trace states. Attribute keys are not.
     pub max_attribute_value_length: usize,
     pub max_events_per_span: usize,
     pub max_links_per_span: usize,
@@ -46,7 +48,7 @@ impl Limits {
     /// Whether a request with these sizes is within every per-span limit (nothing to truncate
     /// or drop).
     pub fn admit(&self, sizes: DecodedSizes) -> bool {
-        sizes.longest_value <= self.max_attribute_value_length
+        sizes.longest_string <= self.max_attribute_value_length
             && sizes.most_attributes <= self.max_attributes_per_span
             && sizes.most_events <= self.max_events_per_span
             && sizes.most_links <= self.max_links_per_span
@@ -283,8 +285,10 @@ impl Pipeline {
         let mut truncated = 0u64;
         // A second pass over every attribute, skipped when the decoder saw nothing near a limit.
         if !decoded.sizes.is_some_and(|sizes| self.limits.admit(sizes)) {
+            let mut shared = SharedCaps::default();
             for s in &mut spans {
                 truncated += self.apply_limits(s);
+                truncated += shared.apply(s, &self.limits);
             }
         }
         m.truncated.add(truncated);
@@ -371,9 +375,13 @@ impl Pipeline {
     }
 
     /// Enforces per-span limits in place; returns how many things were dropped or truncated.
+    /// The span's resource and scope are shared with other spans: `SharedCaps` does those.
     fn apply_limits(&self, s: &mut Span) -> u64 {
         let l = &self.limits;
-        let mut n = 0;
+        let max = l.max_attribute_value_length;
+        let mut n = truncate_string(&mut s.name, max)
+            + truncate_string(&mut s.status.message, max)
+            + truncate_string(&mut s.trace_state, max);
         n += cap_attrs(&mut s.attributes, &mut s.dropped_attributes_count, l);
         if s.events.len() > l.max_events_per_span {
             let extra = s.events.len() - l.max_events_per_span;
@@ -382,6 +390,7 @@ impl Pipeline {
             n += extra as u64;
         }
         for e in &mut s.events {
+            n += truncate_string(&mut e.name, max);
             n += cap_attrs(&mut e.attributes, &mut e.dropped_attributes_count, l);
         }
         if s.links.len() > l.max_links_per_span {
@@ -391,6 +400,7 @@ impl Pipeline {
             n += extra as u64;
         }
         for k in &mut s.links {
+            n += truncate_string(&mut k.trace_state, max);
             n += cap_attrs(&mut k.attributes, &mut k.dropped_attributes_count, l);
         }
         n
@@ -405,22 +415,108 @@ fn cap_attrs(attrs: &mut Vec<KeyValue>, dropped: &mut u32, l: &Limits) -> u64 {
         *dropped = dropped.saturating_add(extra as u32);
         n += extra as u64;
     }
-    for kv in attrs {
-        n += truncate_value(&mut kv.value, l.max_attribute_value_length);
+    n + cap_lengths(attrs, l.max_attribute_value_length)
+}
+
+/// Truncates the values of `attrs` to `max` bytes; returns how many were cut. Keys are left
+/// whole: a limit small enough to cut one (the tests use 8) would rename `service.name`.
+fn cap_lengths(attrs: &mut [KeyValue], max: usize) -> u64 {
+    attrs.iter_mut().map(|kv| truncate_value(&mut kv.value, max)).sum()
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn char_boundary(s: &str, max: usize) -> usize {
+    let mut cut = max.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
     }
+    cut
+}
+
+/// Truncates `s` to at most `max` bytes on a character boundary; 1 if it was cut.
+fn truncate_string(s: &mut String, max: usize) -> u64 {
+    if s.len() <= max {
+        return 0;
+    }
+    s.truncate(char_boundary(s, max));
+    1
+}
+
+/// Length limits on the resources and scopes of a request's spans. Spans of one resource
+/// share it (`Arc`), so each is capped once, and only copied when something in it is cut:
+/// a service name of a megabyte would otherwise be listed, searched and sent to every UI.
+#[derive(Default)]
+struct SharedCaps {
+    resource: Option<(Arc<Resource>, Arc<Resource>)>,
+    scope: Option<(Arc<Scope>, Arc<Scope>)>,
+}
+
+impl SharedCaps {
+    fn apply(&mut self, s: &mut Span, l: &Limits) -> u64 {
+        let max = l.max_attribute_value_length;
+        let mut n = 0;
+        n += cap_shared(
+            &mut self.resource,
+            &mut s.resource,
+            |r| too_long(&r.attributes, max),
+            |r| cap_lengths(&mut r.attributes, max),
+        );
+        n += cap_shared(
+            &mut self.scope,
+            &mut s.scope,
+            |sc| sc.name.len() > max || sc.version.len() > max || too_long(&sc.attributes, max),
+            |sc| {
+                truncate_string(&mut sc.name, max)
+                    + truncate_string(&mut sc.version, max)
+                    + cap_lengths(&mut sc.attributes, max)
+            },
+        );
+        n
+    }
+}
+
+/// Replaces `value` by its capped copy if it is `too_long`; `last` remembers the last one
+/// seen (spans of one resource come together), so its truncations are counted once.
+fn cap_shared<T: Clone>(
+    last: &mut Option<(Arc<T>, Arc<T>)>,
+    value: &mut Arc<T>,
+    too_long: impl Fn(&T) -> bool,
+    cap: impl Fn(&mut T) -> u64,
+) -> u64 {
+    if let Some((seen, capped)) = last {
+        if Arc::ptr_eq(seen, value) {
+            *value = capped.clone();
+            return 0;
+        }
+    }
+    let (capped, n) = if too_long(value) {
+        let mut copy = T::clone(value);
+        let n = cap(&mut copy);
+        (Arc::new(copy), n)
+    } else {
+        (value.clone(), 0)
+    };
+    *last = Some((std::mem::replace(value, capped.clone()), capped));
     n
+}
+
+/// Whether a string or bytes value in `attrs` is longer than `max` bytes.
+fn too_long(attrs: &[KeyValue], max: usize) -> bool {
+    fn value(v: &AnyValue, max: usize) -> bool {
+        match v {
+            AnyValue::String(s) => s.len() > max,
+            AnyValue::Bytes(b) => b.len() > max,
+            AnyValue::Array(a) => a.iter().any(|x| value(x, max)),
+            AnyValue::KvList(kv) => too_long(kv, max),
+            _ => false,
+        }
+    }
+    attrs.iter().any(|kv| value(&kv.value, max))
 }
 
 fn truncate_value(v: &mut AnyValue, max: usize) -> u64 {
     match v {
-        AnyValue::String(s) if s.len() > max => {
-            let mut cut = max;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-            1
-        }
+        AnyValue::String(s) => truncate_string(s, max),
         AnyValue::Bytes(b) if b.len() > max => {
             b.truncate(max);
             1
@@ -569,6 +665,50 @@ mod tests {
             s.links[0].attributes.truncate(3);
             s.links[0].dropped_attributes_count = 1;
         });
+        case("a span name too long", &|s| s.name = "0123456789".into(), &|s| {
+            s.name = "01234567".into()
+        });
+        case(
+            "a status message too long",
+            &|s| s.status.message = "é123456789".into(),
+            &|s| s.status.message = "é123456".into(),
+        );
+        case(
+            "a trace state too long",
+            &|s| s.trace_state = "ot=th:8abc".into(),
+            &|s| s.trace_state = "ot=th:8a".into(),
+        );
+        case(
+            "an event name too long",
+            &|s| s.events[1].name = "0123456789".into(),
+            &|s| s.events[1].name = "01234567".into(),
+        );
+        let resource = |key: &str, value: &str| {
+            Arc::new(Resource {
+                attributes: vec![KeyValue::string(key, value)],
+                dropped_attributes_count: 0,
+            })
+        };
+        case(
+            "a service name too long",
+            &|s| s.resource = resource("service.name", "checkout-api"),
+            &|s| s.resource = resource("service.name", "checkout"),
+        );
+        case(
+            "a scope name too long",
+            &|s| {
+                s.scope = Arc::new(Scope {
+                    name: "io.opentelemetry.http".into(),
+                    ..Default::default()
+                })
+            },
+            &|s| {
+                s.scope = Arc::new(Scope {
+                    name: "io.opent".into(),
+                    ..Default::default()
+                })
+            },
+        );
         for (what, sent, want) in cases {
             let mut body = Vec::new();
             wire::export_request([&sent], &mut body);
@@ -582,6 +722,11 @@ mod tests {
             let (stored, _) = store.trace_sources(&sent.trace_id);
             assert_eq!(stored.len(), 1, "{what}");
             assert_eq!(stored[0].attributes, want.attributes, "{what}");
+            assert_eq!(stored[0].name, want.name, "{what}");
+            assert_eq!(stored[0].status, want.status, "{what}");
+            assert_eq!(stored[0].trace_state, want.trace_state, "{what}");
+            assert_eq!(stored[0].resource, want.resource, "{what}");
+            assert_eq!(stored[0].scope, want.scope, "{what}");
             assert_eq!(
                 stored[0].dropped_attributes_count, want.dropped_attributes_count,
                 "{what}"

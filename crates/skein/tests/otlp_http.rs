@@ -378,6 +378,44 @@ async fn grpc_partial_success_and_limits() {
         .expect("truncated attribute kept");
     assert_eq!(long["value"], "01234567");
 
+    // Names are capped too, resources included, whatever the protocol: a service name or an
+    // operation of a megabyte would be listed, searched and drawn by every UI.
+    let t2 = rand_bytes::<16>();
+    let mut named = span(t2, rand_bytes(), None, "operation-name");
+    named.events.push(opentelemetry_proto::tonic::trace::v1::span::Event {
+        name: "event-name".into(),
+        time_unix_nano: named.start_time_unix_nano,
+        ..Default::default()
+    });
+    client.export(request("service-name", vec![named])).await.unwrap();
+    let zipkin = serde_json::json!([{
+        "traceId": "00000000000000000000000000000abc", "id": "0000000000000abc",
+        "name": "zipkin-operation", "timestamp": now_ns() / 1000, "duration": 5,
+        "localEndpoint": {"serviceName": "zipkin-service"}
+    }]);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v2/spans", s.addr("zipkin_http")))
+        .json(&zipkin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (_, v) = get_json(format!("{}/api/services", s.query_url())).await;
+    let mut services: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    services.sort();
+    assert_eq!(services, ["grpc-svc", "service-", "zipkin-s"]);
+    let (_, v) = get_json(format!("{}/api/traces/{}", s.query_url(), hex(&t2))).await;
+    let stored = &v["data"][0]["spans"][0];
+    assert_eq!(stored["operationName"], "operatio");
+    assert_eq!(stored["logs"][0]["fields"][0]["value"], "event-na");
+    let (_, v) = get_json(format!("{}/api/services/zipkin-s/operations", s.query_url())).await;
+    assert_eq!(v["data"], serde_json::json!(["zipkin-o"]));
+
     // Over otlp.max_request_bytes, plain or once decompressed: RESOURCE_EXHAUSTED without retry
     // advice, which OTLP exporters do not retry (tonic said OUT_OF_RANGE, which they retry).
     let mut big = span(rand_bytes(), rand_bytes(), None, "big");

@@ -319,6 +319,11 @@ impl<'a> Decoder<'a> {
                 _ => r.skip(field, wire)?,
             }
         }
+        // A resource may come from the cache, decoded for an earlier request: its encoded size
+        // bounds its strings for this one's limits check.
+        for &(s, e) in &resource_fields {
+            self.note_string(e - s);
+        }
         let resource = self.shared(&RECENT_RESOURCES, &resource_fields, Self::resource)?;
         for (s, e) in scope_spans {
             self.scope_spans(s, e, &resource)?;
@@ -368,6 +373,9 @@ impl<'a> Decoder<'a> {
                 }
                 _ => r.skip(field, wire)?,
             }
+        }
+        for &(s, e) in &scope_fields {
+            self.note_string(e - s);
         }
         let scope = self.shared(&RECENT_SCOPES, &scope_fields, Self::scope)?;
         self.out.batch.spans.reserve(spans.len());
@@ -477,6 +485,12 @@ impl<'a> Decoder<'a> {
             }
         }
         span.attributes = self.scratch.drain(mark..).collect();
+        self.note_string(
+            span.name
+                .len()
+                .max(span.status.message.len())
+                .max(span.trace_state.len()),
+        );
         if let Some(sizes) = &mut self.out.sizes {
             sizes.most_attributes = sizes.most_attributes.max(span.attributes.len());
             sizes.most_events = sizes.most_events.max(events.len());
@@ -523,6 +537,7 @@ impl<'a> Decoder<'a> {
         }
         event.attributes = self.scratch.drain(mark..).collect();
         self.note_attributes(event.attributes.len());
+        self.note_string(event.name.len());
         Ok(event)
     }
 
@@ -545,6 +560,7 @@ impl<'a> Decoder<'a> {
         }
         link.attributes = self.scratch.drain(mark..).collect();
         self.note_attributes(link.attributes.len());
+        self.note_string(link.trace_state.len());
         Ok((link, trace_id, span_id))
     }
 
@@ -560,6 +576,13 @@ impl<'a> Decoder<'a> {
             }
         }
         Ok(code)
+    }
+
+    /// Notes a string's length (or a bound on it) in `DecodedSizes::longest_string`.
+    fn note_string(&mut self, len: usize) {
+        if let Some(sizes) = &mut self.out.sizes {
+            sizes.longest_string = sizes.longest_string.max(len);
+        }
     }
 
     /// Notes an event's or a link's attribute count in `DecodedSizes::most_attributes`.
@@ -583,9 +606,7 @@ impl<'a> Decoder<'a> {
                 2 => {
                     let (s, e) = r.len_field(wire)?;
                     // The encoded value is longer than any string or bytes inside it.
-                    if let Some(sizes) = &mut self.out.sizes {
-                        sizes.longest_value = sizes.longest_value.max(e - s);
-                    }
+                    self.note_string(e - s);
                     self.any_value(s, e, &mut kv.value)?;
                 }
                 // `key_strindex` (profiles' string table): no meaning in traces.
