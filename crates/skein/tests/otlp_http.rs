@@ -300,6 +300,18 @@ async fn otlp_json_edge_cases() {
         "{v}"
     );
 
+    // bytesValue must be base64: anything else is a 400 naming it, as protobuf's JSON parser
+    // answers (it used to be stored as the text's bytes).
+    let body = json!({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": hex(&rand_bytes::<16>()), "spanId": hex(&rand_bytes::<8>()), "name": "bytes",
+         "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+         "attributes": [{"key": "b", "value": {"bytesValue": "not base64!"}}]}
+    ]}]}]});
+    let r = post(&s, "application/json", None, serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("\"not base64!\" is not base64"), "{v}");
+
     // An empty request is fine.
     assert_eq!(post(&s, "application/json", None, b"{}".to_vec()).await.status(), 200);
 }

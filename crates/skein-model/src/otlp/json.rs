@@ -236,8 +236,8 @@ struct JAnyValue {
     int_value: Option<i64>,
     #[serde(rename = "doubleValue", alias = "double_value", deserialize_with = "de_opt_f64")]
     double_value: Option<f64>,
-    #[serde(rename = "bytesValue", alias = "bytes_value")]
-    bytes_value: Option<String>,
+    #[serde(rename = "bytesValue", alias = "bytes_value", deserialize_with = "de_opt_base64")]
+    bytes_value: Option<Vec<u8>>,
     #[serde(rename = "arrayValue", alias = "array_value")]
     array_value: Option<JValues<JAnyValue>>,
     #[serde(rename = "kvlistValue", alias = "kvlist_value")]
@@ -271,7 +271,7 @@ impl JAnyValue {
         } else if let Some(d) = self.double_value {
             AnyValue::Double(d)
         } else if let Some(b) = self.bytes_value {
-            AnyValue::Bytes(base64_decode(&b).unwrap_or_else(|| b.into_bytes()))
+            AnyValue::Bytes(b)
         } else if let Some(a) = self.array_value {
             AnyValue::Array(a.values.into_iter().map(JAnyValue::into_model).collect())
         } else if let Some(kv) = self.kvlist_value {
@@ -369,6 +369,19 @@ enum NumOrString {
 
 fn null_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// protobuf-JSON `bytes`: base64, either alphabet. Anything else fails the request, as
+/// protobuf's own JSON parser does; keeping the text as bytes would store something the client
+/// never meant.
+fn de_opt_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => base64_decode(&s).map(Some).ok_or_else(|| {
+            let shown: String = s.chars().take(40).collect();
+            serde::de::Error::custom(format!("bytesValue {shown:?} is not base64"))
+        }),
+    }
 }
 
 fn null_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
