@@ -12,7 +12,8 @@ runs the calls of a plan read from stdin and prints one JSON result per call:
   (jaeger.api_v2.CollectorService, PostSpans: Jaeger's gRPC span ingest).
   A call {"raw_path": "/pkg.Service/Method", "raw_hex": "..."} sends those bytes as a unary
   request instead (for malformed requests and unknown methods); responses are then hex.
-  stdout: [{"ok": true, "responses": [{...}, ...]} | {"ok": false, "code": "NOT_FOUND", "details": "..."}]
+  stdout: [{"ok": true, "responses": [{...}, ...], "metadata": {initial metadata}}
+           | {"ok": false, "code": "NOT_FOUND", "details": "..."}]
 
 Requests and responses use protobuf's JSON mapping with the .proto field names (bytes fields
 as base64, 64-bit integers as strings).
@@ -109,7 +110,9 @@ def run_call(channel, apis, call):
             responses = list(call)
             metadata = {k: v for k, v in call.initial_metadata() if isinstance(v, str)}
         else:
-            responses = [rpc(request, timeout=60, compression=compression)]
+            response, call = rpc.with_call(request, timeout=60, compression=compression)
+            responses = [response]
+            metadata = {k: v for k, v in call.initial_metadata() if isinstance(v, str)}
     except grpc.RpcError as e:
         return {"ok": False, "code": e.code().name, "details": e.details()}
     return {

@@ -340,8 +340,13 @@ pub enum SpanError {
     Kind(i32),
     #[error("invalid status code {0}")]
     StatusCode(i32),
-    #[error("link has invalid ids")]
-    LinkIds,
+    /// A link (OTLP) or reference (Jaeger) whose ids are unusable, by its index in the span.
+    #[error("{what} {index}: {problem}")]
+    LinkIds {
+        what: &'static str,
+        index: usize,
+        problem: String,
+    },
     #[error("trace already has {limit} spans (limits.max_spans_per_trace)")]
     TooManySpansInTrace { limit: usize },
     #[error("{0} is negative or out of range")]
@@ -354,6 +359,15 @@ pub enum SpanError {
 }
 
 impl SpanError {
+    /// An OTLP link's id of the wrong length: `id` is "trace id" or "span id".
+    pub fn link_id_length(index: usize, id: &str, want: usize, got: usize) -> SpanError {
+        SpanError::LinkIds {
+            what: "link",
+            index,
+            problem: format!("{id} must be {want} bytes, got {got}"),
+        }
+    }
+
     /// Short label for metrics (`reason="…"`).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -362,7 +376,7 @@ impl SpanError {
             SpanError::SpanIdLength(_) | SpanError::ZeroSpanId | SpanError::ParentIdLength(_) => "invalid_span_id",
             SpanError::EndBeforeStart { .. } => "invalid_time",
             SpanError::Kind(_) | SpanError::StatusCode(_) => "invalid_enum",
-            SpanError::LinkIds => "invalid_link",
+            SpanError::LinkIds { .. } => "invalid_link",
             SpanError::TooManySpansInTrace { .. } => "trace_too_large",
             SpanError::TimeRange(_) => "invalid_time",
             SpanError::MissingField(_) => "missing_field",

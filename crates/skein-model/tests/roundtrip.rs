@@ -594,20 +594,22 @@ fn with_defect(mut s: pb_trace::Span, defect: &Defect, fill: u8) -> (pb_trace::S
             SpanError::StatusCode(c)
         }
         Defect::LinkTraceIdLength(n) => {
+            let index = s.links.len();
             s.links.push(pb_trace::span::Link {
                 trace_id: vec![fill; n],
                 span_id: vec![fill; 8],
                 ..Default::default()
             });
-            SpanError::LinkIds
+            SpanError::link_id_length(index, "trace id", 16, n)
         }
         Defect::LinkSpanIdLength(n) => {
+            let index = s.links.len();
             s.links.push(pb_trace::span::Link {
                 trace_id: vec![fill; 16],
                 span_id: vec![fill; n],
                 ..Default::default()
             });
-            SpanError::LinkIds
+            SpanError::link_id_length(index, "span id", 8, n)
         }
     };
     (s, error)

@@ -102,6 +102,8 @@ async fn responses_say_when_a_damaged_block_was_skipped() {
             json!({"api": "v2", "method": "FindTraces", "request": {"query": {"service_name": "front"}}}),
             json!({"api": "v3", "method": "FindTraces", "request": {"query": {"service_name": "front", "start_time_min": min, "start_time_max": max}}}),
             json!({"api": "v3", "method": "FindTraceSummaries", "request": {"query": {"service_name": "front", "start_time_min": min, "start_time_max": max}}}),
+            json!({"api": "v2", "method": "GetDependencies", "request": {"start_time": min, "end_time": max}}),
+            json!({"api": "v3", "method": "GetDependencies", "request": {"start_time": min, "end_time": max}}),
         ],
     );
     failed(&calls[0], "NOT_FOUND", damaged);

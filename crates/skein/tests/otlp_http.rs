@@ -310,7 +310,10 @@ async fn otlp_json_edge_cases() {
     let r = post(&s, "application/json", None, serde_json::to_vec(&body).unwrap()).await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert!(v["message"].as_str().unwrap().contains("\"not base64!\" is not base64"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("\"not base64!\" is not base64"),
+        "{v}"
+    );
 
     // An empty request is fine.
     assert_eq!(post(&s, "application/json", None, b"{}".to_vec()).await.status(), 200);
@@ -526,6 +529,17 @@ async fn query_api_errors() {
     let (status, v) = get_json(format!("{q}/api/traces/{}", hex(&rand_bytes::<16>()))).await;
     assert_eq!(status, 404);
     assert_eq!(v["errors"][0]["msg"], "trace not found");
+    // The all-zero id, which ingest rejects, is a 400 in every API (gRPC api_v2 already said so).
+    let (status, v) = get_json(format!("{q}/api/traces/0")).await;
+    assert_eq!(status, 400);
+    assert!(v["errors"][0]["msg"].as_str().unwrap().contains("all zeros"), "{v}");
+    let (status, v) = get_json(format!("{q}/api/v3/traces/{}", "0".repeat(32))).await;
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("all zeros"), "{v}");
+    let r = reqwest::get(format!("http://{}/api/v2/trace/0", s.addr("zipkin_http")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let (status, v) = get_json(format!("{q}/api/v3/traces/{}", hex(&rand_bytes::<16>()))).await;
     assert_eq!(status, 404);
     assert_eq!(v["error"]["httpCode"], 404);

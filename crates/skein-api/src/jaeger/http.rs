@@ -115,7 +115,18 @@ async fn operations(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, S
 }
 
 pub fn parse_trace_id(s: &str) -> Result<TraceId, String> {
-    hex::decode_id::<16>(s).ok_or_else(|| format!("invalid trace id {s:?}: expected up to 32 hex characters"))
+    let id =
+        hex::decode_id::<16>(s).ok_or_else(|| format!("invalid trace id {s:?}: expected up to 32 hex characters"))?;
+    not_all_zeros(id, s)
+}
+
+/// A lookup of the all-zero trace id is refused (400), as gRPC api_v2 refuses it: ingest
+/// rejects that id, so the lookup could only ever say "not found".
+pub fn not_all_zeros(id: TraceId, s: &str) -> Result<TraceId, String> {
+    if id == [0; 16] {
+        return Err(format!("invalid trace id {s:?}: all zeros, which no span can have"));
+    }
+    Ok(id)
 }
 
 async fn get_trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Response {

@@ -91,7 +91,8 @@ fn parse_trace_id(s: &str) -> Result<TraceId, String> {
     if s.is_empty() || s.len() > 32 {
         return Err(format!("traceId {s:?} must be 1 to 32 hex characters"));
     }
-    hex::decode_id::<16>(s).ok_or_else(|| format!("traceId {s:?} is not hex"))
+    let id = hex::decode_id::<16>(s).ok_or_else(|| format!("traceId {s:?} is not hex"))?;
+    crate::jaeger::http::not_all_zeros(id, s)
 }
 
 async fn trace(State(q): State<QueryEngine>, Path(id): Path<String>) -> Response {
@@ -306,6 +307,7 @@ mod tests {
         assert!(parse_trace_id("").unwrap_err().contains("1 to 32"));
         assert!(parse_trace_id(&"a".repeat(33)).unwrap_err().contains("1 to 32"));
         assert!(parse_trace_id("xyz").unwrap_err().contains("not hex"));
+        assert!(parse_trace_id("000").unwrap_err().contains("all zeros"));
     }
 
     #[test]

@@ -234,15 +234,25 @@ pub fn span_from_proto(s: Span) -> Result<JaegerSpan, SpanError> {
     let references = s
         .references
         .into_iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(index, r)| {
+            let bad = |id: &str, want: &str, got: usize| SpanError::LinkIds {
+                what: "reference",
+                index,
+                problem: format!("{id} must be {want} bytes, got {got}"),
+            };
             Ok(JaegerRef {
                 ref_type: if r.ref_type == SpanRefType::FollowsFrom as i32 {
                     RefType::FollowsFrom
                 } else {
                     RefType::ChildOf
                 },
-                trace_id: trace_id_from(&r.trace_id).ok_or(SpanError::LinkIds)?,
-                span_id: r.span_id.as_slice().try_into().map_err(|_| SpanError::LinkIds)?,
+                trace_id: trace_id_from(&r.trace_id).ok_or_else(|| bad("trace id", "8 or 16", r.trace_id.len()))?,
+                span_id: r
+                    .span_id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| bad("span id", "8", r.span_id.len()))?,
             })
         })
         .collect::<Result<Vec<_>, SpanError>>()?;

@@ -304,11 +304,16 @@ impl JSpan {
         let parent = json_id::<8>(&self.parent_span_id).ok_or(SpanError::IdEncoding("parentSpanId"))?;
         let mut links = Vec::with_capacity(self.links.len());
         let mut link_attrs = Vec::with_capacity(self.links.len());
-        for l in self.links {
+        for (index, l) in self.links.into_iter().enumerate() {
+            let bad = |id: &str| SpanError::LinkIds {
+                what: "link",
+                index,
+                problem: format!("{id} is neither hex nor base64"),
+            };
             link_attrs.push(attrs(l.attributes));
             links.push(super::pb::trace::v1::span::Link {
-                trace_id: json_id::<16>(&l.trace_id).ok_or(SpanError::LinkIds)?,
-                span_id: json_id::<8>(&l.span_id).ok_or(SpanError::LinkIds)?,
+                trace_id: json_id::<16>(&l.trace_id).ok_or_else(|| bad("traceId"))?,
+                span_id: json_id::<8>(&l.span_id).ok_or_else(|| bad("spanId"))?,
                 trace_state: l.trace_state,
                 attributes: Vec::new(),
                 dropped_attributes_count: l.dropped_attributes_count,

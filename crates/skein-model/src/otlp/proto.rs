@@ -51,7 +51,7 @@ fn fixed<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
 }
 
 pub fn span_from(s: trace::Span, res: &Arc<Resource>, scope: &Arc<Scope>) -> Result<Span, SpanError> {
-    let links = s.links.into_iter().map(|l| {
+    let links = s.links.into_iter().enumerate().map(|(index, l)| {
         let link = Link {
             trace_state: l.trace_state,
             attributes: attrs_from(l.attributes),
@@ -59,7 +59,7 @@ pub fn span_from(s: trace::Span, res: &Arc<Resource>, scope: &Arc<Scope>) -> Res
             flags: l.flags,
             ..Link::default()
         };
-        checked_link(link, &l.trace_id, &l.span_id)
+        checked_link(link, index, &l.trace_id, &l.span_id)
     });
     let checked = checked_span(
         RawSpanFields {
@@ -171,9 +171,9 @@ pub(crate) fn checked_span(
 }
 
 /// `link` with its raw ids checked and filled in.
-pub(crate) fn checked_link(mut link: Link, trace_id: &[u8], span_id: &[u8]) -> Result<Link, SpanError> {
-    link.trace_id = fixed(trace_id).ok_or(SpanError::LinkIds)?;
-    link.span_id = fixed(span_id).ok_or(SpanError::LinkIds)?;
+pub(crate) fn checked_link(mut link: Link, index: usize, trace_id: &[u8], span_id: &[u8]) -> Result<Link, SpanError> {
+    link.trace_id = fixed(trace_id).ok_or_else(|| SpanError::link_id_length(index, "trace id", 16, trace_id.len()))?;
+    link.span_id = fixed(span_id).ok_or_else(|| SpanError::link_id_length(index, "span id", 8, span_id.len()))?;
     Ok(link)
 }
 

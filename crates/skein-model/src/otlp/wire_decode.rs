@@ -508,7 +508,8 @@ impl<'a> Decoder<'a> {
             },
             links
                 .into_iter()
-                .map(|(l, trace_id, span_id)| checked_link(l, trace_id, span_id)),
+                .enumerate()
+                .map(|(index, (l, trace_id, span_id))| checked_link(l, index, trace_id, span_id)),
         );
         Ok(checked.map(|c| {
             span.trace_id = c.trace_id;

@@ -65,6 +65,34 @@ where
     })
 }
 
+/// `unary` for a handler whose answer may carry a note (see `Noted`).
+pub fn unary_noted<Req, Resp, Fut>(
+    engine: QueryEngine,
+    req: http::Request<Body>,
+    handler: fn(QueryEngine, Req) -> Fut,
+) -> BoxFuture<Result<http::Response<Body>, Infallible>>
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    Fut: Future<Output = Result<(Resp, Option<String>), Status>> + Send + 'static,
+{
+    Box::pin(async move {
+        let svc = tower::service_fn(move |r: tonic::Request<Req>| {
+            handler(engine.clone(), r.into_inner()).map_ok(|(resp, note)| warned(tonic::Response::new(resp), note))
+        });
+        Ok(grpc::<Resp, Req>().unary(svc, req).await)
+    })
+}
+
+/// `response` with `note` as its `warning` metadata (`199 skein "…"`, as the HTTP header).
+fn warned<T>(mut response: tonic::Response<T>, note: Option<String>) -> tonic::Response<T> {
+    let warning = note.map(|n| format!("199 skein \"{n}\""));
+    if let Some(Ok(w)) = warning.map(tonic::metadata::MetadataValue::try_from) {
+        response.metadata_mut().insert("warning", w);
+    }
+    response
+}
+
 /// Answers a server-streaming method with `handler`; an error before the first chunk is the
 /// call's status, an error mid-stream ends the stream with that status. A note becomes the
 /// response's `warning` metadata (`199 skein "…"`, as the HTTP header).
@@ -83,14 +111,10 @@ where
         // through the higher-ranked `dyn Stream` lifetime otherwise).
         let svc = tower::service_fn(
             move |r: tonic::Request<Req>| -> BoxFuture<Result<tonic::Response<Chunks<Resp>>, Status>> {
-                Box::pin(handler(engine.clone(), r.into_inner()).map_ok(|(chunks, note)| {
-                    let mut response = tonic::Response::new(chunks);
-                    let warning = note.map(|n| format!("199 skein \"{n}\""));
-                    if let Some(Ok(w)) = warning.map(tonic::metadata::MetadataValue::try_from) {
-                        response.metadata_mut().insert("warning", w);
-                    }
-                    response
-                }))
+                Box::pin(
+                    handler(engine.clone(), r.into_inner())
+                        .map_ok(|(chunks, note)| warned(tonic::Response::new(chunks), note)),
+                )
             },
         );
         Ok(grpc::<Resp, Req>().server_streaming(svc, req).await)

@@ -166,7 +166,7 @@ impl tower::Service<http::Request<Body>> for QueryServiceV2 {
             Some("ArchiveTrace") => server::unary(q, req, archive_trace),
             Some("GetServices") => server::unary(q, req, get_services),
             Some("GetOperations") => server::unary(q, req, get_operations),
-            Some("GetDependencies") => server::unary(q, req, get_dependencies),
+            Some("GetDependencies") => server::unary_noted(q, req, get_dependencies),
             _ => server::unimplemented(req.uri().path()),
         }
     }
@@ -284,10 +284,14 @@ async fn get_operations(q: QueryEngine, req: GetOperationsRequest) -> Result<Get
     })
 }
 
-async fn get_dependencies(q: QueryEngine, req: GetDependenciesRequest) -> Result<GetDependenciesResponse, Status> {
+async fn get_dependencies(
+    q: QueryEngine,
+    req: GetDependenciesRequest,
+) -> Result<(GetDependenciesResponse, Option<String>), Status> {
     let (start, end) = dependency_window(req.start_time, req.end_time)?;
     let deps = q.dependencies(start, end).await.map_err(internal)?;
-    Ok(GetDependenciesResponse {
+    let note = incomplete_note(&q, Asked::Window(start, end));
+    let response = GetDependenciesResponse {
         dependencies: deps
             .into_iter()
             .map(|d| DependencyLink {
@@ -297,7 +301,8 @@ async fn get_dependencies(q: QueryEngine, req: GetDependenciesRequest) -> Result
                 source: String::new(),
             })
             .collect(),
-    })
+    };
+    Ok((response, note))
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ impl tower::Service<http::Request<Body>> for QueryServiceV3 {
             Some("FindTraceSummaries") => server::server_streaming(q, req, find_trace_summaries),
             Some("GetServices") => server::unary(q, req, get_services),
             Some("GetOperations") => server::unary(q, req, get_operations),
-            Some("GetDependencies") => server::unary(q, req, get_dependencies),
+            Some("GetDependencies") => server::unary_noted(q, req, get_dependencies),
             _ => server::unimplemented(req.uri().path()),
         }
     }
@@ -370,10 +370,14 @@ pub fn dependency_window(start: Option<Timestamp>, end: Option<Timestamp>) -> Re
     Ok((start, end))
 }
 
-async fn get_dependencies(q: QueryEngine, req: GetDependenciesRequest) -> Result<DependenciesResponse, Status> {
+async fn get_dependencies(
+    q: QueryEngine,
+    req: GetDependenciesRequest,
+) -> Result<(DependenciesResponse, Option<String>), Status> {
     let (start, end) = dependency_window(req.start_time, req.end_time)?;
     let deps = q.dependencies(start, end).await.map_err(internal)?;
-    Ok(DependenciesResponse {
+    let note = incomplete_note(&q, Asked::Window(start, end));
+    let response = DependenciesResponse {
         dependencies: deps
             .into_iter()
             .map(|d| Dependency {
@@ -382,7 +386,8 @@ async fn get_dependencies(q: QueryEngine, req: GetDependenciesRequest) -> Result
                 call_count: d.call_count,
             })
             .collect(),
-    })
+    };
+    Ok((response, note))
 }
 
 #[cfg(test)]
