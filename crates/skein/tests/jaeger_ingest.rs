@@ -496,6 +496,34 @@ async fn bad_udp_datagrams_are_counted_not_fatal() {
     assert_eq!(service_of(&t, span(&t, "0000000000000001")), "udp-binary");
 }
 
+/// Datagrams the kernel drops because skein did not read them in time (its socket buffer is
+/// full) are counted and logged: the sender is never told, so nothing else would show them.
+/// The server is stopped (SIGSTOP) while they arrive, so the buffer surely overflows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_the_kernel_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let agent = server.addr("jaeger_agent_compact");
+    let datagram = thrift::encode_emit_batch(Protocol::Compact, 1, &process("burst"), &[test_span(12, 1)]);
+    let pid = server.pid() as libc::pid_t;
+    // SAFETY: signals to the child process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..5_000 {
+        socket.send_to(&datagram, agent).unwrap();
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let key = "skein_udp_datagrams_dropped_total{protocol=\"jaeger_agent_compact\",reason=\"kernel_buffer\"}";
+    let s = &server;
+    let dropped = eventually("kernel drops counted", WAIT, || async move {
+        let n = metric(s, key).await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert!(dropped < 5_000, "some were read: {dropped}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_gives_retry_advice_or_counted_drops() {
     let dir = tempfile::tempdir().unwrap();

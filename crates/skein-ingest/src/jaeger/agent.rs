@@ -2,7 +2,8 @@
 //! protocol on 6831, binary on 6832. UDP has no reply, so nothing here ever waits for the store
 //! inside the receive loop: each batch is submitted on its own task under a memory reservation,
 //! and when there is no room the datagram is dropped and counted. Bad packets are counted and
-//! logged (at most once per interval), never fatal.
+//! logged (at most once per interval), never fatal. Datagrams the kernel drops before skein
+//! reads them (a full socket receive buffer) are read from `/proc/net/udp` and counted too.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ pub fn metrics_name(protocol: Protocol) -> &'static str {
 fn dropped(protocol: &'static str, reason: &str) -> metrics::Counter {
     metrics::counter(
         "skein_udp_datagrams_dropped_total",
-        "Jaeger agent datagrams dropped, by protocol and reason (bad_packet, backpressure, store)",
+        "Jaeger agent datagrams dropped, by protocol and reason (bad_packet, backpressure, store, kernel_buffer)",
         &[("protocol", protocol), ("reason", reason)],
     )
 }
@@ -62,6 +63,7 @@ pub async fn run(socket: UdpSocket, protocol: Protocol, pipeline: Pipeline, shut
         last: None,
         suppressed: 0,
     };
+    let _kernel_drops = KernelDrops::of(&socket, name);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(shutdown);
     loop {
@@ -114,5 +116,118 @@ pub async fn run(socket: UdpSocket, protocol: Protocol, pipeline: Pipeline, shut
                 }
             }
         });
+    }
+}
+
+/// Counts the datagrams the kernel dropped on one socket because its receive buffer was full
+/// (the `drops` column of `/proc/net/udp`, matched by the socket's inode), every few seconds,
+/// into `skein_udp_datagrams_dropped_total{reason="kernel_buffer"}`, with a warning when they
+/// grow. Nothing else reports them: the sender is never told, and skein never sees them.
+/// Stops with the receiver (dropping this aborts the task). Linux only; elsewhere it does nothing.
+struct KernelDrops(Option<tokio::task::JoinHandle<()>>);
+
+impl KernelDrops {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn of(socket: &UdpSocket, protocol: &'static str) -> KernelDrops {
+        let Some(inode) = socket_inode(socket) else {
+            return KernelDrops(None);
+        };
+        let counter = dropped(protocol, "kernel_buffer");
+        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        KernelDrops(Some(tokio::spawn(async move {
+            let mut seen = udp_drops(inode).unwrap_or(0);
+            let mut log_after: Option<Instant> = None;
+            loop {
+                tokio::time::sleep(Self::EVERY).await;
+                let Some(now) = udp_drops(inode) else { continue };
+                let new = now.saturating_sub(seen);
+                seen = now;
+                if new == 0 {
+                    continue;
+                }
+                counter.add(new);
+                if log_after.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                    tracing::warn!(
+                        protocol,
+                        port,
+                        dropped = new,
+                        "the kernel dropped Jaeger agent datagrams: the socket's receive buffer was full \
+                         (raise net.core.rmem_default, or send through the collector ports, which push back)"
+                    );
+                    log_after = Some(Instant::now());
+                }
+            }
+        })))
+    }
+}
+
+impl Drop for KernelDrops {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The inode of a socket, from its `/proc/self/fd` link (`socket:[12345]`).
+fn socket_inode(socket: &UdpSocket) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
+        let link = link.to_str()?;
+        link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        None
+    }
+}
+
+/// The kernel's drop count of the UDP socket with this inode (IPv4 or IPv6 table).
+fn udp_drops(inode: u64) -> Option<u64> {
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .find_map(|text| drops_in_table(&text, inode))
+}
+
+/// Reads one `/proc/net/udp` table: after the header, each line's 10th field is the inode and
+/// its last field the drop count.
+fn drops_in_table(text: &str, inode: u64) -> Option<u64> {
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 13 || fields[9].parse::<u64>().ok()? != inode {
+            return None;
+        }
+        fields.last()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_drops_of_one_socket_from_the_udp_table() {
+        let table = "\
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  117: 0100007F:1AAB 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 48213 2 0000000000000000 0
+  118: 0100007F:1AAC 00000000:0000 07 00000000:00034000 00:00000000 00000000     0        0 48214 2 0000000000000000 1234
+";
+        assert_eq!(drops_in_table(table, 48214), Some(1234));
+        assert_eq!(drops_in_table(table, 48213), Some(0));
+        assert_eq!(drops_in_table(table, 1), None);
+    }
+
+    /// The socket is found in the live table, before any drop.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn finds_its_own_socket() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let inode = socket_inode(&socket).expect("a socket inode");
+        assert_eq!(udp_drops(inode), Some(0));
     }
 }
