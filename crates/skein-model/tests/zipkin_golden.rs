@@ -150,6 +150,32 @@ fn json_v2_fixture() {
     assert_eq!(out[2]["tags"]["otel.scope.name"], "io.opentelemetry.flask");
 }
 
+/// `server.address`/`server.port` name the remote side only of a span that calls out; on a
+/// SERVER span (an OTLP server span, say) they are its own address and stay tags.
+#[test]
+fn server_address_is_remote_only_for_callers() {
+    let span = |kind: SpanKind| Span {
+        trace_id: [1; 16],
+        span_id: [2; 8],
+        kind,
+        start_unix_nano: 1_000_000,
+        end_unix_nano: 2_000_000,
+        attributes: vec![
+            skein_model::KeyValue::string("server.address", "10.0.0.9"),
+            skein_model::KeyValue::new("server.port", AnyValue::Int(443)),
+        ],
+        ..Span::default()
+    };
+    let out = json_v2::encode(&[span(SpanKind::Server), span(SpanKind::Client)]);
+    let (server, client) = (&out[0], &out[1]);
+    assert!(server.get("remoteEndpoint").is_none(), "{server}");
+    assert_eq!(server["tags"]["server.port"], "443");
+    assert_eq!(server["tags"]["server.address"], "10.0.0.9");
+    assert_eq!(client["remoteEndpoint"]["ipv4"], "10.0.0.9");
+    assert_eq!(client["remoteEndpoint"]["port"], 443);
+    assert!(client["tags"].get("server.port").is_none(), "{client}");
+}
+
 #[test]
 fn json_v1_fixture() {
     let d = json_v1::decode(&fixture("v1.json")).unwrap();

@@ -58,12 +58,7 @@ impl Store {
         }
         self.replace_blocks(Vec::new(), &doomed);
         self.delete_retired().await;
-        metrics::counter(
-            "skein_retention_deleted_blocks_total",
-            "Blocks deleted by retention",
-            &[],
-        )
-        .add(doomed.len() as u64);
+        retention_deleted_blocks().add(doomed.len() as u64);
         tracing::info!(blocks = doomed.len(), "retention deleted blocks");
         Ok(doomed.len())
     }
@@ -165,6 +160,15 @@ const TIER_GROWTH: u64 = 4;
 /// at least `TIER_GROWTH` of them. Level-0 blocks are written with small row groups, so
 /// `MAX_INPUTS` of them fit the read budget and a busy ingest's level-0 blocks reach a size
 /// that is not merged again in one rewrite.
+/// Blocks retention has deleted.
+pub(crate) fn retention_deleted_blocks() -> metrics::Counter {
+    metrics::counter(
+        "skein_retention_deleted_blocks_total",
+        "Blocks deleted by retention",
+        &[],
+    )
+}
+
 fn plan(sizes: &[u64], read_bytes: &[u64], target: u64, how: Plan) -> Vec<usize> {
     let tier = |n: u64| n.max(1).ilog(TIER_GROWTH);
     let mut tiers: Vec<u32> = sizes.iter().map(|&n| tier(n)).collect();

@@ -368,8 +368,10 @@ impl Store {
         let lock = lock_data_dir(data_dir).await?;
         let backend = Backend::local(data_dir.to_path_buf(), cfg.footer_cache_bytes as usize)?;
         let metrics = Metrics::new();
-        // At 0 from the start, so a dashboard sees it before the first damaged block.
+        // At 0 from the start, so a dashboard sees them before the first damaged block or
+        // expiry (an `increase()` over a series that does not exist yet is empty, not 0).
         block::read::unreadable_blocks();
+        compact::retention_deleted_blocks();
 
         // Blocks first: their metas say which WAL segments are already in a block. A block
         // without a meta is what an interrupted write left; with the directory locked, nothing

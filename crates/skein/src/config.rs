@@ -219,9 +219,21 @@ pub fn load(
         let path: Vec<String> = k.trim().split('.').map(str::to_string).collect();
         set_path(&mut root, &path, parse_value(v.trim()), &format!("--set {k}"))?;
     }
-    let cfg: Config = toml::Value::Table(root)
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+    // The path names the key whose value has the wrong type (`store.head_max_spans: invalid
+    // value: integer `-5`, expected usize`); serde alone says only the type.
+    let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().message().to_string();
+        let hint = if message.contains("expected a sequence") {
+            " (a list, e.g. [\"a\", \"b\"])"
+        } else {
+            ""
+        };
+        match path.as_str() {
+            "." => anyhow::anyhow!("invalid configuration: {message}{hint}"),
+            _ => anyhow::anyhow!("invalid configuration: {path}: {message}{hint}"),
+        }
+    })?;
     validate(&cfg)?;
     Ok(cfg)
 }
@@ -238,6 +250,39 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     }
     if cfg.query.max_traces == 0 {
         return Err(invalid("query.max_traces must be at least 1".into()));
+    }
+    // Zeros that would stop ingest or cut a block per request, rather than mean "no limit".
+    let s = &cfg.store;
+    for (key, zero) in [
+        ("store.head_max_spans", s.head_max_spans == 0),
+        ("store.head_max_bytes", s.head_max_bytes == 0),
+        ("store.head_max_age", s.head_max_age.is_zero()),
+        ("store.wal_queue_depth", s.wal_queue_depth == 0),
+        ("store.retention", s.retention.is_zero()),
+        ("store.compaction_interval", s.compaction_interval.is_zero()),
+        ("store.compaction_target_spans", s.compaction_target_spans == 0),
+        ("limits.max_inflight_bytes", cfg.limits.max_inflight_bytes == 0),
+    ] {
+        if zero {
+            return Err(invalid(format!("{key} must be more than 0")));
+        }
+    }
+    check_log_level(&cfg.log_level).map_err(invalid)?;
+    Ok(())
+}
+
+/// `log_level` is a level or a list of `target=level` directives. A bare word that is not a
+/// level would be read by `tracing` as a target name and silence every log line, errors included.
+fn check_log_level(spec: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "log_level {spec:?}: {directive:?} is not one of {} (or target=level)",
+                LEVELS.join(", ")
+            ));
+        }
     }
     Ok(())
 }
@@ -284,6 +329,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("query.max_concurrent must be at least 1"), "{err}");
+        // A value of the wrong type names its key, wherever it came from.
+        let err = load(None, std::iter::empty(), &["store.head_max_spans=-5".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid configuration: store.head_max_spans: "),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("t.toml"), "[store]\nretention = 5\n").unwrap();
+        let err = load(Some(&dir.path().join("t.toml")), std::iter::empty(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.retention: "), "{err}");
+        let env = vec![("SKEIN_OTLP__CORS_ALLOWED_ORIGINS".to_string(), "http://a".to_string())];
+        let err = load(None, env.into_iter(), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("otlp.cors_allowed_origins: ") && err.contains("a list"),
+            "{err}"
+        );
+        // Zeros that would stop ingest are refused by name; a log level must be one.
+        for key in [
+            "store.head_max_spans=0",
+            "store.head_max_bytes=0B",
+            "store.head_max_age=0s",
+            "store.wal_queue_depth=0",
+            "store.retention=0s",
+            "store.compaction_interval=0s",
+            "store.compaction_target_spans=0",
+            "limits.max_inflight_bytes=0B",
+        ] {
+            let err = load(None, std::iter::empty(), &[key.into()]).unwrap_err().to_string();
+            let name = key.split('=').next().unwrap();
+            assert!(err.contains(&format!("{name} must be more than 0")), "{err}");
+        }
+        let err = load(None, std::iter::empty(), &["log_level=verbose".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("log_level") && err.contains("\"verbose\" is not one of"),
+            "{err}"
+        );
+        for ok in ["debug", "info,skein_store=debug", "WARN", "skein=trace,tower=off"] {
+            load(None, std::iter::empty(), &[format!("log_level={ok}")]).expect(ok);
+        }
         // What `skein config` prints loads back to the same configuration.
         let text = to_toml(&cfg).unwrap();
         std::fs::write(&f, text).unwrap();

@@ -47,6 +47,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// server in-process and stops it itself).
 pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    if cfg.store.max_pending_blocks == 0 {
+        tracing::warn!(
+            "store.max_pending_blocks = 0: no head may wait to become a block, so every span request \
+             is refused with \"retry later\" (only useful to test how senders handle backpressure)"
+        );
+    }
     // Sampling configuration errors stop the start before anything is opened.
     let head_sampler =
         skein_pipeline::sampling::head::HeadSampler::new(&cfg.sampling.head).map_err(anyhow::Error::msg)?;

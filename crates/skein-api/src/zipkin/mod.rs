@@ -165,16 +165,36 @@ struct ZipkinSearch {
     extra: Vec<Extra>,
 }
 
+/// A parameter that Zipkin requires to be positive when given (its `QueryRequest` checks).
+fn positive(p: &Params, key: &str) -> Result<Option<u64>, String> {
+    match p.u64(key)? {
+        Some(0) => Err(format!("{key} <= 0")),
+        n => Ok(n),
+    }
+}
+
+/// `endTs` (default now) and `lookback` (default a day), in ms.
+fn window_ms(p: &Params) -> Result<(u64, u64), String> {
+    let end_ms = positive(p, "endTs")?.unwrap_or_else(now_ms);
+    let lookback_ms = positive(p, "lookback")?.unwrap_or(24 * 3600 * 1000);
+    Ok((end_ms, lookback_ms))
+}
+
 fn search_from(p: &Params) -> Result<ZipkinSearch, String> {
+    // Zipkin's own rules and messages for the duration bounds.
+    let min_us = positive(p, "minDuration")?;
+    let max_us = p.u64("maxDuration")?;
+    match (min_us, max_us) {
+        (None, Some(_)) => return Err("maxDuration is only valid with minDuration".into()),
+        (Some(min), Some(max)) if max < min => return Err("maxDuration < minDuration".into()),
+        _ => {}
+    }
     let mut q = TraceQuery {
         service: p.get("serviceName").map(str::to_string),
         operation: p.get("spanName").filter(|n| *n != "all").map(str::to_string),
-        limit: p
-            .u64("limit")?
-            .filter(|&n| n > 0)
-            .map_or(10, |n| usize::try_from(n).unwrap_or(usize::MAX)),
-        min_duration_nano: p.u64("minDuration")?.map(|us| us.saturating_mul(1000)),
-        max_duration_nano: p.u64("maxDuration")?.map(|us| us.saturating_mul(1000)),
+        limit: positive(p, "limit")?.map_or(10, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        min_duration_nano: min_us.map(|us| us.saturating_mul(1000)),
+        max_duration_nano: max_us.map(|us| us.saturating_mul(1000)),
         ..TraceQuery::default()
     };
     if let Some(remote) = p.get("remoteServiceName") {
@@ -193,8 +213,7 @@ fn search_from(p: &Params) -> Result<ZipkinSearch, String> {
             }
         }
     }
-    let end_ms = p.u64("endTs")?.unwrap_or_else(now_ms);
-    let lookback_ms = p.u64("lookback")?.unwrap_or(24 * 3600 * 1000);
+    let (end_ms, lookback_ms) = window_ms(p)?;
     q.start_min = Some(end_ms.saturating_sub(lookback_ms).saturating_mul(1_000_000));
     q.start_max = Some(end_ms.saturating_mul(1_000_000).saturating_add(999_999));
     Ok(ZipkinSearch { query: q, extra })
@@ -247,13 +266,7 @@ async fn find_with_extra(q: &QueryEngine, s: &ZipkinSearch) -> Result<Vec<Vec<Sp
 }
 
 async fn dependencies(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, String)>>) -> Response {
-    let p = Params(p);
-    let window = (|| -> Result<(u64, u64), String> {
-        let end_ms = p.u64("endTs")?.unwrap_or_else(now_ms);
-        let lookback_ms = p.u64("lookback")?.unwrap_or(24 * 3600 * 1000);
-        Ok((end_ms, lookback_ms))
-    })();
-    let (end_ms, lookback_ms) = match window {
+    let (end_ms, lookback_ms) = match window_ms(&Params(p)) {
         Ok(w) => w,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
@@ -345,5 +358,20 @@ mod tests {
         assert_eq!(s.query.limit, 10);
         let err = search_from(&params(&[("limit", "many")])).unwrap_err();
         assert!(err.contains("limit"), "{err}");
+        // Zipkin's QueryRequest rules, with its messages.
+        for (given, want) in [
+            (&[("limit", "0")][..], "limit <= 0"),
+            (&[("endTs", "0")], "endTs <= 0"),
+            (&[("lookback", "0")], "lookback <= 0"),
+            (&[("minDuration", "0")], "minDuration <= 0"),
+            (&[("maxDuration", "5")], "maxDuration is only valid with minDuration"),
+            (
+                &[("minDuration", "200"), ("maxDuration", "100")],
+                "maxDuration < minDuration",
+            ),
+        ] {
+            assert_eq!(search_from(&params(given)).unwrap_err(), want);
+        }
+        assert!(search_from(&params(&[("minDuration", "100"), ("maxDuration", "100")])).is_ok());
     }
 }

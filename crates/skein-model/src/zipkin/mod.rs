@@ -439,14 +439,17 @@ fn from_model(s: &Span, ids: &IdView) -> ZipkinSpan {
     if set_ip(&mut remote, peer_ip) {
         consumed.push("network.peer.address");
     }
-    let server_ip = string_attr(attrs, "server.address");
+    // server.address/server.port name the other side only where this span is the caller; on a
+    // SERVER span they are its own address (OpenTelemetry's semantic conventions), a tag.
+    let calls_out = matches!(s.kind, SpanKind::Client | SpanKind::Producer);
+    let server_ip = string_attr(attrs, "server.address").filter(|_| calls_out);
     // server.address is dropped from the tags when it is the address written as the endpoint.
     let server_ip_used = remote.ip().is_none() && set_ip(&mut remote, server_ip);
     if server_ip_used || (server_ip.is_some() && server_ip == remote.ip()) {
         consumed.push("server.address");
     }
     let peer_port = port_attr(attrs, "network.peer.port");
-    let server_port = port_attr(attrs, "server.port");
+    let server_port = port_attr(attrs, "server.port").filter(|_| calls_out);
     if let Some(p) = peer_port.or(server_port) {
         remote.port = p;
         if peer_port.is_some() {
