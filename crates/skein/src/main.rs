@@ -93,7 +93,22 @@ fn tune_allocator() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed with their causes and exit 1, without the backtrace `anyhow` would add
+/// when `RUST_BACKTRACE` is set: a configuration error should read as one.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tune_allocator();
     let cli = Cli::parse();
     match cli.command {
