@@ -424,21 +424,16 @@ fn cap_lengths(attrs: &mut [KeyValue], max: usize) -> u64 {
     attrs.iter_mut().map(|kv| truncate_value(&mut kv.value, max)).sum()
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn char_boundary(s: &str, max: usize) -> usize {
-    let mut cut = max.min(s.len());
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    cut
-}
-
 /// Truncates `s` to at most `max` bytes on a character boundary; 1 if it was cut.
 fn truncate_string(s: &mut String, max: usize) -> u64 {
     if s.len() <= max {
         return 0;
     }
-    s.truncate(char_boundary(s, max));
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
     1
 }
 
