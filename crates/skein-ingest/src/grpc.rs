@@ -190,22 +190,6 @@ impl Body for BudgetedBody {
 mod tests {
     use super::*;
 
-    /// A request body of these data frames.
-    struct Frames(Vec<bytes::Bytes>);
-
-    impl Body for Frames {
-        type Data = bytes::Bytes;
-        type Error = Status;
-
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-            let next = (!self.0.is_empty()).then(|| Ok(http_body::Frame::data(self.0.remove(0))));
-            Poll::Ready(next)
-        }
-    }
-
     async fn next(body: &mut tonic::body::Body) -> Option<Result<usize, Status>> {
         let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await?;
         Some(
@@ -228,8 +212,14 @@ mod tests {
             ..Default::default()
         };
         let mut budget = receive_budget(skein_pipeline::Pipeline::new(limits, store), "otlp_grpc");
-        let frames = |n| Frames(vec![bytes::Bytes::from(vec![0u8; 16 << 10]); n]);
-        let request = |n| http::Request::new(tonic::body::Body::new(frames(n)));
+        // A body of `n` frames of 16 KiB, all sent.
+        let request = |n| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            for _ in 0..n {
+                tx.send(bytes::Bytes::from(vec![0u8; 16 << 10])).unwrap();
+            }
+            http::Request::new(tonic::body::Body::new(Fed(rx)))
+        };
 
         let mut held = budget(request(3)).into_body();
         while let Some(frame) = next(&mut held).await {

@@ -57,12 +57,7 @@ where
     Resp: prost::Message + Send + 'static,
     Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
 {
-    Box::pin(async move {
-        let svc = tower::service_fn(move |r: tonic::Request<Req>| {
-            handler(state.clone(), r.into_inner()).map_ok(tonic::Response::new)
-        });
-        Ok(grpc::<Resp, Req>().unary(svc, req).await)
-    })
+    unary_with(state, req, move |s, r| handler(s, r).map_ok(|resp| (resp, None)))
 }
 
 /// `unary` for a handler whose answer may carry a note (see `Noted`).
@@ -76,9 +71,23 @@ where
     Resp: prost::Message + Send + 'static,
     Fut: Future<Output = Result<(Resp, Option<String>), Status>> + Send + 'static,
 {
+    unary_with(engine, req, handler)
+}
+
+fn unary_with<S, Req, Resp, Fut>(
+    state: S,
+    req: http::Request<Body>,
+    handler: impl Fn(S, Req) -> Fut + Clone + Send + 'static,
+) -> BoxFuture<Result<http::Response<Body>, Infallible>>
+where
+    S: Clone + Send + Sync + 'static,
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    Fut: Future<Output = Result<(Resp, Option<String>), Status>> + Send + 'static,
+{
     Box::pin(async move {
         let svc = tower::service_fn(move |r: tonic::Request<Req>| {
-            handler(engine.clone(), r.into_inner()).map_ok(|(resp, note)| warned(tonic::Response::new(resp), note))
+            handler(state.clone(), r.into_inner()).map_ok(|(resp, note)| warned(tonic::Response::new(resp), note))
         });
         Ok(grpc::<Resp, Req>().unary(svc, req).await)
     })
