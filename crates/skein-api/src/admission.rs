@@ -13,7 +13,9 @@
 //! admitted (so a query that waited long still gets its whole time). Past either, the client
 //! gets an error in its API's own shape, and a running query is dropped (its block reads are
 //! cancelled). A response body still being sent when the time to run is up gives its slot
-//! back, so a client that stops reading a large answer cannot hold a slot for good.
+//! back, so a client that stops reading a large answer cannot hold a slot for good; so does a
+//! body the server could not send any of for [`STALLED`] (its client has stopped reading a
+//! gRPC stream), so eight such clients no longer stop every query until their time is up.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -135,35 +137,69 @@ struct Slot {
     _permit: OwnedSemaphorePermit,
 }
 
-/// A slot shared with the task that takes it back at the query's deadline.
+/// How long a response body may go unpolled before its slot is given back. The server polls
+/// a body whenever it can send: a gRPC stream whose client has stopped reading fills its
+/// HTTP/2 window and is not polled again until the client reads.
+pub const STALLED: Duration = Duration::from_secs(5);
+
+/// A slot shared with the task that takes it back at the query's deadline, or once its
+/// response body has gone [`STALLED`] without being polled.
 struct HeldSlot {
     slot: Arc<Mutex<Option<Slot>>>,
-    release: Option<tokio::task::AbortHandle>,
+    /// When the body was last polled, in ms after `since`, plus one; 0 until there is a body.
+    polled: Arc<std::sync::atomic::AtomicU64>,
+    since: Instant,
+    release: tokio::task::AbortHandle,
 }
 
 impl HeldSlot {
-    /// Holds `slot` until dropped, or until `deadline` if that comes first.
+    /// Holds `slot` until dropped, until `deadline`, or until its body stalls.
     fn until(slot: Slot, deadline: Option<Instant>) -> HeldSlot {
         let slot = Arc::new(Mutex::new(Some(slot)));
-        let release = deadline.map(|deadline| {
-            let slot = Arc::downgrade(&slot);
+        let polled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let since = Instant::now();
+        let release = {
+            let (slot, polled) = (Arc::downgrade(&slot), polled.clone());
             tokio::spawn(async move {
-                tokio::time::sleep_until(deadline).await;
-                if let Some(slot) = slot.upgrade() {
-                    slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                loop {
+                    let stalled_at = match polled.load(std::sync::atomic::Ordering::Relaxed) {
+                        // No body yet: the handler is still running; look again later.
+                        0 => Instant::now() + STALLED,
+                        ms => since + Duration::from_millis(ms - 1) + STALLED,
+                    };
+                    let wake = deadline.map_or(stalled_at, |d| d.min(stalled_at));
+                    tokio::time::sleep_until(wake).await;
+                    let now = Instant::now();
+                    let ms = polled.load(std::sync::atomic::Ordering::Relaxed);
+                    let stalled = ms > 0 && now >= since + Duration::from_millis(ms - 1) + STALLED;
+                    if stalled || deadline.is_some_and(|d| now >= d) {
+                        if let Some(slot) = slot.upgrade() {
+                            slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        }
+                        return;
+                    }
                 }
             })
             .abort_handle()
-        });
-        HeldSlot { slot, release }
+        };
+        HeldSlot {
+            slot,
+            polled,
+            since,
+            release,
+        }
+    }
+
+    /// Notes that the body was polled (stored plus one, so 0 keeps meaning "no body yet").
+    fn polled_now(&self) {
+        let ms = self.since.elapsed().as_millis() as u64 + 1;
+        self.polled.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl Drop for HeldSlot {
     fn drop(&mut self) {
-        if let Some(release) = &self.release {
-            release.abort();
-        }
+        self.release.abort();
         self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
@@ -177,7 +213,7 @@ enum Answer<B> {
 /// A response body that holds its query's slot, if it has one.
 pub struct SlotBody<B> {
     answer: Answer<B>,
-    _slot: Option<HeldSlot>,
+    slot: Option<HeldSlot>,
 }
 
 impl<B: http_body::Body<Data = Bytes>> http_body::Body for SlotBody<B> {
@@ -188,6 +224,9 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for SlotBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        if let Some(slot) = &self.slot {
+            slot.polled_now();
+        }
         match &mut self.answer {
             Answer::Inner(inner) => inner.as_mut().poll_frame(cx),
             Answer::Refusal(bytes) => Poll::Ready(bytes.take().map(|b| Ok(http_body::Frame::data(b)))),
@@ -210,9 +249,13 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for SlotBody<B> {
 }
 
 fn with_slot<B>(response: http::Response<B>, slot: Option<HeldSlot>) -> http::Response<SlotBody<B>> {
+    // The body exists from here: its stall clock starts now, polled or not.
+    if let Some(slot) = &slot {
+        slot.polled_now();
+    }
     response.map(|inner| SlotBody {
         answer: Answer::Inner(Box::pin(inner)),
-        _slot: slot,
+        slot,
     })
 }
 
@@ -233,7 +276,7 @@ fn timed_out<B>(path: &str, stage: Stage, message: String) -> http::Response<Slo
     };
     let refusal = |bytes: Bytes| SlotBody {
         answer: Answer::Refusal(Some(bytes)),
-        _slot: None,
+        slot: None,
     };
     if path.starts_with("/jaeger.") {
         return tonic::Status::new(grpc, message)
@@ -513,6 +556,8 @@ mod tests {
         assert_eq!((t, text(r).await.as_str()), (20, "answer"));
     }
 
+    /// A body the server keeps polling (its client reads; the handler is slow to produce)
+    /// holds its slot until the time limit.
     #[tokio::test(start_paused = true)]
     async fn a_body_still_unsent_at_the_time_limit_gives_its_slot_back() {
         let svc = service(1, TEN_S, Arc::default());
@@ -521,19 +566,59 @@ mod tests {
         assert_eq!(stalled.status(), 200);
         let mut stalled = stalled.into_body();
         assert_eq!(next_chunk(&mut stalled).await.unwrap(), "first");
+        let reader = tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(Duration::from_secs(1), next_chunk(&mut stalled)).await;
+            }
+        });
 
         tokio::time::sleep(Duration::from_secs(1)).await;
         let r = call(&svc, "/api/traces").await;
         assert_eq!(
             start.elapsed().as_secs(),
             10,
-            "admitted when the stalled body's time ran out"
+            "admitted when the polled body's time ran out, not when it paused"
         );
+        assert_eq!(text(r).await, "answer");
+        reader.abort();
+    }
+
+    /// A body the server cannot send (its client stopped reading a stream) gives its slot back
+    /// after `STALLED`, long before the time limit; it is not cut off.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_not_polled_for_a_while_gives_its_slot_back() {
+        let svc = service(1, Duration::from_secs(60), Arc::default());
+        let start = Instant::now();
+        let mut stalled = call(&svc, "/api/traces?stall").await.into_body();
+        assert_eq!(next_chunk(&mut stalled).await.unwrap(), "first");
+
+        let r = call(&svc, "/api/traces").await;
+        assert_eq!(start.elapsed(), STALLED, "admitted once the first body went unpolled");
         assert_eq!(text(r).await, "answer");
         // The stalled answer is not cut off: a client that reads again still gets it.
         assert!(matches!(stalled.answer, Answer::Inner(_)));
         drop(stalled);
         assert_eq!(text(call(&svc, "/api/traces").await).await, "answer");
+    }
+
+    /// A handler that runs long (its body does not exist yet) keeps its slot: the stall clock
+    /// starts with the body.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_running_handler_keeps_its_slot() {
+        let svc = service(1, Duration::from_secs(60), Arc::default());
+        let start = Instant::now();
+        let _hung = tokio::spawn({
+            let svc = svc.clone();
+            async move { call(&svc, "/api/traces?hang").await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let r = call(&svc, "/api/traces").await;
+        assert_eq!(
+            start.elapsed().as_secs(),
+            60,
+            "admitted only at the hung query's time limit"
+        );
+        assert_eq!(text(r).await, "answer");
     }
 
     #[tokio::test(start_paused = true)]
