@@ -450,63 +450,33 @@ impl SharedCaps {
     fn apply(&mut self, s: &mut Span, l: &Limits) -> u64 {
         let max = l.max_attribute_value_length;
         let mut n = 0;
-        n += cap_shared(
-            &mut self.resource,
-            &mut s.resource,
-            |r| too_long(&r.attributes, max),
-            |r| cap_lengths(&mut r.attributes, max),
-        );
-        n += cap_shared(
-            &mut self.scope,
-            &mut s.scope,
-            |sc| sc.name.len() > max || sc.version.len() > max || too_long(&sc.attributes, max),
-            |sc| {
-                truncate_string(&mut sc.name, max)
-                    + truncate_string(&mut sc.version, max)
-                    + cap_lengths(&mut sc.attributes, max)
-            },
-        );
+        n += cap_shared(&mut self.resource, &mut s.resource, |r| {
+            cap_lengths(&mut r.attributes, max)
+        });
+        n += cap_shared(&mut self.scope, &mut s.scope, |sc| {
+            truncate_string(&mut sc.name, max)
+                + truncate_string(&mut sc.version, max)
+                + cap_lengths(&mut sc.attributes, max)
+        });
         n
     }
 }
 
-/// Replaces `value` by its capped copy if it is `too_long`; `last` remembers the last one
-/// seen (spans of one resource come together), so its truncations are counted once.
-fn cap_shared<T: Clone>(
-    last: &mut Option<(Arc<T>, Arc<T>)>,
-    value: &mut Arc<T>,
-    too_long: impl Fn(&T) -> bool,
-    cap: impl Fn(&mut T) -> u64,
-) -> u64 {
+/// Replaces `value` by a capped copy when capping cut something (else keeps the shared
+/// original); `last` remembers the last one seen (spans of one resource come together), so
+/// each is copied and counted once per request.
+fn cap_shared<T: Clone>(last: &mut Option<(Arc<T>, Arc<T>)>, value: &mut Arc<T>, cap: impl Fn(&mut T) -> u64) -> u64 {
     if let Some((seen, capped)) = last {
         if Arc::ptr_eq(seen, value) {
             *value = capped.clone();
             return 0;
         }
     }
-    let (capped, n) = if too_long(value) {
-        let mut copy = T::clone(value);
-        let n = cap(&mut copy);
-        (Arc::new(copy), n)
-    } else {
-        (value.clone(), 0)
-    };
+    let mut copy = T::clone(value);
+    let n = cap(&mut copy);
+    let capped = if n == 0 { value.clone() } else { Arc::new(copy) };
     *last = Some((std::mem::replace(value, capped.clone()), capped));
     n
-}
-
-/// Whether a string or bytes value in `attrs` is longer than `max` bytes.
-fn too_long(attrs: &[KeyValue], max: usize) -> bool {
-    fn value(v: &AnyValue, max: usize) -> bool {
-        match v {
-            AnyValue::String(s) => s.len() > max,
-            AnyValue::Bytes(b) => b.len() > max,
-            AnyValue::Array(a) => a.iter().any(|x| value(x, max)),
-            AnyValue::KvList(kv) => too_long(kv, max),
-            _ => false,
-        }
-    }
-    attrs.iter().any(|kv| value(&kv.value, max))
 }
 
 fn truncate_value(v: &mut AnyValue, max: usize) -> u64 {

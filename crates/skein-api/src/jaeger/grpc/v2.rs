@@ -184,10 +184,7 @@ pub fn trace_id_of(bytes: &[u8]) -> Result<TraceId, Status> {
             )))
         }
     }
-    if id == [0; 16] {
-        return Err(Status::invalid_argument("trace_id must not be all zeros"));
-    }
-    Ok(id)
+    crate::jaeger::http::not_all_zeros(id, &skein_model::hex::encode(&id)).map_err(Status::invalid_argument)
 }
 
 /// A trace as response chunks, each under the chunk byte budget.
