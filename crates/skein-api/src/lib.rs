@@ -4,6 +4,8 @@
 pub mod admission;
 pub mod jaeger;
 pub mod params;
+/// Prometheus' standard `process_*` metrics.
+pub mod process_metrics;
 /// Jaeger remote-sampling endpoints (HTTP and gRPC) for SDKs.
 pub mod sampling;
 /// Closing connections whose client stopped reading its answer.
@@ -34,6 +36,6 @@ pub fn router(engine: QueryEngine) -> Router {
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        skein_model::metrics::render(),
+        skein_model::metrics::render() + &process_metrics::render(),
     )
 }

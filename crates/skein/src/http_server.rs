@@ -58,6 +58,30 @@ pub fn spawn(
     })
 }
 
+/// Errors of one connection that died in the backlog: skip it and accept the next.
+pub fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// After an accept error that is not about one connection — usually no file descriptor left
+/// (`EMFILE`) — logs it and waits a second before the next accept, as axum does on the HTTP
+/// ports: the refused connection is still in the backlog, so accepting at once fails at once.
+pub async fn pause_after_accept_error(server: &str, e: &io::Error) {
+    tracing::error!(
+        server,
+        error = %e,
+        "cannot accept a connection; retrying in 1s (out of file descriptors? see process_open_fds \
+         and process_max_fds in /metrics)"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 /// A connection that fails its reads with `TimedOut` if no byte arrives within the limit of
 /// its opening; after the first byte it is the plain connection.
 pub struct FirstByteBy<I> {

@@ -5,6 +5,7 @@ mod demo;
 mod generate;
 mod http_server;
 mod load;
+mod open_files;
 mod query_bench;
 mod serve;
 

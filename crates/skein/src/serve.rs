@@ -47,6 +47,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// server in-process and stops it itself).
 pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    crate::open_files::raise_limit();
     if cfg.store.max_pending_blocks == 0 {
         tracing::warn!(
             "store.max_pending_blocks = 0: no head may wait to become a block, so every span request \
@@ -126,7 +127,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         let receive_budget = skein_ingest::receive_budget(pipeline.clone(), "otlp_grpc");
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream_of(l, read_timeout);
+            let incoming = tokio_stream_of(l, read_timeout, "OTLP gRPC server");
             tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("otlp.max_request_bytes"),
@@ -191,9 +192,12 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .layer(tower::util::MapRequestLayer::new(receive_budget))
                 .add_service(svc)
                 .add_service(sampling_svc)
-                .serve_with_incoming_shutdown(tokio_stream_of(l, read_timeout), async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
+                .serve_with_incoming_shutdown(
+                    tokio_stream_of(l, read_timeout, "Jaeger gRPC collector server"),
+                    async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                )
                 .await
                 .context("Jaeger gRPC collector server")
         }));
@@ -236,9 +240,12 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .layer(admission)
                 .add_service(v2)
                 .add_service(v3)
-                .serve_with_incoming_shutdown(tokio_stream_of(l, read_timeout), async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
+                .serve_with_incoming_shutdown(
+                    tokio_stream_of(l, read_timeout, "Jaeger gRPC query server"),
+                    async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                )
                 .await
                 .context("Jaeger gRPC query server")
         }));
@@ -289,16 +296,26 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
 
 /// The gRPC servers' connections; each must send its first byte within `read_timeout`
 /// ([`http_server::FirstByteBy`]).
+///
+/// An accept that fails for want of file descriptors (or memory) is retried after a second,
+/// as axum does on the HTTP ports. tonic would retry it at once, and since the connection is
+/// still waiting in the backlog, that spins a core until a descriptor frees up.
 fn tokio_stream_of(
     l: TcpListener,
     read_timeout: Option<std::time::Duration>,
+    server: &'static str,
 ) -> impl futures::Stream<Item = std::io::Result<http_server::FirstByteBy<tokio::net::TcpStream>>> {
     futures::stream::unfold(l, move |l| async move {
-        let r = l.accept().await.map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            http_server::FirstByteBy::new(s, read_timeout)
-        });
-        Some((r, l))
+        loop {
+            match l.accept().await {
+                Ok((s, _)) => {
+                    let _ = s.set_nodelay(true);
+                    return Some((Ok(http_server::FirstByteBy::new(s, read_timeout)), l));
+                }
+                Err(e) if http_server::is_connection_error(&e) => continue,
+                Err(e) => http_server::pause_after_accept_error(server, &e).await,
+            }
+        }
     })
 }
 

@@ -40,6 +40,11 @@ pub fn bin() -> &'static str {
 impl Server {
     /// Starts `skein serve` on `data_dir` with every port on 127.0.0.1:0 plus extra `--set`s.
     pub fn start(data_dir: &Path, sets: &[&str]) -> Server {
+        Server::start_with(data_dir, sets, |_| {})
+    }
+
+    /// [`Server::start`], with a last say over the command (environment, limits, stderr).
+    pub fn start_with(data_dir: &Path, sets: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
         let mut cmd = Command::new(bin());
         cmd.arg("serve").arg("--data-dir").arg(data_dir);
         for key in ALL_ADDRS {
@@ -51,6 +56,7 @@ impl Server {
         cmd.env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("spawn skein");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
