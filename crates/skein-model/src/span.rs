@@ -410,7 +410,7 @@ pub struct DecodedSizes {
     /// strings or bytes (nested ones too; resources and scopes counted by their whole encoded
     /// size), span and event names, status messages, trace states.
     pub longest_string: usize,
-    /// The most attributes of one span, event or link.
+    /// The most attributes of one span, event, link, resource or scope.
     pub most_attributes: usize,
     /// The most events of one span.
     pub most_events: usize,

@@ -15,7 +15,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Attributes kept per span, event and link; the rest are dropped and counted.
+    /// Attributes kept per span, event, link, resource and scope; the rest are dropped and
+    /// counted (a resource's `service.name` is always kept).
     pub max_attributes_per_span: usize,
     /// Strings a client controls are truncated to this many bytes: string or bytes attribute
     /// values (resource and scope ones too), span, event and scope names, status messages and
@@ -451,12 +452,18 @@ impl SharedCaps {
         let max = l.max_attribute_value_length;
         let mut n = 0;
         n += cap_shared(&mut self.resource, &mut s.resource, |r| {
-            cap_lengths(&mut r.attributes, max)
+            // `service.name` names the spans' service everywhere: it stays whatever its place.
+            if let Some(i) = r.attributes.iter().position(|kv| kv.key == "service.name") {
+                if i >= l.max_attributes_per_span && l.max_attributes_per_span > 0 {
+                    r.attributes.swap(i, l.max_attributes_per_span - 1);
+                }
+            }
+            cap_attrs(&mut r.attributes, &mut r.dropped_attributes_count, l)
         });
         n += cap_shared(&mut self.scope, &mut s.scope, |sc| {
             truncate_string(&mut sc.name, max)
                 + truncate_string(&mut sc.version, max)
-                + cap_lengths(&mut sc.attributes, max)
+                + cap_attrs(&mut sc.attributes, &mut sc.dropped_attributes_count, l)
         });
         n
     }
@@ -658,6 +665,48 @@ mod tests {
             "a service name too long",
             &|s| s.resource = resource("service.name", "checkout-api"),
             &|s| s.resource = resource("service.name", "checkout"),
+        );
+        // Resources and scopes are capped in count too; `service.name` stays wherever it was.
+        let many = |n: usize| {
+            let mut attributes = attrs(n);
+            attributes.push(KeyValue::string("service.name", "shop"));
+            attributes
+        };
+        case(
+            "a resource attribute too many",
+            &|s| {
+                s.resource = Arc::new(Resource {
+                    attributes: many(3),
+                    dropped_attributes_count: 0,
+                })
+            },
+            &|s| {
+                let mut attributes = many(3);
+                attributes.swap(2, 3);
+                attributes.truncate(3);
+                s.resource = Arc::new(Resource {
+                    attributes,
+                    dropped_attributes_count: 1,
+                })
+            },
+        );
+        case(
+            "a scope attribute too many",
+            &|s| {
+                s.scope = Arc::new(Scope {
+                    name: "lib".into(),
+                    attributes: attrs(4),
+                    ..Default::default()
+                })
+            },
+            &|s| {
+                s.scope = Arc::new(Scope {
+                    name: "lib".into(),
+                    attributes: attrs(3),
+                    dropped_attributes_count: 1,
+                    ..Default::default()
+                })
+            },
         );
         case(
             "a scope name too long",

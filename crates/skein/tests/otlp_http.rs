@@ -431,6 +431,33 @@ async fn grpc_partial_success_and_limits() {
     let (_, v) = get_json(format!("{}/api/services/zipkin-s/operations", s.query_url())).await;
     assert_eq!(v["data"], serde_json::json!(["zipkin-o"]));
 
+    // A resource is capped in attributes like a span (128 by default), and its service name
+    // is kept wherever it was sent: here last of 200.
+    let t3 = rand_bytes::<16>();
+    let mut crowded = request("crowd", vec![span(t3, rand_bytes(), None, "op")]);
+    let resource = crowded.resource_spans[0].resource.as_mut().unwrap();
+    let tags = (0..199).map(|i| KeyValue {
+        key: format!("r{i}"),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("v".into())),
+        }),
+        ..Default::default()
+    });
+    resource.attributes.splice(0..0, tags);
+    client.export(crowded).await.unwrap();
+    let (_, v) = get_json(format!("{}/api/traces/{}", s.query_url(), hex(&t3))).await;
+    let process = v["data"][0]["processes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(process["serviceName"], "crowd");
+    let tags = process["tags"].as_array().unwrap();
+    assert_eq!(tags.len(), 127, "128 attributes kept, service.name among them");
+    assert_eq!(tags[126]["key"], "r126");
+
     // Over otlp.max_request_bytes, plain or once decompressed: RESOURCE_EXHAUSTED without retry
     // advice, which OTLP exporters do not retry (tonic said OUT_OF_RANGE, which they retry).
     let mut big = span(rand_bytes(), rand_bytes(), None, "big");

@@ -325,6 +325,7 @@ impl<'a> Decoder<'a> {
             self.note_string(e - s);
         }
         let resource = self.shared(&RECENT_RESOURCES, &resource_fields, Self::resource)?;
+        self.note_attributes(resource.attributes.len());
         for (s, e) in scope_spans {
             self.scope_spans(s, e, &resource)?;
         }
@@ -378,6 +379,7 @@ impl<'a> Decoder<'a> {
             self.note_string(e - s);
         }
         let scope = self.shared(&RECENT_SCOPES, &scope_fields, Self::scope)?;
+        self.note_attributes(scope.attributes.len());
         self.out.batch.spans.reserve(spans.len());
         for (s, e) in spans {
             match self.span(s, e, resource, &scope)? {
@@ -586,7 +588,8 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// Notes an event's or a link's attribute count in `DecodedSizes::most_attributes`.
+    /// Notes the attribute count of an event, link, resource or scope in
+    /// `DecodedSizes::most_attributes`.
     fn note_attributes(&mut self, n: usize) {
         if let Some(sizes) = &mut self.out.sizes {
             sizes.most_attributes = sizes.most_attributes.max(n);
