@@ -349,6 +349,8 @@ pub enum SpanError {
     },
     #[error("trace already has {limit} spans (limits.max_spans_per_trace)")]
     TooManySpansInTrace { limit: usize },
+    #[error("span id sent twice in this request for one trace; the first copy is kept")]
+    DuplicateSpanId,
     #[error("{0} is negative or out of range")]
     TimeRange(&'static str),
     #[error("required field {0} is missing")]
@@ -378,6 +380,7 @@ impl SpanError {
             SpanError::Kind(_) | SpanError::StatusCode(_) => "invalid_enum",
             SpanError::LinkIds { .. } => "invalid_link",
             SpanError::TooManySpansInTrace { .. } => "trace_too_large",
+            SpanError::DuplicateSpanId => "duplicate_span_id",
             SpanError::TimeRange(_) => "invalid_time",
             SpanError::MissingField(_) => "missing_field",
             SpanError::Malformed(_) => "malformed",

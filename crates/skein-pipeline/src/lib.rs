@@ -293,23 +293,30 @@ impl Pipeline {
             }
         }
         m.truncated.add(truncated);
-        if self.limits.max_spans_per_trace > 0 {
+        {
+            // A span id sent twice in one request: reads show one copy of a span (the first), so
+            // a second copy stored would be found by searches that the trace then contradicts.
+            // (Hash maps keyed by client ids keep std's seeded hasher: no crafted collisions.)
             let mut kept = Vec::with_capacity(spans.len());
+            let mut seen: std::collections::HashSet<(skein_model::TraceId, skein_model::SpanId)> =
+                std::collections::HashSet::with_capacity(spans.len());
             let mut counts: std::collections::HashMap<skein_model::TraceId, usize> = Default::default();
+            let limit = self.limits.max_spans_per_trace;
             for (i, s) in spans.into_iter().enumerate() {
-                let n = counts
-                    .entry(s.trace_id)
-                    .or_insert_with(|| self.store.head_spans_in_trace(&s.trace_id));
-                if *n >= self.limits.max_spans_per_trace {
-                    outcome.rejected.push(Rejected {
-                        index: i,
-                        error: SpanError::TooManySpansInTrace {
-                            limit: self.limits.max_spans_per_trace,
-                        },
-                    });
-                } else {
+                let error = if !seen.insert((s.trace_id, s.span_id)) {
+                    Some(SpanError::DuplicateSpanId)
+                } else if limit > 0 {
+                    let n = counts
+                        .entry(s.trace_id)
+                        .or_insert_with(|| self.store.head_spans_in_trace(&s.trace_id));
                     *n += 1;
-                    kept.push(s);
+                    (*n > limit).then_some(SpanError::TooManySpansInTrace { limit })
+                } else {
+                    None
+                };
+                match error {
+                    Some(error) => outcome.rejected.push(Rejected { index: i, error }),
+                    None => kept.push(s),
                 }
             }
             spans = kept;

@@ -431,6 +431,28 @@ async fn grpc_partial_success_and_limits() {
     let (_, v) = get_json(format!("{}/api/services/zipkin-s/operations", s.query_url())).await;
     assert_eq!(v["data"], serde_json::json!(["zipkin-o"]));
 
+    // A span id sent twice for one trace in one request: the second copy is rejected, so no
+    // search can match a copy the trace does not show.
+    let (t4, id) = (rand_bytes::<16>(), rand_bytes::<8>());
+    let first = span(t4, id, None, "once");
+    let mut again = first.clone();
+    again.end_time_unix_nano = again.start_time_unix_nano + 400_000_000;
+    let resp = client
+        .export(request("dup", vec![first.clone(), again]))
+        .await
+        .unwrap()
+        .into_inner();
+    let ps = resp.partial_success.expect("the copy is rejected");
+    assert_eq!(ps.rejected_spans, 1);
+    assert!(ps.error_message.contains("sent twice"), "{}", ps.error_message);
+    let (_, v) = get_json(format!("{}/api/traces/{}", s.query_url(), hex(&t4))).await;
+    let stored = v["data"][0]["spans"].as_array().unwrap();
+    assert_eq!(stored.len(), 1);
+    let first_us = (first.end_time_unix_nano - first.start_time_unix_nano) / 1000;
+    assert_eq!(stored[0]["duration"], first_us);
+    let (_, v) = get_json(format!("{}/api/traces?service=dup&minDuration=300ms", s.query_url())).await;
+    assert_eq!(v["data"], json!([]), "a search matched the rejected copy");
+
     // A resource is capped in attributes like a span (128 by default), and its service name
     // is kept wherever it was sent: here last of 200.
     let t3 = rand_bytes::<16>();
