@@ -129,6 +129,8 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream_of(l, read_timeout, "OTLP gRPC server");
             tonic::transport::Server::builder()
+                .http2_keepalive_interval(read_timeout)
+                .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("otlp.max_request_bytes"),
                 ))
@@ -186,6 +188,8 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .http2_keepalive_interval(read_timeout)
+                .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("jaeger.max_request_bytes"),
                 ))
@@ -234,6 +238,8 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         let admission = admission.clone();
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .http2_keepalive_interval(read_timeout)
+                .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("the 1 MiB limit of query requests"),
                 ))
@@ -295,7 +301,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
 }
 
 /// The gRPC servers' connections; each must send its first byte within `read_timeout`
-/// ([`http_server::FirstByteBy`]).
+/// ([`http_server::OpeningBy`]).
 ///
 /// An accept that fails for want of file descriptors (or memory) is retried after a second,
 /// as axum does on the HTTP ports. tonic would retry it at once, and since the connection is
@@ -304,13 +310,13 @@ fn tokio_stream_of(
     l: TcpListener,
     read_timeout: Option<std::time::Duration>,
     server: &'static str,
-) -> impl futures::Stream<Item = std::io::Result<http_server::FirstByteBy<tokio::net::TcpStream>>> {
+) -> impl futures::Stream<Item = std::io::Result<http_server::OpeningBy<tokio::net::TcpStream>>> {
     futures::stream::unfold(l, move |l| async move {
         loop {
             match l.accept().await {
                 Ok((s, _)) => {
                     let _ = s.set_nodelay(true);
-                    return Some((Ok(http_server::FirstByteBy::new(s, read_timeout)), l));
+                    return Some((Ok(http_server::OpeningBy::new(s, read_timeout)), l));
                 }
                 Err(e) if http_server::is_connection_error(&e) => continue,
                 Err(e) => http_server::pause_after_accept_error(server, &e).await,

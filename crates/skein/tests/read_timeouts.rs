@@ -180,3 +180,58 @@ async fn request_bodies_that_stall_are_refused() {
     common::post_otlp(&reqwest::Client::new(), &server, "checkout", vec![span]).await;
     server.stop();
 }
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame.
+const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// HTTP/2: a client that sends the preface and stops, or its SETTINGS split half way, is
+/// dropped like a silent one; so is one that opened properly but no longer answers pings (a
+/// dead or hung peer). A client that answers pings keeps its idle connection: a gRPC channel
+/// stays open between exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_must_open_in_time_and_answer_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path(), &[READ_TIMEOUT]);
+    let mut clients = Vec::new();
+    for port in ["otlp_grpc", "otlp_http", "query_grpc", "query_http"] {
+        for (what, opening) in [
+            ("the preface alone", PREFACE.to_vec()),
+            ("half a SETTINGS frame", [PREFACE, &[0, 0, 6, 4, 0]].concat()),
+            ("no answer to pings", [PREFACE, SETTINGS].concat()),
+        ] {
+            let addr = server.addr(port);
+            clients.push(tokio::spawn(async move {
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                client.write_all(&opening).await.unwrap();
+                read_until_closed(&mut client, &format!("{port}, {what}")).await;
+            }));
+        }
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    // hyper's client answers pings: after three times the limit idle, the same connection
+    // still carries a request.
+    for port in ["otlp_grpc", "query_http"] {
+        let addr = server.addr(port);
+        let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        let (mut client, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        let open = tokio::spawn(conn);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(
+            !open.is_finished(),
+            "{port}: an idle connection that answers pings was closed"
+        );
+        let (_, no_body) = tokio::sync::mpsc::unbounded_channel();
+        let request = http::Request::get(format!("http://{addr}/health"))
+            .body(Fed(no_body))
+            .unwrap();
+        let response = client.send_request(request).await;
+        assert!(response.is_ok(), "{port}: {response:?}");
+    }
+    server.stop();
+}
