@@ -254,7 +254,7 @@ mod tests {
         let mut opened = OpeningBy::new(server, Some(Duration::from_secs(60)));
         for piece in [&PREFACE[..5], &PREFACE[5..], &settings[..4], &settings[4..]] {
             client.write_all(piece).await.unwrap();
-            opened.read(&mut buf).await.unwrap();
+            assert_eq!(opened.read(&mut buf).await.unwrap(), piece.len());
         }
         assert!(opened.deadline.is_none(), "opened once SETTINGS was whole");
         let read = tokio::spawn(async move { opened.read(&mut buf).await.map(|_| ()) });
@@ -266,7 +266,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(256);
         let mut post = OpeningBy::new(server, Some(Duration::from_secs(60)));
         client.write_all(b"PO").await.unwrap();
-        post.read(&mut buf).await.unwrap();
+        assert_eq!(post.read(&mut buf).await.unwrap(), 2);
         assert!(post.deadline.is_none());
     }
 }
