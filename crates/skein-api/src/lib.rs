@@ -39,3 +39,42 @@ async fn metrics() -> impl IntoResponse {
         skein_model::metrics::render() + &process_metrics::render(),
     )
 }
+
+/// Gives a 405 the body the routers leave empty, in the shape of the API asked: Jaeger v1's
+/// `errors`, api_v3's `error`, the UI's `error`, plain text elsewhere (OTLP, Zipkin, Jaeger
+/// thrift, metrics). Applied to every HTTP port.
+pub async fn explain_method_not_allowed(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let response = next.run(req).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let msg = format!("method {method} is not allowed on {path}; allowed: {allow}");
+    let status = StatusCode::METHOD_NOT_ALLOWED;
+    let (mut parts, _) = response.into_parts();
+    let mut answer = if path.starts_with("/api/v3/") {
+        axum::Json(jaeger::v3::v3_error_body(status, msg)).into_response()
+    } else if path.starts_with("/api/ui/") {
+        axum::Json(ui::api::error_body(msg)).into_response()
+    } else if path.starts_with("/api/") && !path.starts_with("/api/v2/") {
+        axum::Json(jaeger::http::v1_error_body(status, msg)).into_response()
+    } else {
+        (msg + "\n").into_response()
+    };
+    // Keep `Allow` and CORS headers; the body's own type and length replace the old ones.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(answer.headers_mut().drain());
+    *answer.headers_mut() = parts.headers;
+    *answer.status_mut() = status;
+    answer
+}

@@ -33,6 +33,11 @@ pub fn spawn(
     mut stop: watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    // A 405 says what was wrong, in the API's own error shape. Outside the router, where the
+    // answer already carries its `Allow` header.
+    let app = axum::Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn(skein_api::explain_method_not_allowed));
     tokio::spawn(async move {
         let mut listener = listener;
         let mut builder = Builder::new(TokioExecutor::new());

@@ -718,3 +718,35 @@ fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let n = stream.read(&mut answer).expect("an answer within 30 s");
     String::from_utf8_lossy(&answer[..n]).into_owned()
 }
+
+/// A wrong method gets a 405 that says so, with `Allow`, in each API's own error shape.
+#[tokio::test]
+async fn wrong_methods_are_explained_in_each_apis_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let zipkin = format!("http://{}", s.addr("zipkin_http"));
+    for (method, url, pick) in [
+        ("POST", format!("{}/api/traces", s.query_url()), "/errors/0/msg"),
+        ("POST", format!("{}/api/v3/traces", s.query_url()), "/error/message"),
+        ("DELETE", format!("{}/api/ui/search", s.query_url()), "/error"),
+        ("GET", format!("{}/v1/traces", s.http_url()), ""),
+        ("PUT", format!("{zipkin}/api/v2/spans"), ""),
+    ] {
+        let r = client.request(method.parse().unwrap(), &url).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method} {url}");
+        let allow = r.headers()["allow"].to_str().unwrap().to_string();
+        let body = r.text().await.unwrap();
+        let msg = if pick.is_empty() {
+            body
+        } else {
+            let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
+            v.pointer(pick).and_then(Value::as_str).unwrap_or_default().to_string()
+        };
+        assert!(
+            msg.contains(&format!("method {method} is not allowed")) && msg.contains(&allow),
+            "{method} {url}: {msg}"
+        );
+    }
+    assert!(s.stop());
+}
