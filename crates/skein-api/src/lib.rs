@@ -31,6 +31,17 @@ pub fn router(engine: QueryEngine) -> Router {
         .merge(ui::router(engine_for_ui))
         // The UI's pages for non-API paths; `/api/*` and `/static/*` misses stay a plain 404.
         .fallback(ui::fallback)
+        .layer(axum::middleware::map_response(no_sniffing))
+}
+
+/// Browsers must take every answer as the type it declares: an API answer echoing span data
+/// (or an error echoing a parameter) is never run as a page or a script.
+async fn no_sniffing(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -351,6 +351,32 @@ async fn ui_end_to_end_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let client = reqwest::Client::new();
+    // The page runs only skein's own scripts (the run below fails on any CSP violation), and
+    // no answer may be sniffed into another type.
+    let page = client
+        .get(format!("{}/search", server.query_url()))
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self';") && csp.contains("frame-ancestors 'self'"),
+        "{csp}"
+    );
+    for path in [
+        "/search",
+        "/api/services",
+        "/api/ui/services",
+        "/static/js/main.js",
+        "/metrics",
+    ] {
+        let r = client
+            .get(format!("{}{path}", server.query_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
     let now = now_ns();
     // The big trace first: autocomplete reads the newest 100,000 head spans, which must include
     // the small traces' attributes.
