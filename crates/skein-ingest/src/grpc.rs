@@ -13,6 +13,8 @@ use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::server::NamedService;
 use tonic::Status;
 
+use crate::arriving::{Arriving, Interrupted};
+
 /// One unary gRPC method of an ingest receiver.
 pub trait UnaryMethod: Send + Sync + 'static {
     /// Fully qualified service name, e.g. `jaeger.api_v2.CollectorService`.
@@ -105,84 +107,17 @@ pub fn receive_budget(
 ) -> impl FnMut(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> + Clone {
     let metrics = skein_pipeline::ProtocolMetrics::new(protocol);
     move |req| {
-        let receiving = pipeline.receiving();
-        let stall = pipeline.limits().read_timeout().map(|t| Stall {
-            after: t,
-            timer: Box::pin(tokio::time::sleep(t)),
-            metrics: metrics.clone(),
-        });
+        let metrics = metrics.clone();
         req.map(|body| {
-            tonic::body::Body::new(BudgetedBody {
-                inner: body,
-                receiving,
-                stall,
-            })
-        })
-    }
-}
-
-struct BudgetedBody {
-    inner: tonic::body::Body,
-    receiving: skein_pipeline::Receiving,
-    stall: Option<Stall>,
-}
-
-/// The time a body may send nothing; reset by each frame.
-struct Stall {
-    after: std::time::Duration,
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    metrics: skein_pipeline::ProtocolMetrics,
-}
-
-impl Body for BudgetedBody {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {
-                let stalled = self
-                    .stall
-                    .as_mut()
-                    .is_some_and(|s| s.timer.as_mut().poll(cx).is_ready());
-                match self.stall.take() {
-                    Some(stall) if stalled => {
-                        stall.metrics.request("read_timeout");
-                        let msg = format!(
-                            "the request stalled: nothing of it arrived for {} (limits.read_timeout)",
-                            skein_model::units::format_duration(stall.after)
-                        );
-                        return Poll::Ready(Some(Err(Status::deadline_exceeded(msg))));
-                    }
-                    stall => self.stall = stall,
+            tonic::body::Body::new(Arriving::new(body, &pipeline, move |e| match e {
+                Interrupted::Stalled(after) => {
+                    metrics.request("read_timeout");
+                    Status::deadline_exceeded(Interrupted::<Status>::stalled_message(after))
                 }
-                return Poll::Pending;
-            }
-        };
-        if let Some(stall) = &mut self.stall {
-            let next = tokio::time::Instant::now() + stall.after;
-            stall.timer.as_mut().reset(next);
-        }
-        if let Some(data) = frame.data_ref() {
-            if let Err(e) = self.receiving.add(data.len()) {
-                return Poll::Ready(Some(Err(crate::otlp::grpc::submit_status(e))));
-            }
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+                Interrupted::Busy(e) => crate::otlp::grpc::submit_status(e),
+                Interrupted::Body(status) => status,
+            }))
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use skein_pipeline::{Pipeline, ProtocolMetrics, Reservation, SubmitError};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::arriving::{Arriving, Interrupted};
 use crate::body::{self, BodyError};
 
 /// The request's media type, lower-cased and without parameters ("" when absent).
@@ -61,7 +62,6 @@ pub async fn read_body(
     limit: usize,
     limit_key: &'static str,
 ) -> Result<Bytes, Refusal> {
-    use futures::StreamExt;
     let too_large = || {
         m.request("too_large");
         Refusal::Body(
@@ -75,41 +75,36 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    // Counted against the receive budget while it arrives (`Pipeline::receiving`).
-    let mut receiving = pipeline.receiving();
-    let mut chunks = body.into_data_stream();
+    // Counted against the receive budget while it arrives, and timed between pieces.
+    let mut body = Arriving::new(body, pipeline, |e| match e {
+        Interrupted::Stalled(after) => {
+            m.request("read_timeout");
+            Refusal::Body(
+                StatusCode::REQUEST_TIMEOUT,
+                Interrupted::<axum::Error>::stalled_message(after),
+            )
+        }
+        Interrupted::Busy(e) => {
+            m.backpressure.inc();
+            m.request("throttled");
+            Refusal::Busy(e)
+        }
+        Interrupted::Body(e) => {
+            m.request("bad_request");
+            Refusal::Body(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))
+        }
+    });
     // Most bodies arrive as one chunk, kept as it is; only more are copied together.
     let mut single = Bytes::new();
     let mut joined: Option<bytes::BytesMut> = None;
-    let read_timeout = pipeline.limits().read_timeout();
-    loop {
-        let next = match read_timeout {
-            Some(t) => tokio::time::timeout(t, chunks.next()).await.map_err(|_| {
-                m.request("read_timeout");
-                Refusal::Body(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request body stalled: nothing arrived for {} (limits.read_timeout)",
-                        skein_model::units::format_duration(t)
-                    ),
-                )
-            })?,
-            None => chunks.next().await,
+    while let Some(frame) = body.next_frame().await {
+        let Ok(chunk) = frame?.into_data() else {
+            continue; // trailers
         };
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| {
-            m.request("bad_request");
-            Refusal::Body(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))
-        })?;
         let so_far = joined.as_ref().map_or(single.len(), |j| j.len());
         if so_far + chunk.len() > limit {
             return Err(too_large());
         }
-        receiving.add(chunk.len()).map_err(|e| {
-            m.backpressure.inc();
-            m.request("throttled");
-            Refusal::Busy(e)
-        })?;
         match &mut joined {
             Some(j) => j.extend_from_slice(&chunk),
             None if single.is_empty() => single = chunk,
