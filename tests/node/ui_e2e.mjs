@@ -322,6 +322,176 @@ try {
     assert.match(await text('.state-empty'), /Trace not found/);
   });
 
+  // ---- odd links and names ------------------------------------------------------------------
+  await run('a trace link with broken percent-encoding says so, and the app stays usable', async () => {
+    for (const bad of ['%E0%A4%A', '%']) {
+      await page.goto(`${base}/trace/${bad}`);
+      await page.waitForSelector('main[data-view="missing"] .state-empty');
+      assert.match(await text('.state-empty'), /No such page[\s\S]*percent-encoding is broken/);
+    }
+    await page.click('nav a[data-nav="search"]');
+    await page.waitForSelector('.result');
+  });
+
+  // the /api/ui/search request a page load sends
+  const searchRequest = async (query) => {
+    const [req] = await Promise.all([page.waitForRequest((r) => r.url().includes('/api/ui/search?')), page.goto(`${base}/search?${query}`)]);
+    return new URL(req.url()).searchParams;
+  };
+
+  await run('search links keep their filters: an unknown service or operation, key=value tags', async () => {
+    let p = await searchRequest('lookback=1h&service=nosuchservice');
+    assert.equal(p.get('service'), 'nosuchservice');
+    await page.waitForSelector('.state-empty');
+    assert.match(await text('.state-empty'), /No traces match/);
+    assert.equal(await page.inputValue('#f-service'), 'nosuchservice');
+    p = await searchRequest('lookback=1h&service=constructor&operation=nosuchop');
+    assert.equal(p.get('operation'), 'nosuchop');
+    await page.waitForSelector('.state-empty');
+    assert.equal(await page.inputValue('#f-operation'), 'nosuchop');
+    p = await searchRequest('lookback=1h&tags=k0%3Cimg%3D1');
+    assert.equal(p.get('tags'), '{"k0<img":"1"}');
+    assert.equal(await page.inputValue('#f-tags'), 'k0<img=1');
+    // tags that cannot be read are reported, in the link and from the form, never dropped
+    let searched = false;
+    const watch = (r) => { if (r.url().includes('/api/ui/search?')) searched = true; };
+    page.on('request', watch);
+    await page.goto(`${base}/search?lookback=1h&tags=${encodeURIComponent('[1,2]')}`);
+    await page.waitForSelector('.state-error');
+    assert.match(await text('.state-error'), /The search failed[\s\S]*parameter tags: "\[1,2\]"/);
+    assert.equal(await page.inputValue('#f-tags'), '[1,2]');
+    await page.click('#f-submit');
+    await page.waitForFunction(() => /Attributes: cannot read/.test(document.querySelector('.state-error')?.textContent));
+    page.off('request', watch);
+    assert.equal(searched, false, 'no search without the filter');
+  });
+
+  await run('a bad custom time range is reported with the form shown; From/To show only for a custom range', async () => {
+    for (const [query, param] of [['start=garbage&end=abc', 'start'], ['start=99999999999999999999&end=0', 'start'], [`start=${Date.now() * 1000 - 3600e6}&end=abc`, 'end']]) {
+      await page.goto(`${base}/search?lookback=custom&${query}`);
+      await page.waitForSelector('.state-error');
+      assert.match(await text('.state-error'), new RegExp(`The search failed[\\s\\S]*parameter ${param}: `));
+      assert.equal(await page.inputValue('#f-lookback'), 'custom');
+      assert.ok(await page.isVisible('#f-start'), 'the custom range fields are shown');
+    }
+    await shot('16-search-bad-range');
+    await page.goto(`${base}/search?lookback=1h`);
+    await page.waitForSelector('.result');
+    assert.equal(await page.isVisible('#f-start'), false, 'From/To hidden for a quick lookback');
+    await page.selectOption('#f-lookback', 'custom');
+    assert.ok(await page.isVisible('#f-start'));
+  });
+
+  await run('a service named ".." gets its operations', async () => {
+    await page.goto(`${base}/search?lookback=1h&service=..`);
+    await page.waitForFunction(() => [...document.querySelectorAll('#f-operation option')].some((o) => o.value === 'dot-op'));
+    await page.waitForSelector('.result');
+    assert.equal(await page.getAttribute('.result', 'data-trace-id'), ids.odd);
+  });
+
+  // Text with a right-to-left override must sit in an isolating element (or, in tooltips,
+  // between U+2068 and U+2069), so it cannot reorder the text after it.
+  const unisolated = () => page.evaluate(() => {
+    const bad = [];
+    const isolatedInText = (t) => !t.replace(/\u2068[^\u2068\u2069]*\u2069/g, '').includes('\u202e');
+    const walk = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
+    for (let n; (n = walk.nextNode());) {
+      const el = n.parentElement;
+      if (!n.data.includes('\u202e') || el.closest('option') || isolatedInText(n.data)) continue;
+      if (!['isolate', 'isolate-override', 'plaintext'].includes(getComputedStyle(el).unicodeBidi) || !n.data.endsWith('\u202e')) bad.push(`${el.tagName}.${el.className}: ${JSON.stringify(n.data.slice(0, 60))}`);
+    }
+    for (const el of document.querySelectorAll('main [title]')) if (!isolatedInText(el.title)) bad.push(`title of ${el.tagName}.${el.className}`);
+    return bad;
+  });
+  // where the characters of `a` and `b` are, left to right, in the first element matching sel
+  const xOf = (sel, ...texts) => page.evaluate(([sel, texts]) => texts.map((s) => {
+    const walk = document.createTreeWalker(document.querySelector(sel), NodeFilter.SHOW_TEXT);
+    for (let n; (n = walk.nextNode());) {
+      const k = n.data.indexOf(s);
+      if (k < 0) continue;
+      const r = document.createRange();
+      r.setStart(n, k);
+      r.setEnd(n, k + 1);
+      return r.getBoundingClientRect().left;
+    }
+    return NaN;
+  }), [sel, texts]);
+
+  await run('names with a right-to-left override do not reorder the text around them', async () => {
+    await page.goto(`${base}/trace/${ids.odd}`);
+    await page.waitForSelector('.wf-row');
+    const [b, colon, g] = await xOf('.trace-title h1', 'bidi', ':', 'gnp');
+    assert.ok(b < colon && colon < g, `"bidi…: gnp.exe" reads left to right (${b}, ${colon}, ${g})`);
+    await page.hover('.wf-row >> nth=0 >> .wf-name');
+    assert.deepEqual(await unisolated(), [], 'trace header, chips and rows');
+    await page.locator('.wf-row >> nth=0').locator('.wf-name').click();
+    await page.waitForSelector('#detail .detail-body');
+    assert.deepEqual(await unisolated(), [], 'detail panel');
+    await page.keyboard.press('3');
+    await page.waitForSelector('#stats-table');
+    assert.deepEqual(await unisolated(), [], 'statistics');
+    await page.goto(`${base}/search?lookback=1h&service=${encodeURIComponent(ids.bidiService)}`);
+    await page.waitForSelector('.result');
+    const [rb, rcolon, rg] = await xOf('.result-title', 'bidi', ':', 'gnp');
+    assert.ok(rb < rcolon && rcolon < rg, 'search result title');
+    assert.deepEqual(await unisolated(), [], 'search results');
+    await page.goto(`${base}/compare?a=${ids.odd}&b=${ids.odd}`);
+    await page.waitForSelector('#diff-table');
+    assert.deepEqual(await unisolated(), [], 'compare');
+  });
+
+  await run('a 16 KB span name is clamped in the detail panel; dropped attributes, events and links are counted', async () => {
+    await page.goto(`${base}/trace/${ids.odd}?uiFind=${ids.longSpan}`);
+    await page.waitForSelector('#detail .detail-body');
+    const head = await page.locator('#detail .detail-head').boundingBox();
+    const body = await page.locator('#detail .detail-body').boundingBox();
+    assert.ok(head.height < 260, `the panel header stays small (${head.height}px)`);
+    assert.ok(body.y < 700, `the panel body is in view (${body.y}px)`);
+    await shot('17-long-name');
+    assert.equal(await page.locator('#detail h2').textContent(), ids.longName, 'the whole name is in the page');
+    await page.click('#detail .name-toggle');
+    assert.ok((await page.locator('#detail h2').boundingBox()).height > 600, 'unfolds');
+    await page.click('#detail .name-toggle');
+    assert.ok((await page.locator('#detail h2').boundingBox()).height < 120, 'folds again');
+    await page.click('#detail button.copy:has-text("copy name")');
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), ids.longName);
+    const d = await text('#detail .detail-body');
+    assert.match(d, /Attributes \(1, 172 dropped\)/);
+    assert.match(d, /172 attributes were dropped by the sender or by skein's limits/);
+    assert.match(d, /Events \(1, 3 dropped\)/);
+    assert.match(d, /3 events were dropped/);
+    assert.match(d, /2 attributes were dropped/, "the event's own dropped attributes");
+    assert.match(d, /Links \(0, 2 dropped\)/);
+    assert.match(d, /2 links were dropped/);
+    assert.match(d, /Resource \(\d+, 5 dropped\)/, "the resource's dropped attributes");
+  });
+
+  await run('a 50-deep chain: every row shows its service and operation, and its depth', async () => {
+    // rows on screen whose service or operation is (nearly) cut off by the indent
+    const unreadable = () => page.evaluate(() => [...document.querySelectorAll('.wf-row')].filter((row) => {
+      const name = row.querySelector('.wf-name').getBoundingClientRect();
+      const shown = (sel) => { const r = row.querySelector(sel).getBoundingClientRect(); return Math.min(r.right, name.right) - r.left; };
+      return shown('.svc') < 40 || shown('.op') < 30;
+    }).map((row) => `depth ${Number(row.getAttribute('aria-level')) - 1}`));
+    const check = async (what) => {
+      for (const end of ['top', 'bottom']) {
+        await page.evaluate((end) => { const sc = document.querySelector('.wf-scroll'); sc.scrollTop = end === 'top' ? 0 : sc.scrollHeight; }, end);
+        await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+        assert.deepEqual(await unreadable(), [], `${what}, ${end}`);
+      }
+      assert.equal(await text(`.wf-row[aria-level="${ids.deepSpans}"] .depth`), String(ids.deepSpans - 1), 'the deepest row shows its depth');
+    };
+    await page.goto(`${base}/trace/${ids.deep}`);
+    await page.waitForSelector('.wf-row');
+    await check('1440 px wide');
+    await page.setViewportSize({ width: 1024, height: 900 });
+    await page.locator('.wf-row .op').first().click();
+    await page.waitForSelector('#detail .detail-body');
+    await check('1024 px wide with the detail panel open');
+    await shot('18-deep-chain');
+    await page.setViewportSize({ width: 1440, height: 900 });
+  });
+
   // ---- service map --------------------------------------------------------------------------
   // What a laid-out map looks like to a user: every node box inside the visible map area,
   // each service once, the edges drawn.

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildTree, visibleRows, criticalPath, selfTimes, statistics, diffTraces, findSpans, parseTraceFile, fromCompact, ancestors } from '../../ui/js/model.js';
-import { fmtDuration, parseLogfmt, toLogfmt, utcOffset, fmtTime } from '../../ui/js/format.js';
+import { fmtDuration, toLogfmt, readLogfmt, tagsFromParams, timeParamMs, utcOffset, fmtTime } from '../../ui/js/format.js';
 import { layoutGraph } from '../../ui/js/graph.js';
 import { denseGraph } from './ui_graph.mjs';
 
@@ -145,10 +145,58 @@ test('formatting: durations, logfmt, UTC offsets', () => {
   assert.equal(fmtDuration(1830000), '1.83s');
   assert.equal(fmtDuration(125e6), '2m 5s');
   assert.equal(fmtDuration(-2000), '-2ms');
-  assert.deepEqual(parseLogfmt('a=1 b="x y" error=true'), { a: '1', b: 'x y', error: 'true' });
+  assert.deepEqual(readLogfmt('a=1 b="x y" error=true').tags, { a: '1', b: 'x y', error: 'true' });
   assert.equal(toLogfmt({ a: '1', b: 'x y' }), 'a=1 b="x y"');
   assert.match(utcOffset(new Date()), /^UTC[+-]\d\d:\d\d$/);
   assert.match(fmtTime(1_700_000_000_000_000), /^2023-11-1\d \d\d:\d\d:\d\d\.000 UTC[+-]\d\d:\d\d$/);
+});
+
+test('durations: a value that rounds up carries into the next unit', () => {
+  const cases = [
+    [0, '0ns'], [0.9996, '1µs'], [9.9996, '10µs'], [99.96, '100µs'], [999.6, '1ms'], [999.9996, '1ms'],
+    [9999.6, '10ms'], [999999.6, '1s'], [59.994e6, '59.99s'], [59.9995e6, '1m 0s'], [60e6, '1m 0s'],
+    [119.4e6, '1m 59s'], [119.7e6, '2m 0s'], [3599.4e6, '59m 59s'], [3599.6e6, '1h 0m'],
+    [7199.99e6, '2h 0m'], [365 * 86400e6, '8760h 0m'], [365 * 86400e6 - 1e6, '8760h 0m'], [-119.7e6, '-2m 0s'],
+  ];
+  for (const [us, want] of cases) assert.equal(fmtDuration(us), want, `${us}µs`);
+});
+
+test('search links: tags as JSON or key=value text, or an error that keeps them', () => {
+  assert.deepEqual(tagsFromParams('{"http.response.status_code":"500","retry":false}'), { text: 'http.response.status_code=500 retry=false' });
+  assert.deepEqual(tagsFromParams('k0<img=1'), { text: 'k0<img=1' }, 'the form\'s key=value text');
+  assert.deepEqual(tagsFromParams('a=1 b="x y"', ['c:d']), { text: 'a=1 b="x y" c=d' });
+  assert.deepEqual(tagsFromParams(null), { text: '' });
+  for (const bad of ['[1,2]', '123', 'null', '{"a":{"b":1}}', 'a=1 junk', '{"a":']) {
+    const r = tagsFromParams(bad);
+    assert.match(r.error ?? '', /^parameter tags: /, bad);
+    assert.equal(r.text, bad, 'the field shows the parameter as given');
+  }
+  assert.match(tagsFromParams('', ['nocolon']).error, /^parameter tag: /);
+  assert.deepEqual(readLogfmt(' a=1  b="x \\"y\\"" c= '), { tags: { a: '1', b: 'x "y"', c: '' } });
+  assert.match(readLogfmt('a="x y').error, /cannot read/);
+  const odd = { q: 'say "hi" \\ bye', p: 'a\\"b', e: '', 'key with spaces': '1', 'x=y': '2', '"q"': '3' };
+  assert.deepEqual(readLogfmt(toLogfmt(odd)).tags, odd, 'toLogfmt reads back');
+  assert.match(readLogfmt('a=1 [1,2]').error, /cannot read "\[1,2\]"/);
+});
+
+test('search links: start/end must be unix µs a Date can hold', () => {
+  assert.equal(timeParamMs('1700000000000000'), 1700000000000);
+  assert.equal(timeParamMs('0'), 0);
+  for (const bad of ['garbage', '99999999999999999999', '-5', '1e15', '', null, undefined]) assert.equal(timeParamMs(bad), null, String(bad));
+});
+
+test('OTLP JSON: dropped attribute, event and link counts reach the detail', () => {
+  const doc = { resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 's' } }], droppedAttributesCount: 5 }, scopeSpans: [{ spans: [
+    { traceId: '01', spanId: '02', name: 'n', startTimeUnixNano: '1000', endTimeUnixNano: '2000', droppedAttributesCount: 172, droppedEventsCount: 3, droppedLinksCount: 2,
+      events: [{ timeUnixNano: '1500', name: 'e', droppedAttributesCount: 4 }], links: [{ traceId: '03', spanId: '04', droppedAttributesCount: 1 }] },
+    { traceId: '01', spanId: '05', parentSpanId: '02', name: 'm', startTimeUnixNano: '1100', endTimeUnixNano: '1200' },
+  ] }] }] };
+  const [t] = parseTraceFile(JSON.stringify(doc));
+  const [a, b] = t.spans.map((s) => s.detail);
+  assert.deepEqual(a.dropped, { attributes: 172, events: 3, links: 2, resource: 5 });
+  assert.equal(a.events[0].dropped, 4);
+  assert.equal(a.links[0].dropped, 1);
+  assert.deepEqual(b.dropped, { attributes: 0, events: 0, links: 0, resource: 5 }, 'absent counts are zero');
 });
 
 const edge = (parent, child, callCount = 1) => ({ parent, child, callCount });

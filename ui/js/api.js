@@ -31,8 +31,10 @@ export async function getJson(url) {
 
 export const services = async () => (await getJson('/api/services')).data || [];
 
+// The query-string form: in a path, a service named "." or ".." (even as %2E%2E) is a dot
+// segment that the browser resolves away before sending.
 export const operations = async (service) =>
-  (await getJson(`/api/services/${encodeURIComponent(service)}/operations`)).data || [];
+  [...new Set(((await getJson(`/api/operations?${new URLSearchParams({ service })}`)).data || []).map((o) => o.name))];
 
 /** Search rows from /api/ui/search; `params` are Jaeger's search parameters. */
 export const search = async (params) => (await getJson(`/api/ui/search?${params}`)).traces;
@@ -49,7 +51,7 @@ export async function trace(id) {
 export async function spanDetail(t, span) {
   if (span.detail) return span.detail;
   const d = await getJson(`/api/ui/traces/${t.traceId}/spans/${span.id}`);
-  span.detail = detailFromOtlp(d.span, d.resource.attributes, d.scope, t.startUs);
+  span.detail = detailFromOtlp(d.span, d.resource, d.scope, t.startUs);
   return span.detail;
 }
 

@@ -2,7 +2,7 @@
 // `service: operation` names, so every node shows count and time in A and in B and the
 // difference — "why was this one slower" is read off the red bars.
 import * as api from './api.js';
-import { h, statePanel } from './dom.js';
+import { h, statePanel, bdi } from './dom.js';
 import { fmtDuration, fmtTime, serviceColor, fmtCount } from './format.js';
 import { buildTree, diffTraces } from './model.js';
 import { navigate } from './main.js';
@@ -36,7 +36,7 @@ function summary(label, t) {
   const root = t.spans[t.tops[0]];
   return h('div', { class: 'cmp-card' },
     h('div', { class: 'cmp-label' }, label),
-    h('a', { href: `/trace/${t.traceId}` }, h('span', { class: 'swatch', style: { background: serviceColor(root.service) } }), `${root.service}: ${root.name}`),
+    h('a', { href: `/trace/${t.traceId}` }, h('span', { class: 'swatch', style: { background: serviceColor(root.service) } }), bdi(root.service), ': ', bdi(root.name)),
     h('div', { class: 'cmp-nums' }, h('b', {}, fmtDuration(t.duration)), ` · ${fmtCount(t.spans.length)} spans · ${errors} errors`),
     h('div', { class: 'muted' }, fmtTime(t.startUs), ' · ', h('code', {}, t.traceId.slice(0, 16))));
 }
@@ -68,7 +68,7 @@ function render(out, ta, tb) {
   out.replaceChildren(
     h('div', { class: 'cmp-cards' }, summary('A', ta), summary('B', tb)),
     h('p', { class: `verdict ${delta > 0 ? 'slower' : 'faster'}`, id: 'verdict' }, verdict,
-      biggest ? h('span', {}, ' Most of it is in ', h('b', {}, biggest.key), ` (+${fmtDuration(biggest.selfDelta)} of its own time).`) : null),
+      biggest ? h('span', {}, ' Most of it is in ', h('b', {}, bdi(biggest.service), ': ', bdi(biggest.name)), ` (+${fmtDuration(biggest.selfDelta)} of its own time).`) : null),
     rows.length > MAX_ROWS ? h('p', { class: 'muted' }, `Showing the first ${MAX_ROWS} of ${rows.length} nodes.`) : '',
     table);
 }

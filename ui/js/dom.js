@@ -17,6 +17,12 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** A user-supplied name (service, operation) isolated from the text around it: a right-to-left override inside it must not reorder what follows. */
+export const bdi = (name) => h('bdi', {}, name);
+
+/** A service chip: colour, name, count (one inline box inside the flex chip, so the space stays). */
+export const chip = (name, count, color) => h('span', { class: 'chip', style: { '--c': color } }, h('span', {}, bdi(name), ` ${count}`));
+
 const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 export const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ESC[c]);
 

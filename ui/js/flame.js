@@ -1,7 +1,7 @@
 // Flame graph of one trace: x is time, y is depth (root on top), each span a box in its
 // service colour; critical-path spans outlined. Canvas, redrawn for the rows on screen only,
 // so a 100,000-span trace stays light. Click a box to select its span.
-import { fmtDuration, serviceColor, serviceRgb } from './format.js';
+import { fmtDuration, serviceColor, serviceRgb, isolate } from './format.js';
 
 /** Dark text on light boxes, white on dark ones. */
 function textOn([r, g, b]) {
@@ -39,7 +39,7 @@ export class FlameGraph {
       const r = this.canvas.getBoundingClientRect();
       const i = this.hit(e.clientX - r.left, e.clientY - r.top + this.scroller.scrollTop);
       const s = trace.spans[i];
-      this.canvas.title = s ? `${s.service}: ${s.name}\n${fmtDuration(s.duration)} at +${fmtDuration(s.start)}` : '';
+      this.canvas.title = s ? `${isolate(s.service)}: ${isolate(s.name)}\n${fmtDuration(s.duration)} at +${fmtDuration(s.start)}` : '';
     });
     this.ro = new ResizeObserver(() => this.draw());
     this.ro.observe(this.scroller);
@@ -102,7 +102,7 @@ export class FlameGraph {
           g.beginPath();
           g.rect(x, y, bw - 4, ROW);
           g.clip();
-          g.fillText(`${s.name} (${fmtDuration(s.duration)})`, x + 4, y + ROW / 2);
+          g.fillText(`${isolate(s.name)} (${fmtDuration(s.duration)})`, x + 4, y + ROW / 2);
           g.restore();
         }
       }

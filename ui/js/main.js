@@ -1,5 +1,5 @@
 // The single page: routes Jaeger-shaped URLs to views, the theme, global keys and help.
-import { h } from './dom.js';
+import { h, statePanel } from './dom.js';
 import { registerServices } from './format.js';
 import { services } from './api.js';
 import * as searchView from './search.js';
@@ -15,7 +15,9 @@ function route(url) {
   const path = url.pathname.replace(/\/+$/, '') || '/';
   const m = path.match(/^\/trace\/([^/]+)$/);
   if (m) {
-    const id = decodeURIComponent(m[1]);
+    // a hand-edited or truncated link can hold broken percent-encoding (`/trace/%E0%A4%A`)
+    let id;
+    try { id = decodeURIComponent(m[1]); } catch { return [null, '', { problem: `${JSON.stringify(m[1])} is not a trace id: its percent-encoding is broken. A trace id is up to 32 hex characters.` }]; }
     // Jaeger's compare URL: /trace/{a}...{b}
     if (id.includes('...')) {
       const [a, b] = id.split('...');
@@ -52,10 +54,17 @@ function render() {
   main.dataset.view = name || 'missing';
   if (!view) {
     main.append(h('div', { class: 'state state-empty' }, h('h2', {}, 'No such page'),
+      params.problem ? h('p', {}, params.problem) : null,
       h('p', {}, 'Try ', h('a', { href: '/search' }, 'search'), ', or open a trace at /trace/<trace id>.')));
     return;
   }
-  current = view.mount(main, url, params) || null;
+  try {
+    current = view.mount(main, url, params) || null;
+  } catch (e) {
+    // a view that breaks on odd input says so, instead of leaving a blank page
+    console.error(e);
+    main.replaceChildren(statePanel('error', 'This page failed to open', String(e.message || e), h('p', {}, 'Go to ', h('a', { href: '/search' }, 'search'), '.')));
+  }
 }
 
 // ---- theme ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 // service highlights its callers and callees. Click a service or an edge to search its traces.
 import * as api from './api.js';
 import { h, statePanel } from './dom.js';
-import { fmtDuration, serviceColor, fmtCount } from './format.js';
+import { fmtDuration, serviceColor, fmtCount, isolate } from './format.js';
 import { navigate, setUrl } from './main.js';
 import { layoutGraph, curvePath } from './graph.js';
 
@@ -104,9 +104,9 @@ class ServiceMap {
       const g = el('g', { class: `node${errRate > 0 ? ' has-errors' : ''}`, 'data-service': s.name, 'data-layer': p.layer, transform: `translate(${p.x},${p.y})`, tabindex: 0, role: 'link' });
       g.append(el('rect', { width: NW, height: NH, rx: 8 }));
       g.append(el('rect', { width: 6, height: NH, rx: 3, fill: serviceColor(s.name) }));
-      g.append(el('text', { x: 16, y: 23, class: 'node-name' }, s.name.length > 20 ? `${s.name.slice(0, 19)}…` : s.name));
+      g.append(el('text', { x: 16, y: 23, class: 'node-name' }, s.name.length > 20 ? `${isolate(s.name.slice(0, 19))}…` : s.name));
       g.append(el('text', { x: 16, y: 42, class: 'node-stats' }, s.sampledSpans ? `${fmtCount(s.sampledSpans)} spans · ${pct(errRate)} errors` : 'not in the sample'));
-      g.append(el('title', {}, `${s.name}: search its traces`));
+      g.append(el('title', {}, `${isolate(s.name)}: search its traces`));
       const go = () => navigate(`/search?service=${encodeURIComponent(s.name)}&lookback=1h`);
       g.addEventListener('click', () => this.dragged || go());
       g.addEventListener('keydown', (ev) => ev.key === 'Enter' && go());
@@ -138,7 +138,7 @@ class ServiceMap {
       // a wider invisible path makes thin edges easy to hover and click
       g.append(el('path', { d, class: 'hit', 'stroke-width': 12 }));
       const label = `${fmtCount(e.callCount)} calls${e.sampledCalls ? ` · ${pct(errRate)} err · ${fmtDuration(e.meanDurationUs)}` : ''}`;
-      g.append(el('title', {}, `${e.parent} → ${e.child}${r.back ? ' (back edge: closes a cycle)' : ''}\n${label}${e.sampledCalls ? `\nmax ${fmtDuration(e.maxDurationUs)} (sampled)` : ''}`));
+      g.append(el('title', {}, `${isolate(e.parent)} → ${isolate(e.child)}${r.back ? ' (back edge: closes a cycle)' : ''}\n${label}${e.sampledCalls ? `\nmax ${fmtDuration(e.maxDurationUs)} (sampled)` : ''}`));
       // label: the first spot along the route that overlaps no box and no other label; when
       // there is none (or too many edges), it shows on hover only
       const spot = labelSpot(r.points, label, placed);

@@ -107,10 +107,15 @@ export function normalizeId(id, bytes) {
 
 const STATUS = ['UNSET', 'OK', 'ERROR'];
 const KIND_NAMES = { SPAN_KIND_UNSPECIFIED: 0, SPAN_KIND_INTERNAL: 1, SPAN_KIND_SERVER: 2, SPAN_KIND_CLIENT: 3, SPAN_KIND_PRODUCER: 4, SPAN_KIND_CONSUMER: 5 };
+const count = (n) => Math.max(0, Number(n) || 0); // OTLP JSON leaves zero counts out
 const nano = (s) => Number(BigInt(s ?? 0) / 1000n) + Number(BigInt(s ?? 0) % 1000n) / 1000;
 
-/** One OTLP JSON span (plus its resource and scope) as the detail shape the panel shows. */
-export function detailFromOtlp(span, resourceAttrs, scope, traceStartUs) {
+/**
+ * One OTLP JSON span (plus its resource `{attributes, droppedAttributesCount}` and scope) as the
+ * detail shape the panel shows. `dropped` counts what the sender (or skein's limits) left out.
+ */
+export function detailFromOtlp(span, resource, scope, traceStartUs) {
+  const resourceAttrs = resource?.attributes || [];
   const code = typeof span.status?.code === 'string' ? STATUS.indexOf(span.status.code.replace('STATUS_CODE_', '')) : span.status?.code ?? 0;
   const kind = typeof span.kind === 'string' ? KIND_NAMES[span.kind] ?? 0 : span.kind ?? 0;
   return {
@@ -119,10 +124,11 @@ export function detailFromOtlp(span, resourceAttrs, scope, traceStartUs) {
     attributes: otlpAttrs(span.attributes),
     resource: otlpAttrs(resourceAttrs),
     scope: { name: scope?.name || '', version: scope?.version || '' },
-    events: (span.events || []).map((e) => ({ at: nano(e.timeUnixNano) - (traceStartUs ?? 0), name: e.name, attributes: otlpAttrs(e.attributes) })),
-    links: (span.links || []).map((l) => ({ traceId: normalizeId(l.traceId, 16), spanId: normalizeId(l.spanId, 8), attributes: otlpAttrs(l.attributes) })),
+    events: (span.events || []).map((e) => ({ at: nano(e.timeUnixNano) - (traceStartUs ?? 0), name: e.name, attributes: otlpAttrs(e.attributes), dropped: count(e.droppedAttributesCount) })),
+    links: (span.links || []).map((l) => ({ traceId: normalizeId(l.traceId, 16), spanId: normalizeId(l.spanId, 8), attributes: otlpAttrs(l.attributes), dropped: count(l.droppedAttributesCount) })),
+    dropped: { attributes: count(span.droppedAttributesCount), events: count(span.droppedEventsCount), links: count(span.droppedLinksCount), resource: count(resource?.droppedAttributesCount) },
     traceState: span.traceState || '',
-    raw: { span, resource: { attributes: resourceAttrs || [] }, scope },
+    raw: { span, resource: resource || { attributes: [] }, scope },
   };
 }
 
@@ -132,12 +138,13 @@ export function fromOtlp(doc) {
   const byTrace = new Map();
   for (const rs of root.resourceSpans || []) {
     const resAttrs = rs.resource?.attributes || [];
+    const resource = { attributes: resAttrs, droppedAttributesCount: rs.resource?.droppedAttributesCount };
     const service = otlpValue(resAttrs.find((a) => a.key === 'service.name')?.value) || 'unknown_service';
     for (const ss of rs.scopeSpans || rs.instrumentationLibrarySpans || []) {
       for (const sp of ss.spans || []) {
         const traceId = normalizeId(sp.traceId, 16);
         const startAbs = nano(sp.startTimeUnixNano);
-        const detail = detailFromOtlp(sp, resAttrs, ss.scope || ss.instrumentationLibrary, 0);
+        const detail = detailFromOtlp(sp, resource, ss.scope || ss.instrumentationLibrary, 0);
         const list = byTrace.get(traceId) || [];
         list.push({
           id: normalizeId(sp.spanId, 8),

@@ -2,8 +2,8 @@
 // on any span or the whole trace, limit), a scatter plot and a sortable result list. The URL
 // holds the query in Jaeger's parameter names, so a search can be shared and Grafana links work.
 import * as api from './api.js';
-import { h, statePanel } from './dom.js';
-import { fmtDuration, fmtTime, fmtAgo, serviceColor, utcOffset, fmtCount, parseLogfmt, toLogfmt } from './format.js';
+import { h, statePanel, bdi, chip } from './dom.js';
+import { fmtDuration, fmtTime, fmtAgo, serviceColor, utcOffset, fmtCount, readLogfmt, toLogfmt, tagsFromParams, timeParamMs, isolate } from './format.js';
 import { navigate, setUrl } from './main.js';
 
 const LOOKBACKS = [['5m', 'Last 5 minutes'], ['15m', 'Last 15 minutes'], ['30m', 'Last 30 minutes'], ['1h', 'Last hour'], ['2h', 'Last 2 hours'], ['6h', 'Last 6 hours'], ['12h', 'Last 12 hours'], ['24h', 'Last 24 hours'], ['2d', 'Last 2 days'], ['7d', 'Last 7 days'], ['custom', 'Custom range…']];
@@ -13,6 +13,13 @@ const toLocalInput = (ms) => {
   const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
   return d.toISOString().slice(0, 16);
 };
+const SEARCH_HINT = 'Check the attribute filter (key=value pairs) and durations (like 150ms or 2s). If the server is down, start it with `skein serve`.';
+
+/** Picks `value` in a select, adding it as an option when the list lacks it (a service that aged out of the list, an old link). */
+function choose(select, value, note) {
+  if (value && ![...select.options].some((o) => o.value === value)) select.append(h('option', { value }, `${value} (${note})`));
+  select.value = value;
+}
 
 export function mount(root, url) {
   const q = url.searchParams;
@@ -20,14 +27,18 @@ export function mount(root, url) {
 
   const service = h('select', { id: 'f-service', name: 'service', 'aria-label': 'Service' }, h('option', { value: '' }, 'All services'));
   const operation = h('select', { id: 'f-operation', name: 'operation', 'aria-label': 'Operation' }, h('option', { value: '' }, 'All operations'));
-  const tags = h('input', { id: 'f-tags', name: 'tags', autocomplete: 'off', spellcheck: 'false', placeholder: 'http.response.status_code=500 error=true', value: tagsFromUrl(q) });
+  const urlTags = tagsFromParams(q.get('tags'), q.getAll('tag'));
+  const tags = h('input', { id: 'f-tags', name: 'tags', autocomplete: 'off', spellcheck: 'false', placeholder: 'http.response.status_code=500 error=true', value: urlTags.text });
   const suggest = h('ul', { class: 'suggest', role: 'listbox', hidden: true });
   const lookback = h('select', { id: 'f-lookback', name: 'lookback' }, ...LOOKBACKS.map(([v, label]) => h('option', { value: v }, label)));
-  lookback.value = q.get('lookback') || (q.get('start') ? 'custom' : '1h');
+  choose(lookback, q.get('lookback') || (q.get('start') ? 'custom' : '1h'), 'from the link');
   const from = h('input', { id: 'f-start', type: 'datetime-local', 'aria-label': 'From (local time)' });
   const to = h('input', { id: 'f-end', type: 'datetime-local', 'aria-label': 'To (local time)' });
-  from.value = toLocalInput(q.get('start') ? Number(q.get('start')) / 1000 : Date.now() - 3600e3);
-  to.value = toLocalInput(q.get('end') ? Number(q.get('end')) / 1000 : Date.now());
+  // A custom range the page cannot read is reported when the page starts (the fields keep the last hour).
+  const range = { start: q.get('start'), end: q.get('end') };
+  const badRange = lookback.value === 'custom' && Object.entries(range).find(([, v]) => v !== null && timeParamMs(v) === null);
+  from.value = toLocalInput(timeParamMs(range.start) ?? Date.now() - 3600e3);
+  to.value = toLocalInput(timeParamMs(range.end) ?? Date.now());
   const custom = h('div', { class: 'custom-range', hidden: lookback.value !== 'custom' },
     h('label', {}, 'From', from), h('label', {}, 'To', to), h('small', {}, `local time, ${utcOffset(new Date())}`));
   lookback.addEventListener('change', () => (custom.hidden = lookback.value !== 'custom'));
@@ -55,11 +66,13 @@ export function mount(root, url) {
   // ---- services and operations -----------------------------------------------------------
   const loadOperations = async () => {
     operation.replaceChildren(h('option', { value: '' }, 'All operations'));
-    if (!service.value) return;
-    try {
-      for (const op of await api.operations(service.value)) operation.append(h('option', { value: op }, op));
-      operation.value = q.get('operation') && service.value === (q.get('service') || '') ? q.get('operation') : '';
-    } catch { /* the search itself will report a broken server */ }
+    if (service.value) {
+      try {
+        for (const op of await api.operations(service.value)) operation.append(h('option', { value: op }, op));
+      } catch { /* the search itself will report a broken server */ }
+    }
+    // the link's operation is kept even when the list lacks it: dropping it would widen the search
+    if (service.value === (q.get('service') || '')) choose(operation, q.get('operation') || '', 'not in the list');
   };
   service.addEventListener('change', () => { loadOperations(); keyCache.clear(); });
 
@@ -79,12 +92,12 @@ export function mount(root, url) {
     let items;
     if (eq < 0) {
       if (!keyCache.has(service.value)) keyCache.set(service.value, await api.attributeKeys(service.value));
-      items = keyCache.get(service.value).filter((k) => k.toLowerCase().includes(text.toLowerCase())).slice(0, 12).map((k) => [k, `${k}=`]);
+      items = keyCache.get(service.value).filter((k) => k.toLowerCase().includes(text.toLowerCase())).slice(0, 12).map((k) => [k, toLogfmt({ [k]: '' })]);
     } else {
       const key = text.slice(0, eq);
       const part = text.slice(eq + 1).toLowerCase();
       items = (await api.attributeValues(key, service.value)).map(String).filter((v) => v.toLowerCase().includes(part)).slice(0, 12)
-        .map((v) => [v, `${key}=${/\s/.test(v) ? `"${v}"` : v} `]);
+        .map((v) => [v, `${toLogfmt({ [key]: v })} `]);
     }
     if (mine !== suggestGeneration) return;
     active = -1;
@@ -122,8 +135,9 @@ export function mount(root, url) {
     const p = new URLSearchParams();
     if (service.value) p.set('service', service.value);
     if (operation.value) p.set('operation', operation.value);
-    const t = parseLogfmt(tags.value);
-    if (Object.keys(t).length) p.set('tags', JSON.stringify(t));
+    const t = readLogfmt(tags.value);
+    if (t.error) throw new Error(`Attributes: ${t.error}`);
+    if (Object.keys(t.tags).length) p.set('tags', JSON.stringify(t.tags));
     if (lookback.value === 'custom') {
       p.set('lookback', 'custom');
       p.set('start', String(new Date(from.value).getTime() * 1000));
@@ -137,10 +151,12 @@ export function mount(root, url) {
   };
 
   let generation = 0;
+  const fail = (message) => results.replaceChildren(statePanel('error', 'The search failed', message, SEARCH_HINT));
   const run = async () => {
-    const p = params();
-    setUrl(`/search?${p}`);
     const mine = ++generation;
+    let p;
+    try { p = params(); } catch (e) { return fail(e.message); }
+    setUrl(`/search?${p}`);
     results.replaceChildren(statePanel('loading', 'Searching…'));
     try {
       const rows = await api.search(p);
@@ -151,8 +167,7 @@ export function mount(root, url) {
       renderResults();
     } catch (e) {
       if (mine !== generation) return;
-      results.replaceChildren(statePanel('error', 'The search failed', e.message,
-        'Check the attribute filter (key=value pairs) and durations (like 150ms or 2s). If the server is down, start it with `skein serve`.'));
+      fail(e.message);
     }
   };
   form.addEventListener('submit', (e) => { e.preventDefault(); run(); });
@@ -182,17 +197,16 @@ export function mount(root, url) {
 
   const resultRow = (r, i, maxDur) => {
     const pick = h('input', { type: 'checkbox', class: 'pick', 'aria-label': 'Pick for compare', checked: state.picked.has(r.traceId), onchange: (e) => togglePick(r.traceId, e.target.checked) });
-    const title = `${r.rootService}: ${r.rootName || '(no name)'}`;
     return h('li', { class: `result${state.selected === i ? ' selected' : ''}`, dataset: { traceId: r.traceId, index: i } },
       h('div', { class: 'result-top' }, pick,
-        h('a', { class: 'result-title', href: `/trace/${r.traceId}` }, h('span', { class: 'swatch', style: { background: serviceColor(r.rootService) } }), title),
+        h('a', { class: 'result-title', href: `/trace/${r.traceId}` }, h('span', { class: 'swatch', style: { background: serviceColor(r.rootService) } }), bdi(r.rootService), ': ', bdi(r.rootName || '(no name)')),
         r.hasRoot ? null : h('span', { class: 'badge warn', title: 'No span of this trace has an empty parent id: the root has not arrived (yet).' }, 'no root'),
         h('span', { class: 'spacer' }), h('span', { class: 'duration' }, fmtDuration(r.durationUs))),
       h('div', { class: 'result-bar' }, h('div', { style: { width: `${Math.max(0.5, (r.durationUs / maxDur) * 100)}%` } })),
       h('div', { class: 'result-meta' },
         h('span', { class: 'badge' }, `${fmtCount(r.spans)} span${r.spans === 1 ? '' : 's'}`),
         r.errors ? h('span', { class: 'badge error' }, `${fmtCount(r.errors)} error${r.errors === 1 ? '' : 's'}`) : null,
-        ...Object.entries(r.services).map(([s, n]) => h('span', { class: 'chip', style: { '--c': serviceColor(s) } }, `${s} ${n}`)),
+        ...Object.entries(r.services).map(([s, n]) => chip(s, n, serviceColor(s))),
         h('span', { class: 'spacer' }),
         h('span', { class: 'when', title: fmtTime(r.startUs) }, `${fmtTime(r.startUs, { offset: false, millis: false })} · ${fmtAgo(r.startUs)}`),
         h('code', { class: 'tid' }, r.traceId.slice(0, 12))));
@@ -229,7 +243,8 @@ export function mount(root, url) {
       return;
     }
     for (const s of names) service.append(h('option', { value: s }, s));
-    service.value = q.get('service') || '';
+    // a service that has aged out of the list is still searched (and finds nothing, or old traces)
+    choose(service, q.get('service') || '', 'not seen recently');
     await loadOperations();
     if (!names.length) {
       results.replaceChildren(statePanel('empty', 'No traces yet',
@@ -238,7 +253,10 @@ export function mount(root, url) {
         h('p', {}, 'Zipkin (:9411) and Jaeger (:14268, :14250, :6831/udp) senders work too. Or ', h('a', { href: '/upload' }, 'upload a trace file'), '.')));
       return;
     }
-    run();
+    // a link's filter that cannot be read is reported, not dropped (which would show unrelated traces)
+    if (urlTags.error) fail(urlTags.error);
+    else if (badRange) fail(`parameter ${badRange[0]}: ${JSON.stringify(badRange[1])} is not a time (microseconds since 1970, as Jaeger's links have)`);
+    else run();
   })();
 
   return {
@@ -253,13 +271,6 @@ export function mount(root, url) {
       return false;
     },
   };
-}
-
-function tagsFromUrl(q) {
-  const out = {};
-  try { Object.assign(out, JSON.parse(q.get('tags') || '{}')); } catch { /* ignore a broken link's tags */ }
-  for (const t of q.getAll('tag')) { const i = t.indexOf(':'); if (i > 0) out[t.slice(0, i)] = t.slice(i + 1); }
-  return toLogfmt(out);
 }
 
 /** Start time × duration; errors red; a click opens the trace. */
@@ -286,7 +297,7 @@ function scatter(rows) {
   const spanMax = Math.max(...rows.map((r) => r.spans), 1);
   for (const r of rows) {
     const c = el('circle', { cx: x(r.startUs), cy: y(r.durationUs), r: 3.5 + 5 * Math.sqrt(r.spans / spanMax), class: r.errors ? 'dot error' : 'dot', 'data-trace-id': r.traceId, tabindex: '-1' });
-    c.append(el('title', {}, `${r.rootService}: ${r.rootName}\n${fmtDuration(r.durationUs)} · ${r.spans} spans${r.errors ? ` · ${r.errors} errors` : ''}\n${fmtTime(r.startUs)}`));
+    c.append(el('title', {}, `${isolate(r.rootService)}: ${isolate(r.rootName)}\n${fmtDuration(r.durationUs)} · ${r.spans} spans${r.errors ? ` · ${r.errors} errors` : ''}\n${fmtTime(r.startUs)}`));
     c.addEventListener('click', () => navigate(`/trace/${r.traceId}`));
     svg.append(c);
   }

@@ -1,7 +1,7 @@
 // Trace page: header, timeline (waterfall) / flame graph / statistics, find-in-trace, the span
 // detail panel, downloads and deep links (`/trace/{id}?uiFind={spanId or text}`).
 import * as api from './api.js';
-import { h, statePanel, copyButton, download, esc } from './dom.js';
+import { h, statePanel, copyButton, download, esc, bdi, chip } from './dom.js';
 import { fmtDuration, fmtTime, serviceColor, KINDS, fmtCount } from './format.js';
 import { buildTree, criticalPath, findSpans, ancestors, statistics, valueText } from './model.js';
 import { Waterfall } from './waterfall.js';
@@ -47,14 +47,14 @@ function show(root, t, url) {
     { timeline: 'Timeline', flame: 'Flame graph', stats: 'Statistics' }[name]));
   const header = h('header', { class: 'trace-head' },
     h('div', { class: 'trace-title' },
-      h('h1', {}, h('span', { class: 'swatch', style: { background: serviceColor(rootSpan.service) } }), `${rootSpan.service}: ${rootSpan.name}`),
+      h('h1', {}, h('span', { class: 'swatch', style: { background: serviceColor(rootSpan.service) } }), bdi(rootSpan.service), ': ', bdi(rootSpan.name)),
       h('code', { class: 'tid', id: 'trace-id' }, t.traceId), copyButton(t.traceId, 'copy id'),
       t.source === 'file' ? h('span', { class: 'badge warn' }, 'from a file') : null),
     h('dl', { class: 'trace-facts' },
       fact('Start', fmtTime(t.startUs)), fact('Duration', fmtDuration(t.duration), 'fact-duration'),
       fact('Services', String(t.services.length)), fact('Depth', String(t.maxDepth)),
       fact('Spans', fmtCount(S.length), 'fact-spans'), fact('Errors', fmtCount(errors), errors ? 'fact-errors has-errors' : 'fact-errors')),
-    h('div', { class: 'chips' }, ...[...perService].sort((a, b) => b[1] - a[1]).map(([s, n]) => h('span', { class: 'chip', style: { '--c': serviceColor(s) } }, `${s} ${fmtCount(n)}`))),
+    h('div', { class: 'chips' }, ...[...perService].sort((a, b) => b[1] - a[1]).map(([s, n]) => chip(s, fmtCount(n), serviceColor(s)))),
     h('div', { class: 'trace-tools' },
       h('div', { class: 'tabs', role: 'tablist' }, ...tabButtons),
       h('div', { class: 'find' }, findInput, findCount,
@@ -143,9 +143,18 @@ function show(root, t, url) {
   function closeDetail() { detailOpen = -1; detail.hidden = true; wf.scroller.focus(); }
   function detailHead(s, i) {
     const link = `${location.origin}/trace/${t.traceId}?uiFind=${s.id}`;
+    // A long name is clamped to a few lines so the panel body stays in view; it can be
+    // unfolded, and copied whole.
+    const name = h('h2', { class: 'clamp' }, s.name);
+    const long = s.name.length > LONG_NAME;
+    const unfold = long ? h('button', { type: 'button', class: 'link name-toggle', 'aria-expanded': 'false', onclick: (e) => {
+      const open = !name.classList.toggle('clamp');
+      e.currentTarget.setAttribute('aria-expanded', String(open));
+      e.currentTarget.textContent = open ? 'fold name' : `whole name (${fmtCount(s.name.length)} characters)`;
+    } }, `whole name (${fmtCount(s.name.length)} characters)`) : null;
     return h('div', { class: 'detail-head' },
       h('div', { class: 'detail-title' }, h('span', { class: 'swatch', style: { background: serviceColor(s.service) } }),
-        h('div', {}, h('div', { class: 'svc' }, s.service), h('h2', {}, s.name)),
+        h('div', {}, h('div', { class: 'svc clamp' }, s.service), name, long ? h('div', { class: 'name-tools' }, unfold, copyButton(s.name, 'copy name')) : null),
         h('button', { type: 'button', class: 'close', title: 'Close (Esc)', onclick: closeDetail }, '✕')),
       h('div', { class: 'detail-facts' },
         h('span', {}, h('b', {}, fmtDuration(s.duration)), ` at +${fmtDuration(s.start)}`),
@@ -218,6 +227,8 @@ function show(root, t, url) {
   };
 }
 
+const LONG_NAME = 120; // characters; longer names get "whole name" and "copy name"
+
 function fact(label, value, cls) {
   return h('div', { class: `fact ${cls || ''}` }, h('dt', {}, label), h('dd', {}, value));
 }
@@ -246,24 +257,35 @@ function section(title, open, ...content) {
   return h('details', { open: open || undefined, class: 'detail-section' }, h('summary', {}, title), ...content);
 }
 
+/** "Attributes (128)", or "Attributes (128, 172 dropped)" when the sender or skein left some out. */
+const counted = (title, kept, dropped) => `${title} (${fmtCount(kept)}${dropped ? `, ${fmtCount(dropped)} dropped` : ''})`;
+
+/** Says how many were dropped, so a short list is not mistaken for the whole. */
+function droppedNote(dropped, what) {
+  return dropped ? h('p', { class: 'dropped-note' }, `${fmtCount(dropped)} ${what}${dropped === 1 ? ' was' : 's were'} dropped by the sender or by skein's limits (not stored).`) : null;
+}
+
 function detailBody(t, s, d, i) {
   const statusText = d.status.message ? `${d.status.code}: ${d.status.message}` : d.status.code;
-  const raw = JSON.stringify(d.raw, null, 2);
+  // bidi controls as \u escapes: still the same JSON, and a right-to-left override in a name
+  // cannot reorder the rest of its line
+  const raw = JSON.stringify(d.raw, null, 2).replace(/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  const dropped = d.dropped || {}; // files in Jaeger JSON carry no counts
   return h('div', { class: 'detail-body' },
     h('dl', { class: 'detail-grid' },
       h('dt', {}, 'Status'), h('dd', { class: d.status.code === 'ERROR' ? 'status-error' : '' }, statusText),
       h('dt', {}, 'Kind'), h('dd', {}, KINDS[d.kind] || String(d.kind)),
       h('dt', {}, 'Start'), h('dd', {}, fmtTime(t.startUs + s.start)),
-      h('dt', {}, 'Parent'), h('dd', {}, s.parent >= 0 ? h('a', { href: `/trace/${t.traceId}?uiFind=${t.spans[s.parent].id}` }, t.spans[s.parent].name) : s.parent === -2 ? 'missing from this trace' : 'none (root)'),
+      h('dt', {}, 'Parent'), h('dd', {}, s.parent >= 0 ? h('a', { class: 'clamp', href: `/trace/${t.traceId}?uiFind=${t.spans[s.parent].id}` }, bdi(t.spans[s.parent].name)) : s.parent === -2 ? 'missing from this trace' : 'none (root)'),
       d.scope.name ? h('dt', {}, 'Scope') : null, d.scope.name ? h('dd', {}, `${d.scope.name} ${d.scope.version}`) : null,
       d.traceState ? h('dt', {}, 'Trace state') : null, d.traceState ? h('dd', {}, d.traceState) : null),
-    section(`Attributes (${d.attributes.length})`, true, kvTable(d.attributes, 'No attributes.')),
-    section(`Resource (${d.resource.length})`, false, kvTable(d.resource, 'No resource attributes.')),
-    section(`Events (${d.events.length})`, d.events.length > 0, d.events.length
-      ? h('ol', { class: 'events' }, ...d.events.map((e) => h('li', {}, h('div', {}, h('b', {}, e.name), h('span', { class: 'muted' }, ` at +${fmtDuration(e.at)} (${fmtDuration(e.at - s.start)} into the span)`)), kvTable(e.attributes, ''))))
+    section(counted('Attributes', d.attributes.length, dropped.attributes), true, droppedNote(dropped.attributes, 'attribute'), kvTable(d.attributes, 'No attributes.')),
+    section(counted('Resource', d.resource.length, dropped.resource), false, droppedNote(dropped.resource, 'resource attribute'), kvTable(d.resource, 'No resource attributes.')),
+    section(counted('Events', d.events.length, dropped.events), d.events.length > 0 || dropped.events > 0, droppedNote(dropped.events, 'event'), d.events.length
+      ? h('ol', { class: 'events' }, ...d.events.map((e) => h('li', {}, h('div', {}, h('b', {}, bdi(e.name)), h('span', { class: 'muted' }, ` at +${fmtDuration(e.at)} (${fmtDuration(e.at - s.start)} into the span)`)), droppedNote(e.dropped, 'attribute'), kvTable(e.attributes, ''))))
       : h('p', { class: 'muted' }, 'No events.')),
-    section(`Links (${d.links.length})`, d.links.length > 0, d.links.length
-      ? h('ul', { class: 'links' }, ...d.links.map((l) => h('li', {}, h('a', { class: 'span-link', href: `/trace/${l.traceId}?uiFind=${l.spanId}` }, `trace ${l.traceId.slice(0, 16)}… span ${l.spanId}`), kvTable(l.attributes, ''))))
+    section(counted('Links', d.links.length, dropped.links), d.links.length > 0 || dropped.links > 0, droppedNote(dropped.links, 'link'), d.links.length
+      ? h('ul', { class: 'links' }, ...d.links.map((l) => h('li', {}, h('a', { class: 'span-link', href: `/trace/${l.traceId}?uiFind=${l.spanId}` }, `trace ${l.traceId.slice(0, 16)}… span ${l.spanId}`), droppedNote(l.dropped, 'attribute'), kvTable(l.attributes, ''))))
       : h('p', { class: 'muted' }, 'No links.')),
     section('Raw JSON', false, h('div', { class: 'raw-tools' }, copyButton(raw, 'copy JSON')), h('pre', { class: 'raw' }, raw)));
 }
@@ -276,7 +298,7 @@ function renderStats(pane, t) {
   const cols = [['service', 'Service'], ['name', 'Operation'], ['count', 'Count'], ['errors', 'Errors'], ['total', 'Total'], ['self', 'Self time'], ['mean', 'Mean'], ['max', 'Max']];
   const draw = () => {
     rows.sort((a, b) => (typeof a[sortKey] === 'string' ? a[sortKey].localeCompare(b[sortKey]) : b[sortKey] - a[sortKey]));
-    table.innerHTML = `<thead><tr>${cols.map(([k, l]) => `<th data-k="${k}" class="${k === sortKey ? 'sorted' : ''}" tabindex="0">${l}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr><td><span class="swatch" style="background:${serviceColor(r.service)}"></span>${esc(r.service)}</td><td>${esc(r.name)}</td><td class="num">${fmtCount(r.count)}</td><td class="num${r.errors ? ' status-error' : ''}">${r.errors}</td><td class="num">${fmtDuration(r.total)}</td><td class="num"><span class="self-bar" style="width:${Math.min(100, (r.self / total) * 100)}%"></span>${fmtDuration(r.self)}</td><td class="num">${fmtDuration(r.mean)}</td><td class="num">${fmtDuration(r.max)}</td></tr>`).join('')}</tbody>`;
+    table.innerHTML = `<thead><tr>${cols.map(([k, l]) => `<th data-k="${k}" class="${k === sortKey ? 'sorted' : ''}" tabindex="0">${l}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr><td><span class="swatch" style="background:${serviceColor(r.service)}"></span><bdi>${esc(r.service)}</bdi></td><td><bdi>${esc(r.name)}</bdi></td><td class="num">${fmtCount(r.count)}</td><td class="num${r.errors ? ' status-error' : ''}">${r.errors}</td><td class="num">${fmtDuration(r.total)}</td><td class="num"><span class="self-bar" style="width:${Math.min(100, (r.self / total) * 100)}%"></span>${fmtDuration(r.self)}</td><td class="num">${fmtDuration(r.mean)}</td><td class="num">${fmtDuration(r.max)}</td></tr>`).join('')}</tbody>`;
   };
   table.addEventListener('click', (e) => { const th = e.target.closest('th'); if (th) { sortKey = th.dataset.k; draw(); } });
   draw();

@@ -8,12 +8,18 @@
 // Measured in docs/benchmarks.md ("Web UI"). The minimap draws every span on a canvas; drag on it
 // to zoom into a time window, click to jump to a row, double-click to zoom out.
 import { visibleRows } from './model.js';
-import { fmtDuration, serviceColor, serviceRgb } from './format.js';
+import { fmtDuration, serviceColor, serviceRgb, isolate } from './format.js';
 
 const ROW = 26; // px, keep in step with .wf-row in app.css
 const OVERSCAN = 4; // rows filled beyond each edge: a small scroll finds them ready
 const AHEAD = 16; // rows filled ahead while scrolling
-const MAX_INDENT = 40; // deeper levels stop indenting (the depth is in the row's title)
+// Indents: 14px a level for the first FULL_INDENT levels, then 3px a level up to MAX_INDENT, and
+// never more than INDENT_SHARE of the name column, so the name stays readable at any depth;
+// rows deeper than FULL_INDENT show their depth, which the squeezed indent no longer tells.
+const FULL_INDENT = 4;
+const MAX_INDENT = 40;
+const INDENT_SHARE = '25%';
+const indentPx = (d) => Math.min(d, FULL_INDENT) * 14 + Math.max(0, Math.min(d, MAX_INDENT) - FULL_INDENT) * 3;
 const ERROR_RGB = [229, 72, 77];
 
 export class Waterfall {
@@ -72,7 +78,7 @@ export class Waterfall {
     this.layer.addEventListener('mouseover', (e) => {
       const name = e.target.closest('.wf-name');
       const i = Number(name?.parentElement.dataset.i);
-      if (name && Number.isInteger(i)) name.title = `${this.t.spans[i].service}: ${this.t.spans[i].name} · depth ${this.t.depth[i]}`;
+      if (name && Number.isInteger(i)) name.title = `${isolate(this.t.spans[i].service)}: ${isolate(this.t.spans[i].name)} · depth ${this.t.depth[i]}`;
     });
     this.layer.addEventListener('click', (e) => {
       const tog = e.target.closest('[data-toggle]');
@@ -191,6 +197,7 @@ export class Waterfall {
         // service colour and indent come from classes (one stylesheet per trace), not inline styles
         cls: ` s${this.serviceIndex.get(s.service)} d${Math.min(this.t.depth[i], MAX_INDENT)}${s.error ? ' err' : ''}${kids ? '' : ' leaf'}${s.parent === -2 ? ' orphan' : ''}`,
         level: String(this.t.depth[i] + 1),
+        depth: this.t.depth[i] > FULL_INDENT ? String(this.t.depth[i]) : '',
         label: `${fmtDuration(s.duration)}${s.events ? ` · ${s.events} event${s.events > 1 ? 's' : ''}` : ''}`,
         color: serviceColor(s.service),
       };
@@ -204,7 +211,7 @@ export class Waterfall {
     for (const s of this.t.spans) if (!this.serviceIndex.has(s.service)) this.serviceIndex.set(s.service, this.serviceIndex.size);
     let css = '';
     for (const [s, k] of this.serviceIndex) css += `.wf-row.s${k} .svc-mark{background:${serviceColor(s)}}\n`;
-    for (let d = 0; d <= MAX_INDENT; d++) css += `.wf-row.d${d} .indent{width:${d * 14}px}\n`;
+    for (let d = 0; d <= MAX_INDENT; d++) css += `.wf-row.d${d} .indent{width:min(${indentPx(d)}px,${INDENT_SHARE})}\n`;
     this.rowStyles = document.createElement('style');
     this.rowStyles.textContent = css;
     document.head.append(this.rowStyles);
@@ -222,6 +229,7 @@ export class Waterfall {
     slot.set('className', `wf-row${x.cls}${selected ? ' selected' : ''}${this.matches.has(i) ? ' match' : ''}${onPath ? ' crit' : ''}${folded ? ' folded' : ''}`);
     slot.set('i', i);
     slot.set('level', x.level);
+    slot.set('depth', x.depth);
     slot.set('expanded', x.cls.includes(' leaf') ? '' : String(!folded));
     slot.set('selected', String(selected));
     slot.set('svc', s.service);
@@ -494,6 +502,10 @@ class PooledRow {
     this.el.slot = this;
     const name = (this.name = el('div', 'wf-name', this.el));
     el('span', 'indent', name);
+    const depth = el('span', 'depth', name);
+    depth.title = 'depth in the tree';
+    depth.setAttribute('aria-hidden', 'true'); // aria-level says it already
+    this.depth = text(depth);
     const tog = el('button', 'tog', name);
     tog.type = 'button';
     tog.tabIndex = -1;
@@ -524,6 +536,7 @@ class PooledRow {
       case 'level': this.el.setAttribute('aria-level', value); break;
       case 'expanded': if (value) this.el.setAttribute('aria-expanded', value); else this.el.removeAttribute('aria-expanded'); break;
       case 'selected': this.el.setAttribute('aria-selected', value); break;
+      case 'depth': this.depth.data = value; break;
       case 'svc': this.svc.data = value; break;
       case 'op': this.op.data = value; break;
       case 'folded': this.folded.data = value; break;

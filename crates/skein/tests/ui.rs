@@ -1,6 +1,7 @@
 //! The web UI end to end: the real server holding real data (sent over OTLP/HTTP), driven in
 //! headless Chromium (Debian's `chromium`) by `playwright-core` from tests/node/ui_e2e.mjs:
-//! search → open a trace → collapse/expand → span detail → links → compare → service map (the
+//! search → open a trace → collapse/expand → span detail → links → compare → odd links and names
+//! (broken encodings, unknown filters, bidi overrides, a 16 KB name, a 50-deep chain) → service map (the
 //! demo-like graph, then a dense 40-service graph with cycles that the script sends itself, see
 //! tests/node/ui_graph.mjs) → upload → a 100,000-span trace. The pure JS logic (tree, critical path, diff, file parsing)
 //! is unit-tested by tests/node/ui_unit.mjs under node. Screenshots land in
@@ -31,6 +32,11 @@ const PRODUCT_ERROR: &str = "2cf7651916cd43dd8448eb211c80319e";
 const BIG: &str = "3df7651916cd43dd8448eb211c8031af";
 const FILE_TRACE: &str = "4ef7651916cd43dd8448eb211c8031b0";
 const BIG_SPANS: usize = 100_000;
+const DEEP: &str = "6af7651916cd43dd8448eb211c8031c1";
+const DEEP_SPANS: u64 = 50;
+const ODD: &str = "7bf7651916cd43dd8448eb211c8031d2";
+/// A right-to-left override at the end of a service name: unisolated, it reverses what follows.
+const BIDI_SERVICE: &str = "bidi\u{202e}";
 
 fn attr(key: &str, v: Value) -> Value {
     let value = match v {
@@ -229,6 +235,73 @@ fn product_error(t0: u64) -> Vec<SpanSpec<'static>> {
         links: vec![],
     };
     vec![root, catalog]
+}
+
+/// A chain of `DEEP_SPANS` spans, each the parent of the next: names must stay readable at
+/// every depth of the waterfall.
+fn deep_chain(t0: u64) -> Value {
+    let names: Vec<String> = (0..DEEP_SPANS).map(|k| format!("level-{k}")).collect();
+    let spans: Vec<SpanSpec> = (0..DEEP_SPANS)
+        .map(|k| SpanSpec {
+            service: "deep-service",
+            id: sid(400 + k),
+            parent: (k > 0).then(|| sid(400 + k - 1)),
+            name: &names[k as usize],
+            kind: 1,
+            start: t0 + k * MS,
+            end: t0 + (200 - k) * MS,
+            attrs: vec![],
+            error: None,
+            events: vec![],
+            links: vec![],
+        })
+        .collect();
+    otlp(DEEP, &spans)
+}
+
+/// Names and counts a UI must not trip on: a service ending in a right-to-left override (root
+/// "gnp.exe"), a service named "..", and a span with a 16 KB name whose sender dropped
+/// attributes, events, links and resource attributes.
+fn odd_names(t0: u64) -> (Value, String) {
+    let long_name = format!(
+        "SELECT {} FROM wide_table",
+        (0..2100).map(|k| format!("c{k}")).collect::<Vec<_>>().join(", ")
+    );
+    let spec = |service, n, parent: Option<u64>, name, start, end| SpanSpec {
+        service,
+        id: sid(n),
+        parent: parent.map(sid),
+        name,
+        kind: 2,
+        start,
+        end,
+        attrs: vec![],
+        error: None,
+        events: vec![],
+        links: vec![],
+    };
+    let root = spec(BIDI_SERVICE, 500, None, "gnp.exe", t0, t0 + 40 * MS);
+    let dots = spec("..", 501, Some(500), "dot-op", t0 + MS, t0 + 10 * MS);
+    let mut long = spec(BIDI_SERVICE, 502, Some(500), &long_name, t0 + 12 * MS, t0 + 30 * MS);
+    long.attrs = vec![attr("db.system", json!("postgresql"))];
+    long.events = vec![json!({
+        "timeUnixNano": (t0 + 20 * MS).to_string(), "name": "retry",
+        "attributes": [attr("attempt", json!(2))], "droppedAttributesCount": 2,
+    })];
+    let mut doc = otlp(ODD, &[root, dots, long]);
+    for rs in doc["resourceSpans"].as_array_mut().unwrap() {
+        if rs["resource"]["attributes"][0]["value"]["stringValue"] == BIDI_SERVICE {
+            rs["resource"]["droppedAttributesCount"] = json!(5);
+        }
+        for span in rs["scopeSpans"][0]["spans"].as_array_mut().unwrap() {
+            if span["spanId"] == sid(502) {
+                span["droppedAttributesCount"] = json!(172);
+                span["droppedEventsCount"] = json!(3);
+                span["droppedLinksCount"] = json!(2);
+            }
+        }
+    }
+    (doc, long_name)
 }
 
 /// A 100,000-span trace: a root, then a fan-out of 10 per level over eight services, with
@@ -438,6 +511,9 @@ async fn ui_end_to_end_in_chromium() {
         ];
         post(&client, &server, &otlp(&trace, &spans)).await;
     }
+    post(&client, &server, &deep_chain(now - 25 * 60_000 * MS)).await;
+    let (odd, long_name) = odd_names(now - 24 * 60_000 * MS);
+    post(&client, &server, &odd).await;
     let query = server.query_url();
     eventually("the big trace to be complete", Duration::from_secs(60), || {
         let (client, query) = (client.clone(), query.clone());
@@ -488,6 +564,8 @@ async fn ui_end_to_end_in_chromium() {
     let ids = json!({
         "checkout": CHECKOUT, "checkoutSlow": CHECKOUT_SLOW, "productError": PRODUCT_ERROR, "big": BIG,
         "fileTrace": FILE_TRACE, "bigSpans": BIG_SPANS, "chargeSlow": sid(106), "catalogSpan": sid(201),
+        "deep": DEEP, "deepSpans": DEEP_SPANS, "odd": ODD, "bidiService": BIDI_SERVICE,
+        "longSpan": sid(502), "longName": long_name,
     });
     let otlp_url = server.http_url();
     let (ok, text) = tokio::task::spawn_blocking(move || {

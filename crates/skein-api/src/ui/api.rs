@@ -242,9 +242,13 @@ async fn span_detail(State(q): State<QueryEngine>, Path((id, span_id)): Path<(St
     let Some(s) = spans.iter().find(|s| s.span_id == span_id) else {
         return error(StatusCode::NOT_FOUND, "span not found in this trace");
     };
+    let mut resource = json!({ "attributes": skein_model::otlp::json::attributes(&s.resource.attributes) });
+    if s.resource.dropped_attributes_count > 0 {
+        resource["droppedAttributesCount"] = json!(s.resource.dropped_attributes_count);
+    }
     Json(json!({
         "span": skein_model::otlp::json::span(s),
-        "resource": { "attributes": skein_model::otlp::json::attributes(&s.resource.attributes) },
+        "resource": resource,
         "scope": { "name": s.scope.name, "version": s.scope.version },
     }))
     .into_response()
