@@ -351,6 +351,9 @@ pub enum SpanError {
     TooManySpansInTrace { limit: usize },
     #[error("span id sent twice in this request for one trace; the first copy is kept")]
     DuplicateSpanId,
+    /// Zero is what a sender leaves when it never set the time (OTLP calls the field required).
+    #[error("start time is 0 (not set)")]
+    ZeroStartTime,
     #[error("{0} is negative or out of range")]
     TimeRange(&'static str),
     #[error("required field {0} is missing")]
@@ -381,6 +384,7 @@ impl SpanError {
             SpanError::LinkIds { .. } => "invalid_link",
             SpanError::TooManySpansInTrace { .. } => "trace_too_large",
             SpanError::DuplicateSpanId => "duplicate_span_id",
+            SpanError::ZeroStartTime => "invalid_time",
             SpanError::TimeRange(_) => "invalid_time",
             SpanError::MissingField(_) => "missing_field",
             SpanError::Malformed(_) => "malformed",

@@ -303,7 +303,10 @@ impl Pipeline {
             let mut counts: std::collections::HashMap<skein_model::TraceId, usize> = Default::default();
             let limit = self.limits.max_spans_per_trace;
             for (i, s) in spans.into_iter().enumerate() {
-                let error = if !seen.insert((s.trace_id, s.span_id)) {
+                // A span at 1970 would also widen its block's time range to every search window.
+                let error = if s.start_unix_nano == 0 {
+                    Some(SpanError::ZeroStartTime)
+                } else if !seen.insert((s.trace_id, s.span_id)) {
                     Some(SpanError::DuplicateSpanId)
                 } else if limit > 0 {
                     let n = counts

@@ -453,6 +453,19 @@ async fn grpc_partial_success_and_limits() {
     let (_, v) = get_json(format!("{}/api/traces?service=dup&minDuration=300ms", s.query_url())).await;
     assert_eq!(v["data"], json!([]), "a search matched the rejected copy");
 
+    // Times left at 0 (never set) are refused: stored, the span would sit at 1970.
+    let mut unset = span(rand_bytes(), rand_bytes(), None, "unset");
+    unset.start_time_unix_nano = 0;
+    unset.end_time_unix_nano = 0;
+    let resp = client
+        .export(request("grpc-svc", vec![unset]))
+        .await
+        .unwrap()
+        .into_inner();
+    let ps = resp.partial_success.expect("refused");
+    assert_eq!(ps.rejected_spans, 1);
+    assert!(ps.error_message.contains("start time is 0"), "{}", ps.error_message);
+
     // A resource is capped in attributes like a span (128 by default), and its service name
     // is kept wherever it was sent: here last of 200.
     let t3 = rand_bytes::<16>();
