@@ -63,6 +63,33 @@ struct SpanSpec<'a> {
     links: Vec<Value>,
 }
 
+impl<'a> SpanSpec<'a> {
+    /// A span without attributes, error, events or links.
+    fn plain(
+        service: &'a str,
+        id: String,
+        parent: Option<String>,
+        name: &'a str,
+        kind: i32,
+        start: u64,
+        end: u64,
+    ) -> Self {
+        SpanSpec {
+            service,
+            id,
+            parent,
+            name,
+            kind,
+            start,
+            end,
+            attrs: vec![],
+            error: None,
+            events: vec![],
+            links: vec![],
+        }
+    }
+}
+
 fn span_json(trace: &str, s: &SpanSpec) -> Value {
     let mut v = json!({
         "traceId": trace, "spanId": s.id, "name": s.name, "kind": s.kind,
@@ -106,18 +133,8 @@ fn checkout(trace: &str, t0: u64, payment_ms: u64, fail: bool) -> Vec<SpanSpec<'
     let id = |n: u64| sid(base + n);
     let pay_end = t0 + 60 * MS + payment_ms * MS;
     let end = pay_end + 25 * MS;
-    let mk = |service, n, parent: Option<u64>, name, kind, start, end| SpanSpec {
-        service,
-        id: id(n),
-        parent: parent.map(id),
-        name,
-        kind,
-        start,
-        end,
-        attrs: vec![],
-        error: None,
-        events: vec![],
-        links: vec![],
+    let mk = |service, n, parent: Option<u64>, name, kind, start, end| {
+        SpanSpec::plain(service, id(n), parent.map(id), name, kind, start, end)
     };
     let mut root = mk("frontend", 1, None, "GET /checkout", 2, t0, end + 5 * MS);
     root.attrs = vec![
@@ -242,18 +259,10 @@ fn product_error(t0: u64) -> Vec<SpanSpec<'static>> {
 fn deep_chain(t0: u64) -> Value {
     let names: Vec<String> = (0..DEEP_SPANS).map(|k| format!("level-{k}")).collect();
     let spans: Vec<SpanSpec> = (0..DEEP_SPANS)
-        .map(|k| SpanSpec {
-            service: "deep-service",
-            id: sid(400 + k),
-            parent: (k > 0).then(|| sid(400 + k - 1)),
-            name: &names[k as usize],
-            kind: 1,
-            start: t0 + k * MS,
-            end: t0 + (200 - k) * MS,
-            attrs: vec![],
-            error: None,
-            events: vec![],
-            links: vec![],
+        .map(|k| {
+            let parent = (k > 0).then(|| sid(400 + k - 1));
+            let (start, end) = (t0 + k * MS, t0 + (200 - k) * MS);
+            SpanSpec::plain("deep-service", sid(400 + k), parent, &names[k as usize], 1, start, end)
         })
         .collect();
     otlp(DEEP, &spans)
@@ -267,18 +276,8 @@ fn odd_names(t0: u64) -> (Value, String) {
         "SELECT {} FROM wide_table",
         (0..2100).map(|k| format!("c{k}")).collect::<Vec<_>>().join(", ")
     );
-    let spec = |service, n, parent: Option<u64>, name, start, end| SpanSpec {
-        service,
-        id: sid(n),
-        parent: parent.map(sid),
-        name,
-        kind: 2,
-        start,
-        end,
-        attrs: vec![],
-        error: None,
-        events: vec![],
-        links: vec![],
+    let spec = |service, n, parent: Option<u64>, name, start, end| {
+        SpanSpec::plain(service, sid(n), parent.map(sid), name, 2, start, end)
     };
     let root = spec(BIDI_SERVICE, 500, None, "gnp.exe", t0, t0 + 40 * MS);
     let dots = spec("..", 501, Some(500), "dot-op", t0 + MS, t0 + 10 * MS);
