@@ -51,12 +51,31 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-/// Gives a 405 the body the routers leave empty, in the shape of the API asked: Jaeger v1's
-/// `errors`, api_v3's `error`, the UI's `error`, plain text elsewhere (OTLP, Zipkin, Jaeger
-/// thrift, metrics). Applied to every HTTP port.
-pub async fn explain_method_not_allowed(
+/// The error shape of a port's 405 answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShapes {
+    /// The query port: Jaeger v1's `errors` under `/api/`, api_v3's `error` under `/api/v3/`, the
+    /// UI's `error` under `/api/ui/`, plain text elsewhere.
+    QueryApis,
+    /// Ingest, Zipkin and sampling ports: plain text, as their other errors.
+    PlainText,
+}
+
+/// `app` with a body for the 405 answers its routers leave empty, naming the method and the
+/// allowed ones, in the port's error shape. The router is wrapped whole, so the answer already
+/// carries the `Allow` header that axum adds on the way out of a route.
+pub fn explain_wrong_methods(app: Router, shapes: ErrorShapes) -> Router {
+    Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            explain_method_not_allowed(req, next, shapes)
+        }))
+}
+
+async fn explain_method_not_allowed(
     req: axum::extract::Request,
     next: axum::middleware::Next,
+    shapes: ErrorShapes,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
@@ -73,11 +92,12 @@ pub async fn explain_method_not_allowed(
     let msg = format!("method {method} is not allowed on {path}; allowed: {allow}");
     let status = StatusCode::METHOD_NOT_ALLOWED;
     let (mut parts, _) = response.into_parts();
-    let mut answer = if path.starts_with("/api/v3/") {
+    let api = shapes == ErrorShapes::QueryApis;
+    let mut answer = if api && path.starts_with("/api/v3/") {
         axum::Json(jaeger::v3::v3_error_body(status, msg)).into_response()
-    } else if path.starts_with("/api/ui/") {
+    } else if api && path.starts_with("/api/ui/") {
         axum::Json(ui::api::error_body(msg)).into_response()
-    } else if path.starts_with("/api/") && !path.starts_with("/api/v2/") {
+    } else if api && path.starts_with("/api/") {
         axum::Json(jaeger::http::v1_error_body(status, msg)).into_response()
     } else {
         (msg + "\n").into_response()

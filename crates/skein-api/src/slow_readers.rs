@@ -22,15 +22,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
 /// A listener for `axum::serve` whose connections fail a write stalled for `limit`.
-pub struct CutStalledReaders {
-    listener: TcpListener,
+pub struct CutStalledReaders<L = TcpListener> {
+    listener: L,
     limit: Option<Duration>,
     cut: Counter,
 }
 
-impl CutStalledReaders {
+impl<L> CutStalledReaders<L> {
     /// `limit` zero: never cut.
-    pub fn new(listener: TcpListener, limit: Duration) -> CutStalledReaders {
+    pub fn new(listener: L, limit: Duration) -> CutStalledReaders<L> {
         CutStalledReaders {
             listener,
             limit: (!limit.is_zero()).then_some(limit),
@@ -43,7 +43,7 @@ impl CutStalledReaders {
     }
 }
 
-impl axum::serve::Listener for CutStalledReaders {
+impl<L: axum::serve::Listener<Io = TcpStream, Addr = SocketAddr>> axum::serve::Listener for CutStalledReaders<L> {
     type Io = StallLimited<TcpStream>;
     type Addr = SocketAddr;
 

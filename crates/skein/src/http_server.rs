@@ -26,18 +26,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 /// Serves `app` on `listener` until `stop` turns true, then lets open requests finish.
+/// A 405 gets a body in the port's error `shapes`.
 pub fn spawn(
     listener: impl axum::serve::Listener,
     app: axum::Router,
+    shapes: skein_api::ErrorShapes,
     read_timeout: Option<Duration>,
     mut stop: watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    // A 405 says what was wrong, in the API's own error shape. Outside the router, where the
-    // answer already carries its `Allow` header.
-    let app = axum::Router::new()
-        .fallback_service(app)
-        .layer(axum::middleware::from_fn(skein_api::explain_method_not_allowed));
+    let app = skein_api::explain_wrong_methods(app, shapes);
     tokio::spawn(async move {
         let mut listener = listener;
         let mut builder = Builder::new(TokioExecutor::new());
@@ -79,8 +77,48 @@ pub fn ping_timeout(read_timeout: Option<Duration>) -> Option<Duration> {
     read_timeout.map(|t| t.min(Duration::from_secs(20)))
 }
 
+/// A port's listener that logs why an accept failed and retries after a second (axum's own
+/// listener retries silently: its log needs a feature skein does not build).
+pub struct Accepting {
+    listener: tokio::net::TcpListener,
+    server: &'static str,
+}
+
+impl Accepting {
+    pub fn new(listener: tokio::net::TcpListener, server: &'static str) -> Accepting {
+        Accepting { listener, server }
+    }
+}
+
+impl axum::serve::Listener for Accepting {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        accept(&self.listener, self.server).await
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// The next connection, however long accepting takes. Nagle is off: answers are written whole.
+pub async fn accept(listener: &tokio::net::TcpListener, server: &str) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => pause_after_accept_error(server, &e).await,
+        }
+    }
+}
+
 /// Errors of one connection that died in the backlog: skip it and accept the next.
-pub fn is_connection_error(e: &io::Error) -> bool {
+fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
@@ -91,9 +129,9 @@ pub fn is_connection_error(e: &io::Error) -> bool {
 }
 
 /// After an accept error that is not about one connection — usually no file descriptor left
-/// (`EMFILE`) — logs it and waits a second before the next accept, as axum does on the HTTP
-/// ports: the refused connection is still in the backlog, so accepting at once fails at once.
-pub async fn pause_after_accept_error(server: &str, e: &io::Error) {
+/// (`EMFILE`) — logs it and waits a second before the next accept: the refused connection is
+/// still in the backlog, so accepting at once fails at once (tonic does that, spinning a core).
+async fn pause_after_accept_error(server: &str, e: &io::Error) {
     tracing::error!(
         server,
         error = %e,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use skein_api::slow_readers::CutStalledReaders;
+use skein_api::ErrorShapes::{PlainText, QueryApis};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -113,12 +114,15 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     });
     if let Some(l) = bind("sampling_http", &cfg.sampling.http_addr).await? {
         let app = skein_api::sampling::agent_router(strategies.clone());
+        let name = "remote sampling HTTP server";
+        let l = http_server::Accepting::new(l, name);
         tasks.push(http_server::spawn(
             l,
             app,
+            PlainText,
             read_timeout,
             stop_rx.clone(),
-            "remote sampling HTTP server",
+            name,
         ));
     }
 
@@ -145,12 +149,15 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     }
     if let Some(l) = bind("otlp_http", &cfg.otlp.http_addr).await? {
         let app = skein_ingest::otlp::http::router(pipeline.clone(), &cfg.otlp);
+        let name = "OTLP HTTP server";
+        let l = http_server::Accepting::new(l, name);
         tasks.push(http_server::spawn(
             l,
             app,
+            PlainText,
             read_timeout,
             stop_rx.clone(),
-            "OTLP HTTP server",
+            name,
         ));
     }
     // ---- Zipkin: ingest and the v2 query API share one port ----
@@ -159,13 +166,15 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             .merge(skein_api::zipkin::router(engine.clone()))
             .layer(admission.clone())
             .layer(skein_ingest::zipkin::cors(&cfg.zipkin.cors_allowed_origins));
-        let l = CutStalledReaders::new(l, cfg.query.timeout);
+        let name = "Zipkin HTTP server";
+        let l = CutStalledReaders::new(http_server::Accepting::new(l, name), cfg.query.timeout);
         tasks.push(http_server::spawn(
             l,
             app,
+            PlainText,
             read_timeout,
             stop_rx.clone(),
-            "Zipkin HTTP server",
+            name,
         ));
     }
     // ---- Jaeger ingest (collector HTTP/gRPC, agent UDP) ----
@@ -173,12 +182,15 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     if let Some(l) = bind("jaeger_thrift_http", &cfg.jaeger.thrift_http_addr).await? {
         let app = skein_ingest::jaeger::http::router(pipeline.clone(), jaeger_max)
             .merge(skein_api::sampling::collector_router(strategies.clone()));
+        let name = "Jaeger thrift HTTP server";
+        let l = http_server::Accepting::new(l, name);
         tasks.push(http_server::spawn(
             l,
             app,
+            PlainText,
             read_timeout,
             stop_rx.clone(),
-            "Jaeger thrift HTTP server",
+            name,
         ));
     }
     if let Some(l) = bind("jaeger_grpc", &cfg.jaeger.grpc_addr).await? {
@@ -258,13 +270,15 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     }
     if let Some(l) = bind("query_http", &cfg.query.http_addr).await? {
         let app = skein_api::router(engine.clone()).layer(admission.clone());
-        let l = CutStalledReaders::new(l, cfg.query.timeout);
+        let name = "query HTTP server";
+        let l = CutStalledReaders::new(http_server::Accepting::new(l, name), cfg.query.timeout);
         tasks.push(http_server::spawn(
             l,
             app,
+            QueryApis,
             read_timeout,
             stop_rx.clone(),
-            "query HTTP server",
+            name,
         ));
     }
     println!(
@@ -303,25 +317,16 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
 /// The gRPC servers' connections; each must send its first byte within `read_timeout`
 /// ([`http_server::OpeningBy`]).
 ///
-/// An accept that fails for want of file descriptors (or memory) is retried after a second,
-/// as axum does on the HTTP ports. tonic would retry it at once, and since the connection is
-/// still waiting in the backlog, that spins a core until a descriptor frees up.
+/// An accept that fails for want of file descriptors (or memory) is logged and retried after a
+/// second (`http_server::accept`); tonic would retry it at once and spin a core.
 fn tokio_stream_of(
     l: TcpListener,
     read_timeout: Option<std::time::Duration>,
     server: &'static str,
 ) -> impl futures::Stream<Item = std::io::Result<http_server::OpeningBy<tokio::net::TcpStream>>> {
     futures::stream::unfold(l, move |l| async move {
-        loop {
-            match l.accept().await {
-                Ok((s, _)) => {
-                    let _ = s.set_nodelay(true);
-                    return Some((Ok(http_server::OpeningBy::new(s, read_timeout)), l));
-                }
-                Err(e) if http_server::is_connection_error(&e) => continue,
-                Err(e) => http_server::pause_after_accept_error(server, &e).await,
-            }
-        }
+        let (stream, _) = http_server::accept(&l, server).await;
+        Some((Ok(http_server::OpeningBy::new(stream, read_timeout)), l))
     })
 }
 

@@ -745,12 +745,17 @@ async fn wrong_methods_are_explained_in_each_apis_shape() {
         ("DELETE", format!("{}/api/ui/search", s.query_url()), "/error"),
         ("GET", format!("{}/v1/traces", s.http_url()), ""),
         ("PUT", format!("{zipkin}/api/v2/spans"), ""),
+        // The Jaeger collector's /api/traces is not the query API: plain text like its errors.
+        ("GET", format!("http://{}/api/traces", s.addr("jaeger_thrift_http")), ""),
+        // UI pages are for reading.
+        ("DELETE", format!("{}/search", s.query_url()), ""),
     ] {
         let r = client.request(method.parse().unwrap(), &url).send().await.unwrap();
         assert_eq!(r.status(), 405, "{method} {url}");
         let allow = r.headers()["allow"].to_str().unwrap().to_string();
         let body = r.text().await.unwrap();
         let msg = if pick.is_empty() {
+            assert!(body.starts_with("method "), "{method} {url}: plain text, got {body}");
             body
         } else {
             let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));

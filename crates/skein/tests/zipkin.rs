@@ -440,6 +440,11 @@ async fn errors_limits_cors_and_metrics() {
     let (status, body) = post(&s, "/api/v2/spans", json, None, bad).await;
     assert_eq!(status, 400);
     assert!(body.contains("duration is negative"), "{body}");
+    // Also when the spans decode but the pipeline's own checks refuse them all.
+    let unset = br#"[{"traceId":"463ac35c9f6413ad","id":"a1","timestamp":0},{"traceId":"463ac35c9f6413ad","id":"a2","timestamp":0}]"#.to_vec();
+    let (status, body) = post(&s, "/api/v2/spans", json, None, unset).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("start time is 0"), "{body}");
     let t = now_us();
     let partial = serde_json::to_vec(&serde_json::json!([
         {"traceId": "00000000000000000000000000000abc", "id": "0000000000000001", "timestamp": t,
@@ -511,7 +516,8 @@ async fn errors_limits_cors_and_metrics() {
         "skein_spans_accepted_total{protocol=\"zipkin\"} 1",
         "skein_spans_rejected_total{protocol=\"zipkin\",reason=\"malformed\"} 1",
         "skein_spans_rejected_total{protocol=\"zipkin\",reason=\"invalid_span_id\"} 1",
-        "skein_spans_rejected_total{protocol=\"zipkin\",reason=\"invalid_time\"} 1",
+        // The negative duration and the two spans with a start time of 0.
+        "skein_spans_rejected_total{protocol=\"zipkin\",reason=\"invalid_time\"} 3",
         // Both 413s: the plain body (refused by its declared length) and the gzip bomb.
         "skein_requests_total{protocol=\"zipkin\",outcome=\"too_large\"} 2",
     ] {

@@ -18,12 +18,21 @@ pub fn router(engine: QueryEngine) -> Router {
     Router::new().merge(api::router(engine)).merge(assets::router())
 }
 
-/// The query port's fallback: the single page for GET/HEAD of non-API paths, else 404.
+/// The query port's fallback: the single page for GET/HEAD of non-API paths (405 for other
+/// methods), 404 under `/api/` and `/static/`.
 pub async fn fallback(method: Method, uri: Uri) -> Response {
     let path = uri.path();
     let is_api = path == "/api" || path.starts_with("/api/") || path.starts_with("/static/");
-    if (method == Method::GET || method == Method::HEAD) && !is_api {
+    if is_api {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    if method == Method::GET || method == Method::HEAD {
         return assets::index();
     }
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
+    // A page exists at every other path, for reading only.
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(axum::http::header::ALLOW, "GET,HEAD")],
+    )
+        .into_response()
 }

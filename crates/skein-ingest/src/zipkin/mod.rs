@@ -102,13 +102,14 @@ async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: axum::body:
             return text(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let all_invalid = decoded.batch.is_empty() && !decoded.rejected.is_empty();
     match ctx.pipeline.submit(decoded, None, m).await {
         Ok(outcome) => match outcome.message() {
             None => StatusCode::ACCEPTED.into_response(),
             Some(msg) => {
                 tracing::debug!(format = ?format, rejected = outcome.rejected.len(), "zipkin: {msg}");
-                let status = if all_invalid && outcome.accepted == 0 {
+                // Every span rejected, by the decoder or the pipeline's checks: a reporter with
+                // a systematic bug should see an error.
+                let status = if outcome.accepted == 0 {
                     StatusCode::BAD_REQUEST
                 } else {
                     StatusCode::ACCEPTED

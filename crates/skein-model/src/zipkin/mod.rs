@@ -230,7 +230,8 @@ impl Shared {
 
 /// Converts checked wire spans (with their index in the request) into the model, rejecting
 /// the invalid ones alone.
-pub fn decoded_from(spans: Vec<(usize, Result<ZipkinSpan, SpanError>)>) -> Decoded {
+pub fn decoded_from(mut spans: Vec<(usize, Result<ZipkinSpan, SpanError>)>) -> Decoded {
+    mark_unflagged_shared(&mut spans);
     let mut shared = Shared::default();
     let mut out = Decoded::default();
     // original shared id → (derived id, service) of the server span that reused it
@@ -256,6 +257,26 @@ pub fn decoded_from(spans: Vec<(usize, Result<ZipkinSpan, SpanError>)>) -> Decod
         }
     }
     out
+}
+
+/// A SERVER span that reuses the id of a CLIENT span sent with it is the server half of a
+/// shared span even without `shared: true` (older reporters leave it out); Zipkin fixes such
+/// pairs up when it merges a trace. Unmarked, the two would be one span id twice.
+fn mark_unflagged_shared(spans: &mut [(usize, Result<ZipkinSpan, SpanError>)]) {
+    let clients: std::collections::HashSet<(TraceId, SpanId)> = spans
+        .iter()
+        .filter_map(|(_, z)| z.as_ref().ok())
+        .filter(|z| z.kind == Some(Kind::Client))
+        .map(|z| (z.trace_id, z.id))
+        .collect();
+    if clients.is_empty() {
+        return;
+    }
+    for z in spans.iter_mut().filter_map(|(_, z)| z.as_mut().ok()) {
+        if z.kind == Some(Kind::Server) && !z.shared && clients.contains(&(z.trace_id, z.id)) {
+            z.shared = true;
+        }
+    }
 }
 
 fn to_model(z: ZipkinSpan, shared: &mut Shared) -> Result<Span, SpanError> {

@@ -70,6 +70,30 @@ fn shared_server_span_gets_own_id_and_encodes_back() {
     assert!(out[3]["tags"].get("zipkin.shared").is_none());
 }
 
+/// Older reporters send the server half of a shared span without `shared: true`; next to its
+/// client it is shared all the same (as Zipkin's trace merge fixes it up), in either order.
+/// A SERVER span alone, or next to a SERVER span with its id, is left as sent.
+#[test]
+fn a_server_span_reusing_its_clients_id_is_shared_without_the_flag() {
+    let client = r#"{"traceId":"463ac35c9f6413ad","parentId":"0000000000000001","id":"000000000000000b",
+       "kind":"CLIENT","name":"call","timestamp":1000,"duration":50,"localEndpoint":{"serviceName":"front"}}"#;
+    let server = r#"{"traceId":"463ac35c9f6413ad","parentId":"0000000000000001","id":"000000000000000b",
+       "kind":"SERVER","name":"serve","timestamp":1010,"duration":30,"localEndpoint":{"serviceName":"back"}}"#;
+    for body in [format!("[{client},{server}]"), format!("[{server},{client}]")] {
+        let d = json_v2::decode(body.as_bytes()).unwrap();
+        assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+        let (c, s) = match d.batch.spans[0].kind {
+            SpanKind::Client => (&d.batch.spans[0], &d.batch.spans[1]),
+            _ => (&d.batch.spans[1], &d.batch.spans[0]),
+        };
+        assert_eq!(s.parent_span_id, c.span_id, "{body}");
+        assert_ne!(s.span_id, c.span_id);
+        assert_eq!(json_v2::encode(&d.batch.spans)[0]["id"], "000000000000000b");
+    }
+    let alone = json_v2::decode(format!("[{server}]").as_bytes()).unwrap();
+    assert_eq!(alone.batch.spans[0].span_id, [0, 0, 0, 0, 0, 0, 0, 0xb]);
+}
+
 #[test]
 fn whole_body_errors_and_per_span_rejections() {
     assert!(matches!(
