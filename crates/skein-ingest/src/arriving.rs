@@ -23,14 +23,12 @@ pub enum Interrupted<E> {
     Body(E),
 }
 
-impl<E> Interrupted<E> {
-    /// The message for a stalled body, naming the limit.
-    pub fn stalled_message(after: Duration) -> String {
-        format!(
-            "the request body stalled: nothing of it arrived for {} (limits.read_timeout)",
-            skein_model::units::format_duration(after)
-        )
-    }
+/// The message for a body that stalled, naming the limit; each protocol puts it in its answer.
+pub fn stalled_message(after: Duration) -> String {
+    format!(
+        "the request body stalled: nothing of it arrived for {} (limits.read_timeout)",
+        skein_model::units::format_duration(after)
+    )
 }
 
 /// A body counted against the receive budget and timed between frames; its errors go through

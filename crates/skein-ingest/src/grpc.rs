@@ -112,7 +112,7 @@ pub fn receive_budget(
             tonic::body::Body::new(Arriving::new(body, &pipeline, move |e| match e {
                 Interrupted::Stalled(after) => {
                     metrics.request("read_timeout");
-                    Status::deadline_exceeded(Interrupted::<Status>::stalled_message(after))
+                    Status::deadline_exceeded(crate::arriving::stalled_message(after))
                 }
                 Interrupted::Busy(e) => crate::otlp::grpc::submit_status(e),
                 Interrupted::Body(status) => status,

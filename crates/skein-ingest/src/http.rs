@@ -79,10 +79,7 @@ pub async fn read_body(
     let mut body = Arriving::new(body, pipeline, |e| match e {
         Interrupted::Stalled(after) => {
             m.request("read_timeout");
-            Refusal::Body(
-                StatusCode::REQUEST_TIMEOUT,
-                Interrupted::<axum::Error>::stalled_message(after),
-            )
+            Refusal::Body(StatusCode::REQUEST_TIMEOUT, crate::arriving::stalled_message(after))
         }
         Interrupted::Busy(e) => {
             m.backpressure.inc();
