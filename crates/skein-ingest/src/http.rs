@@ -23,8 +23,9 @@ pub fn media_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
-/// CORS for browser senders (and, on the Zipkin port, the Zipkin UI's queries).
-pub fn cors(origins: &[String]) -> CorsLayer {
+/// CORS for browser senders (and, on the Zipkin port, the Zipkin UI's queries), advertising
+/// only the `methods` the port answers.
+pub fn cors(origins: &[String], methods: &[Method]) -> CorsLayer {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
@@ -32,7 +33,7 @@ pub fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods(methods.to_vec())
         .allow_headers([
             header::CONTENT_TYPE,
             header::CONTENT_ENCODING,

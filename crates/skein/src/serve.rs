@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::http::Method;
 use skein_api::slow_readers::CutStalledReaders;
 use skein_api::ErrorShapes::{PlainText, QueryApis};
 use tokio::net::TcpListener;
@@ -165,7 +166,10 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         let app = skein_ingest::zipkin::router(pipeline.clone(), cfg.zipkin.max_request_bytes as usize)
             .merge(skein_api::zipkin::router(engine.clone()))
             .layer(admission.clone())
-            .layer(skein_ingest::zipkin::cors(&cfg.zipkin.cors_allowed_origins));
+            .layer(skein_ingest::zipkin::cors(
+                &cfg.zipkin.cors_allowed_origins,
+                &[Method::GET, Method::POST, Method::OPTIONS],
+            ));
         let name = "Zipkin HTTP server";
         let l = CutStalledReaders::new(http_server::Accepting::new(l, name), cfg.query.timeout);
         tasks.push(http_server::spawn(

@@ -191,6 +191,8 @@ async fn protobuf_json_encodings_partial_success_and_errors() {
         .unwrap();
     assert!(r.status().is_success());
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    // Only what the port answers: a GET here is a 405.
+    assert_eq!(r.headers()["access-control-allow-methods"], "POST,OPTIONS");
 
     // Self-metrics count what happened, by protocol and reason.
     let metrics = reqwest::get(format!("{}/metrics", s.query_url()))

@@ -509,6 +509,8 @@ async fn errors_limits_cors_and_metrics() {
         .unwrap();
     assert!(r.status().is_success());
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    // The query API shares the port.
+    assert_eq!(r.headers()["access-control-allow-methods"], "GET,POST,OPTIONS");
 
     // Metrics by protocol.
     let (_, metrics) = get(format!("{}/metrics", s.query_url())).await;

@@ -2,7 +2,7 @@
 //! Answers in the request's content type, as the spec requires.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -39,7 +39,7 @@ pub fn router(pipeline: Pipeline, cfg: &OtlpConfig) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
         // The compressed body may not exceed the limit either (`admit`); decompression re-checks it.
-        .layer(cors(&cfg.cors_allowed_origins))
+        .layer(cors(&cfg.cors_allowed_origins, &[Method::POST, Method::OPTIONS]))
         .with_state(ctx)
 }
 
