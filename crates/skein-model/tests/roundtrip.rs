@@ -13,18 +13,8 @@ use skein_model::otlp::pb::trace::v1 as pb_trace;
 use skein_model::otlp::{json, proto, wire_decode};
 use skein_model::*;
 
-/// Modest case counts (the build machine is small; `PROPTEST_CASES=5000` for a deeper run) and
-/// no regression files written next to this test: a failure prints its minimal input instead.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(128),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+mod support;
+use support::*;
 
 // ---- strategies for the model -------------------------------------------------------------
 
@@ -733,44 +723,14 @@ fn request_without_resource_or_scope_gets_defaults() {
     assert_eq!(decoded.batch.spans[0].service_name(), UNKNOWN_SERVICE);
 }
 
-/// Damaged protobuf: the direct decoder fails exactly when prost does, and otherwise reads the
-/// same spans (unknown fields skipped, repeated messages merged, as protobuf requires).
-#[derive(Debug, Clone)]
-enum Damage {
-    Truncate(usize),
-    SetByte(usize, u8),
-    Insert(usize, Vec<u8>),
-}
-
-fn damage() -> impl Strategy<Value = Damage> {
-    prop_oneof![
-        any::<usize>().prop_map(Damage::Truncate),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Damage::SetByte(at, b)),
-        (any::<usize>(), vec(any::<u8>(), 1..6)).prop_map(|(at, b)| Damage::Insert(at, b)),
-    ]
-}
-
 proptest! {
     #![proptest_config(config())]
 
+    /// Damaged protobuf: the direct decoder fails exactly when prost does, and otherwise reads
+    /// the same spans (unknown fields skipped, repeated messages merged, as protobuf requires).
     #[test]
     fn damaged_protobuf_fails_or_decodes_as_prost_does(spans in spans(), damages in vec(damage(), 1..4)) {
-        let mut bytes = wire_request(&spans);
-        for d in damages {
-            let n = bytes.len().max(1);
-            match d {
-                Damage::Truncate(at) => bytes.truncate(at % n),
-                Damage::SetByte(at, b) => {
-                    if let Some(x) = bytes.get_mut(at % n) {
-                        *x = b;
-                    }
-                }
-                Damage::Insert(at, b) => {
-                    let at = (at % n).min(bytes.len());
-                    bytes.splice(at..at, b);
-                }
-            }
-        }
+        let bytes = damaged(wire_request(&spans), damages);
         let reference = ExportTraceServiceRequest::decode(bytes.as_slice()).map(proto::decode_request);
         let direct = wire_decode::decode_request(&bytes);
         match (reference, direct) {
@@ -914,15 +874,6 @@ fn json_string() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Finite numbers only: a `Value` cannot hold NaN or an infinity.
-fn json_number() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        any::<u64>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        (prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO).prop_map(Value::from),
-    ]
-}
-
 fn arbitrary_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -937,23 +888,6 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
             vec((key, inner), 0..6).prop_map(|kvs| Value::Object(kvs.into_iter().collect())),
         ]
     })
-}
-
-/// Replaces the subtree found by walking `path` (child index modulo the number of children)
-/// with `replacement`.
-fn graft(value: &mut Value, path: &[prop::sample::Index], replacement: Value) {
-    let child = match (path.split_first(), &mut *value) {
-        (Some((i, rest)), Value::Array(a)) if !a.is_empty() => Some((i.get_mut(a), rest)),
-        (Some((i, rest)), Value::Object(m)) if !m.is_empty() => {
-            let n = i.index(m.len());
-            Some((m.values_mut().nth(n).expect("index below len"), rest))
-        }
-        _ => None,
-    };
-    match child {
-        Some((child, rest)) => graft(child, rest, replacement),
-        None => *value = replacement,
-    }
 }
 
 /// A valid OTLP JSON document with a few subtrees replaced: mostly deep down by a scalar (which
@@ -978,18 +912,6 @@ fn mutated_otlp_json() -> impl Strategy<Value = Value> {
             }
             doc
         })
-}
-
-/// Whatever the decoder accepts is well formed, and rejected indices are increasing.
-fn check_decoded(result: Result<Decoded, json::JsonError>) -> Result<(), TestCaseError> {
-    let Ok(decoded) = result else { return Ok(()) };
-    for s in &decoded.batch.spans {
-        prop_assert_ne!(s.trace_id, [0; 16]);
-        prop_assert_ne!(s.span_id, [0; 8]);
-        prop_assert!(s.end_unix_nano >= s.start_unix_nano);
-    }
-    prop_assert!(decoded.rejected.windows(2).all(|w| w[0].index < w[1].index));
-    Ok(())
 }
 
 proptest! {
