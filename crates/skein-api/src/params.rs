@@ -114,4 +114,14 @@ mod tests {
         assert!(err("-1s").contains("expected e.g."));
         assert!(err("99999999999999999h").contains("too large"));
     }
+
+    proptest::proptest! {
+        /// Any text is a duration or an error naming what was wrong, never a panic.
+        #[test]
+        fn any_text_is_a_duration_or_an_error(s in "[0-9.]{0,6}(ns|us|µs|ms|s|m|h|d|w|x)?[0-9.]{0,4}[a-zµ]{0,2}|\\PC{0,20}") {
+            if let Err(e) = parse_api_duration(&s) {
+                proptest::prop_assert!(e.contains("duration"), "{}", e);
+            }
+        }
+    }
 }

@@ -115,4 +115,20 @@ mod tests {
             .contains("after 2554"));
         assert!(parse_rfc3339("2554-01-01T00:00:00Z").is_ok());
     }
+
+    proptest::proptest! {
+        /// Query strings carry these from anyone: any text is a time or an error, never a
+        /// panic, and every time formats and parses back to itself.
+        #[test]
+        fn any_text_is_a_time_or_an_error(s in "[0-9T:.+Zz -]{0,40}|\\PC{0,40}") {
+            if let Ok(ns) = parse_rfc3339(&s) {
+                proptest::prop_assert_eq!(parse_rfc3339(&format_rfc3339(ns)), Ok(ns));
+            }
+        }
+
+        #[test]
+        fn every_time_round_trips(ns in 0u64..u64::MAX) {
+            proptest::prop_assert_eq!(parse_rfc3339(&format_rfc3339(ns)), Ok(ns));
+        }
+    }
 }
