@@ -390,17 +390,24 @@ impl QueryEngine {
         let in_window = |s: u64| s >= start && s <= end;
         let mut graph = CallGraph::default();
         // Memory: group by trace across all head chunks.
-        let mut by_trace: HashMap<TraceId, Vec<(SpanId, SpanId, &str)>> = HashMap::new();
+        let mut by_trace: HashMap<TraceId, Vec<(SpanId, u64, SpanId, &str)>> = HashMap::new();
         for s in snap.heads.iter().flat_map(|h| h.spans()) {
             if in_window(s.start_unix_nano) {
-                by_trace
-                    .entry(s.trace_id)
-                    .or_default()
-                    .push((s.span_id, s.parent_span_id, s.service_name()));
+                by_trace.entry(s.trace_id).or_default().push((
+                    s.span_id,
+                    s.start_unix_nano,
+                    s.parent_span_id,
+                    s.service_name(),
+                ));
             }
         }
-        for (trace, spans) in &by_trace {
-            graph.add_trace(*trace, spans);
+        for (trace, mut spans) in by_trace {
+            // A span sent twice (a retried request) is one call: keep the copy trace reads
+            // show, the earliest.
+            spans.sort_unstable_by_key(|&(id, start, _, _)| (id, start));
+            spans.dedup_by_key(|&mut (id, _, _, _)| id);
+            let spans: Vec<(SpanId, SpanId, &str)> = spans.into_iter().map(|(id, _, p, svc)| (id, p, svc)).collect();
+            graph.add_trace(trace, &spans);
         }
         // Blocks are sorted by trace id, so each trace's spans are contiguous within a block.
         let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();

@@ -1139,6 +1139,37 @@ async fn dependencies_join_parents_and_children_stored_apart() {
     assert_eq!(later, later_expected);
 }
 
+/// A request sent twice (an exporter's retry) puts every span in memory twice: each call
+/// still counts once, as trace reads show each span once, and as the block cut from memory
+/// (which keeps one copy) counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_count_a_resent_span_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let trace = g.trace(now() - 600 * 1_000_000_000, 30, false);
+    let counts = |d: Vec<skein_query::Dependency>| -> Vec<(String, String, u64)> {
+        d.into_iter().map(|d| (d.parent, d.child, d.call_count)).collect()
+    };
+    store.append(trace.clone()).await.unwrap();
+    let once = counts(q.dependencies(0, u64::MAX).await.unwrap());
+    assert!(!once.is_empty() && once.iter().all(|(_, _, n)| *n >= 1), "{once:?}");
+    store.append(trace.clone()).await.unwrap();
+    assert_eq!(
+        counts(q.dependencies(0, u64::MAX).await.unwrap()),
+        once,
+        "both copies in memory"
+    );
+    store.flush().await.unwrap();
+    assert_eq!(store.snapshot().blocks.len(), 1);
+    assert_eq!(
+        counts(q.dependencies(0, u64::MAX).await.unwrap()),
+        once,
+        "the block cut from them"
+    );
+}
+
 /// Blocks written before parents were stored as row offsets (format 1: `parent_span_id` ids
 /// only, no `parent_offset` column) still give their calls: dependencies look parents up by id
 /// there. The block is rewritten in that shape from a current one.

@@ -770,3 +770,35 @@ async fn wrong_methods_are_explained_in_each_apis_shape() {
     }
     assert!(s.stop());
 }
+
+/// `/api/v3/traces` answers newest first, like every other search: each trace's resource
+/// spans in turn, not every trace's spans of one service merged into one resource (which put
+/// an older trace of the first service before a newer one of another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_search_answers_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let base = now_ns() - 60_000_000_000;
+    // Newest to oldest: a (service x), b (y), c (x).
+    let (a, b, c) = (rand_bytes::<16>(), rand_bytes::<16>(), rand_bytes::<16>());
+    let one = |trace, start| common::server_span(trace, rand_bytes(), None, "op", start);
+    common::post_otlp(&client, &s, "x", vec![one(a, base + 2_000_000_000), one(c, base)]).await;
+    common::post_otlp(&client, &s, "y", vec![one(b, base + 1_000_000_000)]).await;
+    let url = format!(
+        "{}/api/v3/traces?query.startTimeMin=2000-01-01T00:00:00Z&query.startTimeMax=2100-01-01T00:00:00Z",
+        s.query_url()
+    );
+    let (status, v) = get_json(url).await;
+    assert_eq!(status, 200, "{v}");
+    let order: Vec<&str> = v["result"]["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["scopeSpans"].as_array().unwrap())
+        .flat_map(|ss| ss["spans"].as_array().unwrap())
+        .map(|span| span["traceId"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [hex(&a), hex(&b), hex(&c)], "{v}");
+    assert!(s.stop());
+}

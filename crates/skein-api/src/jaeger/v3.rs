@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use skein_model::otlp::json::encode_traces_data;
+use skein_model::otlp::json::{encode_traces_data, encode_traces_in_order};
 use skein_model::{hex, Span, SpanKind};
 use skein_query::{Asked, QueryEngine, TraceQuery};
 
@@ -211,8 +211,8 @@ async fn find_traces(State(q): State<QueryEngine>, Query(p): Query<Vec<(String, 
     };
     match q.find_traces(&query).await {
         Ok(traces) => {
-            let all: Vec<&Span> = traces.iter().flatten().collect();
-            let response = Json(json!({ "result": encode_traces_data(all) })).into_response();
+            let in_order = encode_traces_in_order(traces.iter().map(Vec::as_slice));
+            let response = Json(json!({ "result": in_order })).into_response();
             with_warning(response, incomplete_note(&q, Asked::Search(&query)).as_deref())
         }
         Err(e) => v3_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

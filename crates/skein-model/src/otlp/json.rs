@@ -633,6 +633,18 @@ pub fn span(s: &Span) -> Value {
 /// `{"resourceSpans": [...]}` for spans, grouped by resource and scope value (so spans of one
 /// resource are together even when the input interleaves them).
 pub fn encode_traces_data<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Value {
+    json!({ "resourceSpans": resource_spans(spans) })
+}
+
+/// `{"resourceSpans": [...]}` for several traces, each grouped as `encode_traces_data` does,
+/// one after the other: a search's answer keeps its order (newest first), as Jaeger's api_v3
+/// gateway appends each trace's resource spans in turn.
+pub fn encode_traces_in_order<'a>(traces: impl IntoIterator<Item = &'a [Span]>) -> Value {
+    let all: Vec<Value> = traces.into_iter().flat_map(resource_spans).collect();
+    json!({ "resourceSpans": all })
+}
+
+fn resource_spans<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<Value> {
     type ScopeGroup<'a> = (&'a Arc<Scope>, Vec<&'a Span>);
     let mut groups: Vec<(&Arc<Resource>, Vec<ScopeGroup>)> = Vec::new();
     for s in spans {
@@ -655,7 +667,7 @@ pub fn encode_traces_data<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Valu
             None => scopes.push((&s.scope, vec![s])),
         }
     }
-    let resource_spans: Vec<Value> = groups
+    groups
         .into_iter()
         .map(|(r, scopes)| {
             let mut res = Map::new();
@@ -678,8 +690,7 @@ pub fn encode_traces_data<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Valu
                 .collect();
             json!({ "resource": res, "scopeSpans": scope_spans })
         })
-        .collect();
-    json!({ "resourceSpans": resource_spans })
+        .collect()
 }
 
 #[cfg(test)]
