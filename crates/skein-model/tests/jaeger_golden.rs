@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use prost::Message;
+use skein_model::jaeger::convert::LINK_REF_TYPE;
 use skein_model::jaeger::thrift::{self, Protocol};
 use skein_model::jaeger::{batch_to_model, proto};
 use skein_model::{AnyValue, Decoded, Event, KeyValue, Link, Resource, Span, SpanKind, Status, StatusCode};
@@ -80,6 +81,7 @@ fn expected() -> Vec<Span> {
         links: vec![Link {
             trace_id: id16(0, 0x99),
             span_id: id8(0x0f),
+            attributes: vec![KeyValue::string(LINK_REF_TYPE, "follows_from")],
             ..Link::default()
         }],
         status: Status {
@@ -105,6 +107,8 @@ fn expected() -> Vec<Span> {
         links: vec![Link {
             trace_id: id16(0, 0x55),
             span_id: id8(0x0d),
+            // A CHILD_OF reference into another trace.
+            attributes: vec![KeyValue::string(LINK_REF_TYPE, "child_of")],
             ..Link::default()
         }],
         resource,

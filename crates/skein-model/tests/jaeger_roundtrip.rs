@@ -6,21 +6,25 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use prost::Message;
-use skein_model::jaeger::convert::{group_by_process, jaeger_flags};
+use skein_model::jaeger::convert::{group_by_process, jaeger_flags, LINK_REF_TYPE};
 use skein_model::jaeger::thrift::{self, Protocol};
 use skein_model::jaeger::{batch_to_model, proto};
-use skein_model::Span;
+use skein_model::{KeyValue, Span};
 
 mod support;
 use support::micro_spans::spans;
 
-/// What survives Jaeger: its own flag bits only.
+/// What survives Jaeger: its own flag bits only; each link (a FOLLOWS_FROM reference there)
+/// comes back noting that type.
 fn expected(spans: &[Span]) -> Vec<Span> {
     let mut out: Vec<Span> = spans
         .iter()
         .cloned()
         .map(|mut s| {
             s.flags = jaeger_flags(s.flags);
+            for l in &mut s.links {
+                l.attributes = vec![KeyValue::string(LINK_REF_TYPE, "follows_from")];
+            }
             s
         })
         .collect();

@@ -461,7 +461,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
-    use skein_model::jaeger::convert::jaeger_flags;
+    use skein_model::jaeger::convert::{jaeger_flags, LINK_REF_TYPE};
     use skein_model::{Event, Link, Scope, SpanKind, Status, StatusCode};
 
     const TRACE: [u8; 16] = [0xab; 16];
@@ -545,7 +545,7 @@ mod tests {
 
     #[test]
     fn flags_normalised() {
-        for (flags, want) in [(0, 0), (1, 1), (0x301, 1), (0x100, 0x100), (2, 2)] {
+        for (flags, want) in [(0, 0), (1, 1), (3, 3), (0x301, 1), (0x100, 0), (2, 2)] {
             let mut s = span(1, 1);
             s.flags = flags;
             assert_eq!(only_span(&[s])["flags"], json!(want), "flags {flags:#x}");
@@ -891,14 +891,15 @@ mod tests {
         assert_eq!(s.attributes, vec![KeyValue::new("error", AnyValue::Bool(false))]);
     }
 
+    /// As in OpenTelemetry's translator, `error=true` is the final word.
     #[test]
-    fn reverse_status_code_wins_over_error() {
+    fn reverse_error_wins_over_status_code() {
         let v = jaeger_span(json!([
             {"key": "error", "type": "bool", "value": true},
             {"key": "otel.status_code", "type": "string", "value": "OK"},
         ]));
         let s = &jaeger_to_spans(&v).unwrap()[0];
-        assert_eq!(s.status.code, StatusCode::Ok);
+        assert_eq!(s.status.code, StatusCode::Error);
         assert!(s.attributes.is_empty());
     }
 
@@ -1099,10 +1100,15 @@ mod tests {
         })
     }
 
+    /// A link from OTLP (no reference type) or from Jaeger (the type it came as).
     fn link() -> impl Strategy<Value = Link> {
-        (nonzero::<16>(), nonzero::<8>()).prop_map(|(trace_id, span_id)| Link {
+        let ref_type = prop_oneof![Just(None), Just(Some("child_of")), Just(Some("follows_from"))];
+        (nonzero::<16>(), nonzero::<8>(), ref_type).prop_map(|(trace_id, span_id, ref_type)| Link {
             trace_id,
             span_id,
+            attributes: ref_type
+                .map(|t| vec![KeyValue::string(LINK_REF_TYPE, t)])
+                .unwrap_or_default(),
             ..Default::default()
         })
     }
@@ -1182,9 +1188,13 @@ mod tests {
         attrs.sort_by(|a, b| a.key.cmp(&b.key));
     }
 
-    /// Brings a span into the form comparison allows: attribute order and flags are free.
+    /// Brings a span into the form comparison allows: attribute order and flags are free, and
+    /// a link without a reference type went out as FOLLOWS_FROM, which it comes back noting.
     fn normalise(mut s: Span) -> Span {
         sort_attrs(&mut s.attributes);
+        for l in s.links.iter_mut().filter(|l| l.attributes.is_empty()) {
+            l.attributes = vec![KeyValue::string(LINK_REF_TYPE, "follows_from")];
+        }
         s.events.iter_mut().for_each(|e| sort_attrs(&mut e.attributes));
         let mut resource = (*s.resource).clone();
         sort_attrs(&mut resource.attributes);

@@ -2,16 +2,20 @@
 //!
 //! - process `serviceName` → resource `service.name`, process tags → resource attributes;
 //! - the first CHILD_OF reference into the same trace → parent (else thrift's `parentSpanId`),
-//!   every other reference → a link;
+//!   every other reference → a link, which notes the reference's type in `opentracing.ref_type`
+//!   (`child_of`/`follows_from`);
 //! - logs → events, the `event` field naming the event;
-//! - tags `span.kind` → kind, `otel.status_code`/`otel.status_description` → status (`error=true`
-//!   alone also means an error), `otel.scope.name`/`otel.scope.version` (or the legacy
-//!   `otel.library.*`) → scope, `w3c.tracestate` → trace state. Those tags are removed from the
-//!   attributes; a value that does not parse stays an ordinary attribute.
+//! - tags `span.kind` → kind; status from `error=true` (which wins), else `otel.status_code`,
+//!   else an HTTP status code in `http.status_code` (5xx an error, 4xx too on a client), with
+//!   `otel.status_description` as its message; `otel.scope.name`/`otel.scope.version` (or the
+//!   legacy `otel.library.*`) → scope, `w3c.tracestate` → trace state. Those tags are removed
+//!   from the attributes (`http.status_code` is kept); a value that does not parse stays an
+//!   ordinary attribute.
 //!
-//! Model → Jaeger writes the same tags back; links become FOLLOWS_FROM references. Lossy by the
-//! nature of the format: dropped counts, link attributes/state/flags, scope attributes and the
-//! type of array/kvlist values (sent as their JSON text).
+//! Model → Jaeger writes the same tags back; links become references of the type their
+//! `opentracing.ref_type` names, else FOLLOWS_FROM. Lossy by the nature of the format: dropped
+//! counts, other link attributes and state and flags, scope attributes and the type of
+//! array/kvlist values (sent as their JSON text).
 
 use std::sync::Arc;
 
@@ -23,6 +27,14 @@ pub const TAG_SPAN_KIND: &str = "span.kind";
 pub const TAG_STATUS_CODE: &str = "otel.status_code";
 pub const TAG_ERROR: &str = "error";
 pub const TAG_STATUS_DESCRIPTION: &str = "otel.status_description";
+/// Read for a status only when neither `error=true` nor `otel.status_code` gives one, as
+/// OpenTelemetry's translator does; the older semantic conventions' name, which Jaeger
+/// clients use.
+pub const TAG_HTTP_STATUS_CODE: &str = "http.status_code";
+/// On a link: the type of the Jaeger reference it came from or goes back to.
+pub const LINK_REF_TYPE: &str = "opentracing.ref_type";
+const REF_CHILD_OF: &str = "child_of";
+const REF_FOLLOWS_FROM: &str = "follows_from";
 pub const TAG_SCOPE_NAME: &str = "otel.scope.name";
 pub const TAG_SCOPE_VERSION: &str = "otel.scope.version";
 // Written by older OTel SDKs and collectors; read, never written.
@@ -117,9 +129,14 @@ pub fn span_to_model(span: JaegerSpan, resource: Arc<Resource>, scopes: &mut Sco
         if parent.is_none() && r.ref_type == RefType::ChildOf && r.trace_id == span.trace_id {
             parent = Some(r.span_id);
         } else {
+            let ref_type = match r.ref_type {
+                RefType::ChildOf => REF_CHILD_OF,
+                RefType::FollowsFrom => REF_FOLLOWS_FROM,
+            };
             links.push(Link {
                 trace_id: r.trace_id,
                 span_id: r.span_id,
+                attributes: vec![KeyValue::string(LINK_REF_TYPE, ref_type)],
                 ..Link::default()
             });
         }
@@ -127,6 +144,7 @@ pub fn span_to_model(span: JaegerSpan, resource: Arc<Resource>, scopes: &mut Sco
 
     let mut attributes = span.tags;
     let kind = take(&mut attributes, TAG_SPAN_KIND, |v| str_of(v).and_then(SpanKind::parse)).unwrap_or_default();
+    let code_sent = attributes.iter().any(|kv| kv.key == TAG_STATUS_CODE);
     let code = take(&mut attributes, TAG_STATUS_CODE, |v| {
         let s = str_of(v)?;
         [
@@ -144,11 +162,18 @@ pub fn span_to_model(span: JaegerSpan, resource: Arc<Resource>, scopes: &mut Sco
         AnyValue::String(s) if s.eq_ignore_ascii_case("true") => Some(()),
         _ => None,
     });
-    let code = code.unwrap_or(if error.is_some() {
-        StatusCode::Error
-    } else {
-        StatusCode::Unset
-    });
+    // As OpenTelemetry's translator: `error=true` is the final word, then `otel.status_code`,
+    // and only when neither was sent, an HTTP status code.
+    let code = match (error, code) {
+        (Some(()), _) => StatusCode::Error,
+        (None, Some(code)) => code,
+        (None, None) if code_sent => StatusCode::Unset,
+        (None, None) => attributes
+            .iter()
+            .find(|kv| kv.key == TAG_HTTP_STATUS_CODE)
+            .and_then(|kv| http_status(&kv.value, kind))
+            .unwrap_or(StatusCode::Unset),
+    };
     let message = take(&mut attributes, TAG_STATUS_DESCRIPTION, string_of).unwrap_or_default();
     let scope_name = take(&mut attributes, TAG_SCOPE_NAME, string_of)
         .or_else(|| take(&mut attributes, TAG_LIBRARY_NAME, string_of))
@@ -178,6 +203,23 @@ pub fn span_to_model(span: JaegerSpan, resource: Arc<Resource>, scopes: &mut Sco
         scope: scopes.get(scope_name, scope_version),
         ..Span::default()
     })
+}
+
+/// The status an HTTP status code means (OpenTelemetry's HTTP conventions): an error from 500
+/// up, or from 400 up on a client (a server answering 4xx did its job); unset below. A code
+/// that is not a number says nothing.
+fn http_status(v: &AnyValue, kind: SpanKind) -> Option<StatusCode> {
+    let code = match v {
+        AnyValue::Int(n) => *n,
+        AnyValue::String(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    let failed = match code {
+        100..=399 => false,
+        400..=499 => kind != SpanKind::Server,
+        _ => true,
+    };
+    Some(if failed { StatusCode::Error } else { StatusCode::Unset })
 }
 
 fn log_to_event(log: JaegerLog) -> Event {
@@ -234,13 +276,10 @@ pub fn process_from_resource(resource: &Resource) -> JaegerProcess {
     }
 }
 
-/// Jaeger knows only its own flag bits; a sampled W3C span is plainly "sampled" to it.
+/// Jaeger's own flag bits: sampled (1), debug (2), firehose (8). The rest of OTLP's flags
+/// (W3C trace flags, the remote-parent bits) mean nothing to it.
 pub fn jaeger_flags(flags: u32) -> u32 {
-    if flags & 0x01 != 0 {
-        1
-    } else {
-        flags
-    }
+    flags & (1 | 2 | 8)
 }
 
 /// One span in Jaeger's shape, without its process (see [`process_from_resource`]).
@@ -254,10 +293,20 @@ pub fn span_from_model(span: &Span) -> JaegerSpan {
             span_id: span.parent_span_id,
         });
     }
-    references.extend(span.links.iter().map(|l| JaegerRef {
-        ref_type: RefType::FollowsFrom,
-        trace_id: l.trace_id,
-        span_id: l.span_id,
+    references.extend(span.links.iter().map(|l| {
+        let child_of = l
+            .attributes
+            .iter()
+            .any(|kv| kv.key == LINK_REF_TYPE && matches!(&kv.value, AnyValue::String(t) if t == REF_CHILD_OF));
+        JaegerRef {
+            ref_type: if child_of {
+                RefType::ChildOf
+            } else {
+                RefType::FollowsFrom
+            },
+            trace_id: l.trace_id,
+            span_id: l.span_id,
+        }
     }));
 
     let extra = tags_from_fields(span);
@@ -363,4 +412,171 @@ pub fn group_by_process(spans: &[Span]) -> Vec<(JaegerProcess, Vec<JaegerSpan>)>
         groups[i].2.push(span_from_model(span));
     }
     groups.into_iter().map(|(_, p, s)| (p, s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jaeger_span(tags: Vec<KeyValue>) -> JaegerSpan {
+        JaegerSpan {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: [0; 8],
+            operation_name: "op".into(),
+            references: Vec::new(),
+            flags: 1,
+            start_unix_nano: 1_000,
+            duration_nano: 1_000,
+            tags,
+            logs: Vec::new(),
+            process: None,
+        }
+    }
+
+    fn to_model(tags: Vec<KeyValue>) -> Span {
+        span_to_model(jaeger_span(tags), Arc::default(), &mut ScopeCache::default()).unwrap()
+    }
+
+    /// As OpenTelemetry's translator reads a Jaeger span's status: `error=true` first, then
+    /// `otel.status_code`, and an HTTP status code only when neither was sent.
+    #[test]
+    fn status_follows_the_collectors_order() {
+        let bool_tag = |k: &str, v| KeyValue::new(k, AnyValue::Bool(v));
+        let int_tag = |k: &str, v| KeyValue::new(k, AnyValue::Int(v));
+        let kind = |k: &str| KeyValue::string(TAG_SPAN_KIND, k);
+        let cases: Vec<(Vec<KeyValue>, StatusCode, &str)> = vec![
+            // `error=true` is the final word, whatever `otel.status_code` says.
+            (
+                vec![bool_tag(TAG_ERROR, true), KeyValue::string(TAG_STATUS_CODE, "OK")],
+                StatusCode::Error,
+                "",
+            ),
+            (
+                vec![
+                    KeyValue::string(TAG_STATUS_CODE, "UNSET"),
+                    bool_tag(TAG_ERROR, true),
+                    KeyValue::string(TAG_STATUS_DESCRIPTION, "boom"),
+                ],
+                StatusCode::Error,
+                "boom",
+            ),
+            (vec![KeyValue::string(TAG_ERROR, "true")], StatusCode::Error, ""),
+            (vec![KeyValue::string(TAG_STATUS_CODE, "ok")], StatusCode::Ok, ""),
+            // An HTTP status code: 5xx is an error; 4xx on a client, not on a server.
+            (
+                vec![kind("server"), int_tag(TAG_HTTP_STATUS_CODE, 500)],
+                StatusCode::Error,
+                "",
+            ),
+            (
+                vec![kind("client"), int_tag(TAG_HTTP_STATUS_CODE, 404)],
+                StatusCode::Error,
+                "",
+            ),
+            (
+                vec![kind("server"), int_tag(TAG_HTTP_STATUS_CODE, 404)],
+                StatusCode::Unset,
+                "",
+            ),
+            (vec![int_tag(TAG_HTTP_STATUS_CODE, 200)], StatusCode::Unset, ""),
+            (
+                vec![KeyValue::string(TAG_HTTP_STATUS_CODE, "503")],
+                StatusCode::Error,
+                "",
+            ),
+            (
+                vec![KeyValue::string(TAG_HTTP_STATUS_CODE, "n/a")],
+                StatusCode::Unset,
+                "",
+            ),
+            // …but not when a status was sent, even one that does not parse.
+            (
+                vec![
+                    KeyValue::string(TAG_STATUS_CODE, "OK"),
+                    int_tag(TAG_HTTP_STATUS_CODE, 500),
+                ],
+                StatusCode::Ok,
+                "",
+            ),
+            (
+                vec![
+                    KeyValue::string(TAG_STATUS_CODE, "bogus"),
+                    int_tag(TAG_HTTP_STATUS_CODE, 500),
+                ],
+                StatusCode::Unset,
+                "",
+            ),
+            (
+                vec![bool_tag(TAG_ERROR, false), int_tag(TAG_HTTP_STATUS_CODE, 502)],
+                StatusCode::Error,
+                "",
+            ),
+        ];
+        for (tags, code, message) in cases {
+            let what = format!("{tags:?}");
+            let s = to_model(tags);
+            assert_eq!((s.status.code, s.status.message.as_str()), (code, message), "{what}");
+            let keys: Vec<&str> = s.attributes.iter().map(|kv| kv.key.as_ref()).collect();
+            // The status tags that were read are gone; the HTTP code stays an attribute.
+            assert!(!keys.contains(&TAG_STATUS_DESCRIPTION), "{what}: {keys:?}");
+            assert_eq!(
+                keys.contains(&TAG_ERROR),
+                what.contains("Bool(false)"),
+                "{what}: {keys:?}"
+            );
+            assert_eq!(
+                keys.contains(&TAG_HTTP_STATUS_CODE),
+                what.contains(TAG_HTTP_STATUS_CODE),
+                "{what}: {keys:?}"
+            );
+        }
+    }
+
+    /// A reference that becomes a link notes its type, and goes back to Jaeger as that type: a
+    /// second CHILD_OF stays CHILD_OF.
+    #[test]
+    fn links_keep_their_reference_type() {
+        let mut j = jaeger_span(Vec::new());
+        let r = |ref_type, id| JaegerRef {
+            ref_type,
+            trace_id: [1; 16],
+            span_id: [id; 8],
+        };
+        j.references = vec![
+            r(RefType::ChildOf, 3),
+            r(RefType::FollowsFrom, 4),
+            r(RefType::ChildOf, 5),
+        ];
+        let s = span_to_model(j, Arc::default(), &mut ScopeCache::default()).unwrap();
+        assert_eq!(s.parent_span_id, [3; 8]);
+        let types: Vec<&AnyValue> = s.links.iter().map(|l| &l.attributes[0].value).collect();
+        assert_eq!(
+            types,
+            [
+                &AnyValue::String("follows_from".into()),
+                &AnyValue::String("child_of".into())
+            ]
+        );
+        let back: Vec<(RefType, crate::SpanId)> = span_from_model(&s)
+            .references
+            .iter()
+            .map(|r| (r.ref_type, r.span_id))
+            .collect();
+        assert_eq!(
+            back,
+            [
+                (RefType::ChildOf, [3; 8]),
+                (RefType::FollowsFrom, [4; 8]),
+                (RefType::ChildOf, [5; 8])
+            ]
+        );
+    }
+
+    #[test]
+    fn only_jaegers_flag_bits_go_out() {
+        for (flags, want) in [(0, 0), (1, 1), (3, 3), (0xb, 0xb), (5, 1), (0x301, 1), (0x100, 0)] {
+            assert_eq!(jaeger_flags(flags), want, "{flags:#x}");
+        }
+    }
 }
