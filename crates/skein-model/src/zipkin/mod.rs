@@ -21,7 +21,9 @@
 //! * `shared: true` (a server span reusing its client's span id): the model needs unique span
 //!   ids (trace-by-id and compaction dedupe by span id), so the server span gets a derived id
 //!   ([`shared_span_id`], deterministic so retries still dedupe), its parent becomes the client
-//!   span, and it carries `zipkin.shared = true`. Children of the shared id from the same
+//!   span, and it carries `zipkin.shared = true` and the parent the reporter sent as
+//!   `zipkin.parent_id` (hex), which the Zipkin encoder gives back when the client span is not
+//!   in the answer (never sent, or sampled out). Children of the shared id from the same
 //!   service in the same request are re-parented onto the server span. The Zipkin encoder
 //!   undoes all of this, so the Zipkin API shows the original ids. (Jaeger does the same at
 //!   query time with its `ZipkinSpanIDUniquifier` adjuster.)
@@ -137,6 +139,8 @@ pub struct ZipkinSpan {
 }
 
 pub const SHARED_ATTR: &str = "zipkin.shared";
+/// On a shared server span: the `parentId` its reporter sent (the client span's parent).
+pub const SHARED_PARENT_ATTR: &str = "zipkin.parent_id";
 pub const DEBUG_ATTR: &str = "zipkin.debug";
 
 /// The span id given to a `shared` server span: a fixed mix of the id it shares with its
@@ -362,6 +366,9 @@ fn to_model(z: ZipkinSpan, shared: &mut Shared) -> Result<Span, SpanError> {
     let (mut span_id, mut parent_span_id) = (z.id, z.parent_id);
     if z.shared {
         derive(SHARED_ATTR, AnyValue::Bool(true));
+        if z.parent_id != [0; 8] {
+            derive(SHARED_PARENT_ATTR, AnyValue::String(crate::hex::encode(&z.parent_id)));
+        }
         parent_span_id = z.id;
         span_id = shared_span_id(z.id);
     }
@@ -426,11 +433,11 @@ fn from_model(s: &Span, ids: &IdView) -> ZipkinSpan {
     let attrs = &s.attributes;
     let is_shared = find_attr(attrs, SHARED_ATTR) == Some(&AnyValue::Bool(true)) && !s.is_root();
     let (id, parent_id) = if is_shared {
-        // The client span's own parent, when the client span is in the same answer.
-        (
-            s.parent_span_id,
-            ids.parent_of.get(&s.parent_span_id).copied().unwrap_or([0; 8]),
-        )
+        // The client span's own parent, when the client span is in the same answer; else the
+        // parent the reporter sent.
+        let sent = string_attr(attrs, SHARED_PARENT_ATTR).and_then(crate::hex::decode_id::<8>);
+        let parent = ids.parent_of.get(&s.parent_span_id).copied().or(sent);
+        (s.parent_span_id, parent.unwrap_or([0; 8]))
     } else {
         let parent = ids
             .shared_origin
@@ -439,7 +446,7 @@ fn from_model(s: &Span, ids: &IdView) -> ZipkinSpan {
             .unwrap_or(s.parent_span_id);
         (s.span_id, parent)
     };
-    let mut consumed: Vec<&str> = vec![SHARED_ATTR, DEBUG_ATTR];
+    let mut consumed: Vec<&str> = vec![SHARED_ATTR, SHARED_PARENT_ATTR, DEBUG_ATTR];
     let mut local = Endpoint {
         service_name: s.service_name().to_string(),
         ..Endpoint::default()

@@ -70,6 +70,31 @@ fn shared_server_span_gets_own_id_and_encodes_back() {
     assert!(out[3]["tags"].get("zipkin.shared").is_none());
 }
 
+/// A shared server span whose client half is not stored (sent elsewhere and lost, or sampled
+/// out) still gives back the parent its reporter sent; its attributes keep it for the other
+/// APIs, where it hangs under the client's id.
+#[test]
+fn a_shared_span_without_its_client_keeps_its_parent() {
+    let body = br#"[
+      {"traceId":"463ac35c9f6413ad","id":"00000000000000a1","kind":"SERVER","name":"gw",
+       "timestamp":1000,"duration":50,"localEndpoint":{"serviceName":"gw"}},
+      {"traceId":"463ac35c9f6413ad","parentId":"00000000000000a1","id":"00000000000000a2","kind":"SERVER",
+       "shared":true,"name":"serve","timestamp":1010,"duration":30,"localEndpoint":{"serviceName":"back"}}
+    ]"#;
+    let d = json_v2::decode(body).unwrap();
+    let server = &d.batch.spans[1];
+    assert_eq!(server.parent_span_id, [0, 0, 0, 0, 0, 0, 0, 0xa2]);
+    assert_eq!(
+        find_attr(&server.attributes, SHARED_PARENT_ATTR),
+        Some(&AnyValue::String("00000000000000a1".into()))
+    );
+    let out = json_v2::encode(&d.batch.spans);
+    assert_eq!(out[1]["id"], "00000000000000a2");
+    assert_eq!(out[1]["parentId"], "00000000000000a1");
+    assert_eq!(out[1]["shared"], true);
+    assert!(out[1]["tags"].get(SHARED_PARENT_ATTR).is_none(), "{out}");
+}
+
 /// Older reporters send the server half of a shared span without `shared: true`; next to its
 /// client it is shared all the same (as Zipkin's trace merge fixes it up), in either order.
 /// A SERVER span alone, or next to a SERVER span with its id, is left as sent.
