@@ -419,7 +419,7 @@ impl QueryEngine {
                     None => graph.add_block_by_ids(b, groups, in_window).await,
                 }
             };
-            skip_if_damaged(b, read.await.map_err(|QueryError::Store(e)| e))?;
+            b.settle(read.await.map_err(|QueryError::Store(e)| e))?;
         }
         // Parents in another block, or in memory while their children are in a block: a trace
         // whose services exported at different times is split until compaction merges its
@@ -619,7 +619,7 @@ impl CallGraph {
                     wanted.get(i).is_some_and(|t| *t <= g.max_trace)
                 })
                 .collect();
-            let Some(batches) = skip_if_damaged(b, b.scan(&cols, Some(groups)).await)? else {
+            let Some(batches) = b.settle(b.scan(&cols, Some(groups)).await)? else {
                 continue;
             };
             for batch in batches {
@@ -680,9 +680,10 @@ pub enum Asked<'a> {
 }
 
 impl QueryEngine {
-    /// Ids of the blocks found damaged (skipped by every read since) that may hold spans of
-    /// what was asked: the answer may lack those spans, and the response should say so. A
-    /// block whose meta could not be read at start may hold anything.
+    /// Ids of the blocks found damaged (skipped by every read since), or whose last read failed
+    /// (`BlockHandle::settle`), that may hold spans of what was asked: the answer may lack those
+    /// spans, and the response should say so. A block whose meta could not be read at start may
+    /// hold anything.
     pub fn damaged_blocks_for(&self, asked: Asked<'_>) -> Vec<String> {
         let mut ids: Vec<String> = self
             .store
@@ -777,25 +778,11 @@ fn read_parallelism() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// The outcome of reading `b`, except that a read which found the block damaged counts as
-/// finding nothing: the block is noted unreadable (`BlockHandle::note_read_error`, logged
-/// once, left out of later snapshots) and the query answers from everything else.
-fn skip_if_damaged<T>(b: &BlockHandle, r: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_damage() => {
-            b.note_read_error(e);
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// A read on its own task, so reads of several blocks use every core; cancelled when dropped
 /// unjoined (a search that stops early).
 struct BlockRead<T> {
     task: tokio::task::JoinHandle<Result<T, StoreError>>,
-    /// The block read, when a damaged one should be skipped (`skip_if_damaged`).
+    /// The block read, when one that cannot be read should be skipped (`BlockHandle::settle`).
     block: Option<Arc<BlockHandle>>,
 }
 
@@ -823,7 +810,7 @@ impl<T: Send + Default + 'static> BlockRead<T> {
             .await
             .map_err(|e| StoreError::Internal(format!("block read failed: {e}")))?;
         match &self.block {
-            Some(b) => skip_if_damaged(b, r).map(Option::unwrap_or_default),
+            Some(b) => b.settle(r).map(Option::unwrap_or_default),
             None => r,
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use skein_model::*;
-use skein_query::{QueryEngine, TraceQuery};
+use skein_query::{Asked, QueryEngine, TraceQuery};
 use skein_store::{Store, StoreConfig};
 
 fn rid<const N: usize>() -> [u8; N] {
@@ -1633,6 +1633,45 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     let far_future = now() + 30 * 86400 * 1_000_000_000;
     assert_eq!(store.enforce_retention(far_future).await.unwrap(), 5);
     assert_eq!(store.stats().blocks, 0);
+    store.shutdown().await.unwrap();
+}
+
+/// A block whose file cannot be reached (moved away, no descriptor left) is not taken for
+/// damage: queries skip it while it fails, saying they may be incomplete, and use it again as
+/// soon as it can be read. A missing summary file costs searches only; trace lookups, which
+/// read the span file, still find the block's traces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_that_cannot_be_reached_is_skipped_and_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    let blocks = blocks_of_20_traces(&store, &g, base, 2).await;
+    let file = |name: &str| dir.path().join("blocks").join(&blocks[0].0).join(name);
+    let aside = dir.path().join("aside");
+    let id = blocks[0].1[0][0].trace_id;
+    let whole = blocks[0].1[0].len();
+    // Read once, so its footer is cached and the next read goes for the pages.
+    assert_eq!(q.trace(&id).await.unwrap().len(), whole);
+
+    std::fs::rename(file("data.parquet"), &aside).unwrap();
+    assert_eq!(q.trace(&id).await.unwrap(), Vec::new(), "skipped, not an error");
+    assert_eq!(q.damaged_blocks_for(Asked::Trace(&id)), [blocks[0].0.clone()]);
+    assert_eq!(store.snapshot().blocks.len(), 2, "still in service");
+    std::fs::rename(&aside, file("data.parquet")).unwrap();
+    assert_eq!(q.trace(&id).await.unwrap().len(), whole, "read again once it is back");
+    assert!(q.damaged_blocks_for(Asked::Trace(&id)).is_empty());
+
+    std::fs::rename(file("traces.parquet"), &aside).unwrap();
+    let found = q.search(&TraceQuery::default()).await.unwrap();
+    assert_eq!(found.len(), 20, "the other block's traces");
+    assert_eq!(
+        q.trace(&id).await.unwrap().len(),
+        whole,
+        "trace lookups need no summaries"
+    );
+    assert_eq!(store.snapshot().blocks.len(), 2, "still in service");
     store.shutdown().await.unwrap();
 }
 

@@ -78,8 +78,17 @@ impl StoreError {
     pub fn object(e: object_store::Error) -> Self {
         StoreError::Object(e.to_string())
     }
+    /// A Parquet read's error; one that only passes on the backend's (a missing file, no file
+    /// descriptor left) stays an object-store error, which a retry may cure.
     pub fn parquet(e: parquet::errors::ParquetError) -> Self {
-        StoreError::Parquet(e.to_string())
+        match &e {
+            parquet::errors::ParquetError::External(inner)
+                if inner.is::<object_store::Error>() || inner.is::<std::io::Error>() =>
+            {
+                StoreError::Object(e.to_string())
+            }
+            _ => StoreError::Parquet(e.to_string()),
+        }
     }
     pub fn arrow(e: arrow_schema::ArrowError) -> Self {
         StoreError::Arrow(e.to_string())
@@ -98,6 +107,12 @@ impl StoreError {
             self,
             StoreError::Parquet(_) | StoreError::Arrow(_) | StoreError::Decode(_) | StoreError::Corrupt(_)
         )
+    }
+
+    /// Whether the error says stored data could not be reached this time (a file missing or
+    /// unreadable, no file descriptor left): a later read may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Object(_) | StoreError::Io { .. })
     }
 }
 
@@ -709,10 +724,15 @@ impl Store {
         &self.inner.unloadable
     }
 
-    /// The blocks a read found damaged, which snapshots leave out (usually none).
+    /// The blocks a read found damaged, which snapshots leave out, and those whose last read
+    /// failed for a reason that may pass (usually none).
     pub fn unreadable_blocks(&self) -> Vec<Arc<BlockHandle>> {
         let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
-        st.blocks.iter().filter(|b| b.is_unreadable()).cloned().collect()
+        st.blocks
+            .iter()
+            .filter(|b| b.is_unreadable() || b.is_failing())
+            .cloned()
+            .collect()
     }
 
     /// Every block, those found unreadable too (which snapshots leave out).

@@ -145,7 +145,7 @@ async fn responses_say_when_a_damaged_block_was_skipped() {
     );
     let warning = warning.expect("a Warning header");
     assert!(
-        warning.starts_with("199 skein \"results may be incomplete: 1 damaged block"),
+        warning.starts_with("199 skein \"results may be incomplete: 1 unreadable block"),
         "{warning}"
     );
 

@@ -17,13 +17,13 @@ pub fn router(engine: QueryEngine) -> Router {
         .merge(v3::router(engine))
 }
 
-/// What a response says when blocks found damaged may have held part of its answer (see
+/// What a response says when blocks that could not be read may have held part of its answer (see
 /// `QueryEngine::damaged_blocks_for`); `None` when none may have.
 pub fn incomplete_note(engine: &QueryEngine, asked: Asked<'_>) -> Option<String> {
     let blocks = engine.damaged_blocks_for(asked);
     (!blocks.is_empty()).then(|| {
         format!(
-            "results may be incomplete: {} damaged block(s) that may hold spans asked for were skipped ({}); see the server log and skein_unreadable_blocks_total",
+            "results may be incomplete: {} unreadable block(s) that may hold spans asked for were skipped ({}); see the server log",
             blocks.len(),
             blocks.join(", ")
         )

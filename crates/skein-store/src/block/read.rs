@@ -46,6 +46,10 @@ pub struct BlockHandle {
     backend: Backend,
     /// Why the block's files could not be read, once a read found them damaged.
     unreadable: std::sync::OnceLock<String>,
+    /// Why the last read failed, when it failed for a reason that may pass (`StoreError::
+    /// is_unavailable`); cleared by the next read that succeeds.
+    failing: std::sync::Mutex<Option<String>>,
+    failing_now: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for BlockHandle {
@@ -68,7 +72,51 @@ impl BlockHandle {
             bloom,
             backend,
             unreadable: std::sync::OnceLock::new(),
+            failing: std::sync::Mutex::new(None),
+            failing_now: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// What a query makes of one read of this block: the value; nothing when the read found
+    /// the block damaged (`note_read_error`, for good) or could not reach its files this time
+    /// (noted until a read succeeds, so queries meanwhile say they may be incomplete); or the
+    /// error, for anything else.
+    pub fn settle<T>(&self, r: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match r {
+            Ok(v) => {
+                if self.failing_now.swap(false, Relaxed) {
+                    self.failing.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    tracing::warn!(block = %self.meta.id, "block is readable again");
+                }
+                Ok(Some(v))
+            }
+            Err(e) if e.is_damage() => {
+                self.note_read_error(e);
+                Ok(None)
+            }
+            Err(e) if e.is_unavailable() => {
+                let why = e.to_string();
+                let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+                if failing.as_deref() != Some(why.as_str()) {
+                    tracing::error!(
+                        block = %self.meta.id,
+                        error = %e,
+                        "cannot read a block: queries skip it, saying they may be incomplete, and \
+                         try it again each time"
+                    );
+                    *failing = Some(why);
+                }
+                self.failing_now.store(true, Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the last read of this block failed for a reason that may pass (`settle`).
+    pub fn is_failing(&self) -> bool {
+        self.failing_now.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes note that a read of this block failed with `e`, when `e` says its files are
