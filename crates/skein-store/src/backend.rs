@@ -18,8 +18,13 @@ use crate::StoreError;
 pub struct BlockList {
     /// Ids of complete blocks, oldest first (ids sort by time).
     pub complete: Vec<String>,
-    /// Ids and bytes of blocks without a meta.
+    /// Ids and bytes of blocks without a meta that lack a data file too: what an interrupted
+    /// write leaves.
     pub incomplete: Vec<(String, u64)>,
+    /// Ids of blocks with every data file but no meta. The meta is written last, so a crash
+    /// in the instant between could leave this, but so could a meta lost on its own: the
+    /// files may be the only copy of their spans.
+    pub without_meta: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -130,31 +135,46 @@ impl Backend {
     /// last) oldest first, and the ids and bytes of incomplete ones, which a crash or a
     /// shutdown in the middle of a write left.
     pub async fn list_blocks(&self) -> Result<BlockList, StoreError> {
+        use super::block::{BLOOM_FILE, DATA_FILE, META_FILE, SUMMARY_FILE};
         let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
-        let mut complete = BTreeSet::new();
+        let mut files: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (id, file, size) in self.block_files().await? {
-            if file == super::block::META_FILE {
-                complete.insert(id.clone());
-            }
-            *bytes.entry(id).or_default() += size;
+            *bytes.entry(id.clone()).or_default() += size;
+            files.entry(id).or_default().insert(file);
         }
-        // A put cut short leaves only its staging file, which the object store does not list.
+        // A put cut short leaves only its staging file, which is not listed.
         if let Some(root) = &self.local_root {
             if let Ok(dirs) = std::fs::read_dir(root.join("blocks")) {
                 for dir in dirs.flatten().filter(|d| d.path().is_dir()) {
-                    bytes.entry(dir.file_name().to_string_lossy().into_owned()).or_default();
+                    if let Some(id) = dir.file_name().to_str().filter(|id| plain_name(id)) {
+                        bytes.entry(id.to_string()).or_default();
+                    }
                 }
             }
         }
-        let incomplete = bytes.into_iter().filter(|(id, _)| !complete.contains(id)).collect();
-        Ok(BlockList {
-            complete: complete.into_iter().collect(),
-            incomplete,
-        })
+        let has = |id: &str, file: &str| files.get(id).is_some_and(|f| f.contains(file));
+        let mut list = BlockList {
+            complete: Vec::new(),
+            incomplete: Vec::new(),
+            without_meta: Vec::new(),
+        };
+        for (id, size) in bytes {
+            if has(&id, META_FILE) {
+                list.complete.push(id);
+            } else if [DATA_FILE, SUMMARY_FILE, BLOOM_FILE].iter().all(|f| has(&id, f)) {
+                list.without_meta.push(id);
+            } else {
+                list.incomplete.push((id, size));
+            }
+        }
+        Ok(list)
     }
 
     /// Every `blocks/<id>/<file>` object: its block id, file name and size.
     async fn block_files(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        if let Some(root) = &self.local_root {
+            return Ok(local_block_files(&root.join("blocks")));
+        }
         let prefix = Path::from("blocks");
         let objects: Vec<_> = self
             .store
@@ -170,6 +190,46 @@ impl Backend {
             })
             .collect())
     }
+}
+
+/// A name skein could have given a block or one of its files, which the object store's paths
+/// hold as they are (no character it would escape).
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// `Backend::block_files` on the local backend, read from the directory itself: the object
+/// store's listing ends at the first name it cannot take (one not UTF-8), which would stop the
+/// store from opening over a stray file. Entries whose names skein could not have written are
+/// logged and left alone, as are staging files of puts cut short (`<file>#<digits>`).
+fn local_block_files(blocks: &std::path::Path) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(blocks) else {
+        return out;
+    };
+    for dir in dirs.flatten().filter(|d| d.path().is_dir()) {
+        let id = match dir.file_name().into_string() {
+            Ok(id) if plain_name(&id) => id,
+            _ => {
+                tracing::error!(path = %dir.path().display(), "ignoring a directory under blocks/ that is not a block (its name is not one skein gives)");
+                continue;
+            }
+        };
+        let Ok(files) = std::fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let Ok(meta) = file.metadata() else { continue };
+            match file.file_name().into_string() {
+                Ok(name) if meta.is_file() && plain_name(&name) => out.push((id.clone(), name, meta.len())),
+                Ok(name) if meta.is_file() && name.contains('#') => {}
+                _ => {
+                    tracing::warn!(path = %file.path().display(), "ignoring an entry in a block directory that skein did not write")
+                }
+            }
+        }
+    }
+    out
 }
 
 /// An object written while it is produced, in parts of 5 MiB: a multipart upload (on the

@@ -393,11 +393,27 @@ impl Store {
         // else can be writing it.
         let found = backend.list_blocks().await?;
         for (id, bytes) in &found.incomplete {
-            backend.delete_block(id).await?;
-            tracing::warn!(block = %id, bytes, "removed an incomplete block left by an interrupted write");
+            match backend.delete_block(id).await {
+                Ok(()) => {
+                    tracing::warn!(block = %id, bytes, "removed an incomplete block left by an interrupted write")
+                }
+                Err(e) => {
+                    tracing::error!(block = %id, error = %e, "cannot remove an incomplete block left by an interrupted write; delete blocks/<id> yourself")
+                }
+            }
         }
         let mut blocks = Vec::new();
-        let mut unloadable = Vec::new();
+        // Kept, not deleted: the files may be the only copy of their spans.
+        let mut unloadable = found.without_meta.clone();
+        for id in &found.without_meta {
+            tracing::error!(
+                block = %id,
+                "skipping a block with every data file but no meta.json; queries say results may be incomplete while it \
+                 is there. A crash between writing its files and its meta leaves this (its spans are then in the WAL or \
+                 in the blocks it merged, and the directory can be deleted); a lost meta.json does too (restore it)"
+            );
+            block::read::unreadable_blocks().inc();
+        }
         for id in found.complete {
             match load_block(&backend, &id).await {
                 Ok(h) => blocks.push(Arc::new(h)),
@@ -417,8 +433,12 @@ impl Store {
         for b in superseded {
             let id = b.meta.id.clone();
             drop(b);
-            backend.delete_block(&id).await?;
-            tracing::info!(block = %id, "removed a block that a merge had replaced before a restart");
+            match backend.delete_block(&id).await {
+                Ok(()) => tracing::info!(block = %id, "removed a block that a merge had replaced before a restart"),
+                Err(e) => {
+                    tracing::error!(block = %id, error = %e, "cannot remove a block that a merge replaced; delete blocks/<id> yourself")
+                }
+            }
         }
         let covered: std::collections::HashSet<u64> = blocks
             .iter()
@@ -437,7 +457,18 @@ impl Store {
                 continue;
             }
             let path = wal::segment_path(&wal_dir, seq);
-            let r = wal::replay_segment(&path)?;
+            let r = match wal::replay_segment_at(&path, Some(&seq) == segments.last()) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Not replayed, and so never deleted: a restart once it can be read
+                    // replays it.
+                    tracing::error!(
+                        segment = %path.display(), error = %e,
+                        "cannot read a WAL segment; its spans are not served until it can be read and skein restarts (the segment is kept)"
+                    );
+                    continue;
+                }
+            };
             if r.truncated_bytes > 0 {
                 tracing::warn!(segment = %path.display(), bytes = r.truncated_bytes, "truncated a torn WAL tail");
                 metrics.replay_truncated.add(r.truncated_bytes);

@@ -25,8 +25,13 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
         let entry = entry.map_err(|e| StoreError::io("listing WAL segments", dir, e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse().ok()) {
-            out.push(seq);
+        if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+            // Something else named like a segment (a directory) is no segment of ours.
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                out.push(seq);
+            } else {
+                tracing::warn!(path = %entry.path().display(), "ignoring a WAL entry that is not a file");
+            }
         }
     }
     out.sort_unstable();
@@ -193,13 +198,21 @@ fn next_intact_record(data: &[u8], from: usize) -> Option<usize> {
     })
 }
 
-/// Reads every intact record of a segment, never fatal.
+/// Reads every intact record of the newest segment, never fatal.
 ///
 /// A torn tail (nothing intact after the first damaged record: the crash came mid-append, so
 /// nothing in it was acknowledged) is truncated. Damage with intact records after it — a disk
 /// that lost or flipped bytes of acknowledged records — is skipped and the records after it
 /// are kept, not cut off with the tail.
 pub fn replay_segment(path: &Path) -> Result<Replay, StoreError> {
+    replay_segment_at(path, true)
+}
+
+/// Like [`replay_segment`]; for a segment that is not the newest (`newest` false), a damaged
+/// tail is damage like any other, not a torn append: appends only ever went to the newest
+/// segment, so bytes missing from an older one were acknowledged. It is reported in
+/// `damaged`, and the segment is left as it is.
+pub fn replay_segment_at(path: &Path, newest: bool) -> Result<Replay, StoreError> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -222,7 +235,9 @@ pub fn replay_segment(path: &Path) -> Result<Replay, StoreError> {
         replay.damaged.push((pos as u64, (next - pos) as u64));
         pos = next;
     }
-    if pos < data.len() {
+    if pos < data.len() && !newest {
+        replay.damaged.push((pos as u64, (data.len() - pos) as u64));
+    } else if pos < data.len() {
         replay.truncated_bytes = (data.len() - pos) as u64;
         file.set_len(pos as u64)
             .and_then(|_| file.seek(SeekFrom::End(0)).map(|_| ()))
@@ -256,6 +271,33 @@ pub fn remove_segment(dir: &Path, seq: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the newest segment was being appended to: a cut-off end of an older one lost
+    /// acknowledged records, so it is damage, reported and left in place for the copy.
+    #[test]
+    fn a_cut_off_older_segment_is_damage_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 1).unwrap();
+        let mut framed = Vec::new();
+        encode_record(b"first", &mut framed);
+        encode_record(b"second", &mut framed);
+        seg.append_durable(&framed).unwrap();
+        let path = segment_path(dir.path(), 1);
+        let cut = framed.len() as u64 - 3;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let r = replay_segment_at(&path, false).unwrap();
+        assert_eq!(r.records, vec![b"first".to_vec()]);
+        assert_eq!((r.truncated_bytes, r.damaged), (0, vec![(13, cut - 13)]));
+        assert_eq!(fs::metadata(&path).unwrap().len(), cut, "left as it is");
+        // A directory named like a segment is not one.
+        fs::create_dir(segment_path(dir.path(), 7)).unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![1]);
+    }
 
     #[test]
     fn torn_tail_is_truncated_and_intact_records_survive() {

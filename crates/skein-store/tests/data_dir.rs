@@ -80,3 +80,45 @@ async fn blocks_without_a_meta_are_removed_at_open_and_complete_ones_kept() {
     assert_eq!(left.len(), 1);
     store.shutdown().await.unwrap();
 }
+
+/// What skein did not write, or a meta lost on its own, does not stop the store from opening
+/// and destroys nothing that may be the only copy of spans: a block with every data file but
+/// no meta is kept and reported; a file or directory whose name is not UTF-8 is ignored; a
+/// directory named like a WAL segment is no segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_entries_and_a_lost_meta_are_not_fatal_and_nothing_is_deleted() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    store.import(vec![span(1)]).await.unwrap();
+    store.import(vec![span(2)]).await.unwrap();
+    let ids: Vec<String> = store.snapshot().blocks.iter().map(|b| b.meta.id.clone()).collect();
+    store.shutdown().await.unwrap();
+    drop(store);
+    assert_eq!(ids.len(), 2);
+
+    let blocks = dir.path().join("blocks");
+    std::fs::remove_file(blocks.join(&ids[1]).join("meta.json")).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"odd\xfe");
+    std::fs::write(blocks.join(&ids[0]).join(odd), b"x").unwrap();
+    std::fs::create_dir(blocks.join(odd)).unwrap();
+    std::fs::create_dir(dir.path().join("wal").join("0000000000000099.wal")).unwrap();
+
+    let store = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        (stats.blocks, stats.block_spans),
+        (1, 1),
+        "the block with its meta is served"
+    );
+    assert_eq!(
+        store.unloadable_blocks(),
+        [ids[1].clone()],
+        "the one without is reported"
+    );
+    for file in ["data.parquet", "traces.parquet", "bloom"] {
+        assert!(blocks.join(&ids[1]).join(file).exists(), "{file} kept");
+    }
+    assert!(blocks.join(odd).exists() && blocks.join(&ids[0]).join(odd).exists());
+    store.shutdown().await.unwrap();
+}

@@ -349,8 +349,25 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
+    // A supervisor or an operator may send SIGHUP expecting a reload; its default action would
+    // end the process on the spot, without flushing.
+    #[cfg(unix)]
+    let hangup = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            while s.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP ignored: skein does not reload its configuration (the sampling strategies \
+                     file is read again every sampling.reload_interval); restart it to apply other changes"
+                );
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    #[cfg(not(unix))]
+    let hangup = std::future::pending::<()>();
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+        _ = hangup => {},
     }
 }

@@ -34,3 +34,29 @@ fn logs_written_to_a_file_carry_no_terminal_colours() {
     assert!(text.contains("stopped cleanly"), "{text}");
     assert!(!text.contains('\u{1b}'), "escape codes in the log: {text:?}");
 }
+
+/// SIGHUP (a supervisor's "reload") does not end the server, as its default action would,
+/// unflushed: it is logged, and the server keeps serving until SIGTERM.
+#[tokio::test]
+async fn sighup_is_logged_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let s = common::Server::start_with(&dir.path().join("data"), &[], move |cmd| {
+        cmd.stderr(log_file);
+    });
+    Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    common::eventually("the SIGHUP log line", std::time::Duration::from_secs(20), || async {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("SIGHUP ignored")
+            .then_some(())
+    })
+    .await;
+    let health = reqwest::get(format!("{}/health", s.query_url())).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(s.stop(), "a clean exit on SIGTERM after SIGHUP");
+}
