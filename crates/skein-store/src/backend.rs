@@ -12,6 +12,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::block::footers::FooterCache;
+use crate::block::sums::{FileSums, SumsWriter};
 use crate::StoreError;
 
 /// What `Backend::list_blocks` found.
@@ -74,6 +75,7 @@ impl Backend {
             upload: WriteMultipart::new(upload),
             path: path.clone(),
             bytes: 0,
+            sums: SumsWriter::default(),
         })
     }
 
@@ -119,6 +121,7 @@ impl Backend {
             super::block::DATA_FILE,
             super::block::SUMMARY_FILE,
             super::block::BLOOM_FILE,
+            super::block::SUMS_FILE,
         ] {
             match self.store.delete(&self.block_path(id, file)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -240,6 +243,7 @@ pub struct StreamingPut {
     upload: WriteMultipart,
     path: Path,
     bytes: u64,
+    sums: SumsWriter,
 }
 
 impl StreamingPut {
@@ -254,10 +258,12 @@ impl StreamingPut {
         self.upload.wait_for_capacity(1).await.map_err(StoreError::object)
     }
 
-    /// Uploads what is left, completes the object and makes it durable.
-    pub async fn finish(self, backend: &Backend) -> Result<(), StoreError> {
+    /// Uploads what is left, completes the object and makes it durable. Returns the checksums
+    /// of what was written.
+    pub async fn finish(self, backend: &Backend) -> Result<FileSums, StoreError> {
         self.upload.finish().await.map_err(StoreError::object)?;
-        backend.sync_local(&self.path).await
+        backend.sync_local(&self.path).await?;
+        Ok(self.sums.finish())
     }
 
     /// Abandons the object: nothing of it stays (best effort; a leftover staging file is
@@ -272,6 +278,7 @@ impl StreamingPut {
 impl std::io::Write for StreamingPut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.upload.write(buf);
+        self.sums.update(buf);
         self.bytes += buf.len() as u64;
         Ok(buf.len())
     }
@@ -281,17 +288,50 @@ impl std::io::Write for StreamingPut {
     }
 }
 
-/// Reads a Parquet file from the object store by byte ranges.
+/// Reads a Parquet file from the object store by byte ranges, checking each against the
+/// file's checksums when it has them (whole 4 KiB chunks are read for that).
 #[derive(Clone, Debug)]
 pub struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    sums: Option<Arc<FileSums>>,
 }
 
 impl ObjectReader {
-    pub fn new(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Self {
-        ObjectReader { store, path, size }
+    pub fn new(store: Arc<dyn ObjectStore>, path: Path, size: u64, sums: Option<Arc<FileSums>>) -> Self {
+        ObjectReader {
+            store,
+            path,
+            size,
+            sums,
+        }
+    }
+
+    /// The bytes of `ranges`, checked.
+    async fn read(&self, ranges: Vec<std::ops::Range<u64>>) -> parquet::errors::Result<Vec<Bytes>> {
+        let Some(sums) = &self.sums else {
+            return self.store.get_ranges(&self.path, &ranges).await.map_err(pq_err);
+        };
+        let widened: Vec<_> = ranges.iter().map(|r| sums.widened(r)).collect();
+        let chunks = self.store.get_ranges(&self.path, &widened).await.map_err(pq_err)?;
+        let mut out = Vec::with_capacity(ranges.len());
+        for ((range, wide), bytes) in ranges.iter().zip(&widened).zip(chunks) {
+            sums.check(wide.start, &bytes)
+                .map_err(|e| parquet::errors::ParquetError::General(format!("{}: {e}", self.path)))?;
+            let from = (range.start - wide.start) as usize;
+            let to = from + (range.end - range.start) as usize;
+            if to > bytes.len() {
+                return Err(parquet::errors::ParquetError::General(format!(
+                    "{}: {} bytes asked for, {} there",
+                    self.path,
+                    range.end - range.start,
+                    bytes.len().saturating_sub(from)
+                )));
+            }
+            out.push(bytes.slice(from..to));
+        }
+        Ok(out)
     }
 }
 
@@ -305,7 +345,11 @@ impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
         range: std::ops::Range<u64>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
         use futures::FutureExt;
-        async move { self.store.get_range(&self.path, range).await.map_err(pq_err) }.boxed()
+        async move {
+            let mut bytes = self.read(vec![range]).await?;
+            Ok(bytes.pop().unwrap_or_default())
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
@@ -313,7 +357,7 @@ impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
         ranges: Vec<std::ops::Range<u64>>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         use futures::FutureExt;
-        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(pq_err) }.boxed()
+        async move { self.read(ranges).await }.boxed()
     }
 
     fn get_metadata<'a>(

@@ -1062,7 +1062,23 @@ pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandl
         tracing::warn!(block = %id, problem, "the block's bloom filter is damaged; trace lookups read the block's trace-id index instead");
         block::bloom::Bloom::admit_all()
     });
-    Ok(BlockHandle::new(meta, bloom, backend.clone()))
+    // Damaged checksums cost reads their check, not the block: the Parquet files may be fine.
+    let sums = match meta.sums_crc32c {
+        None => None,
+        Some(crc) => match backend.get(&backend.block_path(id, block::SUMS_FILE)).await {
+            Ok(bytes) if crc32c::crc32c(&bytes) != crc => Err("its CRC does not match the meta's".to_string()),
+            Ok(bytes) => block::sums::BlockSums::from_bytes(&bytes)
+                .filter(|s| s.data.len == meta.data_bytes && s.summaries.len == meta.summary_bytes)
+                .map(Arc::new)
+                .ok_or_else(|| format!("{} bytes that do not describe the block's files", bytes.len())),
+            Err(e) => Err(e.to_string()),
+        }
+        .map_err(|problem| {
+            tracing::error!(block = %id, problem, "the block's checksums are damaged; its reads are not checked");
+        })
+        .ok(),
+    };
+    Ok(BlockHandle::new(meta, bloom, sums, backend.clone()))
 }
 
 /// How long `Store::open` waits for the data directory's lock: a store of this process that is
@@ -1171,26 +1187,38 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
 /// Uploads a built block: data, summaries and bloom first, meta last (the commit point).
 pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) -> Result<BlockHandle, StoreError> {
     let id = built.meta.id.clone();
-    match built.data {
+    let mut meta = built.meta;
+    let data = match built.data {
         block::DataSink::Memory(data) => {
+            let sums = block::sums::FileSums::of(&data);
             backend
                 .put_durable(&backend.block_path(&id, block::DATA_FILE), data)
-                .await?
+                .await?;
+            sums
         }
         block::DataSink::Streaming(put) => put.finish(backend).await?,
-    }
+    };
+    let sums = block::sums::BlockSums {
+        data: Arc::new(data),
+        summaries: Arc::new(block::sums::FileSums::of(&built.summaries)),
+    };
     backend
         .put_durable(&backend.block_path(&id, block::SUMMARY_FILE), built.summaries)
         .await?;
     backend
         .put_durable(&backend.block_path(&id, block::BLOOM_FILE), built.bloom.clone())
         .await?;
-    let meta_json = serde_json::to_vec_pretty(&built.meta).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let sums_bytes = sums.to_bytes();
+    meta.sums_crc32c = Some(crc32c::crc32c(&sums_bytes));
+    backend
+        .put_durable(&backend.block_path(&id, block::SUMS_FILE), sums_bytes)
+        .await?;
+    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Internal(e.to_string()))?;
     backend
         .put_durable(&backend.block_path(&id, block::META_FILE), meta_json)
         .await?;
     let bloom = block::bloom::Bloom::from_bytes(&built.bloom).ok_or_else(|| StoreError::corrupt("bloom"))?;
-    Ok(BlockHandle::new(built.meta, bloom, backend.clone()))
+    Ok(BlockHandle::new(meta, bloom, Some(Arc::new(sums)), backend.clone()))
 }
 
 // ---- the WAL writer thread ---------------------------------------------------------------

@@ -122,3 +122,38 @@ async fn odd_entries_and_a_lost_meta_are_not_fatal_and_nothing_is_deleted() {
     assert!(blocks.join(odd).exists() && blocks.join(&ids[0]).join(odd).exists());
     store.shutdown().await.unwrap();
 }
+
+/// Bytes changed on disk inside a page that still decodes (here the last byte of the
+/// uncompressed span ids) are caught by the block's checksums: the read fails as damage, where
+/// it used to return a span id that was never sent, and a merge copied it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_changed_on_disk_fail_their_checksum() {
+    use parquet::file::reader::FileReader;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    store.import(vec![span(1)]).await.unwrap();
+    let id = store.snapshot().blocks[0].meta.id.clone();
+    assert!(store.snapshot().blocks[0].meta.sums_crc32c.is_some());
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let data = dir.path().join("blocks").join(&id).join("data.parquet");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
+    let group = reader.metadata().row_group(0);
+    let column = (0..group.num_columns())
+        .find(|&c| group.column(c).column_path().string() == "span_id")
+        .unwrap();
+    let (start, len) = group.column(column).byte_range();
+    bytes[(start + len - 1) as usize] ^= 0x01;
+    std::fs::write(&data, &bytes).unwrap();
+
+    let store = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
+    let block = store.snapshot().blocks[0].clone();
+    let err = block.trace(&[1; 16]).await.unwrap_err();
+    assert!(
+        err.is_damage() && err.to_string().contains("checksum mismatch"),
+        "{err}"
+    );
+    store.shutdown().await.unwrap();
+}

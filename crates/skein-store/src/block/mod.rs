@@ -7,6 +7,7 @@ pub(crate) mod fxhash;
 pub(crate) mod prefetch;
 pub mod read;
 pub mod schema;
+pub mod sums;
 pub mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +43,8 @@ pub const DATA_FILE: &str = "data.parquet";
 pub const SUMMARY_FILE: &str = "traces.parquet";
 pub const BLOOM_FILE: &str = "bloom";
 pub const META_FILE: &str = "meta.json";
+/// CRC-32Cs of the two Parquet files (`sums::BlockSums`), checked on every read.
+pub const SUMS_FILE: &str = "sums";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EventList {
@@ -156,6 +159,10 @@ pub struct BlockMeta {
     /// before this have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bloom_crc32c: Option<u32>,
+    /// CRC-32C of the `sums` file, which holds the checksums reads check the Parquet files
+    /// against. Blocks written before it have none, and their reads are not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sums_crc32c: Option<u32>,
 }
 
 impl BlockMeta {
@@ -173,6 +180,7 @@ impl BlockMeta {
             services: BTreeMap::new(),
             operations_capped: BTreeSet::new(),
             bloom_crc32c: None,
+            sums_crc32c: None,
             row_groups: Vec::new(),
             dedicated: Vec::new(),
             low_cardinality: Vec::new(),

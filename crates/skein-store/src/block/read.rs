@@ -23,6 +23,7 @@ use skein_model::*;
 
 use super::bloom::Bloom;
 use super::schema::{self, HOT};
+use super::sums::BlockSums;
 use super::write::{binaries, column, fsb, i64s, strings, u8s, unpack_dropped, SharedBytes, TraceSummary};
 use super::{BlockMeta, EventList, LinkList, DATA_FILE, SUMMARY_FILE};
 use crate::backend::{Backend, ObjectReader};
@@ -43,6 +44,9 @@ const TRACE_ID_LEAF: usize = 0;
 pub struct BlockHandle {
     pub meta: BlockMeta,
     pub bloom: Bloom,
+    /// Checksums of the Parquet files, which every read is checked against (none for blocks
+    /// written before them, or whose `sums` file is damaged).
+    sums: Option<Arc<BlockSums>>,
     backend: Backend,
     /// Why the block's files could not be read, once a read found them damaged.
     unreadable: std::sync::OnceLock<String>,
@@ -66,10 +70,11 @@ impl Drop for BlockHandle {
 }
 
 impl BlockHandle {
-    pub fn new(meta: BlockMeta, bloom: Bloom, backend: Backend) -> BlockHandle {
+    pub fn new(meta: BlockMeta, bloom: Bloom, sums: Option<Arc<BlockSums>>, backend: Backend) -> BlockHandle {
         BlockHandle {
             meta,
             bloom,
+            sums,
             backend,
             unreadable: std::sync::OnceLock::new(),
             failing: std::sync::Mutex::new(None),
@@ -143,10 +148,15 @@ impl BlockHandle {
     }
 
     fn reader(&self, file: &str, size: u64) -> ObjectReader {
+        let sums = self.sums.as_ref().map(|s| match file {
+            SUMMARY_FILE => s.summaries.clone(),
+            _ => s.data.clone(),
+        });
         ObjectReader::new(
             self.backend.store.clone(),
             self.backend.block_path(&self.meta.id, file),
             size,
+            sums,
         )
     }
 
