@@ -331,6 +331,7 @@ impl Pipeline {
             // What SDKs send, before skein's own sampling: adaptive remote sampling steers them.
             counter.observe(&spans);
         }
+        let valid = spans.len();
         let sampled = match &self.head_sampler {
             Some(sampler) => sampler.apply(&mut spans),
             None => Default::default(),
@@ -356,7 +357,12 @@ impl Pipeline {
                 // Sampled-out spans are accepted (the client must not retry them), not stored.
                 outcome.accepted = n;
                 m.accepted.add(n as u64);
-                m.request(if outcome.rejected.is_empty() { "ok" } else { "partial" });
+                m.request(match (outcome.rejected.is_empty(), valid) {
+                    (true, _) => "ok",
+                    // Nothing of it could be stored: not a partial success.
+                    (false, 0) => "rejected",
+                    (false, _) => "partial",
+                });
                 Ok(outcome)
             }
             Err(StoreError::Overloaded(why)) => {

@@ -137,7 +137,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .http2_keepalive_interval(read_timeout)
                 .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
                 .layer(tower::util::MapResponseLayer::new(
-                    skein_ingest::otlp::grpc::sender_errors("otlp.max_request_bytes"),
+                    skein_ingest::otlp::grpc::sender_errors("otlp.max_request_bytes", Some("otlp_grpc")),
                 ))
                 .layer(tower::util::MapRequestLayer::new(receive_budget))
                 .add_service(svc)
@@ -207,7 +207,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .http2_keepalive_interval(read_timeout)
                 .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
                 .layer(tower::util::MapResponseLayer::new(
-                    skein_ingest::otlp::grpc::sender_errors("jaeger.max_request_bytes"),
+                    skein_ingest::otlp::grpc::sender_errors("jaeger.max_request_bytes", Some("jaeger_grpc")),
                 ))
                 .layer(tower::util::MapRequestLayer::new(receive_budget))
                 .add_service(svc)
@@ -257,7 +257,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .http2_keepalive_interval(read_timeout)
                 .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
                 .layer(tower::util::MapResponseLayer::new(
-                    skein_ingest::otlp::grpc::sender_errors("the 1 MiB limit of query requests"),
+                    skein_ingest::otlp::grpc::sender_errors("the 1 MiB limit of query requests", None),
                 ))
                 .layer(admission)
                 .add_service(v2)

@@ -141,6 +141,9 @@ async fn protobuf_json_encodings_partial_success_and_errors() {
 
     // Unsupported content type → 415; unsupported encoding → 415.
     assert_eq!(post(&s, "text/plain", None, b"hello".to_vec()).await.status(), 415);
+    let text = common::metrics(&s).await;
+    let series = "skein_requests_total{protocol=\"otlp_http\",outcome=\"unsupported_media_type\"}";
+    assert_eq!(common::metric(&text, series), Some(1.0), "{text}");
     assert_eq!(
         post(&s, "application/x-protobuf", Some("br"), vec![1]).await.status(),
         415
@@ -518,6 +521,16 @@ async fn grpc_partial_success_and_limits() {
         assert!(err.message().contains("otlp.max_request_bytes"), "{what}: {err:?}");
         assert!(err.details().is_empty(), "{what}: no RetryInfo");
     }
+    // tonic refuses those before skein's handler: still counted.
+    let text = common::metrics(&s).await;
+    assert_eq!(
+        common::metric(
+            &text,
+            "skein_requests_total{protocol=\"otlp_grpc\",outcome=\"too_large\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
 }
 
 /// Sends raw bytes as the Export request body, to prove how malformed input is answered.
@@ -577,8 +590,24 @@ async fn grpc_malformed_request_is_invalid_argument() {
     // A well-formed body still works on the same connection.
     let ok = request("raw", vec![span(rand_bytes(), rand_bytes(), None, "fine")]).encode_to_vec();
     grpc.ready().await.unwrap();
-    let resp = grpc.unary(tonic::Request::new(ok), path, RawCodec).await.unwrap();
+    let resp = grpc
+        .unary(tonic::Request::new(ok), path.clone(), RawCodec)
+        .await
+        .unwrap();
     assert!(resp.into_inner().partial_success.is_none());
+    // Every span refused: a request that stored nothing is not a partial success.
+    let zero_trace = request("raw", vec![span([0; 16], rand_bytes(), None, "bad")]).encode_to_vec();
+    grpc.ready().await.unwrap();
+    let resp = grpc
+        .unary(tonic::Request::new(zero_trace), path, RawCodec)
+        .await
+        .unwrap();
+    assert_eq!(resp.into_inner().partial_success.map(|p| p.rejected_spans), Some(1));
+    let text = common::metrics(&s).await;
+    for outcome in ["bad_request", "ok", "rejected"] {
+        let series = format!("skein_requests_total{{protocol=\"otlp_grpc\",outcome=\"{outcome}\"}}");
+        assert_eq!(common::metric(&text, &series), Some(1.0), "{series}\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

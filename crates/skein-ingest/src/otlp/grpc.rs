@@ -40,8 +40,10 @@ impl UnaryMethod for Exporter {
             submit_status(e)
         })?;
         // OTLP asks for INVALID_ARGUMENT (not retryable: the fault is the sender's).
-        let decoded = wire_decode::decode_request(&raw.bytes)
-            .map_err(|e| Status::invalid_argument(format!("failed to decode Protobuf message: {e}")))?;
+        let decoded = wire_decode::decode_request(&raw.bytes).map_err(|e| {
+            self.metrics.request("bad_request");
+            Status::invalid_argument(format!("failed to decode Protobuf message: {e}"))
+        })?;
         let outcome = self
             .pipeline
             .submit(decoded, Some(raw.bytes), &self.metrics)
@@ -155,24 +157,40 @@ pub fn submit_status(e: SubmitError) -> Status {
 ///   batch that can never fit → RESOURCE_EXHAUSTED without retry advice (not retried), with a
 ///   message naming the limit. Over the limit after decompression is already RESOURCE_EXHAUSTED;
 ///   its message names the limit too.
-pub fn sender_errors<B>(limit_key: &'static str) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
-    move |resp| rewrite_sender_errors(resp, limit_key)
+///
+/// Each is counted in `skein_requests_total` of `protocol` (`bad_request`, `too_large`), when
+/// it names one: tonic refuses these before any handler sees the request.
+pub fn sender_errors<B>(
+    limit_key: &'static str,
+    protocol: Option<&'static str>,
+) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
+    let metrics = protocol.map(ProtocolMetrics::new);
+    move |resp| rewrite_sender_errors(resp, limit_key, metrics.as_ref())
 }
 
-fn rewrite_sender_errors<B>(mut resp: http::Response<B>, limit_key: &str) -> http::Response<B> {
+fn rewrite_sender_errors<B>(
+    mut resp: http::Response<B>,
+    limit_key: &str,
+    metrics: Option<&ProtocolMetrics>,
+) -> http::Response<B> {
     let h = resp.headers_mut();
     let Some(status) = Status::from_header_map(h) else {
         return resp;
     };
     let message = status.message();
-    let rewritten = match status.code() {
+    let (rewritten, outcome) = match status.code() {
         Code::Internal if message.contains("decode") && message.contains("Protobuf") => {
-            Status::invalid_argument(message)
+            (Status::invalid_argument(message), "bad_request")
         }
-        Code::OutOfRange if message.contains("message length too large") => too_large(limit_key, message),
-        Code::ResourceExhausted if message.contains("size limit") => too_large(limit_key, message),
+        Code::OutOfRange if message.contains("message length too large") => {
+            (too_large(limit_key, message), "too_large")
+        }
+        Code::ResourceExhausted if message.contains("size limit") => (too_large(limit_key, message), "too_large"),
         _ => return resp,
     };
+    if let Some(m) = metrics {
+        m.request(outcome);
+    }
     let _ = rewritten.add_header(h);
     resp
 }

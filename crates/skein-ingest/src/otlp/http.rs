@@ -20,6 +20,8 @@ struct Ctx {
     max_bytes: usize,
     proto_metrics: ProtocolMetrics,
     json_metrics: ProtocolMetrics,
+    /// Requests whose Content-Type names neither format.
+    unknown_format_metrics: ProtocolMetrics,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -35,6 +37,7 @@ pub fn router(pipeline: Pipeline, cfg: &OtlpConfig) -> Router {
         max_bytes,
         proto_metrics: ProtocolMetrics::new("otlp_http_protobuf"),
         json_metrics: ProtocolMetrics::new("otlp_http_json"),
+        unknown_format_metrics: ProtocolMetrics::new("otlp_http"),
     };
     Router::new()
         .route("/v1/traces", post(export))
@@ -53,6 +56,8 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bo
             } else {
                 format!("unsupported Content-Type {other:?}: use application/x-protobuf or application/json")
             };
+            // Neither format's protocol: counted under the receiver's own name.
+            ctx.unknown_format_metrics.request("unsupported_media_type");
             return error(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
         }
     };
