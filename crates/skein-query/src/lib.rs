@@ -146,7 +146,10 @@ impl QueryEngine {
 
     /// All spans of a trace, merged from head and blocks, deduped by span id, ordered by start.
     pub async fn trace(&self, id: &TraceId) -> Result<Vec<Span>, QueryError> {
-        self.read_trace(id, false).await
+        let t = std::time::Instant::now();
+        let spans = self.read_trace(id, false).await?;
+        observe("trace_by_id", t);
+        Ok(spans)
     }
 
     /// Like `trace`, but spans read from blocks carry only what a trace summary needs (ids,
@@ -156,8 +159,9 @@ impl QueryEngine {
         self.read_trace(id, true).await
     }
 
+    /// A trace's spans (outlines when `outline`), unobserved: `trace` times lookups, a
+    /// search times itself as a whole.
     async fn read_trace(&self, id: &TraceId, outline: bool) -> Result<Vec<Span>, QueryError> {
-        let t = std::time::Instant::now();
         // The blocks are held until the reads end: a merge that replaces them meanwhile
         // deletes their files only after (`Store::delete_retired`).
         let (mut spans, blocks) = self.store.trace_sources(id);
@@ -182,15 +186,19 @@ impl QueryEngine {
         let mut seen = HashSet::new();
         spans.sort_by_key(|s| (s.start_unix_nano, s.span_id));
         spans.retain(|s| seen.insert(s.span_id));
-        if !outline {
-            observe("trace_by_id", t);
-        }
         Ok(spans)
     }
 
     /// Summaries of the matching traces, newest first (ties by trace id), at most `limit`.
     pub async fn search(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
         let t = std::time::Instant::now();
+        let found = self.find(q).await?;
+        observe("search", t);
+        Ok(found)
+    }
+
+    /// `search`, unobserved.
+    async fn find(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
         let snap = self.store.snapshot();
         // trace → start of its newest matching span.
         let mut newest: HashMap<TraceId, u64> = HashMap::new();
@@ -256,7 +264,6 @@ impl QueryEngine {
         if q.limit > 0 {
             summaries.truncate(q.limit);
         }
-        observe("search", t);
         Ok(summaries)
     }
 
@@ -316,8 +323,9 @@ impl QueryEngine {
     async fn fetch_found(&self, q: &TraceQuery, outline: bool) -> Result<Vec<Vec<Span>>, QueryError> {
         // Fetched a few at a time on all cores (each a trace-by-id lookup), kept in the
         // search's order. Not all at once: each lookup decodes a page of every column, and a
-        // hundred at once held half a gigabyte.
-        let traces: Vec<Vec<Span>> = futures::stream::iter(self.search(q).await?)
+        // hundred at once held half a gigabyte. Timed as one search, lookups included.
+        let t = std::time::Instant::now();
+        let traces: Vec<Vec<Span>> = futures::stream::iter(self.find(q).await?)
             .map(|s| {
                 let engine = self.clone();
                 BlockRead::spawn(async move {
@@ -331,6 +339,7 @@ impl QueryEngine {
             .buffered(read_parallelism())
             .try_collect()
             .await?;
+        observe("search", t);
         Ok(traces.into_iter().filter(|spans| !spans.is_empty()).collect())
     }
 

@@ -831,3 +831,36 @@ async fn v3_search_answers_newest_first() {
     assert_eq!(order, [hex(&a), hex(&b), hex(&c)], "{v}");
     assert!(s.stop());
 }
+
+/// `skein_query_duration_seconds`: a search is one `search` observation, the traces it fetches
+/// included (they were counted as `trace_by_id` lookups, and left out of the search's time);
+/// a lookup by id is one `trace_by_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_is_timed_once_with_its_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let traces: Vec<[u8; 16]> = (0..3).map(|_| rand_bytes()).collect();
+    let spans = traces.iter().map(|t| span(*t, rand_bytes(), None, "op")).collect();
+    common::post_otlp(&client, &s, "timed", spans).await;
+    let (status, v) = get_json(format!("{}/api/traces?service=timed&limit=3", s.query_url())).await;
+    assert_eq!((status, v["data"].as_array().map(Vec::len)), (200, Some(3)));
+    let count = |text: &str, kind: &str| {
+        common::metric(text, &format!("skein_query_duration_seconds_count{{kind=\"{kind}\"}}")).unwrap_or(0.0)
+    };
+    let text = common::metrics(&s).await;
+    assert_eq!(
+        (count(&text, "search"), count(&text, "trace_by_id")),
+        (1.0, 0.0),
+        "{text}"
+    );
+    let (status, _) = get_json(format!("{}/api/traces/{}", s.query_url(), hex(&traces[0]))).await;
+    assert_eq!(status, 200);
+    let text = common::metrics(&s).await;
+    assert_eq!(
+        (count(&text, "search"), count(&text, "trace_by_id")),
+        (1.0, 1.0),
+        "{text}"
+    );
+    assert!(s.stop());
+}
