@@ -126,13 +126,8 @@ impl Store {
         let ids: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
         self.replace_blocks(vec![handle], &ids);
         self.delete_retired().await;
-        metrics::counter("skein_compactions_total", "Compactions completed", &[]).inc();
-        metrics::counter(
-            "skein_compaction_deduped_spans_total",
-            "Duplicate spans removed by compaction",
-            &[],
-        )
-        .add(in_spans - out_spans);
+        compactions().inc();
+        compaction_deduped_spans().add(in_spans - out_spans);
         tracing::info!(inputs = ids.len(), spans_in = in_spans, spans_out = out_spans, elapsed = ?started.elapsed(), "compacted blocks");
         Ok(ids.len())
     }
@@ -161,6 +156,18 @@ const TIER_GROWTH: u64 = 4;
 /// `MAX_INPUTS` of them fit the read budget and a busy ingest's level-0 blocks reach a size
 /// that is not merged again in one rewrite.
 /// Blocks retention has deleted.
+pub(crate) fn compactions() -> metrics::Counter {
+    metrics::counter("skein_compactions_total", "Compactions completed", &[])
+}
+
+pub(crate) fn compaction_deduped_spans() -> metrics::Counter {
+    metrics::counter(
+        "skein_compaction_deduped_spans_total",
+        "Duplicate spans removed by compaction",
+        &[],
+    )
+}
+
 pub(crate) fn retention_deleted_blocks() -> metrics::Counter {
     metrics::counter(
         "skein_retention_deleted_blocks_total",

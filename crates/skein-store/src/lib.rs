@@ -250,7 +250,11 @@ impl Metrics {
                 "Blocks cut from the head and not yet compacted",
                 &[],
             ),
-            block_bytes: metrics::gauge("skein_block_bytes", "Bytes of all blocks in the store", &[]),
+            block_bytes: metrics::gauge(
+                "skein_block_bytes",
+                "Bytes of the blocks' Parquet files (data and trace summaries; their meta, bloom and checksums are not counted)",
+                &[],
+            ),
             block_spans: metrics::gauge("skein_block_spans", "Spans in all blocks", &[]),
             retired_bytes: metrics::gauge(
                 "skein_retired_block_bytes",
@@ -387,6 +391,8 @@ impl Store {
         // expiry (an `increase()` over a series that does not exist yet is empty, not 0).
         block::read::unreadable_blocks();
         compact::retention_deleted_blocks();
+        compact::compactions();
+        compact::compaction_deduped_spans();
 
         // Blocks first: their metas say which WAL segments are already in a block. A block
         // without a meta is what an interrupted write left; with the directory locked, nothing
@@ -448,6 +454,15 @@ impl Store {
         let mut head = Head::default();
         let mut pending = Pending::default();
         let segments = wal::list_segments(&wal_dir)?;
+        if !segments.is_empty() {
+            // Replay can take a while (the ports open after it): say so before, not only after.
+            let bytes: u64 = segments
+                .iter()
+                .filter_map(|&seq| std::fs::metadata(wal::segment_path(&wal_dir, seq)).ok())
+                .map(|m| m.len())
+                .sum();
+            tracing::info!(segments = segments.len(), bytes, "replaying WAL");
+        }
         let started = Instant::now();
         let mut replayed = 0usize;
         for &seq in &segments {

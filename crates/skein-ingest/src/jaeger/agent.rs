@@ -46,7 +46,11 @@ impl RateLimitedLog {
             self.suppressed += 1;
             return;
         }
-        tracing::warn!(protocol, %from, suppressed = self.suppressed, "dropping bad Jaeger agent datagram: {what}");
+        tracing::warn!(
+            protocol, %from, suppressed = self.suppressed,
+            "dropping bad Jaeger agent datagram: {what} (more in the next 10 s are only counted, in \
+             skein_udp_datagrams_dropped_total{{reason=\"bad_packet\"}}; `suppressed` counts those since the last line)"
+        );
         self.last = Some(Instant::now());
         self.suppressed = 0;
     }
@@ -138,24 +142,25 @@ impl KernelDrops {
         KernelDrops(Some(tokio::spawn(async move {
             let mut seen = udp_drops(inode).unwrap_or(0);
             let mut log_after: Option<Instant> = None;
+            // Drops since the last line logged: each line covers everything since the one before.
+            let mut unlogged = 0u64;
             loop {
                 tokio::time::sleep(Self::EVERY).await;
                 let Some(now) = udp_drops(inode) else { continue };
                 let new = now.saturating_sub(seen);
                 seen = now;
-                if new == 0 {
-                    continue;
-                }
                 counter.add(new);
-                if log_after.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                unlogged += new;
+                if unlogged > 0 && log_after.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                     tracing::warn!(
                         protocol,
                         port,
-                        dropped = new,
+                        dropped = unlogged,
                         "the kernel dropped Jaeger agent datagrams: the socket's receive buffer was full \
                          (raise net.core.rmem_default, or send through the collector ports, which push back)"
                     );
                     log_after = Some(Instant::now());
+                    unlogged = 0;
                 }
             }
         })))
