@@ -274,14 +274,20 @@ mod tests {
 
     /// Only the newest segment was being appended to: a cut-off end of an older one lost
     /// acknowledged records, so it is damage, reported and left in place for the copy.
-    #[test]
-    fn a_cut_off_older_segment_is_damage_not_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut seg = Segment::create(dir.path(), 1).unwrap();
+    /// Segment 1 in `dir` with the records "first" and "second"; returns it and their frames.
+    fn two_records(dir: &Path) -> (Segment, Vec<u8>) {
+        let mut seg = Segment::create(dir, 1).unwrap();
         let mut framed = Vec::new();
         encode_record(b"first", &mut framed);
         encode_record(b"second", &mut framed);
         seg.append_durable(&framed).unwrap();
+        (seg, framed)
+    }
+
+    #[test]
+    fn a_cut_off_older_segment_is_damage_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, framed) = two_records(dir.path());
         let path = segment_path(dir.path(), 1);
         let cut = framed.len() as u64 - 3;
         fs::OpenOptions::new()
@@ -302,11 +308,7 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_and_intact_records_survive() {
         let dir = tempfile::tempdir().unwrap();
-        let mut seg = Segment::create(dir.path(), 1).unwrap();
-        let mut framed = Vec::new();
-        encode_record(b"first", &mut framed);
-        encode_record(b"second", &mut framed);
-        seg.append_durable(&framed).unwrap();
+        let (mut seg, framed) = two_records(dir.path());
         // A torn third record: header promises 100 bytes, only 3 arrive.
         let mut torn = Vec::new();
         torn.extend_from_slice(&100u32.to_le_bytes());
