@@ -6,7 +6,7 @@
 //!   (`child_of`/`follows_from`);
 //! - logs → events, the `event` field naming the event;
 //! - tags `span.kind` → kind; status from `error=true` (which wins), else `otel.status_code`,
-//!   else an HTTP status code in `http.status_code` (5xx an error, 4xx too on a client), with
+//!   else an HTTP status code in `http.status_code` (5xx an error, 4xx too but on a server), with
 //!   `otel.status_description` as its message; `otel.scope.name`/`otel.scope.version` (or the
 //!   legacy `otel.library.*`) → scope, `w3c.tracestate` → trace state. Those tags are removed
 //!   from the attributes (`http.status_code` is kept); a value that does not parse stays an
@@ -205,9 +205,10 @@ pub fn span_to_model(span: JaegerSpan, resource: Arc<Resource>, scopes: &mut Sco
     })
 }
 
-/// The status an HTTP status code means (OpenTelemetry's HTTP conventions): an error from 500
-/// up, or from 400 up on a client (a server answering 4xx did its job); unset below. A code
-/// that is not a number says nothing.
+/// The status an HTTP status code means (OpenTelemetry's HTTP conventions, as its translator
+/// applies them): an error from 500 up and below 100, and from 400 up except on a server span
+/// (a server answering 4xx did its job); unset otherwise. A code that is not a number says
+/// nothing.
 fn http_status(v: &AnyValue, kind: SpanKind) -> Option<StatusCode> {
     let code = match v {
         AnyValue::Int(n) => *n,
