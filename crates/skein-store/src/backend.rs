@@ -1,7 +1,7 @@
 //! Where blocks live: anything `object_store` speaks. Only the local directory is wired up
 //! today; S3/GCS/Azure plug in here by building a different `ObjectStore`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -139,42 +139,28 @@ impl Backend {
     /// shutdown in the middle of a write left.
     pub async fn list_blocks(&self) -> Result<BlockList, StoreError> {
         use super::block::{BLOOM_FILE, DATA_FILE, META_FILE, SUMMARY_FILE};
-        let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
-        let mut files: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (id, file, size) in self.block_files().await? {
-            *bytes.entry(id.clone()).or_default() += size;
-            files.entry(id).or_default().insert(file);
-        }
-        // A put cut short leaves only its staging file, which is not listed.
-        if let Some(root) = &self.local_root {
-            if let Ok(dirs) = std::fs::read_dir(root.join("blocks")) {
-                for dir in dirs.flatten().filter(|d| d.path().is_dir()) {
-                    if let Some(id) = dir.file_name().to_str().filter(|id| plain_name(id)) {
-                        bytes.entry(id.to_string()).or_default();
-                    }
-                }
-            }
-        }
-        let has = |id: &str, file: &str| files.get(id).is_some_and(|f| f.contains(file));
         let mut list = BlockList {
             complete: Vec::new(),
             incomplete: Vec::new(),
             without_meta: Vec::new(),
         };
-        for (id, size) in bytes {
-            if has(&id, META_FILE) {
+        for (id, files) in self.block_files().await? {
+            let has = |file: &str| files.iter().any(|(name, _)| name == file);
+            if has(META_FILE) {
                 list.complete.push(id);
-            } else if [DATA_FILE, SUMMARY_FILE, BLOOM_FILE].iter().all(|f| has(&id, f)) {
+            } else if [DATA_FILE, SUMMARY_FILE, BLOOM_FILE].iter().all(|f| has(f)) {
                 list.without_meta.push(id);
             } else {
-                list.incomplete.push((id, size));
+                list.incomplete.push((id, files.iter().map(|(_, size)| size).sum()));
             }
         }
         Ok(list)
     }
 
-    /// Every `blocks/<id>/<file>` object: its block id, file name and size.
-    async fn block_files(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+    /// Every block directory, in id order, with its files' names and sizes. On the local
+    /// backend a directory with no file listed is there too: a put cut short leaves only its
+    /// staging file, which is not listed.
+    async fn block_files(&self) -> Result<BTreeMap<String, Vec<(String, u64)>>, StoreError> {
         if let Some(root) = &self.local_root {
             return Ok(local_block_files(&root.join("blocks")));
         }
@@ -185,13 +171,17 @@ impl Backend {
             .try_collect()
             .await
             .map_err(StoreError::object)?;
-        Ok(objects
-            .iter()
-            .filter_map(|o| {
-                let parts: Vec<_> = o.location.parts().collect();
-                (parts.len() == 3).then(|| (parts[1].as_ref().to_string(), parts[2].as_ref().to_string(), o.size))
-            })
-            .collect())
+        let mut blocks: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        for o in &objects {
+            let parts: Vec<_> = o.location.parts().collect();
+            if parts.len() == 3 {
+                blocks
+                    .entry(parts[1].as_ref().to_string())
+                    .or_default()
+                    .push((parts[2].as_ref().to_string(), o.size));
+            }
+        }
+        Ok(blocks)
     }
 }
 
@@ -205,8 +195,8 @@ fn plain_name(name: &str) -> bool {
 /// store's listing ends at the first name it cannot take (one not UTF-8), which would stop the
 /// store from opening over a stray file. Entries whose names skein could not have written are
 /// logged and left alone, as are staging files of puts cut short (`<file>#<digits>`).
-fn local_block_files(blocks: &std::path::Path) -> Vec<(String, String, u64)> {
-    let mut out = Vec::new();
+fn local_block_files(blocks: &std::path::Path) -> BTreeMap<String, Vec<(String, u64)>> {
+    let mut out = BTreeMap::new();
     let Ok(dirs) = std::fs::read_dir(blocks) else {
         return out;
     };
@@ -218,13 +208,14 @@ fn local_block_files(blocks: &std::path::Path) -> Vec<(String, String, u64)> {
                 continue;
             }
         };
-        let Ok(files) = std::fs::read_dir(dir.path()) else {
+        let files: &mut Vec<(String, u64)> = out.entry(id).or_default();
+        let Ok(entries) = std::fs::read_dir(dir.path()) else {
             continue;
         };
-        for file in files.flatten() {
+        for file in entries.flatten() {
             let Ok(meta) = file.metadata() else { continue };
             match file.file_name().into_string() {
-                Ok(name) if meta.is_file() && plain_name(&name) => out.push((id.clone(), name, meta.len())),
+                Ok(name) if meta.is_file() && plain_name(&name) => files.push((name, meta.len())),
                 Ok(name) if meta.is_file() && name.contains('#') => {}
                 _ => {
                     tracing::warn!(path = %file.path().display(), "ignoring an entry in a block directory that skein did not write")

@@ -1066,34 +1066,43 @@ pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandl
         )));
     }
     // A bloom that is missing or damaged costs lookups their shortcut, not the block.
-    let bloom = match backend.get(&backend.block_path(id, block::BLOOM_FILE)).await {
-        Ok(bytes) if meta.bloom_crc32c.is_some_and(|crc| crc != crc32c::crc32c(&bytes)) => {
-            Err("its CRC does not match the meta's".to_string())
-        }
-        Ok(bytes) => block::bloom::Bloom::from_bytes(&bytes).ok_or_else(|| format!("{} bytes", bytes.len())),
-        Err(e) => Err(e.to_string()),
-    };
-    let bloom = bloom.unwrap_or_else(|problem| {
-        tracing::warn!(block = %id, problem, "the block's bloom filter is damaged; trace lookups read the block's trace-id index instead");
-        block::bloom::Bloom::admit_all()
-    });
+    let bloom = side_file(backend, id, block::BLOOM_FILE, meta.bloom_crc32c)
+        .await
+        .and_then(|bytes| block::bloom::Bloom::from_bytes(&bytes).ok_or_else(|| format!("{} bytes", bytes.len())))
+        .unwrap_or_else(|problem| {
+            tracing::warn!(block = %id, problem, "the block's bloom filter is damaged; trace lookups read the block's trace-id index instead");
+            block::bloom::Bloom::admit_all()
+        });
     // Damaged checksums cost reads their check, not the block: the Parquet files may be fine.
     let sums = match meta.sums_crc32c {
         None => None,
-        Some(crc) => match backend.get(&backend.block_path(id, block::SUMS_FILE)).await {
-            Ok(bytes) if crc32c::crc32c(&bytes) != crc => Err("its CRC does not match the meta's".to_string()),
-            Ok(bytes) => block::sums::BlockSums::from_bytes(&bytes)
-                .filter(|s| s.data.len == meta.data_bytes && s.summaries.len == meta.summary_bytes)
-                .map(Arc::new)
-                .ok_or_else(|| format!("{} bytes that do not describe the block's files", bytes.len())),
-            Err(e) => Err(e.to_string()),
-        }
-        .map_err(|problem| {
-            tracing::error!(block = %id, problem, "the block's checksums are damaged; its reads are not checked");
-        })
-        .ok(),
+        Some(crc) => side_file(backend, id, block::SUMS_FILE, Some(crc))
+            .await
+            .and_then(|bytes| {
+                block::sums::BlockSums::from_bytes(&bytes)
+                    .filter(|s| s.data.len == meta.data_bytes && s.summaries.len == meta.summary_bytes)
+                    .ok_or_else(|| format!("{} bytes that do not describe the block's files", bytes.len()))
+            })
+            .map(Arc::new)
+            .map_err(|problem| {
+                tracing::error!(block = %id, problem, "the block's checksums are damaged; its reads are not checked");
+            })
+            .ok(),
     };
     Ok(BlockHandle::new(meta, bloom, sums, backend.clone()))
+}
+
+/// One of a block's small files beside its Parquet files (bloom, checksums), checked against
+/// the CRC its meta gives when it gives one; what is wrong with it, in words, otherwise.
+async fn side_file(backend: &Backend, id: &str, file: &str, crc: Option<u32>) -> Result<bytes::Bytes, String> {
+    let bytes = backend
+        .get(&backend.block_path(id, file))
+        .await
+        .map_err(|e| e.to_string())?;
+    if crc.is_some_and(|crc| crc != crc32c::crc32c(&bytes)) {
+        return Err("its CRC does not match the meta's".to_string());
+    }
+    Ok(bytes)
 }
 
 /// How long `Store::open` waits for the data directory's lock: a store of this process that is
