@@ -283,21 +283,7 @@ fn timed_out<B>(path: &str, stage: Stage, message: String) -> http::Response<Slo
             .into_http::<()>()
             .map(|()| refusal(Bytes::new()));
     }
-    let (content_type, body) = if path.starts_with("/api/v2/") {
-        ("text/plain; charset=utf-8", message)
-    } else if path.starts_with("/api/v3/") {
-        (
-            "application/json",
-            crate::jaeger::v3::v3_error_body(http, message).to_string(),
-        )
-    } else if path.starts_with("/api/ui/") {
-        ("application/json", crate::ui::api::error_body(message).to_string())
-    } else {
-        (
-            "application/json",
-            crate::jaeger::http::v1_error_body(http, message).to_string(),
-        )
-    };
+    let (content_type, body) = error_in_api_shape(path, http, message);
     let mut response = http::Response::new(refusal(Bytes::from(body)));
     *response.status_mut() = http;
     let headers = response.headers_mut();
@@ -306,6 +292,26 @@ fn timed_out<B>(path: &str, stage: Stage, message: String) -> http::Response<Slo
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     response
+}
+
+/// An error body in the shape of the query API `path` belongs to, and its content type:
+/// Zipkin's plain text, api_v3's, the web UI's or Jaeger v1's JSON error.
+pub fn error_in_api_shape(path: &str, status: StatusCode, message: String) -> (&'static str, String) {
+    if path.starts_with("/api/v2/") {
+        ("text/plain; charset=utf-8", message)
+    } else if path.starts_with("/api/v3/") {
+        (
+            "application/json",
+            crate::jaeger::v3::v3_error_body(status, message).to_string(),
+        )
+    } else if path.starts_with("/api/ui/") {
+        ("application/json", crate::ui::api::error_body(message).to_string())
+    } else {
+        (
+            "application/json",
+            crate::jaeger::http::v1_error_body(status, message).to_string(),
+        )
+    }
 }
 
 /// `fut`'s output, or `None` if it takes longer than `limit`.

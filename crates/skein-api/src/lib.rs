@@ -45,6 +45,11 @@ async fn no_sniffing(mut response: axum::response::Response) -> axum::response::
 }
 
 async fn metrics() -> impl IntoResponse {
+    metrics_text()
+}
+
+/// `/metrics`: every series in Prometheus' text format.
+pub fn metrics_text() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         skein_model::metrics::render() + &process_metrics::render(),

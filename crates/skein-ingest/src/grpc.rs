@@ -27,6 +27,11 @@ pub trait UnaryMethod: Send + Sync + 'static {
         self: Arc<Self>,
         message: <Self::Codec as Codec>::Decode,
     ) -> impl Future<Output = Result<<Self::Codec as Codec>::Encode, Status>> + Send;
+
+    /// Why a successful answer still refused some spans (a partial success), for the log.
+    fn refused(_answer: &<Self::Codec as Codec>::Encode) -> Option<String> {
+        None
+    }
 }
 
 /// The gRPC service of one `UnaryMethod`; add it to a `tonic::transport::Server`. Any other
@@ -87,7 +92,14 @@ where
                 .apply_compression_config(accept, send)
                 .apply_max_message_size_config(Some(max_request_bytes), None);
             let handler = tower::service_fn(move |r: tonic::Request<<M::Codec as Codec>::Decode>| {
-                method.clone().handle(r.into_inner()).map_ok(tonic::Response::new)
+                method.clone().handle(r.into_inner()).map_ok(|answer| {
+                    let refused = M::refused(&answer).map(crate::refusals::Refused);
+                    let mut response = tonic::Response::new(answer);
+                    if let Some(r) = refused {
+                        response.extensions_mut().insert(r);
+                    }
+                    response
+                })
             });
             Ok(grpc.unary(handler, req).await)
         })

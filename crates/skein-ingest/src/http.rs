@@ -9,6 +9,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::arriving::{Arriving, Interrupted};
 use crate::body::{self, BodyError};
+use crate::refusals::Refused;
 
 /// The request's media type, lower-cased and without parameters ("" when absent).
 pub fn media_type(headers: &HeaderMap) -> String {
@@ -146,14 +147,20 @@ pub async fn admit(
     Ok((raw, reservation))
 }
 
-/// A plain-text answer (Zipkin's and Jaeger's collectors answer errors as text).
+/// A plain-text answer (Zipkin's and Jaeger's collectors answer errors as text). A 4xx carries
+/// its message as the reason spans were refused (`refusals`).
 pub fn text(status: StatusCode, message: String) -> Response {
-    (
+    let refused = status.is_client_error().then(|| Refused(message.clone()));
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         message + "\n",
     )
-        .into_response()
+        .into_response();
+    if let Some(r) = refused {
+        response.extensions_mut().insert(r);
+    }
+    response
 }
 
 /// Backpressure as text: 429/503 with `Retry-After`, or 500.

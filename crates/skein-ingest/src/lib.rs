@@ -8,4 +8,5 @@ pub use grpc::receive_budget;
 pub mod http;
 pub mod jaeger;
 pub mod otlp;
+pub mod refusals;
 pub mod zipkin;

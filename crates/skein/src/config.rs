@@ -19,6 +19,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log filter, e.g. `info` or `skein_store=debug,info` (`RUST_LOG` wins when set).
     pub log_level: String,
+    /// `text` (one line an event, for people) or `json` (one JSON object a line, for log
+    /// shippers such as Loki, Elasticsearch or CloudWatch).
+    pub log_format: LogFormat,
     pub otlp: OtlpConfig,
     pub zipkin: ZipkinConfig,
     pub jaeger: JaegerConfig,
@@ -26,6 +29,13 @@ pub struct Config {
     pub store: StoreConfig,
     pub limits: Limits,
     pub sampling: SamplingConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -152,6 +162,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./skein-data"),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             otlp: OtlpConfig::default(),
             zipkin: ZipkinConfig::default(),
             jaeger: JaegerConfig::default(),

@@ -28,47 +28,71 @@ use tokio::sync::watch;
 /// Serves `app` on `listener` until `stop` turns true, then lets open requests finish.
 /// A 405 gets a body in the port's error `shapes`.
 pub fn spawn(
-    listener: impl axum::serve::Listener,
+    listener: impl axum::serve::Listener<Addr = std::net::SocketAddr>,
     app: axum::Router,
     shapes: skein_api::ErrorShapes,
     read_timeout: Option<Duration>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let app = skein_api::explain_wrong_methods(app, shapes);
     tokio::spawn(async move {
-        let mut listener = listener;
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(read_timeout);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(read_timeout);
-        if let Some(t) = ping_timeout(read_timeout) {
-            builder.http2().keep_alive_timeout(t);
-        }
-        let connections = GracefulShutdown::new();
-        loop {
-            let (io, _) = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stop.wait_for(|s| *s) => break,
-            };
-            let io = TokioIo::new(OpeningBy::new(io, read_timeout));
-            let conn = builder.serve_connection(io, TowerToHyperService::new(app.clone()));
-            let conn = connections.watch(conn.into_owned());
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(server = what, error = %e, "connection ended with an error");
-                }
-            });
-        }
-        // Idle connections close at once; the caller bounds how long busy ones may take.
-        connections.shutdown().await;
+        serve_until(listener, app, read_timeout, stop, None, what).await;
         Ok(())
     })
+}
+
+/// The accept loop of [`spawn`]. Once `stop` turns true it stops accepting and waits for open
+/// connections to finish — at most `linger`, if given — then gives the listener back.
+pub async fn serve_until<L: axum::serve::Listener<Addr = std::net::SocketAddr>>(
+    mut listener: L,
+    app: axum::Router,
+    read_timeout: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+    linger: Option<Duration>,
+    what: &'static str,
+) -> L {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(read_timeout);
+    if let Some(t) = ping_timeout(read_timeout) {
+        builder.http2().keep_alive_timeout(t);
+    }
+    let connections = GracefulShutdown::new();
+    loop {
+        let (io, client) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let io = TokioIo::new(OpeningBy::new(io, read_timeout));
+        // Each request carries the client's address (the ingest ports log it with refusals).
+        let app = app.clone();
+        let service = tower::service_fn(move |mut req: axum::http::Request<_>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(client));
+            tower::ServiceExt::oneshot(app.clone(), req)
+        });
+        let conn = builder.serve_connection(io, TowerToHyperService::new(service));
+        let conn = connections.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(server = what, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Idle connections close at once; the caller bounds how long busy ones may take.
+    match linger {
+        Some(limit) => {
+            let _ = tokio::time::timeout(limit, connections.shutdown()).await;
+        }
+        None => connections.shutdown().await,
+    }
+    listener
 }
 
 /// How long an HTTP/2 keep-alive ping may go unanswered: hyper's and grpc-go's 20 s, or
@@ -87,6 +111,10 @@ pub struct Accepting {
 impl Accepting {
     pub fn new(listener: tokio::net::TcpListener, server: &'static str) -> Accepting {
         Accepting { listener, server }
+    }
+
+    pub fn into_inner(self) -> tokio::net::TcpListener {
+        self.listener
     }
 }
 

@@ -8,6 +8,7 @@ mod load;
 mod open_files;
 mod query_bench;
 mod serve;
+mod starting;
 
 use std::path::PathBuf;
 
@@ -120,21 +121,21 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let cfg = args.load()?;
-            init_logging(&cfg.log_level);
+            init_logging(&cfg.log_level, cfg.log_format);
             runtime()?.block_on(serve::run(cfg))
         }
         Command::Generate(args) => {
-            init_logging("warn");
+            init_logging("warn", config::LogFormat::Text);
             runtime()?.block_on(generate::run(args))
         }
         Command::BenchQuery(args) => runtime()?.block_on(query_bench::run(args)),
         Command::Demo(args) => {
             // skein's own logs stay quiet so the demo's links stand out (RUST_LOG still wins).
-            init_logging("warn");
+            init_logging("warn", config::LogFormat::Text);
             runtime()?.block_on(demo::run(args))
         }
         Command::Load(args) => {
-            init_logging("warn");
+            init_logging("warn", config::LogFormat::Text);
             runtime()?.block_on(async move { load::run(args).await.map(|_| ()) })
         }
     }
@@ -144,17 +145,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colours only on a terminal: a log file or journald gets plain text to grep.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        config::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object a line; an event's fields sit beside `message`, not nested.
+        config::LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 #[cfg(test)]

@@ -60,9 +60,60 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     let head_sampler =
         skein_pipeline::sampling::head::HeadSampler::new(&cfg.sampling.head).map_err(anyhow::Error::msg)?;
     let tail_policies = cfg.sampling.tail.policies().map_err(anyhow::Error::msg)?;
-    let store = skein_store::Store::open(&cfg.data_dir, cfg.store.clone())
-        .await
+    // A bad strategies file stops the start before anything is opened, too.
+    let strategies_file = Some(cfg.sampling.strategies_file.trim())
+        .filter(|f| !f.is_empty())
+        .map(std::path::Path::new);
+    let strategies = skein_pipeline::sampling::StrategyStore::open(strategies_file).map_err(anyhow::Error::msg)?;
+    cfg.sampling.adaptive.validate().map_err(anyhow::Error::msg)?;
+    let read_timeout = cfg.limits.read_timeout();
+
+    // Every port is bound before the store opens (a port in use stops the start at once) and
+    // answers "starting" until it is open (`starting`).
+    let mut tcp = Vec::new();
+    for (name, addr) in [
+        ("sampling_http", &cfg.sampling.http_addr),
+        ("otlp_grpc", &cfg.otlp.grpc_addr),
+        ("otlp_http", &cfg.otlp.http_addr),
+        ("zipkin_http", &cfg.zipkin.http_addr),
+        ("jaeger_thrift_http", &cfg.jaeger.thrift_http_addr),
+        ("jaeger_grpc", &cfg.jaeger.grpc_addr),
+        ("query_grpc", &cfg.query.grpc_addr),
+        ("query_http", &cfg.query.http_addr),
+    ] {
+        if let Some(l) = bind(name, addr).await? {
+            tcp.push((name, l));
+        }
+    }
+    let mut udp = Vec::new();
+    for (name, addr, protocol) in [
+        (
+            "jaeger_agent_compact",
+            &cfg.jaeger.agent_compact_addr,
+            skein_model::jaeger::thrift::Protocol::Compact,
+        ),
+        (
+            "jaeger_agent_binary",
+            &cfg.jaeger.agent_binary_addr,
+            skein_model::jaeger::thrift::Protocol::Binary,
+        ),
+    ] {
+        if let Some(socket) = bind_udp(name, addr).await? {
+            udp.push((socket, protocol));
+        }
+    }
+    let starting = crate::starting::answer_while_opening(tcp, read_timeout);
+    // Opening reads and replays files synchronously: off the runtime's workers, which keep
+    // answering on the ports meanwhile.
+    let opening = {
+        let (dir, store_cfg) = (cfg.data_dir.clone(), cfg.store.clone());
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runtime.block_on(skein_store::Store::open(&dir, store_cfg)))
+    };
+    let store = opening
+        .await?
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let mut ports: std::collections::HashMap<&str, TcpListener> = starting.finish().await?.into_iter().collect();
     let maintenance = store.start_maintenance();
     let mut pipeline =
         skein_pipeline::Pipeline::new(cfg.limits.clone(), store.clone()).with_head_sampler(Arc::new(head_sampler));
@@ -88,14 +139,8 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     let admission = skein_api::admission::QueryAdmission::new(cfg.query.max_concurrent, cfg.query.timeout);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let read_timeout = cfg.limits.read_timeout();
     // ---- Remote sampling strategies (served on 5778, 14268 and 14250) ----
-    let strategies_file = Some(cfg.sampling.strategies_file.trim())
-        .filter(|f| !f.is_empty())
-        .map(std::path::Path::new);
-    let strategies = skein_pipeline::sampling::StrategyStore::open(strategies_file).map_err(anyhow::Error::msg)?;
     // Adaptive mode: the pipeline counts root spans, a task turns them into probabilities.
-    cfg.sampling.adaptive.validate().map_err(anyhow::Error::msg)?;
     let pipeline = if cfg.sampling.adaptive.enabled() {
         pipeline.with_root_span_counter(strategies.enable_adaptive(cfg.sampling.adaptive.clone()))
     } else {
@@ -113,7 +158,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             let _ = rx.wait_for(|s| *s).await;
         }
     });
-    if let Some(l) = bind("sampling_http", &cfg.sampling.http_addr).await? {
+    if let Some(l) = ports.remove("sampling_http") {
         let app = skein_api::sampling::agent_router(strategies.clone());
         let name = "remote sampling HTTP server";
         let l = http_server::Accepting::new(l, name);
@@ -127,7 +172,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         ));
     }
 
-    if let Some(l) = bind("otlp_grpc", &cfg.otlp.grpc_addr).await? {
+    if let Some(l) = ports.remove("otlp_grpc") {
         let svc = skein_ingest::otlp::grpc::service(pipeline.clone(), cfg.otlp.max_request_bytes as usize);
         let receive_budget = skein_ingest::receive_budget(pipeline.clone(), "otlp_grpc");
         let mut rx = stop_rx.clone();
@@ -136,6 +181,8 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(read_timeout)
                 .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
+                // Outermost, to see the answers as sent.
+                .layer(skein_ingest::refusals::RefusalLog::new("otlp_grpc"))
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("otlp.max_request_bytes", Some("otlp_grpc")),
                 ))
@@ -148,8 +195,9 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .context("OTLP gRPC server")
         }));
     }
-    if let Some(l) = bind("otlp_http", &cfg.otlp.http_addr).await? {
-        let app = skein_ingest::otlp::http::router(pipeline.clone(), &cfg.otlp);
+    if let Some(l) = ports.remove("otlp_http") {
+        let app = skein_ingest::otlp::http::router(pipeline.clone(), &cfg.otlp)
+            .layer(skein_ingest::refusals::RefusalLog::new("otlp_http"));
         let name = "OTLP HTTP server";
         let l = http_server::Accepting::new(l, name);
         tasks.push(http_server::spawn(
@@ -162,10 +210,11 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         ));
     }
     // ---- Zipkin: ingest and the v2 query API share one port ----
-    if let Some(l) = bind("zipkin_http", &cfg.zipkin.http_addr).await? {
+    if let Some(l) = ports.remove("zipkin_http") {
         let app = skein_ingest::zipkin::router(pipeline.clone(), cfg.zipkin.max_request_bytes as usize)
             .merge(skein_api::zipkin::router(engine.clone()))
             .layer(admission.clone())
+            .layer(skein_ingest::refusals::RefusalLog::new("zipkin_http"))
             .layer(skein_ingest::zipkin::cors(
                 &cfg.zipkin.cors_allowed_origins,
                 &[Method::GET, Method::POST, Method::OPTIONS],
@@ -183,9 +232,10 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     }
     // ---- Jaeger ingest (collector HTTP/gRPC, agent UDP) ----
     let jaeger_max = cfg.jaeger.max_request_bytes as usize;
-    if let Some(l) = bind("jaeger_thrift_http", &cfg.jaeger.thrift_http_addr).await? {
+    if let Some(l) = ports.remove("jaeger_thrift_http") {
         let app = skein_ingest::jaeger::http::router(pipeline.clone(), jaeger_max)
-            .merge(skein_api::sampling::collector_router(strategies.clone()));
+            .merge(skein_api::sampling::collector_router(strategies.clone()))
+            .layer(skein_ingest::refusals::RefusalLog::new("jaeger_thrift_http"));
         let name = "Jaeger thrift HTTP server";
         let l = http_server::Accepting::new(l, name);
         tasks.push(http_server::spawn(
@@ -197,7 +247,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             name,
         ));
     }
-    if let Some(l) = bind("jaeger_grpc", &cfg.jaeger.grpc_addr).await? {
+    if let Some(l) = ports.remove("jaeger_grpc") {
         let svc = skein_ingest::jaeger::grpc::service(pipeline.clone(), jaeger_max);
         let receive_budget = skein_ingest::receive_budget(pipeline.clone(), "jaeger_grpc");
         let sampling_svc = skein_api::sampling::grpc::service(strategies.clone());
@@ -206,6 +256,8 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(read_timeout)
                 .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
+                // Outermost, to see the answers as sent.
+                .layer(skein_ingest::refusals::RefusalLog::new("jaeger_grpc"))
                 .layer(tower::util::MapResponseLayer::new(
                     skein_ingest::otlp::grpc::sender_errors("jaeger.max_request_bytes", Some("jaeger_grpc")),
                 ))
@@ -222,31 +274,19 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .context("Jaeger gRPC collector server")
         }));
     }
-    for (name, addr, protocol) in [
-        (
-            "jaeger_agent_compact",
-            &cfg.jaeger.agent_compact_addr,
-            skein_model::jaeger::thrift::Protocol::Compact,
-        ),
-        (
-            "jaeger_agent_binary",
-            &cfg.jaeger.agent_binary_addr,
-            skein_model::jaeger::thrift::Protocol::Binary,
-        ),
-    ] {
-        if let Some(socket) = bind_udp(name, addr).await? {
-            let mut rx = stop_rx.clone();
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            let run = skein_ingest::jaeger::agent::run(socket, protocol, pipeline.clone(), shutdown);
-            tasks.push(tokio::spawn(async move {
-                run.await;
-                Ok(())
-            }));
-        }
+    // Datagrams sent while the store opened wait in the sockets' buffers.
+    for (socket, protocol) in udp {
+        let mut rx = stop_rx.clone();
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let run = skein_ingest::jaeger::agent::run(socket, protocol, pipeline.clone(), shutdown);
+        tasks.push(tokio::spawn(async move {
+            run.await;
+            Ok(())
+        }));
     }
-    if let Some(l) = bind("query_grpc", &cfg.query.grpc_addr).await? {
+    if let Some(l) = ports.remove("query_grpc") {
         // Jaeger api_v2 and api_v3 QueryService; undecodable requests become INVALID_ARGUMENT.
         use skein_api::jaeger::grpc::{v2::QueryServiceV2, v3::QueryServiceV3};
         let (v2, v3) = (QueryServiceV2::new(engine.clone()), QueryServiceV3::new(engine.clone()));
@@ -272,7 +312,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .context("Jaeger gRPC query server")
         }));
     }
-    if let Some(l) = bind("query_http", &cfg.query.http_addr).await? {
+    if let Some(l) = ports.remove("query_http") {
         let app = skein_api::router(engine.clone()).layer(admission.clone());
         let name = "query HTTP server";
         let l = CutStalledReaders::new(http_server::Accepting::new(l, name), cfg.query.timeout);

@@ -34,28 +34,6 @@ fn dropped(protocol: &'static str, reason: &str) -> metrics::Counter {
     )
 }
 
-/// Logs a warning at most once per [`LOG_EVERY`], saying how many were held back.
-struct RateLimitedLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimitedLog {
-    fn warn(&mut self, protocol: &str, from: std::net::SocketAddr, what: &dyn std::fmt::Display) {
-        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(
-            protocol, %from, suppressed = self.suppressed,
-            "dropping bad Jaeger agent datagram: {what} (more in the next 10 s are only counted, in \
-             skein_udp_datagrams_dropped_total{{reason=\"bad_packet\"}}; `suppressed` counts those since the last line)"
-        );
-        self.last = Some(Instant::now());
-        self.suppressed = 0;
-    }
-}
-
 /// Receives datagrams until `shutdown` completes.
 pub async fn run(socket: UdpSocket, protocol: Protocol, pipeline: Pipeline, shutdown: impl Future<Output = ()>) {
     let name = metrics_name(protocol);
@@ -63,10 +41,7 @@ pub async fn run(socket: UdpSocket, protocol: Protocol, pipeline: Pipeline, shut
     let bad_packets = dropped(name, "bad_packet");
     let no_room = dropped(name, "backpressure");
     let store_failed = dropped(name, "store");
-    let mut log = RateLimitedLog {
-        last: None,
-        suppressed: 0,
-    };
+    let log = crate::refusals::RefusalLog::new(name);
     let _kernel_drops = KernelDrops::of(&socket, name);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(shutdown);
@@ -97,18 +72,24 @@ pub async fn run(socket: UdpSocket, protocol: Protocol, pipeline: Pipeline, shut
             Err(e) => {
                 m.request("bad_request");
                 bad_packets.inc();
-                log.warn(name, from, &e);
+                log.note(Some(from), &format!("dropped a bad datagram: {e}"));
                 continue;
             }
         };
         let decoded = batch_to_model(batch.process, batch.spans);
-        let (pipeline, m, no_room, store_failed) = (pipeline.clone(), m.clone(), no_room.clone(), store_failed.clone());
+        let (pipeline, m, no_room, store_failed, log) = (
+            pipeline.clone(),
+            m.clone(),
+            no_room.clone(),
+            store_failed.clone(),
+            log.clone(),
+        );
         tokio::spawn(async move {
             let _reservation = reservation;
             match pipeline.submit(decoded, None, &m).await {
                 Ok(outcome) => {
                     if let Some(msg) = outcome.message() {
-                        tracing::debug!(protocol = name, "agent batch partly rejected: {msg}");
+                        log.note(Some(from), &msg);
                     }
                 }
                 Err(e) => {

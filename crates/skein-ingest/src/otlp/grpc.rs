@@ -55,6 +55,10 @@ impl UnaryMethod for Exporter {
         });
         Ok(ExportTraceServiceResponse { partial_success })
     }
+
+    fn refused(answer: &ExportTraceServiceResponse) -> Option<String> {
+        answer.partial_success.as_ref().map(|p| p.error_message.clone())
+    }
 }
 
 /// The gRPC service; add it to a `tonic::transport::Server`.

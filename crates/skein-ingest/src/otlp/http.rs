@@ -13,6 +13,7 @@ use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
 
 use super::config::OtlpConfig;
 use crate::http::{admit, cors, media_type, retry_advice, submit_status, Refusal};
+use crate::refusals::Refused;
 
 #[derive(Clone)]
 struct Ctx {
@@ -102,7 +103,8 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bo
                 rejected_spans: outcome.rejected.len() as i64,
                 error_message,
             });
-            match format {
+            let refused = partial.as_ref().map(|p| Refused(p.error_message.clone()));
+            let mut response = match format {
                 Format::Protobuf => {
                     let body = ExportTraceServiceResponse {
                         partial_success: partial,
@@ -120,10 +122,25 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bo
                     };
                     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
                 }
+            };
+            if let Some(r) = refused {
+                response.extensions_mut().insert(r);
             }
+            response
         }
         Err(e) => submit_error(format, e),
     }
+}
+
+/// The answer to an export while skein cannot take spans yet (its store is still opening):
+/// 503 with `Retry-After`, in the request's format.
+pub fn unavailable(headers: &HeaderMap, message: String) -> Response {
+    let format = if media_type(headers) == "application/json" {
+        Format::Json
+    } else {
+        Format::Protobuf
+    };
+    submit_error(format, SubmitError::Unavailable(message))
 }
 
 fn submit_error(format: Format, e: SubmitError) -> Response {
@@ -152,7 +169,8 @@ fn grpc_code(status: StatusCode) -> i32 {
 
 fn error(format: Format, status: StatusCode, message: String) -> Response {
     let code = grpc_code(status);
-    match format {
+    let refused = status.is_client_error().then(|| Refused(message.clone()));
+    let mut response = match format {
         Format::Protobuf => {
             let body = RpcStatus { code, message }.encode_to_vec();
             (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
@@ -161,5 +179,9 @@ fn error(format: Format, status: StatusCode, message: String) -> Response {
             let body = serde_json::json!({ "code": code, "message": message });
             (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
+    };
+    if let Some(r) = refused {
+        response.extensions_mut().insert(r);
     }
+    response
 }

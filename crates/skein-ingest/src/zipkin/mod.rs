@@ -106,7 +106,6 @@ async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: axum::body:
         Ok(outcome) => match outcome.message() {
             None => StatusCode::ACCEPTED.into_response(),
             Some(msg) => {
-                tracing::debug!(format = ?format, rejected = outcome.rejected.len(), "zipkin: {msg}");
                 // Every span rejected, by the decoder or the pipeline's checks: a reporter with
                 // a systematic bug should see an error.
                 let status = if outcome.accepted == 0 {
@@ -114,7 +113,9 @@ async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: axum::body:
                 } else {
                     StatusCode::ACCEPTED
                 };
-                text(status, msg)
+                let mut response = text(status, msg.clone());
+                response.extensions_mut().insert(crate::refusals::Refused(msg));
+                response
             }
         },
         Err(e) => submit_error(e),
