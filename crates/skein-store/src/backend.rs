@@ -19,11 +19,12 @@ use crate::StoreError;
 pub struct BlockList {
     /// Ids of complete blocks, oldest first (ids sort by time).
     pub complete: Vec<String>,
-    /// Ids and bytes of blocks without a meta that lack a data file too: what an interrupted
-    /// write leaves.
+    /// Ids and bytes of blocks without a meta that are marked as being written or lack a
+    /// data file: what an interrupted write leaves (its spans are still in the WAL or in the
+    /// blocks it merged).
     pub incomplete: Vec<(String, u64)>,
-    /// Ids of blocks with every data file but no meta. The meta is written last, so a crash
-    /// in the instant between could leave this, but so could a meta lost on its own: the
+    /// Ids of blocks with every data file, no meta and no mark of a write in progress: the
+    /// meta was lost on its own (or the block was written before the mark existed), and the
     /// files may be the only copy of their spans.
     pub without_meta: Vec<String>,
 }
@@ -66,6 +67,31 @@ impl Backend {
             .await
             .map_err(StoreError::object)?;
         self.sync_local(path).await
+    }
+
+    /// Marks block `id` as being written, before any of its files: a block without a meta is
+    /// then known for an interrupted write (removed at the next start), where one without the
+    /// mark lost its meta some other way (kept: its files may be the only copy of its spans).
+    /// No sync of its own: the first block file's sync makes the directory entry durable.
+    pub async fn begin_block(&self, id: &str) -> Result<(), StoreError> {
+        self.store
+            .put(&self.block_path(id, super::block::WRITING_FILE), PutPayload::default())
+            .await
+            .map_err(StoreError::object)?;
+        Ok(())
+    }
+
+    /// Removes the mark of `begin_block` once the block's meta is written. Best effort: a
+    /// mark left beside a meta changes nothing.
+    pub async fn end_block(&self, id: &str) {
+        match self
+            .store
+            .delete(&self.block_path(id, super::block::WRITING_FILE))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(block = %id, error = %e, "could not remove a written block's \"writing\" mark"),
+        }
     }
 
     /// Starts an object that is written as it is produced (see `StreamingPut`).
@@ -122,6 +148,7 @@ impl Backend {
             super::block::SUMMARY_FILE,
             super::block::BLOOM_FILE,
             super::block::SUMS_FILE,
+            super::block::WRITING_FILE,
         ] {
             match self.store.delete(&self.block_path(id, file)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -138,7 +165,7 @@ impl Backend {
     /// last) oldest first, and the ids and bytes of incomplete ones, which a crash or a
     /// shutdown in the middle of a write left.
     pub async fn list_blocks(&self) -> Result<BlockList, StoreError> {
-        use super::block::{BLOOM_FILE, DATA_FILE, META_FILE, SUMMARY_FILE};
+        use super::block::{BLOOM_FILE, DATA_FILE, META_FILE, SUMMARY_FILE, WRITING_FILE};
         let mut list = BlockList {
             complete: Vec::new(),
             incomplete: Vec::new(),
@@ -148,7 +175,7 @@ impl Backend {
             let has = |file: &str| files.iter().any(|(name, _)| name == file);
             if has(META_FILE) {
                 list.complete.push(id);
-            } else if [DATA_FILE, SUMMARY_FILE, BLOOM_FILE].iter().all(|f| has(f)) {
+            } else if !has(WRITING_FILE) && [DATA_FILE, SUMMARY_FILE, BLOOM_FILE].iter().all(|f| has(f)) {
                 list.without_meta.push(id);
             } else {
                 list.incomplete.push((id, files.iter().map(|(_, size)| size).sum()));

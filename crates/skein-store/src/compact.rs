@@ -57,6 +57,8 @@ impl Store {
             return Ok(0);
         }
         self.replace_blocks(Vec::new(), &doomed);
+        // Held here, a doomed block would not count as unused and would wait for the next wake.
+        drop(blocks);
         self.delete_retired().await;
         retention_deleted_blocks().add(doomed.len() as u64);
         tracing::info!(blocks = doomed.len(), "retention deleted blocks");
@@ -125,6 +127,8 @@ impl Store {
         let handle = Arc::new(upload_block(self.backend(), merged).await?);
         let ids: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
         self.replace_blocks(vec![handle], &ids);
+        // The inputs are deleted now unless a query still reads them (not held here).
+        drop((small, group));
         self.delete_retired().await;
         compactions().inc();
         compaction_deduped_spans().add(in_spans - out_spans);
@@ -432,6 +436,7 @@ pub async fn merge_blocks(
     }
     let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
     let id = new_block_id();
+    backend.begin_block(&id).await?;
     let put = backend
         .put_streaming(&backend.block_path(&id, crate::block::DATA_FILE))
         .await?;
@@ -947,6 +952,55 @@ mod tests {
         store.delete_retired().await;
         assert_eq!(block_dirs(dir.path()), vec![live[0].meta.id.clone()]);
         assert_eq!(store.stats().retired_bytes, 0);
+        store.shutdown().await.unwrap();
+    }
+
+    /// With no query reading them, a merge's inputs and expired blocks are deleted by the
+    /// merge or the expiry itself, not a compaction interval later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unread_inputs_and_expired_blocks_go_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_blocks(dir.path(), 2, 100).await;
+        assert_eq!(store.compact_once().await.unwrap(), 2);
+        let merged = store.snapshot().blocks[0].meta.id.clone();
+        assert_eq!(block_dirs(dir.path()), vec![merged]);
+        assert_eq!(store.enforce_retention(u64::MAX).await.unwrap(), 1);
+        assert_eq!(block_dirs(dir.path()), Vec::<String>::new());
+        assert_eq!(store.stats().retired_bytes, 0);
+        store.shutdown().await.unwrap();
+    }
+
+    /// Shutdown during a merge waits for it to stop or commit before letting the directory
+    /// go: never a merged block without its meta, nor a merge still writing afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_waits_for_a_merge_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_blocks(dir.path(), 4, 20_000).await;
+        let merging = tokio::spawn({
+            let store = store.clone();
+            async move { store.compact_once().await }
+        });
+        // The merge holds the lock from its start to its end.
+        while store.compaction_lock().try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        store.shutdown().await.unwrap();
+        assert!(
+            merging.is_finished(),
+            "shutdown returned while the merge was still running"
+        );
+        let merged = merging.await.unwrap();
+        for id in block_dirs(dir.path()) {
+            let files = sorted_names(&dir.path().join("blocks").join(&id));
+            assert!(
+                files.contains(&"meta.json".to_string()),
+                "{id}: {files:?} (merge: {merged:?})"
+            );
+        }
+        drop(store);
+        let store = crate::Store::open(dir.path(), without_maintenance()).await.unwrap();
+        let spans: u64 = store.snapshot().blocks.iter().map(|b| b.meta.span_count).sum();
+        assert_eq!(spans, 80_000, "merge: {merged:?}");
         store.shutdown().await.unwrap();
     }
 

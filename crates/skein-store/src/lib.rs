@@ -28,6 +28,15 @@ use block::{BlockBuilder, BlockHandle, BlockMeta};
 use head::{Head, HeadView};
 use pending::{DueTrace, Pending, PendingBounds, PendingStats};
 
+/// Bytes scrubs read and checked (`Store::start_scrub`).
+fn scrubbed_bytes() -> Counter {
+    metrics::counter(
+        "skein_scrubbed_bytes_total",
+        "Block bytes read whole by scrubs and checked against their checksums",
+        &[],
+    )
+}
+
 pub fn now_unix_nano() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -154,6 +163,14 @@ pub struct StoreConfig {
     /// a lookup in a block whose footer is not kept reads and parses it first.
     #[serde(with = "serde_bytes")]
     pub footer_cache_bytes: u64,
+    /// How often every block is read whole and checked against its checksums, so damage is
+    /// found (and reported) before a query or a merge needs the bytes; the first pass starts
+    /// `min(scrub_interval, 5m)` after start. 0 turns it off.
+    #[serde(with = "serde_duration")]
+    pub scrub_interval: Duration,
+    /// Bytes per second a scrub reads at most, to leave the disk to ingest and queries.
+    #[serde(with = "serde_bytes")]
+    pub scrub_rate: u64,
 }
 
 impl Default for StoreConfig {
@@ -171,6 +188,8 @@ impl Default for StoreConfig {
             compaction_interval: Duration::from_secs(30),
             compaction_target_spans: 1_000_000,
             footer_cache_bytes: 256 << 20,
+            scrub_interval: Duration::from_secs(86400),
+            scrub_rate: 32 << 20,
         }
     }
 }
@@ -395,8 +414,8 @@ impl Store {
         compact::compaction_deduped_spans();
 
         // Blocks first: their metas say which WAL segments are already in a block. A block
-        // without a meta is what an interrupted write left; with the directory locked, nothing
-        // else can be writing it.
+        // without a meta, marked as being written, is what an interrupted write left; with the
+        // directory locked, nothing else can be writing it.
         let found = backend.list_blocks().await?;
         for (id, bytes) in &found.incomplete {
             match backend.delete_block(id).await {
@@ -414,9 +433,11 @@ impl Store {
         for id in &found.without_meta {
             tracing::error!(
                 block = %id,
-                "skipping a block with every data file but no meta.json; queries say results may be incomplete while it \
-                 is there. A crash between writing its files and its meta leaves this (its spans are then in the WAL or \
-                 in the blocks it merged, and the directory can be deleted); a lost meta.json does too (restore it)"
+                "skipping a block with every data file but no meta.json, and not marked as being written: its \
+                 meta.json was lost (restore it; the files may be the only copy of their spans), or a skein older than \
+                 the mark crashed between writing its files and its meta (its spans are then in the WAL or in the \
+                 blocks it merged, and the directory can be deleted). Queries say results may be incomplete while it \
+                 is there"
             );
             block::read::unreadable_blocks().inc();
         }
@@ -857,6 +878,10 @@ impl Store {
             let _ = rx.await;
         }
         self.wait_pending_blocks(Duration::from_secs(60)).await?;
+        // A merge or expiry in progress either stops at its next check of `closing` (removing
+        // its unfinished output) or commits: both before the directory is let go. Cancelling it
+        // instead (aborting its task) could leave a merged block without its meta.
+        let _maintenance = self.compaction_lock().lock().await;
         // What a query still holds stays: the next start deletes merged inputs by the merged
         // block's `replaces`, and retention expires the rest again.
         self.delete_retired().await;
@@ -950,6 +975,70 @@ impl Store {
                 }
             }
         })
+    }
+
+    /// Starts scrubbing (`store.scrub_interval`): every block with checksums is read whole at
+    /// up to `store.scrub_rate` and checked. A damaged block is reported as a query would
+    /// find it (ERROR, `skein_unreadable_blocks_total`) and left out of answers and merges
+    /// from then on. `None` when scrubbing is off.
+    pub fn start_scrub(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let (every, rate) = (self.inner.cfg.scrub_interval, self.inner.cfg.scrub_rate.max(1));
+        if every.is_zero() {
+            return None;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        Some(tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now() + every.min(Duration::from_secs(300));
+            loop {
+                tokio::time::sleep_until(next).await;
+                next += every;
+                let Some(inner) = weak.upgrade() else { return };
+                let blocks: Vec<Arc<BlockHandle>> = inner
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .readable_blocks()
+                    .cloned()
+                    .collect();
+                drop(inner);
+                let started = tokio::time::Instant::now();
+                let (mut read, mut verified, mut damaged) = (0u64, 0usize, 0usize);
+                for block in blocks {
+                    // Merged away or expired since: not worth reading.
+                    let Some(inner) = weak.upgrade() else { return };
+                    let current = inner
+                        .state
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .blocks
+                        .iter()
+                        .any(|b| Arc::ptr_eq(b, &block));
+                    drop(inner);
+                    if !current {
+                        continue;
+                    }
+                    let pace = |bytes: u64| {
+                        read += bytes;
+                        scrubbed_bytes().add(bytes);
+                        // Never ahead of `rate` since the pass began.
+                        tokio::time::sleep_until(started + Duration::from_secs_f64(read as f64 / rate as f64))
+                    };
+                    match block.settle(block.verify(pace).await) {
+                        Ok(Some(_)) => verified += 1,
+                        Ok(None) if block.is_unreadable() => damaged += 1,
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(block = %block.meta.id, error = %e, "scrubbing a block failed"),
+                    }
+                }
+                tracing::info!(
+                    blocks = verified,
+                    damaged,
+                    bytes = read,
+                    elapsed = ?started.elapsed(),
+                    "scrubbed the blocks: read whole and checked against their checksums"
+                );
+            }
+        }))
     }
 
     pub(crate) fn backend(&self) -> &Backend {
@@ -1208,18 +1297,21 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
     Ok(built)
 }
 
-/// Uploads a built block: data, summaries and bloom first, meta last (the commit point).
+/// Uploads a built block: data, summaries and bloom first, meta last (the commit point), the
+/// block marked as being written until then (`Backend::begin_block`).
 pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) -> Result<BlockHandle, StoreError> {
     let id = built.meta.id.clone();
     let mut meta = built.meta;
     let data = match built.data {
         block::DataSink::Memory(data) => {
+            backend.begin_block(&id).await?;
             let sums = block::sums::FileSums::of(&data);
             backend
                 .put_durable(&backend.block_path(&id, block::DATA_FILE), data)
                 .await?;
             sums
         }
+        // Its block was marked before the merge began streaming it.
         block::DataSink::Streaming(put) => put.finish(backend).await?,
     };
     let sums = block::sums::BlockSums {
@@ -1241,6 +1333,7 @@ pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) ->
     backend
         .put_durable(&backend.block_path(&id, block::META_FILE), meta_json)
         .await?;
+    backend.end_block(&id).await;
     let bloom = block::bloom::Bloom::from_bytes(&built.bloom).ok_or_else(|| StoreError::corrupt("bloom"))?;
     Ok(BlockHandle::new(meta, bloom, Some(Arc::new(sums)), backend.clone()))
 }

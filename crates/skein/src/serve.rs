@@ -115,6 +115,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
     let mut ports: std::collections::HashMap<&str, TcpListener> = starting.finish().await?.into_iter().collect();
     let maintenance = store.start_maintenance();
+    let scrub = store.start_scrub();
     let mut pipeline =
         skein_pipeline::Pipeline::new(cfg.limits.clone(), store.clone()).with_head_sampler(Arc::new(head_sampler));
     let tail_sampler = if let Some(policies) = tail_policies {
@@ -344,7 +345,11 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             _ => {}
         }
     }
-    maintenance.abort();
+    // Scrubbing only reads; merges and expiry are left to finish or stop by themselves
+    // (`Store::shutdown` waits for them), never cut off half way.
+    if let Some(t) = scrub {
+        t.abort();
+    }
     strategies_reloader.abort();
     if let Some(t) = adaptive_task {
         t.abort();
@@ -354,6 +359,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         let _ = tokio::task::spawn_blocking(move || t.stop()).await;
     }
     store.shutdown().await.context("flushing the store")?;
+    maintenance.abort();
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -147,6 +147,48 @@ impl BlockHandle {
         self.unreadable.get().is_some()
     }
 
+    /// Reads both Parquet files whole, checking every 4 KiB against the block's checksums
+    /// (a scrub), and `pace` is awaited after each piece read with its length. A file whose
+    /// size is not the one its meta gives is damage too. Returns the bytes read: 0 for a
+    /// block without checksums, which there is nothing to check against.
+    pub async fn verify<F, Fut>(&self, mut pace: F) -> Result<u64, StoreError>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        use parquet::arrow::async_reader::AsyncFileReader;
+        const PIECE: u64 = 1 << 20;
+        if self.sums.is_none() {
+            return Ok(0);
+        }
+        let mut read = 0;
+        for (file, size) in [
+            (DATA_FILE, self.meta.data_bytes),
+            (SUMMARY_FILE, self.meta.summary_bytes),
+        ] {
+            let path = self.backend.block_path(&self.meta.id, file);
+            let found = object_store::ObjectStoreExt::head(&self.backend.store, &path)
+                .await
+                .map_err(StoreError::object)?
+                .size;
+            if found != size {
+                return Err(StoreError::corrupt(format!(
+                    "{path} is {found} bytes, its block's meta says {size}"
+                )));
+            }
+            let mut r = self.reader(file, size);
+            let mut at = 0;
+            while at < size {
+                let end = (at + PIECE).min(size);
+                r.get_bytes(at..end).await.map_err(StoreError::parquet)?;
+                pace(end - at).await;
+                read += end - at;
+                at = end;
+            }
+        }
+        Ok(read)
+    }
+
     fn reader(&self, file: &str, size: u64) -> ObjectReader {
         let sums = self.sums.as_ref().map(|s| match file {
             SUMMARY_FILE => s.summaries.clone(),
