@@ -69,28 +69,32 @@ impl Backend {
         self.sync_local(path).await
     }
 
-    /// Marks block `id` as being written, before any of its files: a block without a meta is
-    /// then known for an interrupted write (removed at the next start), where one without the
-    /// mark lost its meta some other way (kept: its files may be the only copy of its spans).
-    /// No sync of its own: the first block file's sync makes the directory entry durable.
-    pub async fn begin_block(&self, id: &str) -> Result<(), StoreError> {
+    /// Marks block `id` as incomplete: before the first file of a write, and before the meta
+    /// goes in a delete. A block without a meta is then known for an interrupted write or
+    /// delete (removed at the next start), where one without the mark lost its meta some
+    /// other way (kept: its files may be the only copy of its spans). No sync of its own: the
+    /// first block file's sync makes the directory entry durable.
+    pub async fn mark_incomplete(&self, id: &str) -> Result<(), StoreError> {
         self.store
-            .put(&self.block_path(id, super::block::WRITING_FILE), PutPayload::default())
+            .put(
+                &self.block_path(id, super::block::INCOMPLETE_FILE),
+                PutPayload::default(),
+            )
             .await
             .map_err(StoreError::object)?;
         Ok(())
     }
 
-    /// Removes the mark of `begin_block` once the block's meta is written. Best effort: a
+    /// Removes the mark of `mark_incomplete` once the block's meta is written. Best effort: a
     /// mark left beside a meta changes nothing.
-    pub async fn end_block(&self, id: &str) {
+    pub async fn clear_incomplete(&self, id: &str) {
         match self
             .store
-            .delete(&self.block_path(id, super::block::WRITING_FILE))
+            .delete(&self.block_path(id, super::block::INCOMPLETE_FILE))
             .await
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(block = %id, error = %e, "could not remove a written block's \"writing\" mark"),
+            Err(e) => tracing::warn!(block = %id, error = %e, "could not remove a written block's \"incomplete\" mark"),
         }
     }
 
@@ -138,17 +142,19 @@ impl Backend {
             .map_err(StoreError::object)
     }
 
-    /// Deletes a block, meta first so a half-deleted block is never mistaken for a whole one.
-    /// Also removes an incomplete block: whatever of it exists, staging files of cut-short puts
-    /// included (the local directory goes whole; a leftover is removed at the next start).
+    /// Deletes a block: marked incomplete, then its meta, so a half-deleted block is never
+    /// mistaken for a whole one nor for one that lost its meta. Also removes an incomplete
+    /// block: whatever of it exists, staging files of cut-short puts included (the local
+    /// directory goes whole; a leftover is removed at the next start).
     pub async fn delete_block(&self, id: &str) -> Result<(), StoreError> {
+        self.mark_incomplete(id).await?;
         for file in [
             super::block::META_FILE,
             super::block::DATA_FILE,
             super::block::SUMMARY_FILE,
             super::block::BLOOM_FILE,
             super::block::SUMS_FILE,
-            super::block::WRITING_FILE,
+            super::block::INCOMPLETE_FILE,
         ] {
             match self.store.delete(&self.block_path(id, file)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -165,7 +171,7 @@ impl Backend {
     /// last) oldest first, and the ids and bytes of incomplete ones, which a crash or a
     /// shutdown in the middle of a write left.
     pub async fn list_blocks(&self) -> Result<BlockList, StoreError> {
-        use super::block::{BLOOM_FILE, DATA_FILE, META_FILE, SUMMARY_FILE, WRITING_FILE};
+        use super::block::{BLOOM_FILE, DATA_FILE, INCOMPLETE_FILE, META_FILE, SUMMARY_FILE};
         let mut list = BlockList {
             complete: Vec::new(),
             incomplete: Vec::new(),
@@ -175,7 +181,7 @@ impl Backend {
             let has = |file: &str| files.iter().any(|(name, _)| name == file);
             if has(META_FILE) {
                 list.complete.push(id);
-            } else if !has(WRITING_FILE) && [DATA_FILE, SUMMARY_FILE, BLOOM_FILE].iter().all(|f| has(f)) {
+            } else if !has(INCOMPLETE_FILE) && [DATA_FILE, SUMMARY_FILE, BLOOM_FILE].iter().all(|f| has(f)) {
                 list.without_meta.push(id);
             } else {
                 list.incomplete.push((id, files.iter().map(|(_, size)| size).sum()));

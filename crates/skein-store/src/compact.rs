@@ -436,7 +436,7 @@ pub async fn merge_blocks(
     }
     let level = inputs.iter().map(|b| b.meta.level).max().unwrap_or(0) + 1;
     let id = new_block_id();
-    backend.begin_block(&id).await?;
+    backend.mark_incomplete(&id).await?;
     let put = backend
         .put_streaming(&backend.block_path(&id, crate::block::DATA_FILE))
         .await?;

@@ -414,16 +414,16 @@ impl Store {
         compact::compaction_deduped_spans();
 
         // Blocks first: their metas say which WAL segments are already in a block. A block
-        // without a meta, marked as being written, is what an interrupted write left; with the
-        // directory locked, nothing else can be writing it.
+        // without a meta, marked incomplete, is what an interrupted write or delete left; with
+        // the directory locked, nothing else can be writing it.
         let found = backend.list_blocks().await?;
         for (id, bytes) in &found.incomplete {
             match backend.delete_block(id).await {
                 Ok(()) => {
-                    tracing::warn!(block = %id, bytes, "removed an incomplete block left by an interrupted write")
+                    tracing::warn!(block = %id, bytes, "removed an incomplete block left by an interrupted write or delete")
                 }
                 Err(e) => {
-                    tracing::error!(block = %id, error = %e, "cannot remove an incomplete block left by an interrupted write; delete blocks/<id> yourself")
+                    tracing::error!(block = %id, error = %e, "cannot remove an incomplete block left by an interrupted write or delete; delete blocks/<id> yourself")
                 }
             }
         }
@@ -433,11 +433,10 @@ impl Store {
         for id in &found.without_meta {
             tracing::error!(
                 block = %id,
-                "skipping a block with every data file but no meta.json, and not marked as being written: its \
-                 meta.json was lost (restore it; the files may be the only copy of their spans), or a skein older than \
-                 the mark crashed between writing its files and its meta (its spans are then in the WAL or in the \
-                 blocks it merged, and the directory can be deleted). Queries say results may be incomplete while it \
-                 is there"
+                "skipping a block with every data file but no meta.json, and not marked incomplete: its meta.json was \
+                 lost (restore it; the files may be the only copy of their spans), or a skein older than the mark \
+                 crashed while writing or deleting the block (its spans are then in the WAL or in other blocks, and the \
+                 directory can be deleted). Queries say results may be incomplete while it is there"
             );
             block::read::unreadable_blocks().inc();
         }
@@ -1298,13 +1297,13 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
 }
 
 /// Uploads a built block: data, summaries and bloom first, meta last (the commit point), the
-/// block marked as being written until then (`Backend::begin_block`).
+/// block marked incomplete until then (`Backend::mark_incomplete`).
 pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) -> Result<BlockHandle, StoreError> {
     let id = built.meta.id.clone();
     let mut meta = built.meta;
     let data = match built.data {
         block::DataSink::Memory(data) => {
-            backend.begin_block(&id).await?;
+            backend.mark_incomplete(&id).await?;
             let sums = block::sums::FileSums::of(&data);
             backend
                 .put_durable(&backend.block_path(&id, block::DATA_FILE), data)
@@ -1333,7 +1332,7 @@ pub(crate) async fn upload_block(backend: &Backend, built: block::BuiltBlock) ->
     backend
         .put_durable(&backend.block_path(&id, block::META_FILE), meta_json)
         .await?;
-    backend.end_block(&id).await;
+    backend.clear_incomplete(&id).await;
     let bloom = block::bloom::Bloom::from_bytes(&built.bloom).ok_or_else(|| StoreError::corrupt("bloom"))?;
     Ok(BlockHandle::new(meta, bloom, Some(Arc::new(sums)), backend.clone()))
 }

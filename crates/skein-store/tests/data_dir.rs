@@ -208,9 +208,10 @@ async fn a_scrub_finds_damage_no_query_has_read() {
     store.shutdown().await.unwrap();
 }
 
-/// A block write cut off after its last data file but before its meta (a crash, or a merge
-/// stopped by shutdown) is removed at the next start: it is marked as being written, and its
-/// spans are still in the WAL or in the blocks it merged. A written block keeps no mark.
+/// A block write cut off after its last data file but before its meta, or a delete cut off
+/// after the meta, is removed at the next start: the block is marked incomplete, and its spans
+/// are still in the WAL or in the blocks it merged (or were being deleted). A written block
+/// keeps no mark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_write_cut_off_before_its_meta_is_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,11 +221,11 @@ async fn a_block_write_cut_off_before_its_meta_is_removed_at_start() {
     store.shutdown().await.unwrap();
     drop(store);
     let block = dir.path().join("blocks").join(&id);
-    assert!(!block.join("writing").exists(), "a written block keeps its mark");
+    assert!(!block.join("incomplete").exists(), "a written block keeps its mark");
 
     // As the instant before the meta was written.
     std::fs::remove_file(block.join("meta.json")).unwrap();
-    std::fs::write(block.join("writing"), b"").unwrap();
+    std::fs::write(block.join("incomplete"), b"").unwrap();
     let store = Store::open(dir.path(), StoreConfig::default()).await.unwrap();
     assert!(!block.exists(), "the interrupted write is removed");
     assert!(store.unloadable_blocks().is_empty(), "and not reported as a lost meta");

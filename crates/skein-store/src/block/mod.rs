@@ -45,9 +45,10 @@ pub const BLOOM_FILE: &str = "bloom";
 pub const META_FILE: &str = "meta.json";
 /// CRC-32Cs of the two Parquet files (`sums::BlockSums`), checked on every read.
 pub const SUMS_FILE: &str = "sums";
-/// Present while a block is being written, from before its first file until after its meta
-/// (`Backend::begin_block`): a block without a meta but with this is an interrupted write.
-pub const WRITING_FILE: &str = "writing";
+/// Present while a block is being written, from before its first file until after its meta,
+/// and while it is being deleted, from before its meta goes (`Backend::mark_incomplete`): a
+/// block without a meta but with this is an interrupted write or delete.
+pub const INCOMPLETE_FILE: &str = "incomplete";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EventList {
