@@ -992,17 +992,20 @@ impl Store {
                 tokio::time::sleep_until(next).await;
                 next += every;
                 let Some(inner) = weak.upgrade() else { return };
-                let blocks: Vec<Arc<BlockHandle>> = inner
+                // Not held for the whole pass: a block merged away or expired meanwhile must
+                // not stay on disk until the pass ends.
+                let blocks: Vec<std::sync::Weak<BlockHandle>> = inner
                     .state
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
                     .readable_blocks()
-                    .cloned()
+                    .map(Arc::downgrade)
                     .collect();
                 drop(inner);
                 let started = tokio::time::Instant::now();
                 let (mut read, mut verified, mut damaged) = (0u64, 0usize, 0usize);
                 for block in blocks {
+                    let Some(block) = block.upgrade() else { continue };
                     // Merged away or expired since: not worth reading.
                     let Some(inner) = weak.upgrade() else { return };
                     let current = inner
