@@ -9,7 +9,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::arriving::{Arriving, Interrupted};
 use crate::body::{self, BodyError};
-use crate::refusals::Refused;
+use crate::refusals::refusing;
 
 /// The request's media type, lower-cased and without parameters ("" when absent).
 pub fn media_type(headers: &HeaderMap) -> String {
@@ -150,17 +150,17 @@ pub async fn admit(
 /// A plain-text answer (Zipkin's and Jaeger's collectors answer errors as text). A 4xx carries
 /// its message as the reason spans were refused (`refusals`).
 pub fn text(status: StatusCode, message: String) -> Response {
-    let refused = status.is_client_error().then(|| Refused(message.clone()));
-    let mut response = (
+    let response = (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message + "\n",
+        format!("{message}\n"),
     )
         .into_response();
-    if let Some(r) = refused {
-        response.extensions_mut().insert(r);
+    if status.is_client_error() {
+        refusing(response, message)
+    } else {
+        response
     }
-    response
 }
 
 /// Backpressure as text: 429/503 with `Retry-After`, or 500.

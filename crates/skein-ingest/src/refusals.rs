@@ -23,6 +23,12 @@ use tonic::Code;
 #[derive(Debug, Clone)]
 pub struct Refused(pub String);
 
+/// `response` with `reason` attached as why it refused spans.
+pub fn refusing<B>(mut response: Response<B>, reason: String) -> Response<B> {
+    response.extensions_mut().insert(Refused(reason));
+    response
+}
+
 /// At most one line per port in this long.
 const EVERY: Duration = Duration::from_secs(10);
 

@@ -13,7 +13,7 @@ use skein_pipeline::{Pipeline, ProtocolMetrics, SubmitError};
 
 use super::config::OtlpConfig;
 use crate::http::{admit, cors, media_type, retry_advice, submit_status, Refusal};
-use crate::refusals::Refused;
+use crate::refusals::refusing;
 
 #[derive(Clone)]
 struct Ctx {
@@ -103,8 +103,8 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bo
                 rejected_spans: outcome.rejected.len() as i64,
                 error_message,
             });
-            let refused = partial.as_ref().map(|p| Refused(p.error_message.clone()));
-            let mut response = match format {
+            let reason = partial.as_ref().map(|p| p.error_message.clone());
+            let response = match format {
                 Format::Protobuf => {
                     let body = ExportTraceServiceResponse {
                         partial_success: partial,
@@ -123,10 +123,10 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bo
                     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
                 }
             };
-            if let Some(r) = refused {
-                response.extensions_mut().insert(r);
+            match reason {
+                Some(reason) => refusing(response, reason),
+                None => response,
             }
-            response
         }
         Err(e) => submit_error(format, e),
     }
@@ -169,8 +169,8 @@ fn grpc_code(status: StatusCode) -> i32 {
 
 fn error(format: Format, status: StatusCode, message: String) -> Response {
     let code = grpc_code(status);
-    let refused = status.is_client_error().then(|| Refused(message.clone()));
-    let mut response = match format {
+    let reason = status.is_client_error().then(|| message.clone());
+    let response = match format {
         Format::Protobuf => {
             let body = RpcStatus { code, message }.encode_to_vec();
             (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
@@ -180,8 +180,8 @@ fn error(format: Format, status: StatusCode, message: String) -> Response {
             (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
     };
-    if let Some(r) = refused {
-        response.extensions_mut().insert(r);
+    match reason {
+        Some(reason) => refusing(response, reason),
+        None => response,
     }
-    response
 }

@@ -113,9 +113,8 @@ async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: axum::body:
                 } else {
                     StatusCode::ACCEPTED
                 };
-                let mut response = text(status, msg.clone());
-                response.extensions_mut().insert(crate::refusals::Refused(msg));
-                response
+                // A 202 too says why some spans were refused (`text` does it for a 4xx).
+                crate::refusals::refusing(text(status, msg.clone()), msg)
             }
         },
         Err(e) => submit_error(e),
