@@ -121,7 +121,10 @@ impl KernelDrops {
         let counter = dropped(protocol, "kernel_buffer");
         let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
         KernelDrops(Some(tokio::spawn(async move {
-            let mut seen = udp_drops(inode).unwrap_or(0);
+            // From zero, not from a first reading: the socket is ours since its bind, so every
+            // drop counted on it is one of ours, including those while the store opened and
+            // those before this task first ran (a first reading would hide them).
+            let mut seen = 0u64;
             let mut log_after: Option<Instant> = None;
             // Drops since the last line logged: each line covers everything since the one before.
             let mut unlogged = 0u64;
@@ -215,5 +218,25 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let inode = socket_inode(&socket).expect("a socket inode");
         assert_eq!(udp_drops(inode), Some(0));
+    }
+
+    /// Drops before the counter started (while the store opened, or before its task first ran)
+    /// are counted: the socket is new, so its kernel count is all ours.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(start_paused = true)]
+    async fn drops_before_the_counter_started_are_counted() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = socket.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Nothing reads: the receive buffer fills and the kernel drops the rest.
+        for _ in 0..5_000 {
+            sender.send_to(&[0u8; 512], to).unwrap();
+        }
+        let before = udp_drops(socket_inode(&socket).unwrap()).unwrap();
+        assert!(before > 0, "the kernel dropped nothing; is the receive buffer huge?");
+        let counter = dropped("test_early_drops", "kernel_buffer");
+        let _counting = KernelDrops::of(&socket, "test_early_drops");
+        tokio::time::sleep(KernelDrops::EVERY * 2).await;
+        assert_eq!(counter.get(), before);
     }
 }
