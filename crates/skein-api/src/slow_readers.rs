@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use skein_model::metrics::{self, Counter};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Sleep;
 
 /// A listener for `axum::serve` whose connections fail a write stalled for `limit`.
@@ -43,8 +43,8 @@ impl<L> CutStalledReaders<L> {
     }
 }
 
-impl<L: axum::serve::Listener<Io = TcpStream, Addr = SocketAddr>> axum::serve::Listener for CutStalledReaders<L> {
-    type Io = StallLimited<TcpStream>;
+impl<L: axum::serve::Listener<Addr = SocketAddr>> axum::serve::Listener for CutStalledReaders<L> {
+    type Io = StallLimited<L::Io>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -38,6 +38,10 @@ pub struct Limits {
     /// share of the receive budget for good. `0s`: no limit.
     #[serde(with = "skein_model::units::serde_duration")]
     pub read_timeout: std::time::Duration,
+    /// Client connections served at once, on all ports together; more wait in the ports'
+    /// backlog until one closes. Each takes a file descriptor, and this keeps some for the
+    /// store. `0`: from the open-files limit, less a reserve for the store.
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -71,6 +75,7 @@ impl Default for Limits {
             // The OpenTelemetry Collector's HTTP receivers wait as long for headers and idle
             // connections (`read_header_timeout`, `idle_timeout`).
             read_timeout: std::time::Duration::from_secs(60),
+            max_connections: 0,
         }
     }
 }

@@ -25,6 +25,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
+use crate::connections::Connection;
+
 /// Serves `app` on `listener` until `stop` turns true, then lets open requests finish.
 /// A 405 gets a body in the port's error `shapes`.
 pub fn spawn(
@@ -119,7 +121,7 @@ impl Accepting {
 }
 
 impl axum::serve::Listener for Accepting {
-    type Io = tokio::net::TcpStream;
+    type Io = Connection;
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -131,13 +133,14 @@ impl axum::serve::Listener for Accepting {
     }
 }
 
-/// The next connection, however long accepting takes. Nagle is off: answers are written whole.
-pub async fn accept(listener: &tokio::net::TcpListener, server: &str) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+/// The next connection, with its slot ([`crate::connections`]), however long accepting and
+/// waiting for a slot take. Nagle is off: answers are written whole.
+pub async fn accept(listener: &tokio::net::TcpListener, server: &str) -> (Connection, std::net::SocketAddr) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                return (stream, peer);
+                return (crate::connections::admit(stream, server).await, peer);
             }
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => pause_after_accept_error(server, &e).await,

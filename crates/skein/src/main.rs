@@ -1,6 +1,7 @@
 //! `skein`: one binary — receive spans, keep them durably, answer queries.
 
 mod config;
+mod connections;
 mod demo;
 mod generate;
 mod http_server;

@@ -19,13 +19,39 @@ async fn bind(name: &str, addr: &str) -> anyhow::Result<Option<TcpListener>> {
         tracing::info!(receiver = name, "disabled");
         return Ok(None);
     }
-    let l = TcpListener::bind(addr)
+    let l = listen(addr)
         .await
         .with_context(|| format!("binding {name} on {addr}"))?;
     let local: SocketAddr = l.local_addr()?;
     // A stable, parseable line: tests and scripts read the real port from it when given port 0.
     println!("skein: listening {name} {local}");
     Ok(Some(l))
+}
+
+/// Connections waiting to be accepted, per port (the kernel caps it at `net.core.somaxconn`).
+/// `TcpListener::bind` gave 128 here, and the backlog must also hold the clients waiting for a
+/// connection slot (`connections`), so skein asks for what Go servers such as Jaeger and Tempo
+/// get: somaxconn, 4,096 on current kernels.
+const BACKLOG: u32 = 4096;
+
+/// A listener on the first of `addr`'s addresses that can be bound.
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's bind does on Unix: a restart may reuse a port with connections in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")))
 }
 
 /// Like [`bind`], for the UDP receivers (Jaeger agent ports).
@@ -102,6 +128,16 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             udp.push((socket, protocol));
         }
     }
+    // Connections may take only so many descriptors: the store keeps the rest (`connections`).
+    let max_connections = match cfg.limits.max_connections {
+        0 => crate::connections::automatic(tcp.len()),
+        n => n,
+    };
+    crate::connections::limit(max_connections);
+    tracing::info!(
+        max_connections,
+        "client connections served at once (limits.max_connections)"
+    );
     let starting = crate::starting::answer_while_opening(tcp, read_timeout);
     // Opening reads and replays files synchronously: off the runtime's workers, which keep
     // answering on the ports meanwhile.
@@ -326,13 +362,20 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             name,
         ));
     }
+    // Polled once before "ready", so the signal handlers are in place by then: whoever reads
+    // that line may send SIGTERM at once, and the default action would end the process without
+    // a clean stop. (Before this a signal still ends it on the spot, a WAL replay included;
+    // that loses nothing acknowledged, which is all in the WAL.)
+    let mut stop_when = std::pin::pin!(stop_when);
+    let stopped = futures::FutureExt::now_or_never(stop_when.as_mut()).is_some();
     println!(
         "skein: ready data_dir={} startup={:?}",
         cfg.data_dir.display(),
         started.elapsed()
     );
-
-    stop_when.await;
+    if !stopped {
+        stop_when.await;
+    }
     tracing::info!("shutting down: refusing new requests, flushing the head into a block");
     let _ = stop_tx.send(true);
     // One deadline for all servers: a client that stops reading holds its connection open, and
@@ -373,7 +416,7 @@ fn tokio_stream_of(
     l: TcpListener,
     read_timeout: Option<std::time::Duration>,
     server: &'static str,
-) -> impl futures::Stream<Item = std::io::Result<http_server::OpeningBy<tokio::net::TcpStream>>> {
+) -> impl futures::Stream<Item = std::io::Result<http_server::OpeningBy<crate::connections::Connection>>> {
     futures::stream::unfold(l, move |l| async move {
         let (stream, _) = http_server::accept(&l, server).await;
         Some((Ok(http_server::OpeningBy::new(stream, read_timeout)), l))

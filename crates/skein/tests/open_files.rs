@@ -93,6 +93,93 @@ async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
     assert!(s.stop());
 }
 
+/// `/metrics` over `client`, which reuses its open connection (a new one would wait for a slot).
+async fn metrics_over(client: &reqwest::Client, s: &Server) -> String {
+    let r = client.get(format!("{}/metrics", s.query_url())).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
+/// Client connections may take only so many descriptors, so the store keeps the rest. With a
+/// limit of 400 and 400 idle connections arriving at once, the server serves
+/// `skein_connections_max` of them and leaves the others in the backlog; meanwhile the head
+/// is cut into blocks, which needs new files. Without the cap the connections took every
+/// descriptor and the cut failed with "Too many open files". Once connections close, the
+/// waiting ones are served.
+#[tokio::test]
+async fn connections_wait_for_a_slot_and_the_store_keeps_its_descriptors() {
+    raise_own_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    // No read timeout: the idle connections stay until the test closes them.
+    let sets = ["store.head_max_age=1s", "limits.read_timeout=0s"];
+    let server = Server::start_with(&dir.path().join("data"), &sets, move |cmd| {
+        cmd.stderr(log_file);
+        limit_open_files(400, 400)(cmd);
+    });
+    let s = &server;
+    // One client, so one connection to each port, opened before the flood and reused after.
+    let client = reqwest::Client::new();
+    let send = |n: u64| {
+        let client = client.clone();
+        async move {
+            let start = skein_store::now_unix_nano() - n * 1_000_000;
+            post_otlp(
+                &client,
+                s,
+                "front",
+                vec![server_span(rid(), rid(), None, "GET /", start)],
+            )
+            .await;
+        }
+    };
+    send(0).await;
+    let text = metrics_over(&client, s).await;
+    let max = metric(&text, "skein_connections_max").expect("skein_connections_max");
+    assert!((100.0..300.0).contains(&max), "{max} slots under a limit of 400");
+    let cuts_before = metric(&text, "skein_head_cuts_total").unwrap_or(0.0);
+
+    let addr = s.query;
+    let flood: Vec<TcpStream> = (0..400).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let c = &client;
+    eventually("every slot taken", Duration::from_secs(20), || async move {
+        let open = metric(&metrics_over(c, s).await, "skein_connections_open")?;
+        (open == max).then_some(())
+    })
+    .await;
+    // Spans arrive and heads are cut while no slot is free.
+    for n in 1..=3 {
+        send(n).await;
+        eventually("a head cut into a block", Duration::from_secs(20), || async move {
+            let cuts = metric(&metrics_over(c, s).await, "skein_head_cuts_total")?;
+            (cuts >= cuts_before + n as f64).then_some(())
+        })
+        .await;
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains("Too many open files"),
+        "the store ran out of descriptors:\n{logged}"
+    );
+    assert!(
+        logged.contains("every connection slot is taken"),
+        "waiting for a slot was not logged:\n{logged}"
+    );
+
+    // The first connections close; the last one, waiting in the backlog, is then served.
+    let mut flood = flood;
+    let last = flood.pop().unwrap();
+    flood.drain(..200);
+    let mut last = last;
+    last.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    last.write_all(b"GET /health HTTP/1.1\r\nHost: skein\r\n\r\n").unwrap();
+    let mut got = [0u8; 12];
+    last.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"HTTP/1.1 200");
+    drop((flood, last));
+    assert!(server.stop());
+}
+
 /// When every descriptor is in use, connections wait in the ports' backlog. The accept loops
 /// must then retry once a second (tonic alone retries at once, spinning a core) and log why
 /// (axum alone logs nothing), and the ports must serve again once descriptors are free.
@@ -108,7 +195,8 @@ async fn out_of_descriptors_the_grpc_ports_wait_then_serve_again() {
     assert!(probe.stop());
     let limit = idle + 40;
     let log_file = std::fs::File::create(&log).unwrap();
-    let s = Server::start_with(&data, &[], move |cmd| {
+    // Connection slots past the descriptors, to reach the accept loops' error path.
+    let s = Server::start_with(&data, &["limits.max_connections=100000"], move |cmd| {
         cmd.stderr(log_file);
         limit_open_files(limit, limit)(cmd);
     });
