@@ -1584,7 +1584,8 @@ async fn a_damaged_block_is_skipped_not_fatal() {
         .collect();
     let damage = |i: usize| damage_pages(&dir.path().join("blocks").join(&blocks[i].0).join("data.parquet"));
     let good: Vec<&Span> = blocks[4..].iter().flat_map(|(_, b)| b).collect();
-    // The counter is the process's: other tests in this binary may have counted before.
+    // The counter is the process's: other tests in this binary (run as threads by `cargo
+    // test`) may count meanwhile, hence "at least".
     let unreadable = || {
         let text = skein_model::metrics::render();
         text.lines()
@@ -1624,7 +1625,7 @@ async fn a_damaged_block_is_skipped_not_fatal() {
         sorted(q.trace(&good[0].trace_id).await.unwrap()),
         sorted(good[..4].iter().map(|s| (*s).clone()).collect())
     );
-    assert_eq!(unreadable() - unreadable_before, 3, "three blocks counted unreadable");
+    assert!(unreadable() - unreadable_before >= 3, "three blocks counted unreadable");
 
     // A merge that meets the fourth fails once; the next merges the readable blocks only. The
     // damaged ones stay on disk, untouched.
@@ -1637,7 +1638,7 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     for (id, _) in &blocks[..4] {
         assert!(dir.path().join("blocks").join(id).join("data.parquet").exists());
     }
-    assert_eq!(unreadable() - unreadable_before, 4);
+    assert!(unreadable() - unreadable_before >= 4, "the fourth counted too");
     // Retention deletes them like any other block.
     let far_future = now() + 30 * 86400 * 1_000_000_000;
     assert_eq!(store.enforce_retention(far_future).await.unwrap(), 5);

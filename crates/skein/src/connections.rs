@@ -3,10 +3,11 @@
 //! flood of connections (or a fleet of SDKs each holding a gRPC channel) takes every descriptor
 //! up to the open-files limit, and the next head cut fails with "Too many open files".
 //!
-//! Every port accepts through [`crate::http_server::accept`], which takes a slot for each
-//! connection it accepts. With every slot taken, each port's accept loop waits (holding at most
-//! the one connection it accepted last) and new clients wait in the kernel's backlog: they are
-//! served once a connection closes, as under any other backpressure.
+//! Every port accepts through [`crate::http_server::accept`], which takes a slot before each
+//! connection it accepts. With every slot taken, the accept loops wait and new clients wait in
+//! the kernel's backlog: they are served once a connection closes, as under any other
+//! backpressure. The query ports have their own slots ([`Pool`]), so a fleet of senders cannot
+//! shut out liveness probes, `/metrics` or the UI.
 
 use std::io;
 use std::pin::Pin;
@@ -28,41 +29,79 @@ const STORE_RESERVE_MAX: u64 = 1024;
 /// Fewer slots than this are not worth serving with; the start warns instead.
 const FEWEST_SLOTS: u64 = 16;
 
+/// Which slots a port's connections take. The query ports have slots of their own, so that
+/// liveness probes, `/metrics` and the UI still answer when senders hold all of theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// The ingest and sampling ports.
+    Senders,
+    /// The query ports (HTTP and gRPC).
+    Queries,
+}
+
+/// The query ports' share of the slots: a quarter, at most this many.
+const QUERY_SLOTS_MAX: usize = 256;
+
 struct Slots {
     free: Arc<Semaphore>,
     total: usize,
     open: Gauge,
+    pool: &'static str,
     /// When the last "every slot is taken" line was logged.
     last_warning: std::sync::Mutex<Option<Instant>>,
 }
 
-static SLOTS: OnceLock<Slots> = OnceLock::new();
+impl Slots {
+    fn new(total: usize, pool: &'static str) -> Slots {
+        metrics::gauge(
+            "skein_connections_max",
+            "Client connections served at once, by pool (query ports, senders' ports); more wait in the ports' backlog",
+            &[("pool", pool)],
+        )
+        .set(total as i64);
+        Slots {
+            free: Arc::new(Semaphore::new(total)),
+            total,
+            open: metrics::gauge(
+                "skein_connections_open",
+                "Client connections open, by pool",
+                &[("pool", pool)],
+            ),
+            pool,
+            last_warning: std::sync::Mutex::new(None),
+        }
+    }
+}
 
-/// Caps client connections at `max` for the rest of the process (at its first call only).
-/// Without a call, connections are not capped (in-process tests).
+/// The senders' slots, then the query ports'.
+static SLOTS: OnceLock<(Slots, Slots)> = OnceLock::new();
+
+/// Caps client connections at `max` for the rest of the process (at its first call only): a
+/// quarter of them, at most 256, for the query ports, the rest for the others. Without a call,
+/// connections are not capped (in-process tests).
 pub fn limit(max: usize) {
-    let max = max.clamp(1, Semaphore::MAX_PERMITS);
-    metrics::gauge(
-        "skein_connections_max",
-        "Client connections served at once (limits.max_connections); more wait in the ports' backlog",
-        &[],
-    )
-    .set(max as i64);
-    let _ = SLOTS.set(Slots {
-        free: Arc::new(Semaphore::new(max)),
-        total: max,
-        open: metrics::gauge("skein_connections_open", "Client connections open, on every port", &[]),
-        last_warning: std::sync::Mutex::new(None),
-    });
+    let max = max.clamp(2, Semaphore::MAX_PERMITS);
+    let queries = (max / 4).clamp(1, QUERY_SLOTS_MAX);
+    let senders = max - queries;
+    if SLOTS
+        .set((Slots::new(senders, "senders"), Slots::new(queries, "queries")))
+        .is_ok()
+    {
+        tracing::info!(
+            max_connections = max,
+            for_senders = senders,
+            for_queries = queries,
+            "client connections served at once (limits.max_connections)"
+        );
+    }
 }
 
 /// The connection cap for `limits.max_connections = 0`: the open-files limit, less what the
-/// process holds already (its listeners, the WAL, the runtime), less a reserve for the store,
-/// less one per port (each accept loop may hold one connection while it waits for a slot).
-pub fn automatic(ports: usize) -> usize {
-    let Some(limit) = open_files_limit() else {
-        return Semaphore::MAX_PERMITS;
-    };
+/// process holds already (its listeners, the runtime), less a reserve for the store (its WAL
+/// included), less one per port (each accept loop may hold a slot while it waits for a
+/// connection). None without an open-files limit.
+pub fn automatic(ports: usize) -> Option<usize> {
+    let limit = open_files_limit()?;
     let open = open_descriptors().unwrap_or(64);
     let reserve = (limit / 8).clamp(STORE_RESERVE_MIN, STORE_RESERVE_MAX);
     let slots = limit.saturating_sub(open + reserve + ports as u64);
@@ -73,7 +112,7 @@ pub fn automatic(ports: usize) -> usize {
              {reserve} descriptors; serving {FEWEST_SLOTS} — raise the limit"
         );
     }
-    slots.max(FEWEST_SLOTS).min(Semaphore::MAX_PERMITS as u64) as usize
+    Some(slots.max(FEWEST_SLOTS).min(Semaphore::MAX_PERMITS as u64) as usize)
 }
 
 /// The soft `RLIMIT_NOFILE`, if there is one.
@@ -99,10 +138,15 @@ fn open_descriptors() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
-/// Waits for a free slot for a connection just accepted; `server` names the port in the log.
-pub async fn admit(stream: TcpStream, server: &str) -> Connection {
-    let Some(slots) = SLOTS.get() else {
-        return Connection { stream, _slot: None };
+/// A slot for the next connection of a port in `pool`, waiting while all are taken (`server`
+/// names the port in the log). None when connections are not capped. Taken before accepting,
+/// so that a client waiting for a slot waits in the backlog and holds no descriptor, and
+/// dropping the wait (a port stopping) loses no connection.
+pub async fn slot(pool: Pool, server: &str) -> Option<Slot> {
+    let (senders, queries) = SLOTS.get()?;
+    let slots = match pool {
+        Pool::Senders => senders,
+        Pool::Queries => queries,
     };
     let permit = match slots.free.clone().try_acquire_owned() {
         Ok(p) => p,
@@ -117,13 +161,10 @@ pub async fn admit(stream: TcpStream, server: &str) -> Connection {
         }
     };
     slots.open.add(1);
-    Connection {
-        stream,
-        _slot: Some(Slot {
-            _permit: permit,
-            open: slots.open.clone(),
-        }),
-    }
+    Some(Slot {
+        _permit: permit,
+        open: slots.open.clone(),
+    })
 }
 
 impl Slots {
@@ -136,6 +177,7 @@ impl Slots {
         *last = Some(Instant::now());
         tracing::warn!(
             server,
+            pool = self.pool,
             slots = self.total,
             "every connection slot is taken (limits.max_connections); new connections wait until \
              one closes, keeping file descriptors for the store"
@@ -144,7 +186,7 @@ impl Slots {
 }
 
 /// A connection's hold on its slot; the slot is free again when the connection is dropped.
-struct Slot {
+pub struct Slot {
     _permit: OwnedSemaphorePermit,
     open: Gauge,
 }
@@ -160,6 +202,12 @@ pub struct Connection {
     stream: TcpStream,
     /// None when connections are not capped.
     _slot: Option<Slot>,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, slot: Option<Slot>) -> Connection {
+        Connection { stream, _slot: slot }
+    }
 }
 
 impl AsyncRead for Connection {

@@ -25,7 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use crate::connections::Connection;
+use crate::connections::{Connection, Pool};
 
 /// Serves `app` on `listener` until `stop` turns true, then lets open requests finish.
 /// A 405 gets a body in the port's error `shapes`.
@@ -108,11 +108,12 @@ pub fn ping_timeout(read_timeout: Option<Duration>) -> Option<Duration> {
 pub struct Accepting {
     listener: tokio::net::TcpListener,
     server: &'static str,
+    pool: Pool,
 }
 
 impl Accepting {
-    pub fn new(listener: tokio::net::TcpListener, server: &'static str) -> Accepting {
-        Accepting { listener, server }
+    pub fn new(listener: tokio::net::TcpListener, server: &'static str, pool: Pool) -> Accepting {
+        Accepting { listener, server, pool }
     }
 
     pub fn into_inner(self) -> tokio::net::TcpListener {
@@ -125,7 +126,7 @@ impl axum::serve::Listener for Accepting {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        accept(&self.listener, self.server).await
+        accept(&self.listener, self.server, self.pool).await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -133,14 +134,19 @@ impl axum::serve::Listener for Accepting {
     }
 }
 
-/// The next connection, with its slot ([`crate::connections`]), however long accepting and
-/// waiting for a slot take. Nagle is off: answers are written whole.
-pub async fn accept(listener: &tokio::net::TcpListener, server: &str) -> (Connection, std::net::SocketAddr) {
+/// The next connection, with a slot of `pool` ([`crate::connections`]), however long waiting
+/// for the slot and accepting take. Nagle is off: answers are written whole.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    server: &str,
+    pool: Pool,
+) -> (Connection, std::net::SocketAddr) {
+    let slot = crate::connections::slot(pool, server).await;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                return (crate::connections::admit(stream, server).await, peer);
+                return (Connection::new(stream, slot), peer);
             }
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => pause_after_accept_error(server, &e).await,

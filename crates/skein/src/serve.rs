@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::connections::Pool;
 use crate::http_server;
 
 async fn bind(name: &str, addr: &str) -> anyhow::Result<Option<TcpListener>> {
@@ -36,8 +37,7 @@ const BACKLOG: u32 = 4096;
 
 /// A listener on the first of `addr`'s addresses that can be bound.
 async fn listen(addr: &str) -> std::io::Result<TcpListener> {
-    let mut last = None;
-    for a in tokio::net::lookup_host(addr).await? {
+    let listen_on = |a: SocketAddr| -> std::io::Result<TcpListener> {
         let socket = if a.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
@@ -46,7 +46,13 @@ async fn listen(addr: &str) -> std::io::Result<TcpListener> {
         // As std's bind does on Unix: a restart may reuse a port with connections in TIME_WAIT.
         #[cfg(unix)]
         socket.set_reuseaddr(true)?;
-        match socket.bind(a).and_then(|()| socket.listen(BACKLOG)) {
+        socket.bind(a)?;
+        socket.listen(BACKLOG)
+    };
+    let mut last = None;
+    // Like `TcpListener::bind`: the first address that works (IPv6 may be off on the host).
+    for a in tokio::net::lookup_host(addr).await? {
+        match listen_on(a) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
         }
@@ -131,13 +137,12 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     // Connections may take only so many descriptors: the store keeps the rest (`connections`).
     let max_connections = match cfg.limits.max_connections {
         0 => crate::connections::automatic(tcp.len()),
-        n => n,
+        n => Some(n),
     };
-    crate::connections::limit(max_connections);
-    tracing::info!(
-        max_connections,
-        "client connections served at once (limits.max_connections)"
-    );
+    match max_connections {
+        Some(n) => crate::connections::limit(n),
+        None => tracing::info!("no open-files limit: client connections are not capped"),
+    }
     let starting = crate::starting::answer_while_opening(tcp, read_timeout);
     // Opening reads and replays files synchronously: off the runtime's workers, which keep
     // answering on the ports meanwhile.
@@ -198,7 +203,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     if let Some(l) = ports.remove("sampling_http") {
         let app = skein_api::sampling::agent_router(strategies.clone());
         let name = "remote sampling HTTP server";
-        let l = http_server::Accepting::new(l, name);
+        let l = http_server::Accepting::new(l, name, Pool::Senders);
         tasks.push(http_server::spawn(
             l,
             app,
@@ -214,7 +219,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         let receive_budget = skein_ingest::receive_budget(pipeline.clone(), "otlp_grpc");
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream_of(l, read_timeout, "OTLP gRPC server");
+            let incoming = tokio_stream_of(l, read_timeout, "OTLP gRPC server", Pool::Senders);
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(read_timeout)
                 .http2_keepalive_timeout(http_server::ping_timeout(read_timeout))
@@ -236,7 +241,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
         let app = skein_ingest::otlp::http::router(pipeline.clone(), &cfg.otlp)
             .layer(skein_ingest::refusals::RefusalLog::new("otlp_http"));
         let name = "OTLP HTTP server";
-        let l = http_server::Accepting::new(l, name);
+        let l = http_server::Accepting::new(l, name, Pool::Senders);
         tasks.push(http_server::spawn(
             l,
             app,
@@ -257,7 +262,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 &[Method::GET, Method::POST, Method::OPTIONS],
             ));
         let name = "Zipkin HTTP server";
-        let l = CutStalledReaders::new(http_server::Accepting::new(l, name), cfg.query.timeout);
+        let l = CutStalledReaders::new(http_server::Accepting::new(l, name, Pool::Senders), cfg.query.timeout);
         tasks.push(http_server::spawn(
             l,
             app,
@@ -274,7 +279,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
             .merge(skein_api::sampling::collector_router(strategies.clone()))
             .layer(skein_ingest::refusals::RefusalLog::new("jaeger_thrift_http"));
         let name = "Jaeger thrift HTTP server";
-        let l = http_server::Accepting::new(l, name);
+        let l = http_server::Accepting::new(l, name, Pool::Senders);
         tasks.push(http_server::spawn(
             l,
             app,
@@ -302,7 +307,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .add_service(svc)
                 .add_service(sampling_svc)
                 .serve_with_incoming_shutdown(
-                    tokio_stream_of(l, read_timeout, "Jaeger gRPC collector server"),
+                    tokio_stream_of(l, read_timeout, "Jaeger gRPC collector server", Pool::Senders),
                     async move {
                         let _ = rx.wait_for(|s| *s).await;
                     },
@@ -340,7 +345,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
                 .add_service(v2)
                 .add_service(v3)
                 .serve_with_incoming_shutdown(
-                    tokio_stream_of(l, read_timeout, "Jaeger gRPC query server"),
+                    tokio_stream_of(l, read_timeout, "Jaeger gRPC query server", Pool::Queries),
                     async move {
                         let _ = rx.wait_for(|s| *s).await;
                     },
@@ -352,7 +357,7 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     if let Some(l) = ports.remove("query_http") {
         let app = skein_api::router(engine.clone()).layer(admission.clone());
         let name = "query HTTP server";
-        let l = CutStalledReaders::new(http_server::Accepting::new(l, name), cfg.query.timeout);
+        let l = CutStalledReaders::new(http_server::Accepting::new(l, name, Pool::Queries), cfg.query.timeout);
         tasks.push(http_server::spawn(
             l,
             app,
@@ -416,9 +421,10 @@ fn tokio_stream_of(
     l: TcpListener,
     read_timeout: Option<std::time::Duration>,
     server: &'static str,
+    pool: Pool,
 ) -> impl futures::Stream<Item = std::io::Result<http_server::OpeningBy<crate::connections::Connection>>> {
     futures::stream::unfold(l, move |l| async move {
-        let (stream, _) = http_server::accept(&l, server).await;
+        let (stream, _) = http_server::accept(&l, server, pool).await;
         Some((Ok(http_server::OpeningBy::new(stream, read_timeout)), l))
     })
 }

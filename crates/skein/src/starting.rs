@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::connections::Pool;
 use crate::http_server;
 
 /// How long the hand-over waits for connections opened while starting to finish their request.
@@ -44,7 +45,7 @@ pub fn answer_while_opening(ports: Vec<(&'static str, TcpListener)>, read_timeou
             let query_port = name == "query_http";
             let app = axum::Router::new().fallback(move |req: Request| async move { answer(&req, query_port, since) });
             let serving = http_server::serve_until(
-                http_server::Accepting::new(listener, name),
+                http_server::Accepting::new(listener, name, pool_of(name)),
                 app,
                 read_timeout,
                 stop_rx.clone(),
@@ -55,6 +56,15 @@ pub fn answer_while_opening(ports: Vec<(&'static str, TcpListener)>, read_timeou
         })
         .collect();
     Starting { stop, ports }
+}
+
+/// The slots a port's connections take (`connections`), by the port's name.
+fn pool_of(port: &str) -> Pool {
+    if port.starts_with("query_") {
+        Pool::Queries
+    } else {
+        Pool::Senders
+    }
 }
 
 impl Starting {
@@ -242,7 +252,7 @@ mod tests {
         let app = axum::Router::new().route("/ready", axum::routing::get(|| async { "ready\n" }));
         let (_stop, stop_rx) = watch::channel(false);
         let _server = http_server::spawn(
-            http_server::Accepting::new(l, "query"),
+            http_server::Accepting::new(l, "query", Pool::Queries),
             app,
             skein_api::ErrorShapes::QueryApis,
             None,
