@@ -38,9 +38,10 @@ pub struct Limits {
     /// share of the receive budget for good. `0s`: no limit.
     #[serde(with = "skein_model::units::serde_duration")]
     pub read_timeout: std::time::Duration,
-    /// Client connections served at once, on all ports together; more wait in the ports'
-    /// backlog until one closes. Each takes a file descriptor, and this keeps some for the
-    /// store. `0`: from the open-files limit, less a reserve for the store.
+    /// Client connections served at once, on all ports together (a quarter, at most 256, kept
+    /// for the query ports); more wait in the ports' backlog until one closes. Each takes a
+    /// file descriptor, and this keeps some for the store. `0`: from the open-files limit, less
+    /// a reserve for the store.
     pub max_connections: usize,
 }
 

@@ -3,11 +3,16 @@
 //! flood of connections (or a fleet of SDKs each holding a gRPC channel) takes every descriptor
 //! up to the open-files limit, and the next head cut fails with "Too many open files".
 //!
-//! Every port accepts through [`crate::http_server::accept`], which takes a slot before each
-//! connection it accepts. With every slot taken, the accept loops wait and new clients wait in
-//! the kernel's backlog: they are served once a connection closes, as under any other
-//! backpressure. The query ports have their own slots ([`Pool`]), so a fleet of senders cannot
-//! shut out liveness probes, `/metrics` or the UI.
+//! Every port accepts through [`crate::http_server::accept`], which gets a slot for each
+//! connection it accepts. With every slot taken, each port's accept loop waits (holding at most
+//! the one connection it accepted last) and new clients wait in the kernel's backlog: they are
+//! served once a connection closes, as under any other backpressure. The query ports have
+//! their own slots ([`Pool`]), so a fleet of senders cannot shut out liveness probes,
+//! `/metrics` or the UI.
+//!
+//! The slot is taken after the accept, not before: a slot taken first would sit idle on a port
+//! no client uses while another port's clients wait (with fewer slots than ports, a port was
+//! never served at all). The price is one waiting connection per port, counted in the cap.
 
 use std::io;
 use std::pin::Pin;
@@ -98,21 +103,38 @@ pub fn limit(max: usize) {
 
 /// The connection cap for `limits.max_connections = 0`: the open-files limit, less what the
 /// process holds already (its listeners, the runtime), less a reserve for the store (its WAL
-/// included), less one per port (each accept loop may hold a slot while it waits for a
-/// connection). None without an open-files limit.
+/// included), less one per port (each accept loop may hold a connection while it waits for a
+/// slot). None without an open-files limit.
 pub fn automatic(ports: usize) -> Option<usize> {
-    let limit = open_files_limit()?;
-    let open = open_descriptors().unwrap_or(64);
-    let reserve = (limit / 8).clamp(STORE_RESERVE_MIN, STORE_RESERVE_MAX);
-    let slots = limit.saturating_sub(open + reserve + ports as u64);
+    let slots = room(ports)?;
     if slots < FEWEST_SLOTS {
         tracing::warn!(
-            open_files_limit = limit,
             "the open-files limit leaves room for only {slots} connections beside the store's \
-             {reserve} descriptors; serving {FEWEST_SLOTS} — raise the limit"
+             reserve; serving {FEWEST_SLOTS} — raise the limit"
         );
     }
     Some(slots.max(FEWEST_SLOTS).min(Semaphore::MAX_PERMITS as u64) as usize)
+}
+
+/// Warns when a cap set by hand leaves the store less than its reserve.
+pub fn check(max: usize, ports: usize) {
+    if let Some(room) = room(ports).filter(|&room| max as u64 > room) {
+        tracing::warn!(
+            max_connections = max,
+            "limits.max_connections is more than the open-files limit leaves beside the store's \
+             reserve ({room}): a flood of connections can leave the store without descriptors \
+             (0 picks the cap from the limit)"
+        );
+    }
+}
+
+/// Connections the open-files limit leaves room for: the limit, less the descriptors open now,
+/// a reserve for the store and one per port. None without a limit.
+fn room(ports: usize) -> Option<u64> {
+    let limit = open_files_limit()?;
+    let open = open_descriptors().unwrap_or(64);
+    let reserve = (limit / 8).clamp(STORE_RESERVE_MIN, STORE_RESERVE_MAX);
+    Some(limit.saturating_sub(open + reserve + ports as u64))
 }
 
 /// The soft `RLIMIT_NOFILE`, if there is one.
@@ -138,10 +160,8 @@ fn open_descriptors() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
-/// A slot for the next connection of a port in `pool`, waiting while all are taken (`server`
-/// names the port in the log). None when connections are not capped. Taken before accepting,
-/// so that a client waiting for a slot waits in the backlog and holds no descriptor, and
-/// dropping the wait (a port stopping) loses no connection.
+/// A slot for a connection just accepted on a port in `pool`, waiting while all are taken
+/// (`server` names the port in the log). None when connections are not capped.
 pub async fn slot(pool: Pool, server: &str) -> Option<Slot> {
     let (senders, queries) = SLOTS.get()?;
     let slots = match pool {
@@ -160,10 +180,10 @@ pub async fn slot(pool: Pool, server: &str) -> Option<Slot> {
                 .expect("the slots are never closed")
         }
     };
+    slots.open.add(1);
     Some(Slot {
         _permit: permit,
         open: slots.open.clone(),
-        occupied: false,
     })
 }
 
@@ -189,15 +209,11 @@ impl Slots {
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     open: Gauge,
-    /// Whether a connection holds it (an accept loop holds one while it waits for a client).
-    occupied: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.occupied {
-            self.open.add(-1);
-        }
+        self.open.add(-1);
     }
 }
 
@@ -209,11 +225,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, mut slot: Option<Slot>) -> Connection {
-        if let Some(slot) = &mut slot {
-            slot.open.add(1);
-            slot.occupied = true;
-        }
+    pub fn new(stream: TcpStream, slot: Option<Slot>) -> Connection {
         Connection { stream, _slot: slot }
     }
 }

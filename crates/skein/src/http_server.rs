@@ -134,18 +134,18 @@ impl axum::serve::Listener for Accepting {
     }
 }
 
-/// The next connection, with a slot of `pool` ([`crate::connections`]), however long waiting
-/// for the slot and accepting take. Nagle is off: answers are written whole.
+/// The next connection, with a slot of `pool` ([`crate::connections`]), however long accepting
+/// and waiting for the slot take. Nagle is off: answers are written whole.
 pub async fn accept(
     listener: &tokio::net::TcpListener,
     server: &str,
     pool: Pool,
 ) -> (Connection, std::net::SocketAddr) {
-    let slot = crate::connections::slot(pool, server).await;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
+                let slot = crate::connections::slot(pool, server).await;
                 return (Connection::new(stream, slot), peer);
             }
             Err(e) if is_connection_error(&e) => continue,

@@ -137,7 +137,10 @@ pub async fn run_until(cfg: Config, stop_when: impl std::future::Future<Output =
     // Connections may take only so many descriptors: the store keeps the rest (`connections`).
     let max_connections = match cfg.limits.max_connections {
         0 => crate::connections::automatic(tcp.len()),
-        n => Some(n),
+        n => {
+            crate::connections::check(n, tcp.len());
+            Some(n)
+        }
     };
     match max_connections {
         Some(n) => crate::connections::limit(n),
