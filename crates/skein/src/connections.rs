@@ -131,33 +131,10 @@ pub fn check(max: usize, ports: usize) {
 /// Connections the open-files limit leaves room for: the limit, less the descriptors open now,
 /// a reserve for the store and one per port. None without a limit.
 fn room(ports: usize) -> Option<u64> {
-    let limit = open_files_limit()?;
-    let open = open_descriptors().unwrap_or(64);
+    let limit = crate::open_files::soft_limit()?;
+    let open = crate::open_files::open_now().unwrap_or(64);
     let reserve = (limit / 8).clamp(STORE_RESERVE_MIN, STORE_RESERVE_MAX);
     Some(limit.saturating_sub(open + reserve + ports as u64))
-}
-
-/// The soft `RLIMIT_NOFILE`, if there is one.
-fn open_files_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct passed by pointer.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
-            return None;
-        }
-        Some(lim.rlim_cur)
-    }
-    #[cfg(not(unix))]
-    None
-}
-
-/// Descriptors this process holds now.
-fn open_descriptors() -> Option<u64> {
-    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
 /// A slot for a connection just accepted on a port in `pool`, waiting while all are taken

@@ -11,18 +11,13 @@ const ENOUGH: libc::rlim_t = 4096;
 pub fn raise_limit() {
     #[cfg(unix)]
     {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit only read or write the struct passed by pointer.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        let Some(mut lim) = read_limit() else {
             return;
-        }
+        };
         let before = lim.rlim_cur;
         if lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
-            // SAFETY: as above.
+            // SAFETY: setrlimit only reads the struct passed by pointer.
             if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
                 lim.rlim_cur = before;
             }
@@ -40,4 +35,32 @@ pub fn raise_limit() {
             );
         }
     }
+}
+
+/// The soft and hard `RLIMIT_NOFILE`.
+#[cfg(unix)]
+fn read_limit() -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed by pointer.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+/// The soft open-files limit, if there is one.
+pub fn soft_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        read_limit()
+            .map(|lim| lim.rlim_cur)
+            .filter(|&cur| cur != libc::RLIM_INFINITY)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Descriptors this process holds now (Linux).
+pub fn open_now() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
