@@ -77,7 +77,7 @@ fn read() -> Option<Process> {
     // parenthesis start with field 3 (state).
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
     let field = |n: usize| -> Option<f64> { fields.get(n - 3)?.parse().ok() };
-    // SAFETY: sysconf and getrlimit only return values or fill the struct passed by pointer.
+    // SAFETY: sysconf only returns a value.
     let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
     let (ticks, page) = (ticks.max(1) as f64, page.max(1) as f64);
     let boot_time: f64 = std::fs::read_to_string("/proc/stat")
@@ -87,18 +87,8 @@ fn read() -> Option<Process> {
         .trim()
         .parse()
         .ok()?;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: as above.
-    let max_fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur as f64
-    } else {
-        f64::NAN
-    };
-    // The directory listing holds a descriptor of its own while it is read; not counted.
-    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count().saturating_sub(1) as f64;
+    let max_fds = open_files_limit().map_or(f64::NAN, |lim| lim.rlim_cur as f64);
+    let open_fds = open_descriptors()? as f64;
     Some(Process {
         cpu_seconds: (field(14)? + field(15)?) / ticks,
         resident_bytes: field(24)? * page,
@@ -108,6 +98,22 @@ fn read() -> Option<Process> {
         open_fds,
         max_fds,
     })
+}
+
+/// The soft and hard `RLIMIT_NOFILE`.
+#[cfg(unix)]
+pub fn open_files_limit() -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed by pointer.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+/// Descriptors this process holds now (Linux): the directory listing's own one is not counted.
+pub fn open_descriptors() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count().saturating_sub(1) as u64)
 }
 
 #[cfg(all(test, target_os = "linux"))]

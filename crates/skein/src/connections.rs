@@ -132,7 +132,7 @@ pub fn check(max: usize, ports: usize) {
 /// a reserve for the store and one per port. None without a limit.
 fn room(ports: usize) -> Option<u64> {
     let limit = crate::open_files::soft_limit()?;
-    let open = crate::open_files::open_now().unwrap_or(64);
+    let open = skein_api::process_metrics::open_descriptors().unwrap_or(64);
     let reserve = (limit / 8).clamp(STORE_RESERVE_MIN, STORE_RESERVE_MAX);
     Some(limit.saturating_sub(open + reserve + ports as u64))
 }

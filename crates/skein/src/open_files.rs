@@ -11,7 +11,7 @@ const ENOUGH: libc::rlim_t = 4096;
 pub fn raise_limit() {
     #[cfg(unix)]
     {
-        let Some(mut lim) = read_limit() else {
+        let Some(mut lim) = skein_api::process_metrics::open_files_limit() else {
             return;
         };
         let before = lim.rlim_cur;
@@ -37,30 +37,14 @@ pub fn raise_limit() {
     }
 }
 
-/// The soft and hard `RLIMIT_NOFILE`.
-#[cfg(unix)]
-fn read_limit() -> Option<libc::rlimit> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct passed by pointer.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
-}
-
 /// The soft open-files limit, if there is one.
 pub fn soft_limit() -> Option<u64> {
     #[cfg(unix)]
     {
-        read_limit()
+        skein_api::process_metrics::open_files_limit()
             .map(|lim| lim.rlim_cur)
             .filter(|&cur| cur != libc::RLIM_INFINITY)
     }
     #[cfg(not(unix))]
     None
-}
-
-/// Descriptors this process holds now (Linux).
-pub fn open_now() -> Option<u64> {
-    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
