@@ -296,8 +296,7 @@ impl QueryEngine {
             .filter_map(|b| {
                 let wanted: HashSet<TraceId> = ids.iter().filter(|id| b.may_contain(id)).copied().collect();
                 let b = b.clone();
-                (!wanted.is_empty())
-                    .then(|| BlockRead::of_block(b.clone(), async move { b.summaries(Some(&wanted)).await }))
+                (!wanted.is_empty()).then(|| BlockRead::of_block(b.clone(), async move { b.summaries(&wanted).await }))
             })
             .collect();
         for read in reads {

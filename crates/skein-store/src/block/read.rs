@@ -1,7 +1,8 @@
 //! Reading blocks: trace by id through bloom + row-group ranges + a row filter on trace id,
 //! column scans for search, summaries, and full scans for compaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::{
@@ -264,12 +265,27 @@ impl BlockHandle {
     }
 
     /// The rows of `groups` (numbered across them, as a `RowSelection` counts) on trace-id
-    /// pages whose min..=max admits `id`, from the page statistics; `None` where a block has
-    /// none (the row filter alone finds the rows then). A lookup then decodes one 1,024-row
-    /// trace-id page instead of the whole column chunk, and from every other column only the
-    /// page holding those rows.
-    fn trace_id_pages(md: &ArrowReaderMetadata, groups: &[usize], id: &TraceId) -> Option<RowSelection> {
+    /// pages whose min..=max admits one of `ids`, from the page statistics, and the same rows
+    /// numbered in the whole file; `None` where a block has none (a trace lookup then finds
+    /// its rows by the row filter alone; format-4 blocks always have them). A lookup then decodes one 1,024-row trace-id page instead of the whole
+    /// column chunk, and from every other column only the page holding those rows.
+    fn trace_id_pages(
+        md: &ArrowReaderMetadata,
+        groups: &[usize],
+        ids: &[TraceId],
+    ) -> Option<(RowSelection, Vec<Range<u64>>)> {
+        let group_starts: Vec<u64> = md
+            .metadata()
+            .row_groups()
+            .iter()
+            .scan(0u64, |at, g| {
+                let start = *at;
+                *at += g.num_rows() as u64;
+                Some(start)
+            })
+            .collect();
         let mut selectors = Vec::new();
+        let mut in_file = Vec::new();
         for &g in groups {
             let index = md.metadata().page_index_for_row_group(g);
             let Some(ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(stats)) = index.column_index(TRACE_ID_LEAF) else {
@@ -278,20 +294,23 @@ impl BlockHandle {
             let pages = index.offset_index(TRACE_ID_LEAF)?.page_locations();
             let rows = md.metadata().row_group(g).num_rows() as usize;
             for (p, page) in pages.iter().enumerate() {
+                let first = page.first_row_index as usize;
                 let end = pages.get(p + 1).map_or(rows, |next| next.first_row_index as usize);
-                let len = end.checked_sub(page.first_row_index as usize)?;
+                let len = end.checked_sub(first)?;
                 let admits = match (stats.min_value(p), stats.max_value(p)) {
-                    (Some(min), Some(max)) => min <= id.as_slice() && id.as_slice() <= max,
+                    (Some(min), Some(max)) => ids.iter().any(|id| min <= id.as_slice() && id.as_slice() <= max),
                     _ => false, // a page of nulls; trace ids are never null
                 };
-                selectors.push(if admits {
-                    RowSelector::select(len)
+                if admits {
+                    selectors.push(RowSelector::select(len));
+                    let at = group_starts[g] + first as u64;
+                    in_file.push(at..at + len as u64);
                 } else {
-                    RowSelector::skip(len)
-                });
+                    selectors.push(RowSelector::skip(len));
+                }
             }
         }
-        Some(selectors.into())
+        Some((selectors.into(), in_file))
     }
 
     /// Row groups whose trace id range admits `id`.
@@ -331,7 +350,7 @@ impl BlockHandle {
         }
         let md = self.data_metadata().await?;
         let filter = Self::trace_id_filter(&md, schema::TRACE_ID, HashSet::from([*id]))?;
-        let pages = Self::trace_id_pages(&md, &groups, id);
+        let pages = Self::trace_id_pages(&md, &groups, &[*id]).map(|(selection, _)| selection);
         let outline_mask = if outline {
             let has = |c: &str| md.schema().index_of(c).is_ok();
             // Format 1 blocks have no parent offsets; a block without the service column
@@ -527,16 +546,35 @@ impl BlockHandle {
         })
     }
 
-    /// Summaries of the given traces (all traces when `ids` is `None`).
-    pub async fn summaries(&self, ids: Option<&HashSet<TraceId>>) -> Result<Vec<TraceSummary>, StoreError> {
+    /// Summaries of those of `ids` this block holds.
+    pub async fn summaries(&self, ids: &HashSet<TraceId>) -> Result<Vec<TraceSummary>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let md = self.file_metadata(SUMMARY_FILE, self.meta.summary_bytes).await?;
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.reader(SUMMARY_FILE, self.meta.summary_bytes),
             md.clone(),
         );
-        // A few ids out of a block's ~100,000 traces: decode the other columns for those rows only.
-        if let Some(ids) = ids {
+        // Formats 1 to 3 keep the trace ids in the table: compare them, and decode the other
+        // columns for the rows kept only. From format 4 the rows are found from the span table.
+        let stores_ids = md.schema().index_of(schema::SUM_TRACE_ID).is_ok();
+        let mut found = BTreeMap::new();
+        if stores_ids {
             builder = builder.with_row_filter(Self::trace_id_filter(&md, schema::SUM_TRACE_ID, ids.clone())?);
+        } else {
+            found = self.summary_rows(ids).await?;
+            if found.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut selectors = Vec::with_capacity(2 * found.len());
+            let mut at = 0;
+            for &row in found.keys() {
+                selectors.push(RowSelector::skip(row - at));
+                selectors.push(RowSelector::select(1));
+                at = row + 1;
+            }
+            builder = builder.with_row_selection(selectors.into());
         }
         let batches: Vec<RecordBatch> = builder
             .build()
@@ -544,22 +582,41 @@ impl BlockHandle {
             .try_collect()
             .await
             .map_err(StoreError::parquet)?;
+        let mut found_ids = found.into_values();
         let mut out = Vec::new();
         for b in &batches {
-            let tid = fsb(b, schema::SUM_TRACE_ID)?;
+            let tid = if stores_ids {
+                Some(fsb(b, schema::SUM_TRACE_ID)?)
+            } else {
+                None
+            };
             let rs = strings(b, schema::SUM_ROOT_SERVICE)?;
             let rn = strings(b, schema::SUM_ROOT_NAME)?;
             let st: &Int64Array = column(b, schema::SUM_START)?;
-            let en: &Int64Array = column(b, schema::SUM_END)?;
+            // Format 4 stores each trace's duration, older formats its end.
+            let durations = b.column_by_name(schema::SUM_DURATION).is_some();
+            let en: &Int64Array = column(
+                b,
+                if durations {
+                    schema::SUM_DURATION
+                } else {
+                    schema::SUM_END
+                },
+            )?;
             let sc: &UInt32Array = column(b, schema::SUM_SPANS)?;
             let ec: &UInt32Array = column(b, schema::SUM_ERRORS)?;
             let sv = strings(b, schema::SUM_SERVICES)?;
             for i in 0..b.num_rows() {
-                let id: TraceId = tid
-                    .value(i)
-                    .try_into()
-                    .map_err(|_| StoreError::corrupt("trace id width"))?;
-                if ids.is_some_and(|set| !set.contains(&id)) {
+                let id: TraceId = match tid {
+                    Some(tid) => tid
+                        .value(i)
+                        .try_into()
+                        .map_err(|_| StoreError::corrupt("trace id width"))?,
+                    None => found_ids
+                        .next()
+                        .ok_or_else(|| StoreError::corrupt("more summaries read than selected"))?,
+                };
+                if !ids.contains(&id) {
                     continue;
                 }
                 let root = rs.value(i);
@@ -573,7 +630,11 @@ impl BlockHandle {
                     root_name: rn.value(i).to_string(),
                     has_root,
                     start: st.value(i) as u64,
-                    end: en.value(i) as u64,
+                    end: if durations {
+                        (st.value(i) as u64).saturating_add(en.value(i) as u64)
+                    } else {
+                        en.value(i) as u64
+                    },
                     span_count: sc.value(i),
                     error_count: ec.value(i),
                     services: sv
@@ -586,6 +647,106 @@ impl BlockHandle {
             }
         }
         Ok(out)
+    }
+
+    /// The summary-table rows of those of `ids` this block holds (format 4 on). The table has
+    /// a row per trace in the span table's order, with the trace's row count: the running
+    /// total of the counts is where each trace starts, which its first row must match.
+    async fn summary_rows(&self, ids: &HashSet<TraceId>) -> Result<BTreeMap<usize, TraceId>, StoreError> {
+        let firsts = self.first_rows(ids).await?;
+        let mut wanted = firsts.iter().peekable();
+        let mut rows = BTreeMap::new();
+        if wanted.peek().is_none() {
+            return Ok(rows);
+        }
+        let md = self.file_metadata(SUMMARY_FILE, self.meta.summary_bytes).await?;
+        let counts = self.projection(&md, &[schema::SUM_SPANS])?;
+        let mut stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(SUMMARY_FILE, self.meta.summary_bytes), md)
+                .with_projection(counts)
+                .build()
+                .map_err(StoreError::parquet)?;
+        let (mut trace, mut row) = (0usize, 0u64);
+        while let Some(b) = stream.try_next().await.map_err(StoreError::parquet)? {
+            for &count in column::<UInt32Array>(&b, schema::SUM_SPANS)?.values() {
+                while let Some(&(&first, &id)) = wanted.peek() {
+                    if first > row {
+                        break;
+                    }
+                    if first < row {
+                        return Err(self.summaries_disagree(first));
+                    }
+                    rows.insert(trace, id);
+                    wanted.next();
+                }
+                if wanted.peek().is_none() {
+                    return Ok(rows);
+                }
+                trace += 1;
+                row += count as u64;
+            }
+        }
+        match wanted.next() {
+            Some((&first, _)) => Err(self.summaries_disagree(first)),
+            None => Ok(rows),
+        }
+    }
+
+    fn summaries_disagree(&self, first: u64) -> StoreError {
+        StoreError::corrupt(format!(
+            "block {}: a trace starts at row {first} of the span table, where no summary's trace starts",
+            self.meta.id
+        ))
+    }
+
+    /// The first row in the span table of each of `ids` this block holds, read from the
+    /// trace-id pages that may hold them.
+    async fn first_rows(&self, ids: &HashSet<TraceId>) -> Result<BTreeMap<u64, TraceId>, StoreError> {
+        let mut firsts = BTreeMap::new();
+        let wanted: Vec<TraceId> = ids.iter().copied().collect();
+        let groups: Vec<usize> = (0..self.meta.row_groups.len())
+            .filter(|&g| {
+                let rg = &self.meta.row_groups[g];
+                wanted.iter().any(|id| rg.min_trace <= *id && *id <= rg.max_trace)
+            })
+            .collect();
+        if groups.is_empty() {
+            return Ok(firsts);
+        }
+        let md = self.data_metadata().await?;
+        let Some((selection, in_file)) = Self::trace_id_pages(&md, &groups, &wanted) else {
+            return Err(StoreError::corrupt(format!(
+                "block {} has no trace-id page index",
+                self.meta.id
+            )));
+        };
+        let trace_ids = self.projection(&md, &[schema::TRACE_ID])?;
+        let mut stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+                .with_projection(trace_ids)
+                .with_row_groups(groups)
+                .with_row_selection(selection)
+                .build()
+                .map_err(StoreError::parquet)?;
+        // Selected rows come in file order: number them through `in_file`.
+        let mut rows = in_file.into_iter().flatten();
+        let mut seen = HashSet::new();
+        while let Some(b) = stream.try_next().await.map_err(StoreError::parquet)? {
+            let tid = fsb(&b, schema::TRACE_ID)?;
+            for i in 0..b.num_rows() {
+                let row = rows
+                    .next()
+                    .ok_or_else(|| StoreError::corrupt("more trace-id rows read than selected"))?;
+                let id: TraceId = tid
+                    .value(i)
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("trace id width"))?;
+                if ids.contains(&id) && seen.insert(id) {
+                    firsts.insert(row, id);
+                }
+            }
+        }
+        Ok(firsts)
     }
 }
 
@@ -901,4 +1062,147 @@ pub fn typed_value(a: &dyn Array, i: usize) -> Option<AnyValue> {
         return Some(AnyValue::Bool(x.value(i)));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{build_block, upload_block};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ArrowWriter;
+
+    /// `traces` traces of 1 to 7 spans from three services, some with errors, some without
+    /// their root.
+    fn spans(traces: u64) -> Vec<Span> {
+        let mut out = Vec::new();
+        for t in 0..traces {
+            let trace_id: TraceId = (t.wrapping_mul(0x9e37_79b9_7f4a_7c15) as u128 * 0x1_0000_0001).to_be_bytes();
+            let start = 1_795_000_000_000_000_000 + t * 1_000_003;
+            for s in 0..=(t % 7) {
+                out.push(Span {
+                    trace_id,
+                    span_id: (t * 8 + s + 1).to_be_bytes(),
+                    parent_span_id: if s == 0 && t % 5 != 0 {
+                        [0; 8]
+                    } else {
+                        (t * 8 + 9).to_be_bytes()
+                    },
+                    name: format!("op-{}", (t + s) % 4),
+                    start_unix_nano: start + s * 1_000,
+                    end_unix_nano: start + s * 1_000 + 50_000 * (s + 1),
+                    status: Status {
+                        code: if (t + s) % 11 == 0 {
+                            StatusCode::Error
+                        } else {
+                            StatusCode::Unset
+                        },
+                        message: String::new(),
+                    },
+                    resource: Arc::new(Resource {
+                        attributes: vec![KeyValue::string("service.name", format!("svc-{}", (t + s) % 3))],
+                        dropped_attributes_count: 0,
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        out
+    }
+
+    /// A format-3 summary table: the same rows with the trace ids as the first column, and
+    /// each trace's end instead of its duration.
+    fn with_trace_ids(summaries: &[u8], ids: &[TraceId]) -> Vec<u8> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(summaries))
+            .expect("summary table")
+            .build()
+            .expect("reader");
+        let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+        let table = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("one batch");
+        let starts: &Int64Array = column(&table, schema::SUM_START).expect("starts");
+        let durations: &Int64Array = column(&table, schema::SUM_DURATION).expect("durations");
+        let ends = Int64Array::from_iter_values(starts.values().iter().zip(durations.values()).map(|(s, d)| s + d));
+        let mut fields = vec![Arc::new(arrow_schema::Field::new(
+            schema::SUM_TRACE_ID,
+            DataType::FixedSizeBinary(16),
+            false,
+        ))];
+        let mut columns: Vec<arrow_array::ArrayRef> = vec![Arc::new(
+            FixedSizeBinaryArray::try_from_iter(ids.iter()).expect("trace id column"),
+        )];
+        for (f, c) in table.schema().fields().iter().zip(table.columns()) {
+            if f.name() == schema::SUM_DURATION {
+                fields.push(Arc::new(arrow_schema::Field::new(
+                    schema::SUM_END,
+                    DataType::Int64,
+                    false,
+                )));
+                columns.push(Arc::new(ends.clone()));
+            } else {
+                fields.push(f.clone());
+                columns.push(c.clone());
+            }
+        }
+        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("format-3 table");
+        let mut w = ArrowWriter::try_new(Vec::new(), old.schema(), None).expect("writer");
+        w.write(&old).expect("write");
+        w.into_inner().expect("file")
+    }
+
+    /// Summaries are found through their traces' first rows in the span table (format 4),
+    /// or by the trace ids of the summary table (formats 1 to 3), and both answer as the spans
+    /// say (format 4's durations turned back into ends): a few traces, every trace, the first
+    /// and the last, and a trace not in the block.
+    #[tokio::test]
+    async fn summaries_are_found_by_first_row_and_in_older_blocks_by_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = Backend::local(dir.path().to_path_buf(), 1 << 20).expect("backend");
+        let spans = spans(9_000); // ~36,000 rows: three level-0 row groups, ~35 trace-id pages each
+        let refs: Vec<&Span> = spans.iter().collect();
+        let mut by_trace: BTreeMap<TraceId, Vec<&Span>> = BTreeMap::new();
+        for s in &spans {
+            by_trace.entry(s.trace_id).or_default().push(s);
+        }
+        let ids: Vec<TraceId> = by_trace.keys().copied().collect();
+
+        let new = build_block(&refs, "01NEWFORMAT".into(), 0).expect("build");
+        assert!(
+            new.meta.row_groups.len() >= 3,
+            "{} row groups",
+            new.meta.row_groups.len()
+        );
+        let mut old = build_block(&refs, "01OLDFORMAT".into(), 0).expect("build");
+        old.summaries = with_trace_ids(&old.summaries, &ids);
+        old.meta.summary_bytes = old.summaries.len() as u64;
+        old.meta.format = 3;
+        let new = upload_block(&backend, new).await.expect("upload");
+        let old = upload_block(&backend, old).await.expect("upload");
+
+        let missing: TraceId = [0xab; 16];
+        let asks: Vec<HashSet<TraceId>> = vec![
+            ids.iter().step_by(97).copied().collect(),
+            ids.iter().copied().collect(),
+            HashSet::from([ids[0]]),
+            HashSet::from([ids[ids.len() - 1], missing]),
+            HashSet::from([missing]),
+        ];
+        for block in [&new, &old] {
+            for ask in &asks {
+                let mut got = block.summaries(ask).await.expect("summaries");
+                got.sort_by_key(|s| s.trace_id);
+                let want: Vec<TraceSummary> = by_trace
+                    .iter()
+                    .filter(|(id, _)| ask.contains(*id))
+                    .map(|(id, spans)| TraceSummary::from_spans(*id, spans.iter().copied()))
+                    .collect();
+                assert_eq!(got.len(), want.len(), "block {} asked {} ids", block.meta.id, ask.len());
+                assert!(got == want, "block {} asked {} ids", block.meta.id, ask.len());
+            }
+        }
+        assert!(
+            new.meta.summary_bytes + 16 * ids.len() as u64 <= old.meta.summary_bytes,
+            "{} against {}",
+            new.meta.summary_bytes,
+            old.meta.summary_bytes
+        );
+    }
 }

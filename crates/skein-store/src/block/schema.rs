@@ -201,23 +201,28 @@ pub fn col(name: &str) -> usize {
     SPANS.index_of(name).expect("column in schema")
 }
 
-// The per-trace summary table, which search reads before any span column.
+// The per-trace summary table, a row per trace in the span table's order. From format 4 it
+// holds no trace ids: the span table has them, and a summary is found by its trace's first row
+// (`BlockHandle::summaries`). Formats 1 to 3 store them as the first column, `SUM_TRACE_ID`.
 pub const SUM_TRACE_ID: &str = "trace_id";
 pub const SUM_ROOT_SERVICE: &str = "root_service";
 pub const SUM_ROOT_NAME: &str = "root_name";
 pub const SUM_START: &str = "start_unix_nano";
+/// The trace's end in formats 1 to 3; format 4 stores `SUM_DURATION` instead, which packs
+/// tighter (0.14 B/span less on the loader's spans).
 pub const SUM_END: &str = "end_unix_nano";
+pub const SUM_DURATION: &str = "duration_nano";
 pub const SUM_SPANS: &str = "span_count";
 pub const SUM_ERRORS: &str = "error_count";
 pub const SUM_SERVICES: &str = "services";
 
 pub static SUMMARIES: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
-        Field::new(SUM_TRACE_ID, DataType::FixedSizeBinary(16), false),
         Field::new(SUM_ROOT_SERVICE, DataType::Utf8, false),
         Field::new(SUM_ROOT_NAME, DataType::Utf8, false),
         Field::new(SUM_START, DataType::Int64, false),
-        Field::new(SUM_END, DataType::Int64, false),
+        Field::new(SUM_DURATION, DataType::Int64, false),
+        // Rows of the trace in the span table: their running total is where each trace starts.
         Field::new(SUM_SPANS, DataType::UInt32, false),
         Field::new(SUM_ERRORS, DataType::UInt32, false),
         // "service=count" pairs joined by '\n'

@@ -1058,13 +1058,14 @@ fn warn_operations_capped(service: &str) {
     }
 }
 
-/// The trace-summary table of a block being built, one row per finished trace.
+/// The trace-summary table of a block being built, one row per finished trace. Its trace ids
+/// go into the bloom filter only (`schema::SUMMARIES`).
 struct SummaryColumns {
-    trace_id: FixedSizeBinaryBuilder,
+    trace_ids: Vec<TraceId>,
     root_service: StringBuilder,
     root_name: StringBuilder,
     start: Int64Builder,
-    end: Int64Builder,
+    duration: Int64Builder,
     spans: UInt32Builder,
     errors: UInt32Builder,
     services: StringBuilder,
@@ -1073,11 +1074,11 @@ struct SummaryColumns {
 impl Default for SummaryColumns {
     fn default() -> Self {
         SummaryColumns {
-            trace_id: FixedSizeBinaryBuilder::new(16),
+            trace_ids: Vec::new(),
             root_service: StringBuilder::new(),
             root_name: StringBuilder::new(),
             start: Int64Builder::new(),
-            end: Int64Builder::new(),
+            duration: Int64Builder::new(),
             spans: UInt32Builder::new(),
             errors: UInt32Builder::new(),
             services: StringBuilder::new(),
@@ -1087,7 +1088,7 @@ impl Default for SummaryColumns {
 
 impl SummaryColumns {
     fn append(&mut self, s: &TraceSummary) -> Result<(), StoreError> {
-        self.trace_id.append_value(s.trace_id).map_err(StoreError::arrow)?;
+        self.trace_ids.push(s.trace_id);
         // A summary without a real root is marked so merging across blocks can prefer a root.
         if s.has_root {
             self.root_service.append_value(&s.root_service);
@@ -1096,7 +1097,7 @@ impl SummaryColumns {
         }
         self.root_name.append_value(&s.root_name);
         self.start.append_value(s.start as i64);
-        self.end.append_value(s.end as i64);
+        self.duration.append_value(s.end.saturating_sub(s.start) as i64);
         self.spans.append_value(s.span_count);
         self.errors.append_value(s.error_count);
         let mut joined = String::new();
@@ -1112,21 +1113,18 @@ impl SummaryColumns {
 
     /// The table as Parquet, the bloom filter of its trace ids, and its row count.
     fn finish(mut self) -> Result<(Vec<u8>, Bloom, u64), StoreError> {
-        let trace_ids = self.trace_id.finish();
-        let mut bloom = Bloom::with_capacity(trace_ids.len());
-        for id in trace_ids.iter().flatten() {
-            let id: TraceId = id.try_into().map_err(|_| StoreError::corrupt("trace id width"))?;
-            bloom.insert(&id);
+        let mut bloom = Bloom::with_capacity(self.trace_ids.len());
+        for id in &self.trace_ids {
+            bloom.insert(id);
         }
-        let traces = trace_ids.len() as u64;
+        let traces = self.trace_ids.len() as u64;
         let batch = RecordBatch::try_new(
             schema::SUMMARIES.clone(),
             vec![
-                Arc::new(trace_ids),
                 Arc::new(self.root_service.finish()),
                 Arc::new(self.root_name.finish()),
                 Arc::new(self.start.finish()),
-                Arc::new(self.end.finish()),
+                Arc::new(self.duration.finish()),
                 Arc::new(self.spans.finish()),
                 Arc::new(self.errors.finish()),
                 Arc::new(self.services.finish()),
@@ -1138,25 +1136,19 @@ impl SummaryColumns {
 }
 
 fn write_summaries(batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
+    // No reader uses statistics: summaries are found by row (`BlockHandle::summaries`).
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
-        .set_column_dictionary_enabled(ColumnPath::from(schema::SUM_TRACE_ID), false)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_column_statistics_enabled(ColumnPath::from(schema::SUM_TRACE_ID), EnabledStatistics::Page);
+        .set_statistics_enabled(EnabledStatistics::None);
     // As in the span table: one value per trace, so a dictionary only adds indexes.
-    for c in [schema::SUM_START, schema::SUM_END] {
+    for c in [schema::SUM_START, schema::SUM_DURATION] {
         props = props
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
     }
-    // Random ids gain nothing from zstd; the few-valued columns hold a value per trace, too
-    // few bytes to matter (see `UNCOMPRESSED_IDS`).
-    for c in [
-        schema::SUM_TRACE_ID,
-        schema::SUM_ROOT_SERVICE,
-        schema::SUM_ROOT_NAME,
-        schema::SUM_SPANS,
-    ] {
+    // The few-valued columns hold a value per trace, too few bytes to matter (see
+    // `UNCOMPRESSED_IDS`).
+    for c in [schema::SUM_ROOT_SERVICE, schema::SUM_ROOT_NAME, schema::SUM_SPANS] {
         props = props.set_column_compression(ColumnPath::from(c), Compression::UNCOMPRESSED);
     }
     let props = props.build();
