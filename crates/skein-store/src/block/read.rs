@@ -313,19 +313,19 @@ impl BlockHandle {
         Some((selectors.into(), in_file))
     }
 
-    /// Row groups whose trace id range admits `id`.
-    fn row_groups_for(&self, id: &TraceId) -> Vec<usize> {
+    /// Row groups whose trace id range admits one of `ids`.
+    fn row_groups_for(&self, ids: &[TraceId]) -> Vec<usize> {
         self.meta
             .row_groups
             .iter()
             .enumerate()
-            .filter(|(_, g)| g.min_trace <= *id && *id <= g.max_trace)
+            .filter(|(_, g)| ids.iter().any(|id| g.min_trace <= *id && *id <= g.max_trace))
             .map(|(i, _)| i)
             .collect()
     }
 
     pub fn may_contain(&self, id: &TraceId) -> bool {
-        self.bloom.may_contain(id) && !self.row_groups_for(id).is_empty()
+        self.bloom.may_contain(id) && !self.row_groups_for(&[*id]).is_empty()
     }
 
     /// Every span of trace `id` in this block.
@@ -344,7 +344,7 @@ impl BlockHandle {
         if !self.bloom.may_contain(id) {
             return Ok(Vec::new());
         }
-        let groups = self.row_groups_for(id);
+        let groups = self.row_groups_for(&[*id]);
         if groups.is_empty() {
             return Ok(Vec::new());
         }
@@ -563,7 +563,7 @@ impl BlockHandle {
         if stores_ids {
             builder = builder.with_row_filter(Self::trace_id_filter(&md, schema::SUM_TRACE_ID, ids.clone())?);
         } else {
-            found = self.summary_rows(ids).await?;
+            found = self.summary_rows(&md, ids).await?;
             if found.is_empty() {
                 return Ok(Vec::new());
             }
@@ -652,20 +652,25 @@ impl BlockHandle {
     /// The summary-table rows of those of `ids` this block holds (format 4 on). The table has
     /// a row per trace in the span table's order, with the trace's row count: the running
     /// total of the counts is where each trace starts, which its first row must match.
-    async fn summary_rows(&self, ids: &HashSet<TraceId>) -> Result<BTreeMap<usize, TraceId>, StoreError> {
+    async fn summary_rows(
+        &self,
+        md: &ArrowReaderMetadata,
+        ids: &HashSet<TraceId>,
+    ) -> Result<BTreeMap<usize, TraceId>, StoreError> {
         let firsts = self.first_rows(ids).await?;
         let mut wanted = firsts.iter().peekable();
         let mut rows = BTreeMap::new();
         if wanted.peek().is_none() {
             return Ok(rows);
         }
-        let md = self.file_metadata(SUMMARY_FILE, self.meta.summary_bytes).await?;
-        let counts = self.projection(&md, &[schema::SUM_SPANS])?;
-        let mut stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(SUMMARY_FILE, self.meta.summary_bytes), md)
-                .with_projection(counts)
-                .build()
-                .map_err(StoreError::parquet)?;
+        let counts = self.projection(md, &[schema::SUM_SPANS])?;
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.reader(SUMMARY_FILE, self.meta.summary_bytes),
+            md.clone(),
+        )
+        .with_projection(counts)
+        .build()
+        .map_err(StoreError::parquet)?;
         let (mut trace, mut row) = (0usize, 0u64);
         while let Some(b) = stream.try_next().await.map_err(StoreError::parquet)? {
             for &count in column::<UInt32Array>(&b, schema::SUM_SPANS)?.values() {
@@ -704,12 +709,7 @@ impl BlockHandle {
     async fn first_rows(&self, ids: &HashSet<TraceId>) -> Result<BTreeMap<u64, TraceId>, StoreError> {
         let mut firsts = BTreeMap::new();
         let wanted: Vec<TraceId> = ids.iter().copied().collect();
-        let groups: Vec<usize> = (0..self.meta.row_groups.len())
-            .filter(|&g| {
-                let rg = &self.meta.row_groups[g];
-                wanted.iter().any(|id| rg.min_trace <= *id && *id <= rg.max_trace)
-            })
-            .collect();
+        let groups = self.row_groups_for(&wanted);
         if groups.is_empty() {
             return Ok(firsts);
         }
@@ -728,9 +728,10 @@ impl BlockHandle {
                 .with_row_selection(selection)
                 .build()
                 .map_err(StoreError::parquet)?;
-        // Selected rows come in file order: number them through `in_file`.
+        // Selected rows come in file order: number them through `in_file`. Every page holding
+        // a wanted trace is selected, so its rows come one after another, the first first.
         let mut rows = in_file.into_iter().flatten();
-        let mut seen = HashSet::new();
+        let mut previous = None;
         while let Some(b) = stream.try_next().await.map_err(StoreError::parquet)? {
             let tid = fsb(&b, schema::TRACE_ID)?;
             for i in 0..b.num_rows() {
@@ -741,9 +742,10 @@ impl BlockHandle {
                     .value(i)
                     .try_into()
                     .map_err(|_| StoreError::corrupt("trace id width"))?;
-                if ids.contains(&id) && seen.insert(id) {
+                if previous != Some(id) && ids.contains(&id) {
                     firsts.insert(row, id);
                 }
+                previous = Some(id);
             }
         }
         Ok(firsts)
