@@ -14,7 +14,7 @@ use skein_model::{KeyValue, SpanId, TraceId};
 
 use crate::block::fxhash::FxHashSet;
 use crate::block::read::typed_value;
-use crate::block::schema;
+use crate::block::schema::{self, HotType};
 use crate::block::write::{AttrSplitter, BlockKeys, TypedBuilder};
 use crate::block::{new_block_id, BlockBuilder, BlockHandle, Dedicated, Layout};
 use crate::{upload_block, Store, StoreError};
@@ -301,21 +301,38 @@ impl Cursor {
 }
 
 /// The dedicated columns of a compacted block: every input's, a key seen with two types
-/// keeping the type that covers more spans.
+/// keeping the type that covers more spans. A double column stays a decimal column unless the
+/// inputs without decimals cover more spans, and then takes the most places any input chose,
+/// which hold the other inputs' values too (a value that needs fewer places fits more).
 fn merged_layout(inputs: &[Arc<BlockHandle>]) -> Layout {
-    let mut weight: BTreeMap<&Dedicated, u64> = BTreeMap::new();
+    let mut by_type: BTreeMap<(&str, HotType), u64> = BTreeMap::new();
+    // Per key and type: spans of inputs without decimals, spans with, and the most places.
+    let mut places: BTreeMap<(&str, HotType), (u64, u64, u8)> = BTreeMap::new();
     for b in inputs {
         for d in &b.meta.dedicated {
-            *weight.entry(d).or_default() += b.meta.span_count;
+            let key = (d.key.as_str(), d.ty);
+            *by_type.entry(key).or_default() += b.meta.span_count;
+            let (without, with, most) = places.entry(key).or_default();
+            match d.decimals {
+                None => *without += b.meta.span_count,
+                Some(p) => (*with, *most) = (*with + b.meta.span_count, (*most).max(p)),
+            }
         }
     }
-    let mut best: BTreeMap<&str, (&Dedicated, u64)> = BTreeMap::new();
-    for (d, w) in weight {
-        let e = best.entry(d.key.as_str()).or_insert((d, w));
+    let mut best: BTreeMap<&str, (HotType, u64)> = BTreeMap::new();
+    for ((key, ty), w) in by_type {
+        let e = best.entry(key).or_insert((ty, w));
         if w > e.1 {
-            *e = (d, w);
+            *e = (ty, w);
         }
     }
+    let dedicated = best.into_iter().map(|(key, (ty, _))| {
+        let (without, with, most) = places[&(key, ty)];
+        Dedicated {
+            decimals: (with > 0 && with >= without).then_some(most),
+            ..Dedicated::new(key, ty)
+        }
+    });
     // A key stays low-cardinality when the inputs that sampled it so hold most of its spans.
     let mut low: BTreeMap<&str, i64> = BTreeMap::new();
     for b in inputs {
@@ -324,8 +341,7 @@ fn merged_layout(inputs: &[Arc<BlockHandle>]) -> Layout {
             *low.entry(d.key.as_str()).or_default() += vote * b.meta.span_count as i64;
         }
     }
-    Layout::new(best.into_values().map(|(d, _)| d.clone()).collect())
-        .with_low_cardinality(low.into_iter().filter(|(_, v)| *v > 0).map(|(k, _)| k))
+    Layout::new(dedicated.collect()).with_low_cardinality(low.into_iter().filter(|(_, v)| *v > 0).map(|(k, _)| k))
 }
 
 /// Rewrites one input's batches into the output layout.

@@ -1156,6 +1156,18 @@ pub(crate) async fn load_block(backend: &Backend, id: &str) -> Result<BlockHandl
             block::FORMAT_VERSION
         )));
     }
+    if let Some(d) = meta.dedicated.iter().find(|d| {
+        d.decimals
+            .is_some_and(|p| p > block::schema::MAX_DECIMALS || d.ty != block::schema::HotType::Double)
+    }) {
+        return Err(StoreError::corrupt(format!(
+            "block {id}: its column for {} ({:?}) has {:?} decimal places (at most {}, and only for doubles)",
+            d.key,
+            d.ty,
+            d.decimals,
+            block::schema::MAX_DECIMALS
+        )));
+    }
     // A bloom that is missing or damaged costs lookups their shortcut, not the block.
     let bloom = side_file(backend, id, block::BLOOM_FILE, meta.bloom_crc32c)
         .await

@@ -378,7 +378,7 @@ impl BlockHandle {
         let mut parents = ParentResolver::default();
         let mut out = Vec::new();
         for b in batches {
-            out.extend(batch_to_spans(&parents.resolve(b)?)?);
+            out.extend(batch_to_spans(&parents.resolve(self.doubles(b)?)?)?);
         }
         Ok(out)
     }
@@ -395,15 +395,17 @@ impl BlockHandle {
         let skip = in_group.saturating_sub(rows);
         let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(in_group - skip)]);
         let mask = self.projection(&md, columns)?;
-        ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
-            .with_projection(mask)
-            .with_row_groups(vec![last])
-            .with_row_selection(selection)
-            .build()
-            .map_err(StoreError::parquet)?
-            .try_collect()
-            .await
-            .map_err(StoreError::parquet)
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
+                .with_projection(mask)
+                .with_row_groups(vec![last])
+                .with_row_selection(selection)
+                .build()
+                .map_err(StoreError::parquet)?
+                .try_collect()
+                .await
+                .map_err(StoreError::parquet)?;
+        batches.into_iter().map(|b| self.doubles(b)).collect()
     }
 
     /// Reads the named columns of the chosen row groups (all when `None`).
@@ -459,9 +461,27 @@ impl BlockHandle {
         if let Some(g) = row_groups {
             b = b.with_row_groups(g);
         }
+        let decimals = self.decimal_columns();
         Ok(b.build()
             .map_err(StoreError::parquet)?
-            .map(|r| r.map_err(StoreError::parquet)))
+            .map(move |r| r.map_err(StoreError::parquet).and_then(|b| doubles(b, &decimals))))
+    }
+
+    /// The block's decimal columns (`Dedicated::decimals`): name and decimal places.
+    fn decimal_columns(&self) -> Vec<(String, u8)> {
+        self.meta
+            .dedicated
+            .iter()
+            .filter_map(|d| Some((d.column(), d.decimals?)))
+            .collect()
+    }
+
+    /// `b` with this block's decimal columns turned back into doubles.
+    fn doubles(&self, b: RecordBatch) -> Result<RecordBatch, StoreError> {
+        if self.meta.dedicated.iter().all(|d| d.decimals.is_none()) {
+            return Ok(b);
+        }
+        doubles(b, &self.decimal_columns())
     }
 
     /// Rows of the chosen row groups with their parents as stored, for following parent links
@@ -512,7 +532,7 @@ impl BlockHandle {
     pub async fn scan_where<F>(
         &self,
         filter: &[&str],
-        keep: F,
+        mut keep: F,
         output: &[&str],
         row_groups: Vec<usize>,
     ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError>
@@ -520,7 +540,11 @@ impl BlockHandle {
         F: FnMut(RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> + Send + 'static,
     {
         let md = self.with_dictionaries(self.data_metadata().await?, filter)?;
-        let predicate = ArrowPredicateFn::new(self.projection(&md, filter)?, keep);
+        let decimals = self.decimal_columns();
+        let filter_decimals = decimals.clone();
+        let predicate = ArrowPredicateFn::new(self.projection(&md, filter)?, move |b| {
+            keep(doubles(b, &filter_decimals).map_err(|e| arrow_schema::ArrowError::ExternalError(Box::new(e)))?)
+        });
         let mask = self.projection(&md, output)?;
         let stream =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
@@ -530,7 +554,7 @@ impl BlockHandle {
                 .with_batch_size(8192)
                 .build()
                 .map_err(StoreError::parquet)?;
-        Ok(stream.map(|r| r.map_err(StoreError::parquet)))
+        Ok(stream.map(move |r| r.map_err(StoreError::parquet).and_then(|b| doubles(b, &decimals))))
     }
 
     /// The footer with the few-valued string columns among `columns` read as dictionaries
@@ -1046,6 +1070,31 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
         out.push(span);
     }
     Ok(out)
+}
+
+/// `b` with the named decimal columns (integers of `10^-decimals`, `Dedicated::decimals`)
+/// turned back into the doubles they stand for.
+fn doubles(b: RecordBatch, decimals: &[(String, u8)]) -> Result<RecordBatch, StoreError> {
+    if decimals.is_empty() {
+        return Ok(b);
+    }
+    let schema = b.schema();
+    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    let mut columns = b.columns().to_vec();
+    for (name, places) in decimals {
+        let Ok(i) = schema.index_of(name) else {
+            continue;
+        };
+        let ints: &Int64Array = column(&b, name)?;
+        let values: Float64Array = ints.unary(|n| schema::from_decimal(n, *places));
+        fields[i] = Arc::new(fields[i].as_ref().clone().with_data_type(DataType::Float64));
+        columns[i] = Arc::new(values);
+    }
+    RecordBatch::try_new(
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        columns,
+    )
+    .map_err(StoreError::arrow)
 }
 
 /// The value at row `i` of a typed attribute column (hot or dedicated).
