@@ -376,9 +376,10 @@ impl BlockHandle {
         let stream = builder.build().map_err(StoreError::parquet)?;
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(StoreError::parquet)?;
         let mut parents = ParentResolver::default();
+        let decimals = self.decimal_columns();
         let mut out = Vec::new();
         for b in batches {
-            out.extend(batch_to_spans(&parents.resolve(self.doubles(b)?)?)?);
+            out.extend(batch_to_spans(&parents.resolve(doubles(b, &decimals)?)?)?);
         }
         Ok(out)
     }
@@ -405,7 +406,8 @@ impl BlockHandle {
                 .try_collect()
                 .await
                 .map_err(StoreError::parquet)?;
-        batches.into_iter().map(|b| self.doubles(b)).collect()
+        let decimals = self.decimal_columns();
+        batches.into_iter().map(|b| doubles(b, &decimals)).collect()
     }
 
     /// Reads the named columns of the chosen row groups (all when `None`).
@@ -474,14 +476,6 @@ impl BlockHandle {
             .iter()
             .filter_map(|d| Some((d.column(), d.decimals?)))
             .collect()
-    }
-
-    /// `b` with this block's decimal columns turned back into doubles.
-    fn doubles(&self, b: RecordBatch) -> Result<RecordBatch, StoreError> {
-        if self.meta.dedicated.iter().all(|d| d.decimals.is_none()) {
-            return Ok(b);
-        }
-        doubles(b, &self.decimal_columns())
     }
 
     /// Rows of the chosen row groups with their parents as stored, for following parent links
@@ -1073,12 +1067,12 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
 }
 
 /// `b` with the named decimal columns (integers of `10^-decimals`, `Dedicated::decimals`)
-/// turned back into the doubles they stand for.
+/// turned back into the doubles they stand for; unchanged when it holds none of them.
 fn doubles(b: RecordBatch, decimals: &[(String, u8)]) -> Result<RecordBatch, StoreError> {
-    if decimals.is_empty() {
+    let schema = b.schema();
+    if !decimals.iter().any(|(name, _)| schema.index_of(name).is_ok()) {
         return Ok(b);
     }
-    let schema = b.schema();
     let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
     let mut columns = b.columns().to_vec();
     for (name, places) in decimals {

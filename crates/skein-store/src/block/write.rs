@@ -894,6 +894,15 @@ impl BlockBuilder {
     /// cut at trace boundaries once they hold `row_group_rows`, so a trace never spans two
     /// (readers resolve parent offsets within a trace and may skip whole row groups).
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        // Decimal columns first: a value they cannot hold fails the push before the block's
+        // meta and summaries count the rows.
+        let mut columns = batch.columns().to_vec();
+        let fixed = schema::SPANS.fields().len();
+        for (d, c) in self.layout.dedicated.iter().zip(&mut columns[fixed..]) {
+            if let Some(decimals) = d.decimals {
+                *c = to_decimals(c.as_ref(), decimals, &d.key)?;
+            }
+        }
         let trace_ids = fsb(batch, schema::TRACE_ID)?;
         let span_ids = fsb(batch, schema::SPAN_ID)?;
         let parents = fsb(batch, schema::PARENT_SPAN_ID)?;
@@ -979,14 +988,7 @@ impl BlockBuilder {
             self.meta.min_start = self.meta.min_start.min(start);
             self.meta.max_end = self.meta.max_end.max(end);
         }
-        let mut columns = batch.columns().to_vec();
         columns[schema::col(schema::PARENT_SPAN_ID)] = Arc::new(parent_ids.finish());
-        let fixed = schema::SPANS.fields().len();
-        for (d, c) in self.layout.dedicated.iter().zip(&mut columns[fixed..]) {
-            if let Some(decimals) = d.decimals {
-                *c = to_decimals(c.as_ref(), decimals, &d.key)?;
-            }
-        }
         columns.push(Arc::new(parent_offsets.finish()));
         let on_disk = RecordBatch::try_new(self.layout.file_schema.clone(), columns).map_err(StoreError::arrow)?;
         let mut from = 0;
