@@ -8,7 +8,9 @@ pub mod autocomplete;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow_array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow_array::builder::BooleanBufferBuilder;
+use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow_buffer::BooleanBuffer;
 use futures::{StreamExt, TryStreamExt};
 use skein_model::metrics;
 use skein_model::otlp::{pb, proto};
@@ -854,7 +856,7 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
         if groups.is_empty() {
             continue;
         }
-        let matcher = RowMatcher::new(&b.meta, q, window);
+        let mut matcher = RowMatcher::new(&b.meta, q, window);
         let filter = matcher.columns();
         let filter: Vec<&str> = filter.iter().map(String::as_str).collect();
         let mut stream = b
@@ -893,6 +895,12 @@ struct RowMatcher {
     attrs: Vec<AttrCondition>,
     /// Whether a queried key may be a resource attribute in this block.
     resource: bool,
+    /// The resource dictionary of the last batch, and for each attribute condition whether
+    /// each of its resources meets it, by dictionary key, filled as rows need it. The batches
+    /// of one row group share their dictionary (the same `Arc`, which this holds on to), so
+    /// each resource is decoded once per row group instead of once per batch.
+    resource_dictionary: Option<ArrayRef>,
+    resource_hits: Vec<Vec<Option<bool>>>,
 }
 
 /// `key = value` on a span: met by the key's typed column, the generic column or the resource.
@@ -953,14 +961,20 @@ enum ColumnEq<'a> {
 }
 
 impl ColumnEq<'_> {
-    /// Row `i` holds the value (false for nulls).
-    fn at(&self, i: usize) -> bool {
+    /// The rows of a batch of `n` holding the value (never nulls).
+    fn bits(&self, n: usize) -> BooleanBuffer {
+        fn valid(a: &dyn Array, bits: BooleanBuffer) -> BooleanBuffer {
+            match a.nulls() {
+                Some(nulls) => &bits & nulls.inner(),
+                None => bits,
+            }
+        }
         match self {
-            ColumnEq::Str(c) => c.at(i),
-            ColumnEq::Int(c, w) => c.is_valid(i) && c.value(i) == *w,
-            ColumnEq::Double(c, w) => c.is_valid(i) && c.value(i) == *w,
-            ColumnEq::Bool(c, w) => c.is_valid(i) && c.value(i) == *w,
-            ColumnEq::Never => false,
+            ColumnEq::Str(c) => c.bits(n),
+            ColumnEq::Int(c, w) => valid(c, BooleanBuffer::collect_bool(n, |i| c.values()[i] == *w)),
+            ColumnEq::Double(c, w) => valid(c, BooleanBuffer::collect_bool(n, |i| c.values()[i] == *w)),
+            ColumnEq::Bool(c, w) => valid(c, if *w { c.values().clone() } else { !c.values() }),
+            ColumnEq::Never => BooleanBuffer::new_unset(n),
         }
     }
 }
@@ -991,10 +1005,23 @@ impl<'a> StrEq<'a> {
             .map(|values| StrEq::Plain { values, want })
     }
 
-    fn at(&self, i: usize) -> bool {
-        match self {
-            StrEq::Dictionary { keys, hit } => keys.is_valid(i) && hit[keys.value(i) as usize],
-            StrEq::Plain { values, want } => values.is_valid(i) && values.value(i) == *want,
+    /// The rows of a batch of `n` equal to the wanted value (never nulls).
+    fn bits(&self, n: usize) -> BooleanBuffer {
+        let (bits, nulls) = match self {
+            StrEq::Dictionary { keys, hit } => {
+                let k = keys.values();
+                // A null row's key may be anything: `get` keeps it in bounds, `nulls` drops it.
+                let bits = BooleanBuffer::collect_bool(n, |i| hit.get(k[i] as usize).copied().unwrap_or(false));
+                (bits, keys.nulls())
+            }
+            StrEq::Plain { values, want } => (
+                BooleanBuffer::collect_bool(n, |i| values.value(i) == *want),
+                values.nulls(),
+            ),
+        };
+        match nulls {
+            Some(nulls) => &bits & nulls.inner(),
+            None => bits,
         }
     }
 
@@ -1033,6 +1060,8 @@ impl RowMatcher {
             error: q.error,
             attrs,
             resource: q.attributes.iter().any(|(k, _)| meta.resource_may_contain(k)),
+            resource_dictionary: None,
+            resource_hits: vec![Vec::new(); q.attributes.len()],
         }
     }
 
@@ -1083,120 +1112,112 @@ impl RowMatcher {
         cols
     }
 
-    /// Which rows of a batch of `columns()` match every condition.
-    fn select<'a>(&'a self, batch: &'a RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> {
+    /// Which rows of a batch of `columns()` match every condition. Each condition is tested
+    /// a column at a time into a bitmap, and the bitmaps are and-ed; only rows still in the
+    /// running are tested against the generic column and resources, which need decoding.
+    fn select(&mut self, batch: &RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> {
         fn get<'a, T: 'static>(b: &'a RecordBatch, n: &str) -> Result<&'a T, arrow_schema::ArrowError> {
             downcast(b, n).map_err(|e| arrow_schema::ArrowError::SchemaError(e.to_string()))
         }
-        fn opt<'a, T: 'static>(
-            b: &'a RecordBatch,
-            n: &str,
-            used: bool,
-        ) -> Result<Option<&'a T>, arrow_schema::ArrowError> {
-            used.then(|| get(b, n)).transpose()
+        let n = batch.num_rows();
+        let none = || Ok(BooleanArray::new(BooleanBuffer::new_unset(n), None));
+        let mut keep = BooleanBuffer::new_set(n);
+        if let Some((lo, hi)) = self.window {
+            let start = get::<Int64Array>(batch, schema::START)?.values();
+            keep = &keep & &BooleanBuffer::collect_bool(n, |i| (lo..=hi).contains(&(start[i] as u64)));
         }
-        let start = opt::<Int64Array>(batch, schema::START, self.window.is_some())?;
-        let duration = opt::<Int64Array>(
-            batch,
-            schema::DURATION,
-            self.min_duration.is_some() || self.max_duration.is_some(),
-        )?;
-        let string = |n: &str, want: &'a Option<String>| -> Result<Option<StrEq<'_>>, arrow_schema::ArrowError> {
-            let Some(want) = want else { return Ok(None) };
+        if self.min_duration.is_some() || self.max_duration.is_some() {
+            let (lo, hi) = (self.min_duration.unwrap_or(0), self.max_duration.unwrap_or(u64::MAX));
+            let duration = get::<Int64Array>(batch, schema::DURATION)?.values();
+            keep = &keep & &BooleanBuffer::collect_bool(n, |i| (lo..=hi).contains(&(duration[i] as u64)));
+        }
+        for (column, want) in [(schema::SERVICE, &self.service), (schema::NAME, &self.operation)] {
+            let Some(want) = want else { continue };
             let col = batch
-                .column_by_name(n)
-                .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("no column {n}")))?;
+                .column_by_name(column)
+                .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("no column {column}")))?;
             let eq = StrEq::new(col.as_ref(), want)
-                .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("column {n} is not a string")))?;
-            Ok(Some(eq))
-        };
-        let service = string(schema::SERVICE, &self.service)?;
-        let name = string(schema::NAME, &self.operation)?;
-        // A batch whose dictionary lacks the wanted service or name has no match.
-        if service.iter().chain(&name).any(StrEq::none) {
-            return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
+                .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("column {column} is not a string")))?;
+            // A batch whose dictionary lacks the wanted service or name has no match.
+            if eq.none() {
+                return none();
+            }
+            keep = &keep & &eq.bits(n);
         }
-        let kind = opt::<arrow_array::UInt8Array>(batch, schema::KIND, self.kind.is_some())?;
-        let status = batch
+        if let Some(want) = self.kind {
+            let kind = get::<arrow_array::UInt8Array>(batch, schema::KIND)?.values();
+            keep = &keep & &BooleanBuffer::collect_bool(n, |i| kind[i] == want);
+        }
+        let errors = batch
             .column_by_name(schema::STATUS_CODE)
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>());
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt8Array>())
+            .map(|c| BooleanBuffer::collect_bool(n, |i| c.value(i) == StatusCode::Error as u8));
+        match (self.error, &errors) {
+            (Some(true), Some(e)) => keep = &keep & e,
+            (Some(false), Some(e)) => keep = &keep & &!e,
+            (Some(true), None) => return none(),
+            _ => {}
+        }
         let generic = batch
             .column_by_name(schema::ATTRS)
             .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
         let resource = SharedBytes::column(batch, schema::RESOURCE)
             .map_err(|e| arrow_schema::ArrowError::SchemaError(e.to_string()))?;
-        // One test per condition; a key without a typed column here never matches by it.
-        let typed: Vec<ColumnEq> = self
-            .attrs
-            .iter()
-            .map(|a| {
-                a.typed
-                    .as_ref()
-                    .and_then(|(col, want)| batch.column_by_name(col).map(|c| want.against(c.as_ref())))
-                    .unwrap_or(ColumnEq::Never)
-            })
-            .collect();
-        // Whether each distinct resource (by its key) satisfies each condition: decoded and
-        // matched once per batch, not once per row.
-        let distinct = resource.map_or(0, |r| r.distinct());
-        let mut resource_hits: Vec<Vec<Option<bool>>> = vec![vec![None; distinct]; self.attrs.len()];
-        let keep = (0..batch.num_rows()).map(|i| {
-            if let (Some(start), Some((lo, hi))) = (start, self.window) {
-                let s = start.value(i) as u64;
-                if s < lo || s > hi {
-                    return false;
+        let dictionary = batch
+            .column_by_name(schema::RESOURCE)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Int32DictionaryArray>())
+            .map(|d| d.values());
+        let same = matches!((&self.resource_dictionary, dictionary), (Some(seen), Some(now)) if Arc::ptr_eq(seen, now));
+        if !same {
+            self.resource_dictionary = dictionary.cloned();
+            for hits in &mut self.resource_hits {
+                hits.clear();
+                hits.resize(dictionary.map_or(0, |d| d.len()), None);
+            }
+        }
+        for (a, hits) in self.attrs.iter().zip(&mut self.resource_hits) {
+            if keep.count_set_bits() == 0 {
+                break;
+            }
+            // The key's typed column, then error status for `error=true`; a key without a
+            // typed column here never matches by it.
+            let mut hit = a
+                .typed
+                .as_ref()
+                .and_then(|(col, want)| batch.column_by_name(col).map(|c| want.against(c.as_ref()).bits(n)))
+                .unwrap_or_else(|| BooleanBuffer::new_unset(n));
+            if let (true, Some(e)) = (a.error_status, &errors) {
+                hit = &hit | e;
+            }
+            // A key whose value sits in its typed column is in the generic column only when a
+            // value had another type: decode that only when the block lists the key. Each
+            // distinct resource (by its dictionary key) is decoded and matched once per
+            // dictionary.
+            if a.generic || resource.is_some() {
+                let mut found = BooleanBufferBuilder::new(n);
+                found.append_n(n, false);
+                for i in (&keep & &!&hit).set_indices() {
+                    let in_generic = a.generic
+                        && generic
+                            .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
+                            .is_some_and(|l| attr_matches(&proto::attrs_from(l.values), &a.key, &a.value));
+                    let in_resource = |r: &SharedBytes| {
+                        let k = r.key(i);
+                        *hits[k].get_or_insert_with(|| {
+                            let attrs = <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
+                                .map(|r| proto::resource_from(r).attributes)
+                                .unwrap_or_default();
+                            attr_matches(&attrs, &a.key, &a.value)
+                        })
+                    };
+                    if in_generic || resource.as_ref().is_some_and(in_resource) {
+                        found.set_bit(i, true);
+                    }
                 }
+                hit = &hit | &found.finish();
             }
-            if let Some(d) = duration.map(|c| c.value(i) as u64) {
-                if self.min_duration.is_some_and(|m| d < m) || self.max_duration.is_some_and(|m| d > m) {
-                    return false;
-                }
-            }
-            if service.as_ref().is_some_and(|c| !c.at(i))
-                || name.as_ref().is_some_and(|c| !c.at(i))
-                || kind.zip(self.kind).is_some_and(|(c, w)| c.value(i) != w)
-            {
-                return false;
-            }
-            let is_error = status.is_some_and(|c| c.value(i) == StatusCode::Error as u8);
-            if self.error.is_some_and(|e| e != is_error) {
-                return false;
-            }
-            let mut generic_attrs: Option<Vec<KeyValue>> = None;
-            self.attrs
-                .iter()
-                .zip(&typed)
-                .zip(&mut resource_hits)
-                .all(|((a, col), hits)| {
-                    if a.error_status && is_error {
-                        return true;
-                    }
-                    // A key whose value sits in its typed column is in the generic column only
-                    // when a value had another type: decode that only when the block lists the key.
-                    if col.at(i) {
-                        return true;
-                    }
-                    if a.generic {
-                        let g = generic_attrs.get_or_insert_with(|| {
-                            generic
-                                .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
-                                .map(|l| proto::attrs_from(l.values))
-                                .unwrap_or_default()
-                        });
-                        if attr_matches(g, &a.key, &a.value) {
-                            return true;
-                        }
-                    }
-                    let Some(r) = resource else { return false };
-                    let k = r.key(i);
-                    *hits[k].get_or_insert_with(|| {
-                        let attrs = <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
-                            .map(|r| proto::resource_from(r).attributes)
-                            .unwrap_or_default();
-                        attr_matches(&attrs, &a.key, &a.value)
-                    })
-                })
-        });
-        Ok(keep.map(Some).collect())
+            keep = &keep & &hit;
+        }
+        Ok(BooleanArray::new(keep, None))
     }
 }

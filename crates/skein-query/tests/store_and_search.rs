@@ -361,6 +361,91 @@ async fn blocks_round_trip_and_search_agrees_with_head() {
     assert_eq!(q.search(&queries[0]).await.unwrap().len(), 60);
 }
 
+/// Resource conditions in a block of several row groups, each read in several batches: the
+/// matcher remembers which resources match per row-group dictionary, and must not carry an
+/// answer over to another row group's dictionary, whose keys mean other resources.
+#[tokio::test]
+async fn resource_conditions_hold_across_batches_and_row_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let resource = |service: &str, env: &str| {
+        Arc::new(Resource {
+            attributes: vec![
+                KeyValue::string("service.name", service),
+                KeyValue::string("deployment.environment", env),
+            ],
+            dropped_attributes_count: 0,
+        })
+    };
+    let base = now() - 600 * 1_000_000_000;
+    let mut traces = Vec::new();
+    // 40,000 spans: three level-0 row groups of up to 16 Ki rows, read 8 Ki rows a batch.
+    for i in 0..10_000u64 {
+        // Several environments of similar counts, so each row group's dictionary meets them in
+        // its own order.
+        let env = ["staging", "qa", "dev", "perf"]
+            .get(i as usize % 10)
+            .unwrap_or(&"production");
+        let mut t = g.trace(base + i * 1_000_000, 20, false);
+        for s in &mut t {
+            let service = s.resource.service_name().to_string();
+            s.resource = resource(&service, if service == "payment" { env } else { "production" });
+        }
+        traces.push(t);
+    }
+    for chunk in traces.chunks(500) {
+        store.append(chunk.concat()).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().blocks, 1);
+    let groups: Vec<i64> = {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let block = std::fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let reader = SerializedFileReader::new(std::fs::File::open(block.join("data.parquet")).unwrap()).unwrap();
+        reader.metadata().row_groups().iter().map(|g| g.num_rows()).collect()
+    };
+    assert!(groups.len() >= 2 && groups[0] > 8192, "row groups of {groups:?} rows");
+    let queries = [
+        vec![("deployment.environment", "staging")],
+        vec![("deployment.environment", "production")],
+        vec![("deployment.environment", "staging"), ("http.request.method", "POST")],
+        vec![("deployment.environment", "staging"), ("service.name", "checkout")],
+        vec![("deployment.environment", "qa")],
+        vec![("deployment.environment", "perf"), ("service.name", "payment")],
+        vec![("deployment.environment", "canary")],
+    ];
+    for attrs in queries {
+        let qq = TraceQuery {
+            attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            limit: 1_500,
+            ..Default::default()
+        };
+        let mut want: Vec<TraceId> = traces
+            .iter()
+            .filter(|t| t.iter().any(|s| qq.matches_span(s)))
+            .map(|t| t[0].trace_id)
+            .collect();
+        let mut got: Vec<TraceId> = q.search(&qq).await.unwrap().iter().map(|s| s.trace_id).collect();
+        if want.len() <= 1_500 {
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{attrs:?}");
+        } else {
+            assert_eq!(got.len(), 1_500, "{attrs:?}");
+        }
+        if attrs == [("deployment.environment", "staging")] {
+            assert_eq!(want.len(), 1_000, "a tenth of the traces are staging ones");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_merges_and_dedupes() {
     let dir = tempfile::tempdir().unwrap();

@@ -1031,7 +1031,7 @@ pub fn batch_to_spans(b: &RecordBatch) -> Result<Vec<Span>, StoreError> {
             resource: r,
             scope: sc,
         };
-        if let Some(events) = events.filter(|c| !c.value(i).is_empty()) {
+        if let Some(events) = events.filter(|c| c.is_valid(i) && !c.value(i).is_empty()) {
             let ev = EventList::decode(events.value(i)).map_err(StoreError::decode)?;
             span.events = ev
                 .events

@@ -254,7 +254,8 @@ pub static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
         fields.push(Field::new(*col, t.data_type(), true));
     }
     fields.push(Field::new(ATTRS, DataType::Binary, false));
-    fields.push(Field::new(EVENTS, DataType::Binary, false));
+    // Null for a span without events (from format 6; earlier blocks store an empty list).
+    fields.push(Field::new(EVENTS, DataType::Binary, true));
     fields.push(Field::new(LINKS, DataType::Binary, false));
     // dropped attribute, event and link counts, as one u64 (21 bits each)
     fields.push(Field::new(DROPPED, DataType::UInt64, false));

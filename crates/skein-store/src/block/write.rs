@@ -503,6 +503,27 @@ fn to_decimals(c: &dyn Array, decimals: u8, key: &str) -> Result<ArrayRef, Store
     Ok(Arc::new(ints.finish()))
 }
 
+/// The events column with spans that have no events as nulls: rows copied from blocks before
+/// format 6 hold an empty list there. An empty value costs a 4-byte length among the blobs,
+/// which zstd packs worse than the column's null bits (events 4.31 → 4.09 B/span on the
+/// loader's spans, more than half of which have none).
+fn empty_as_null(c: &ArrayRef) -> Result<ArrayRef, StoreError> {
+    let blobs = c
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .ok_or_else(|| StoreError::Internal("the events column is not binary".into()))?;
+    if !blobs.iter().any(|b| b.is_some_and(<[u8]>::is_empty)) {
+        return Ok(c.clone());
+    }
+    let present = (0..blobs.len()).map(|i| blobs.is_valid(i) && !blobs.value(i).is_empty());
+    let nulls = arrow_buffer::NullBuffer::new(arrow_buffer::BooleanBuffer::from_iter(present));
+    Ok(Arc::new(BinaryArray::new(
+        blobs.offsets().clone(),
+        blobs.values().clone(),
+        Some(nulls),
+    )))
+}
+
 /// Turns spans into one record batch of `layout`, noting the keys it writes in `keys`.
 pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) -> Result<RecordBatch, StoreError> {
     let n = spans.len();
@@ -582,9 +603,13 @@ pub fn spans_to_batch(spans: &[&Span], layout: &Layout, keys: &mut BlockKeys) ->
         wire::key_value_list(rest.iter().copied(), &mut buf);
         attrs.append_value(&buf);
 
-        buf.clear();
-        wire::stored_event_list(&s.events, s.start_unix_nano, &mut buf);
-        events.append_value(&buf);
+        if s.events.is_empty() {
+            events.append_null();
+        } else {
+            buf.clear();
+            wire::stored_event_list(&s.events, s.start_unix_nano, &mut buf);
+            events.append_value(&buf);
+        }
         buf.clear();
         wire::link_list(&s.links, &mut buf);
         links.append_value(&buf);
@@ -894,9 +919,11 @@ impl BlockBuilder {
     /// cut at trace boundaries once they hold `row_group_rows`, so a trace never spans two
     /// (readers resolve parent offsets within a trace and may skip whole row groups).
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
-        // Decimal columns first: a value they cannot hold fails the push before the block's
-        // meta and summaries count the rows.
         let mut columns = batch.columns().to_vec();
+        let events = schema::col(schema::EVENTS);
+        columns[events] = empty_as_null(&columns[events])?;
+        // Decimal columns before counting: a value they cannot hold fails the push before the
+        // block's meta and summaries count the rows.
         let fixed = schema::SPANS.fields().len();
         for (d, c) in self.layout.dedicated.iter().zip(&mut columns[fixed..]) {
             if let Some(decimals) = d.decimals {
@@ -1456,6 +1483,65 @@ mod tests {
         let batch = spans_to_batch(&[&span], &Layout::fixed(), &mut BlockKeys::default()).expect("batch");
         let back = super::super::read::batch_to_spans(&batch).expect("spans");
         assert_eq!(back[0].events, span.events);
+    }
+
+    /// A span without events is a null in the events column, also when its row comes from a
+    /// block before format 6 with an empty list there, and reads back without events.
+    #[test]
+    fn spans_without_events_are_stored_as_nulls() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let span = |i: u8, events: usize| Span {
+            trace_id: [i; 16],
+            span_id: [i; 8],
+            start_unix_nano: 1_795_000_000_000_000_000,
+            end_unix_nano: 1_795_000_000_001_000_000,
+            events: (0..events)
+                .map(|e| skein_model::Event {
+                    time_unix_nano: 1_795_000_000_000_000_500,
+                    name: format!("e{e}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let spans = [span(1, 0), span(2, 2), span(3, 0), span(4, 1)];
+        let refs: Vec<&Span> = spans.iter().collect();
+        let batch = spans_to_batch(&refs, &Layout::fixed(), &mut BlockKeys::default()).expect("batch");
+        let events = batch.column(schema::col(schema::EVENTS));
+        assert_eq!(events.logical_nulls().expect("nulls").null_count(), 2);
+
+        // As an older block reads back: empty lists, no nulls.
+        let mut columns = batch.columns().to_vec();
+        let blobs = binaries(&batch, schema::EVENTS).expect("events");
+        columns[schema::col(schema::EVENTS)] = Arc::new(BinaryArray::from_iter_values(
+            blobs.iter().map(|b| b.unwrap_or_default()),
+        ));
+        let old = RecordBatch::try_new(batch.schema(), columns).expect("old batch");
+        assert_eq!(old.column(schema::col(schema::EVENTS)).null_count(), 0);
+
+        for input in [batch, old] {
+            let mut builder = BlockBuilder::new("events".into(), 0, Layout::fixed()).expect("builder");
+            builder.push(&input).expect("push");
+            let DataSink::Memory(file) = builder.finish().expect("block").data else {
+                panic!("a memory sink")
+            };
+            let read = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file))
+                .expect("parquet")
+                .build()
+                .expect("reader")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("batches");
+            let stored = read[0].column_by_name(schema::EVENTS).expect("events column");
+            assert_eq!(stored.null_count(), 2, "spans 1 and 3 have no events");
+            let mut back = Vec::new();
+            let mut parents = super::super::read::ParentResolver::default();
+            for b in read {
+                back.extend(super::super::read::batch_to_spans(&parents.resolve(b).expect("parents")).expect("spans"));
+            }
+            let counts: Vec<usize> = back.iter().map(|s| s.events.len()).collect();
+            assert_eq!(counts, vec![0, 2, 0, 1]);
+            assert_eq!(back[1].events, spans[1].events);
+        }
     }
 
     /// Blocks of format 2 stored OTLP events with absolute times; they still read the same.
