@@ -1175,6 +1175,12 @@ impl RowMatcher {
                 hits.resize(dictionary.map_or(0, |d| d.len()), None);
             }
         }
+        // A row's generic attributes, decoded once for all the conditions that test them
+        // (kept only when more than one may).
+        let mut decoded: Vec<Option<Vec<KeyValue>>> = match self.attrs.iter().filter(|a| a.generic).count() {
+            0 | 1 => Vec::new(),
+            _ => vec![None; n],
+        };
         for (a, hits) in self.attrs.iter().zip(&mut self.resource_hits) {
             if keep.count_set_bits() == 0 {
                 break;
@@ -1197,10 +1203,18 @@ impl RowMatcher {
                 let mut found = BooleanBufferBuilder::new(n);
                 found.append_n(n, false);
                 for i in (&keep & &!&hit).set_indices() {
-                    let in_generic = a.generic
-                        && generic
-                            .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
-                            .is_some_and(|l| attr_matches(&proto::attrs_from(l.values), &a.key, &a.value));
+                    let in_generic = a.generic && {
+                        let decode = || {
+                            generic
+                                .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
+                                .map(|l| proto::attrs_from(l.values))
+                                .unwrap_or_default()
+                        };
+                        match decoded.get_mut(i) {
+                            Some(row) => attr_matches(row.get_or_insert_with(decode), &a.key, &a.value),
+                            None => attr_matches(&decode(), &a.key, &a.value),
+                        }
+                    };
                     let in_resource = |r: &SharedBytes| {
                         let k = r.key(i);
                         *hits[k].get_or_insert_with(|| {

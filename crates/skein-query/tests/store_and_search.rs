@@ -363,7 +363,8 @@ async fn blocks_round_trip_and_search_agrees_with_head() {
 
 /// Resource conditions in a block of several row groups, each read in several batches: the
 /// matcher remembers which resources match per row-group dictionary, and must not carry an
-/// answer over to another row group's dictionary, whose keys mean other resources.
+/// answer over to another row group's dictionary, whose keys mean other resources. Two
+/// conditions on keys in the generic column share one decoding of each row's attributes.
 #[tokio::test]
 async fn resource_conditions_hold_across_batches_and_row_groups() {
     let dir = tempfile::tempdir().unwrap();
@@ -393,6 +394,12 @@ async fn resource_conditions_hold_across_batches_and_row_groups() {
             let service = s.resource.service_name().to_string();
             s.resource = resource(&service, if service == "payment" { env } else { "production" });
         }
+        // Two rare keys, left to the generic column, which two conditions then both test.
+        if i % 100 == 3 {
+            t[1].attributes.push(KeyValue::string("feature", "dark-mode"));
+            t[1].attributes
+                .push(KeyValue::new("cohort", AnyValue::Int(i as i64 % 7)));
+        }
         traces.push(t);
     }
     for chunk in traces.chunks(500) {
@@ -420,6 +427,9 @@ async fn resource_conditions_hold_across_batches_and_row_groups() {
         vec![("deployment.environment", "qa")],
         vec![("deployment.environment", "perf"), ("service.name", "payment")],
         vec![("deployment.environment", "canary")],
+        vec![("feature", "dark-mode"), ("cohort", "3")],
+        vec![("feature", "dark-mode"), ("cohort", "9")],
+        vec![("cohort", "3"), ("deployment.environment", "production")],
     ];
     for attrs in queries {
         let qq = TraceQuery {
@@ -442,6 +452,9 @@ async fn resource_conditions_hold_across_batches_and_row_groups() {
         }
         if attrs == [("deployment.environment", "staging")] {
             assert_eq!(want.len(), 1_000, "a tenth of the traces are staging ones");
+        }
+        if attrs == [("feature", "dark-mode"), ("cohort", "3")] {
+            assert_eq!(want.len(), 15, "{attrs:?}");
         }
     }
 }
