@@ -963,12 +963,7 @@ enum ColumnEq<'a> {
 impl ColumnEq<'_> {
     /// The rows of a batch of `n` holding the value (never nulls).
     fn bits(&self, n: usize) -> BooleanBuffer {
-        fn valid(a: &dyn Array, bits: BooleanBuffer) -> BooleanBuffer {
-            match a.nulls() {
-                Some(nulls) => &bits & nulls.inner(),
-                None => bits,
-            }
-        }
+        let valid = |a: &dyn Array, bits| without_nulls(bits, a.nulls());
         match self {
             ColumnEq::Str(c) => c.bits(n),
             ColumnEq::Int(c, w) => valid(c, BooleanBuffer::collect_bool(n, |i| c.values()[i] == *w)),
@@ -976,6 +971,14 @@ impl ColumnEq<'_> {
             ColumnEq::Bool(c, w) => valid(c, if *w { c.values().clone() } else { !c.values() }),
             ColumnEq::Never => BooleanBuffer::new_unset(n),
         }
+    }
+}
+
+/// `bits` with the rows `nulls` marks null cleared.
+fn without_nulls(bits: BooleanBuffer, nulls: Option<&arrow_buffer::NullBuffer>) -> BooleanBuffer {
+    match nulls {
+        Some(nulls) => &bits & nulls.inner(),
+        None => bits,
     }
 }
 
@@ -1019,10 +1022,7 @@ impl<'a> StrEq<'a> {
                 values.nulls(),
             ),
         };
-        match nulls {
-            Some(nulls) => &bits & nulls.inner(),
-            None => bits,
-        }
+        without_nulls(bits, nulls)
     }
 
     /// No row of the batch can match (a dictionary without the value).
@@ -1163,10 +1163,7 @@ impl RowMatcher {
             .and_then(|c| c.as_any().downcast_ref::<arrow_array::BinaryArray>());
         let resource = SharedBytes::column(batch, schema::RESOURCE)
             .map_err(|e| arrow_schema::ArrowError::SchemaError(e.to_string()))?;
-        let dictionary = batch
-            .column_by_name(schema::RESOURCE)
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Int32DictionaryArray>())
-            .map(|d| d.values());
+        let dictionary = resource.as_ref().map(SharedBytes::dictionary);
         let same = matches!((&self.resource_dictionary, dictionary), (Some(seen), Some(now)) if Arc::ptr_eq(seen, now));
         if !same {
             self.resource_dictionary = dictionary.cloned();

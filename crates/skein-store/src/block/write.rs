@@ -1312,6 +1312,8 @@ impl SharedBytesBuilder {
 pub struct SharedBytes<'a> {
     keys: &'a [i32],
     values: &'a BinaryArray,
+    /// `values` as the batch holds it: batches of one column chunk share this `Arc`.
+    dictionary: &'a ArrayRef,
 }
 
 impl<'a> SharedBytes<'a> {
@@ -1320,12 +1322,16 @@ impl<'a> SharedBytes<'a> {
         let Some(a) = b.column_by_name(name) else {
             return Ok(None);
         };
-        let shared = a
-            .as_any()
-            .downcast_ref::<DictionaryArray<Int32Type>>()
-            .and_then(|d| Some((d.keys().values(), d.values().as_any().downcast_ref::<BinaryArray>()?)));
+        let shared = a.as_any().downcast_ref::<DictionaryArray<Int32Type>>().and_then(|d| {
+            let values = d.values().as_any().downcast_ref::<BinaryArray>()?;
+            Some((d.keys().values(), values, d.values()))
+        });
         match shared {
-            Some((keys, values)) => Ok(Some(SharedBytes { keys, values })),
+            Some((keys, values, dictionary)) => Ok(Some(SharedBytes {
+                keys,
+                values,
+                dictionary,
+            })),
             None => Err(StoreError::corrupt(format!("column {name} has type {}", a.data_type()))),
         }
     }
@@ -1333,6 +1339,11 @@ impl<'a> SharedBytes<'a> {
     /// How many distinct keys there may be (keys are below this).
     pub fn distinct(&self) -> usize {
         self.values.len()
+    }
+
+    /// The distinct messages as one shared array: the same `Arc` means the same keys.
+    pub fn dictionary(&self) -> &'a ArrayRef {
+        self.dictionary
     }
 
     pub fn key(&self, row: usize) -> usize {
