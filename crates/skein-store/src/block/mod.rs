@@ -23,9 +23,9 @@ pub use write::{BlockBuilder, BuiltBlock, DataSink, TraceSummary, MAX_OPERATIONS
 /// 2 added per-block dedicated attribute columns; 3 stores event times relative to their
 /// span's start (see `StoredEvent`); 4 leaves the trace ids out of the summary table (see
 /// `schema::SUMMARIES`); 5 may store a double column as decimals (`Dedicated::decimals`); 6
-/// stores a span without events as a null in the events column, not an empty list.
-/// 1 to 5 are still read.
-pub const FORMAT_VERSION: u32 = 6;
+/// stores a span without events as a null in the events column, not an empty list; 7 leaves
+/// the traces' starts out of the summary table (`schema::SUM_START`). 1 to 6 are still read.
+pub const FORMAT_VERSION: u32 = 7;
 pub const OLDEST_READABLE_FORMAT: u32 = 1;
 /// Rows per row group (cut at a trace boundary past this). Large, because a footer holds a
 /// record per column per row group (megabytes of memory per million spans at 16Ki rows), and a

@@ -577,11 +577,13 @@ impl BlockHandle {
         // Formats 1 to 3 keep the trace ids in the table: compare them, and decode the other
         // columns for the rows kept only. From format 4 the rows are found from the span table.
         let stores_ids = md.schema().index_of(schema::SUM_TRACE_ID).is_ok();
+        // Format 7 takes each trace's start from its first row in the span table.
+        let stores_starts = md.schema().index_of(schema::SUM_START).is_ok();
         let mut found = BTreeMap::new();
         if stores_ids {
             builder = builder.with_row_filter(Self::trace_id_filter(&md, schema::SUM_TRACE_ID, ids.clone())?);
         } else {
-            found = self.summary_rows(&md, ids).await?;
+            found = self.summary_rows(&md, ids, !stores_starts).await?;
             if found.is_empty() {
                 return Ok(Vec::new());
             }
@@ -610,7 +612,11 @@ impl BlockHandle {
             };
             let rs = strings(b, schema::SUM_ROOT_SERVICE)?;
             let rn = strings(b, schema::SUM_ROOT_NAME)?;
-            let st: &Int64Array = column(b, schema::SUM_START)?;
+            let st: Option<&Int64Array> = if stores_starts {
+                Some(column(b, schema::SUM_START)?)
+            } else {
+                None
+            };
             // Format 4 stores each trace's duration, older formats its end.
             let durations = b.column_by_name(schema::SUM_DURATION).is_some();
             let en: &Int64Array = column(
@@ -625,14 +631,21 @@ impl BlockHandle {
             let ec: &UInt32Array = column(b, schema::SUM_ERRORS)?;
             let sv = strings(b, schema::SUM_SERVICES)?;
             for i in 0..b.num_rows() {
-                let id: TraceId = match tid {
-                    Some(tid) => tid
-                        .value(i)
-                        .try_into()
-                        .map_err(|_| StoreError::corrupt("trace id width"))?,
+                let (id, first_start): (TraceId, Option<i64>) = match tid {
+                    Some(tid) => (
+                        tid.value(i)
+                            .try_into()
+                            .map_err(|_| StoreError::corrupt("trace id width"))?,
+                        None,
+                    ),
                     None => found_ids
                         .next()
                         .ok_or_else(|| StoreError::corrupt("more summaries read than selected"))?,
+                };
+                let start = match (st, first_start) {
+                    (Some(st), _) => st.value(i),
+                    (None, Some(start)) => start,
+                    (None, None) => return Err(StoreError::corrupt("a summary without its trace's start")),
                 };
                 if !ids.contains(&id) {
                     continue;
@@ -647,9 +660,9 @@ impl BlockHandle {
                     root_service,
                     root_name: rn.value(i).to_string(),
                     has_root,
-                    start: st.value(i) as u64,
+                    start: start as u64,
                     end: if durations {
-                        (st.value(i) as u64).saturating_add(en.value(i) as u64)
+                        (start as u64).saturating_add(en.value(i) as u64)
                     } else {
                         en.value(i) as u64
                     },
@@ -667,15 +680,17 @@ impl BlockHandle {
         Ok(out)
     }
 
-    /// The summary-table rows of those of `ids` this block holds (format 4 on). The table has
-    /// a row per trace in the span table's order, with the trace's row count: the running
-    /// total of the counts is where each trace starts, which its first row must match.
+    /// The summary-table rows of those of `ids` this block holds (format 4 on), with the
+    /// start of the trace's first row when `starts` (format 7). The table has a row per trace
+    /// in the span table's order, with the trace's row count: the running total of the counts
+    /// is where each trace starts, which its first row must match.
     async fn summary_rows(
         &self,
         md: &ArrowReaderMetadata,
         ids: &HashSet<TraceId>,
-    ) -> Result<BTreeMap<usize, TraceId>, StoreError> {
-        let firsts = self.first_rows(ids).await?;
+        starts: bool,
+    ) -> Result<BTreeMap<usize, (TraceId, Option<i64>)>, StoreError> {
+        let firsts = self.first_rows(ids, starts).await?;
         let mut wanted = firsts.iter().peekable();
         let mut rows = BTreeMap::new();
         if wanted.peek().is_none() {
@@ -723,8 +738,12 @@ impl BlockHandle {
     }
 
     /// The first row in the span table of each of `ids` this block holds, read from the
-    /// trace-id pages that may hold them.
-    async fn first_rows(&self, ids: &HashSet<TraceId>) -> Result<BTreeMap<u64, TraceId>, StoreError> {
+    /// trace-id pages that may hold them, with that row's start when `starts`.
+    async fn first_rows(
+        &self,
+        ids: &HashSet<TraceId>,
+        starts: bool,
+    ) -> Result<BTreeMap<u64, (TraceId, Option<i64>)>, StoreError> {
         let mut firsts = BTreeMap::new();
         let wanted: Vec<TraceId> = ids.iter().copied().collect();
         let groups = self.row_groups_for(&wanted);
@@ -738,7 +757,12 @@ impl BlockHandle {
                 self.meta.id
             )));
         };
-        let trace_ids = self.projection(&md, &[schema::TRACE_ID])?;
+        let columns: &[&str] = if starts {
+            &[schema::TRACE_ID, schema::START]
+        } else {
+            &[schema::TRACE_ID]
+        };
+        let trace_ids = self.projection(&md, columns)?;
         let mut stream =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
                 .with_projection(trace_ids)
@@ -752,6 +776,7 @@ impl BlockHandle {
         let mut previous = None;
         while let Some(b) = stream.try_next().await.map_err(StoreError::parquet)? {
             let tid = fsb(&b, schema::TRACE_ID)?;
+            let row_starts = if starts { Some(i64s(&b, schema::START)?) } else { None };
             for i in 0..b.num_rows() {
                 let row = rows
                     .next()
@@ -761,7 +786,7 @@ impl BlockHandle {
                     .try_into()
                     .map_err(|_| StoreError::corrupt("trace id width"))?;
                 if previous != Some(id) && ids.contains(&id) {
-                    firsts.insert(row, id);
+                    firsts.insert(row, (id, row_starts.map(|s| s.value(i))));
                 }
                 previous = Some(id);
             }
@@ -1155,17 +1180,16 @@ mod tests {
     }
 
     /// A format-3 summary table: the same rows with the trace ids as the first column, and
-    /// each trace's end instead of its duration.
-    fn with_trace_ids(summaries: &[u8], ids: &[TraceId]) -> Vec<u8> {
+    /// each trace's start (`starts`) and end instead of its duration.
+    fn with_trace_ids(summaries: &[u8], ids: &[TraceId], starts: &[i64]) -> Vec<u8> {
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(summaries))
             .expect("summary table")
             .build()
             .expect("reader");
         let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
         let table = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("one batch");
-        let starts: &Int64Array = column(&table, schema::SUM_START).expect("starts");
         let durations: &Int64Array = column(&table, schema::SUM_DURATION).expect("durations");
-        let ends = Int64Array::from_iter_values(starts.values().iter().zip(durations.values()).map(|(s, d)| s + d));
+        let ends = Int64Array::from_iter_values(starts.iter().zip(durations.values()).map(|(s, d)| s + d));
         let mut fields = vec![Arc::new(arrow_schema::Field::new(
             schema::SUM_TRACE_ID,
             DataType::FixedSizeBinary(16),
@@ -1176,6 +1200,12 @@ mod tests {
         )];
         for (f, c) in table.schema().fields().iter().zip(table.columns()) {
             if f.name() == schema::SUM_DURATION {
+                fields.push(Arc::new(arrow_schema::Field::new(
+                    schema::SUM_START,
+                    DataType::Int64,
+                    false,
+                )));
+                columns.push(Arc::new(Int64Array::from(starts.to_vec())));
                 fields.push(Arc::new(arrow_schema::Field::new(
                     schema::SUM_END,
                     DataType::Int64,
@@ -1193,10 +1223,38 @@ mod tests {
         w.into_inner().expect("file")
     }
 
+    /// A format 4–6 summary table: the same rows with each trace's start before its duration.
+    fn with_starts(summaries: &[u8], starts: &[i64]) -> Vec<u8> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(summaries))
+            .expect("summary table")
+            .build()
+            .expect("reader");
+        let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+        let table = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("one batch");
+        let (mut fields, mut columns) = (Vec::new(), Vec::new());
+        for (f, c) in table.schema().fields().iter().zip(table.columns()) {
+            if f.name() == schema::SUM_DURATION {
+                fields.push(Arc::new(arrow_schema::Field::new(
+                    schema::SUM_START,
+                    DataType::Int64,
+                    false,
+                )));
+                columns.push(Arc::new(Int64Array::from(starts.to_vec())) as arrow_array::ArrayRef);
+            }
+            fields.push(f.clone());
+            columns.push(c.clone());
+        }
+        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("format-6 table");
+        let mut w = ArrowWriter::try_new(Vec::new(), old.schema(), None).expect("writer");
+        w.write(&old).expect("write");
+        w.into_inner().expect("file")
+    }
+
     /// Summaries are found through their traces' first rows in the span table (format 4),
-    /// or by the trace ids of the summary table (formats 1 to 3), and both answer as the spans
-    /// say (format 4's durations turned back into ends): a few traces, every trace, the first
-    /// and the last, and a trace not in the block.
+    /// or by the trace ids of the summary table (formats 1 to 3), and all answer as the spans
+    /// say (format 4's durations turned back into ends; format 7's starts taken from the
+    /// traces' first rows, formats 4 to 6 keep them in the table): a few traces, every trace,
+    /// the first and the last, and a trace not in the block.
     #[tokio::test]
     async fn summaries_are_found_by_first_row_and_in_older_blocks_by_id() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1216,11 +1274,49 @@ mod tests {
             new.meta.row_groups.len()
         );
         let mut old = build_block(&refs, "01OLDFORMAT".into(), 0).expect("build");
-        old.summaries = with_trace_ids(&old.summaries, &ids);
+        let starts: Vec<i64> = by_trace
+            .values()
+            .map(|spans| spans.iter().map(|s| s.start_unix_nano as i64).min().expect("a span"))
+            .collect();
+        old.summaries = with_trace_ids(&old.summaries, &ids, &starts);
         old.meta.summary_bytes = old.summaries.len() as u64;
         old.meta.format = 3;
+        let mut six = build_block(&refs, "01FORMATSIX".into(), 0).expect("build");
+        assert!(
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(six.summaries.clone()))
+                .expect("summary table")
+                .schema()
+                .index_of(schema::SUM_START)
+                .is_err(),
+            "format 7 keeps no starts in the summary table"
+        );
+        six.summaries = with_starts(&six.summaries, &starts);
+        six.meta.summary_bytes = six.summaries.len() as u64;
+        six.meta.format = 6;
         let new = upload_block(&backend, new).await.expect("upload");
         let old = upload_block(&backend, old).await.expect("upload");
+        let six = upload_block(&backend, six).await.expect("upload");
+        // Row groups are cut between traces: each one's first trace differs from the last
+        // trace of the group before it.
+        let mut previous_last: Option<TraceId> = None;
+        for g in 0..new.meta.row_groups.len() {
+            let batches = new.scan(&[schema::TRACE_ID], Some(vec![g])).await.expect("row group");
+            let tids: Vec<TraceId> = batches
+                .iter()
+                .flat_map(|b| {
+                    let t = fsb(b, schema::TRACE_ID).expect("trace ids");
+                    (0..b.num_rows())
+                        .map(|i| t.value(i).try_into().expect("16 bytes"))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            assert_ne!(
+                previous_last,
+                tids.first().copied(),
+                "row group {g} begins inside a trace"
+            );
+            previous_last = tids.last().copied();
+        }
 
         let missing: TraceId = [0xab; 16];
         let asks: Vec<HashSet<TraceId>> = vec![
@@ -1230,7 +1326,7 @@ mod tests {
             HashSet::from([ids[ids.len() - 1], missing]),
             HashSet::from([missing]),
         ];
-        for block in [&new, &old] {
+        for block in [&new, &six, &old] {
             for ask in &asks {
                 let mut got = block.summaries(ask).await.expect("summaries");
                 got.sort_by_key(|s| s.trace_id);

@@ -815,6 +815,8 @@ pub struct BlockBuilder {
     group_rows: usize,
     /// Span ids of the current trace's rows so far, for parent offsets.
     trace_spans: TraceSpans,
+    /// Start of the current trace's first row: the trace's start in its summary.
+    trace_start: i64,
 }
 
 /// The span ids of one trace's rows, to find a parent's row. Most traces are small enough
@@ -887,6 +889,7 @@ impl BlockBuilder {
             operations: ServiceOperations::default(),
             group_rows: 0,
             trace_spans: TraceSpans::default(),
+            trace_start: 0,
         })
     }
 
@@ -953,10 +956,11 @@ impl BlockBuilder {
             let new_trace = self.current.as_ref().is_none_or(|c| c.trace_id != tid);
             if new_trace {
                 if let Some(done) = self.current.take() {
-                    self.summaries.append(&done)?;
+                    self.summaries.append(&done, self.trace_start)?;
                 }
                 self.current = Some(TraceSummary::new(tid));
                 self.trace_spans.clear();
+                self.trace_start = starts.value(i);
                 if self.group_rows >= self.row_group_rows {
                     cuts.push(i);
                     self.group_rows = 0;
@@ -1033,7 +1037,7 @@ impl BlockBuilder {
 
     pub fn finish(mut self) -> Result<BuiltBlock, StoreError> {
         if let Some(done) = self.current.take() {
-            self.summaries.append(&done)?;
+            self.summaries.append(&done, self.trace_start)?;
         }
         // Trace reads address row groups by index from the meta: they must match the file.
         let written = self.writer.flushed_row_groups().len() + usize::from(self.writer.in_progress_rows() > 0);
@@ -1148,7 +1152,6 @@ struct SummaryColumns {
     trace_ids: Vec<TraceId>,
     root_service: StringBuilder,
     root_name: StringBuilder,
-    start: Int64Builder,
     duration: Int64Builder,
     spans: UInt32Builder,
     errors: UInt32Builder,
@@ -1161,7 +1164,6 @@ impl Default for SummaryColumns {
             trace_ids: Vec::new(),
             root_service: StringBuilder::new(),
             root_name: StringBuilder::new(),
-            start: Int64Builder::new(),
             duration: Int64Builder::new(),
             spans: UInt32Builder::new(),
             errors: UInt32Builder::new(),
@@ -1171,7 +1173,10 @@ impl Default for SummaryColumns {
 }
 
 impl SummaryColumns {
-    fn append(&mut self, s: &TraceSummary) -> Result<(), StoreError> {
+    /// `first_start` is the start of the trace's first row, which readers take as the trace's
+    /// start (`schema::SUM_START`); rows are sorted by start within a trace, so it is the
+    /// earliest, and the duration is counted from it so that the end is exact either way.
+    fn append(&mut self, s: &TraceSummary, first_start: i64) -> Result<(), StoreError> {
         self.trace_ids.push(s.trace_id);
         // A summary without a real root is marked so merging across blocks can prefer a root.
         if s.has_root {
@@ -1180,8 +1185,8 @@ impl SummaryColumns {
             self.root_service.append_value(format!("\u{1}{}", s.root_service));
         }
         self.root_name.append_value(&s.root_name);
-        self.start.append_value(s.start as i64);
-        self.duration.append_value(s.end.saturating_sub(s.start) as i64);
+        self.duration
+            .append_value(s.end.saturating_sub(first_start as u64) as i64);
         self.spans.append_value(s.span_count);
         self.errors.append_value(s.error_count);
         let mut joined = String::new();
@@ -1207,7 +1212,6 @@ impl SummaryColumns {
             vec![
                 Arc::new(self.root_service.finish()),
                 Arc::new(self.root_name.finish()),
-                Arc::new(self.start.finish()),
                 Arc::new(self.duration.finish()),
                 Arc::new(self.spans.finish()),
                 Arc::new(self.errors.finish()),
@@ -1225,11 +1229,9 @@ fn write_summaries(batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::None);
     // As in the span table: one value per trace, so a dictionary only adds indexes.
-    for c in [schema::SUM_START, schema::SUM_DURATION] {
-        props = props
-            .set_column_dictionary_enabled(ColumnPath::from(c), false)
-            .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
-    }
+    props = props
+        .set_column_dictionary_enabled(ColumnPath::from(schema::SUM_DURATION), false)
+        .set_column_encoding(ColumnPath::from(schema::SUM_DURATION), Encoding::BYTE_STREAM_SPLIT);
     // The few-valued columns hold a value per trace, too few bytes to matter (see
     // `UNCOMPRESSED_IDS`).
     for c in [schema::SUM_ROOT_SERVICE, schema::SUM_ROOT_NAME, schema::SUM_SPANS] {
