@@ -1179,72 +1179,49 @@ mod tests {
         out
     }
 
-    /// A format-3 summary table: the same rows with the trace ids as the first column, and
-    /// each trace's start (`starts`) and end instead of its duration.
-    fn with_trace_ids(summaries: &[u8], ids: &[TraceId], starts: &[i64]) -> Vec<u8> {
+    /// An older summary table of the same rows: with each trace's start (`starts`) before its
+    /// duration (formats 4 to 6), and with `ids` the trace ids first and each trace's end
+    /// instead of its duration (format 3).
+    fn older_table(summaries: &[u8], starts: &[i64], ids: Option<&[TraceId]>) -> Vec<u8> {
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(summaries))
             .expect("summary table")
             .build()
             .expect("reader");
         let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
         let table = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("one batch");
-        let durations: &Int64Array = column(&table, schema::SUM_DURATION).expect("durations");
-        let ends = Int64Array::from_iter_values(starts.iter().zip(durations.values()).map(|(s, d)| s + d));
-        let mut fields = vec![Arc::new(arrow_schema::Field::new(
-            schema::SUM_TRACE_ID,
-            DataType::FixedSizeBinary(16),
-            false,
-        ))];
-        let mut columns: Vec<arrow_array::ArrayRef> = vec![Arc::new(
-            FixedSizeBinaryArray::try_from_iter(ids.iter()).expect("trace id column"),
-        )];
+        let int64 = |name: &str, values: Vec<i64>| -> (FieldRef, arrow_array::ArrayRef) {
+            (
+                Arc::new(arrow_schema::Field::new(name, DataType::Int64, false)),
+                Arc::new(Int64Array::from(values)),
+            )
+        };
+        let mut out: Vec<(FieldRef, arrow_array::ArrayRef)> = Vec::new();
+        if let Some(ids) = ids {
+            out.push((
+                Arc::new(arrow_schema::Field::new(
+                    schema::SUM_TRACE_ID,
+                    DataType::FixedSizeBinary(16),
+                    false,
+                )),
+                Arc::new(FixedSizeBinaryArray::try_from_iter(ids.iter()).expect("trace id column")),
+            ));
+        }
         for (f, c) in table.schema().fields().iter().zip(table.columns()) {
-            if f.name() == schema::SUM_DURATION {
-                fields.push(Arc::new(arrow_schema::Field::new(
-                    schema::SUM_START,
-                    DataType::Int64,
-                    false,
-                )));
-                columns.push(Arc::new(Int64Array::from(starts.to_vec())));
-                fields.push(Arc::new(arrow_schema::Field::new(
-                    schema::SUM_END,
-                    DataType::Int64,
-                    false,
-                )));
-                columns.push(Arc::new(ends.clone()));
+            if f.name() != schema::SUM_DURATION {
+                out.push((f.clone(), c.clone()));
+                continue;
+            }
+            out.push(int64(schema::SUM_START, starts.to_vec()));
+            if ids.is_some() {
+                let durations: &Int64Array = column(&table, schema::SUM_DURATION).expect("durations");
+                let ends = starts.iter().zip(durations.values()).map(|(s, d)| s + d).collect();
+                out.push(int64(schema::SUM_END, ends));
             } else {
-                fields.push(f.clone());
-                columns.push(c.clone());
+                out.push((f.clone(), c.clone()));
             }
         }
-        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("format-3 table");
-        let mut w = ArrowWriter::try_new(Vec::new(), old.schema(), None).expect("writer");
-        w.write(&old).expect("write");
-        w.into_inner().expect("file")
-    }
-
-    /// A format 4–6 summary table: the same rows with each trace's start before its duration.
-    fn with_starts(summaries: &[u8], starts: &[i64]) -> Vec<u8> {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(summaries))
-            .expect("summary table")
-            .build()
-            .expect("reader");
-        let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
-        let table = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("one batch");
-        let (mut fields, mut columns) = (Vec::new(), Vec::new());
-        for (f, c) in table.schema().fields().iter().zip(table.columns()) {
-            if f.name() == schema::SUM_DURATION {
-                fields.push(Arc::new(arrow_schema::Field::new(
-                    schema::SUM_START,
-                    DataType::Int64,
-                    false,
-                )));
-                columns.push(Arc::new(Int64Array::from(starts.to_vec())) as arrow_array::ArrayRef);
-            }
-            fields.push(f.clone());
-            columns.push(c.clone());
-        }
-        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("format-6 table");
+        let (fields, columns): (Vec<FieldRef>, Vec<arrow_array::ArrayRef>) = out.into_iter().unzip();
+        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("older table");
         let mut w = ArrowWriter::try_new(Vec::new(), old.schema(), None).expect("writer");
         w.write(&old).expect("write");
         w.into_inner().expect("file")
@@ -1278,7 +1255,7 @@ mod tests {
             .values()
             .map(|spans| spans.iter().map(|s| s.start_unix_nano as i64).min().expect("a span"))
             .collect();
-        old.summaries = with_trace_ids(&old.summaries, &ids, &starts);
+        old.summaries = older_table(&old.summaries, &starts, Some(&ids));
         old.meta.summary_bytes = old.summaries.len() as u64;
         old.meta.format = 3;
         let mut six = build_block(&refs, "01FORMATSIX".into(), 0).expect("build");
@@ -1290,7 +1267,7 @@ mod tests {
                 .is_err(),
             "format 7 keeps no starts in the summary table"
         );
-        six.summaries = with_starts(&six.summaries, &starts);
+        six.summaries = older_table(&six.summaries, &starts, None);
         six.meta.summary_bytes = six.summaries.len() as u64;
         six.meta.format = 6;
         let new = upload_block(&backend, new).await.expect("upload");
