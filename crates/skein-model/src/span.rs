@@ -417,6 +417,9 @@ pub struct DecodedSizes {
     /// strings or bytes (nested ones too; resources and scopes counted by their whole encoded
     /// size), span and event names, status messages, trace states.
     pub longest_string: usize,
+    /// At least the byte length of every attribute key, nested ones and those of resources
+    /// and scopes included.
+    pub longest_key: usize,
     /// The most attributes of one span, event, link, resource or scope.
     pub most_attributes: usize,
     /// The most events of one span.

@@ -20,8 +20,13 @@ pub struct Limits {
     pub max_attributes_per_span: usize,
     /// Strings a client controls are truncated to this many bytes: string or bytes attribute
     /// values (resource and scope ones too), span, event and scope names, status messages and
-    /// trace states. Attribute keys are not.
+    /// trace states. Attribute keys are not: see `max_attribute_key_length`.
     pub max_attribute_value_length: usize,
+    /// Attributes whose key is longer than this many bytes are dropped and counted (a cut key
+    /// would be another key, and could collide with one). Keys are listed in block metas, which
+    /// stay in memory, and name dedicated columns: unbounded, one client's 200 KB keys made a
+    /// 64-span block's meta 800 KB. A resource's `service.name` is always kept.
+    pub max_attribute_key_length: usize,
     pub max_events_per_span: usize,
     pub max_links_per_span: usize,
     /// Spans of one trace held in the head; further spans of that trace are rejected.
@@ -55,6 +60,7 @@ impl Limits {
     /// or drop).
     pub fn admit(&self, sizes: DecodedSizes) -> bool {
         sizes.longest_string <= self.max_attribute_value_length
+            && sizes.longest_key <= self.max_attribute_key_length
             && sizes.most_attributes <= self.max_attributes_per_span
             && sizes.most_events <= self.max_events_per_span
             && sizes.most_links <= self.max_links_per_span
@@ -66,6 +72,9 @@ impl Default for Limits {
         Limits {
             max_attributes_per_span: 128,
             max_attribute_value_length: 16 * 1024,
+            // Semantic-convention keys are under 64 bytes; Tempo cuts keys at 2 KiB, Google
+            // Cloud Trace refuses them past 128 bytes.
+            max_attribute_key_length: 1024,
             max_events_per_span: 128,
             max_links_per_span: 128,
             max_spans_per_trace: 100_000,
@@ -431,20 +440,30 @@ impl Pipeline {
 }
 
 fn cap_attrs(attrs: &mut Vec<KeyValue>, dropped: &mut u32, l: &Limits) -> u64 {
-    let mut n = 0;
+    let mut n = drop_long_keys(attrs, l.max_attribute_key_length);
+    *dropped = dropped.saturating_add(n as u32);
     if attrs.len() > l.max_attributes_per_span {
         let extra = attrs.len() - l.max_attributes_per_span;
         attrs.truncate(l.max_attributes_per_span);
         *dropped = dropped.saturating_add(extra as u32);
         n += extra as u64;
     }
-    n + cap_lengths(attrs, l.max_attribute_value_length)
+    n + cap_lengths(attrs, l)
 }
 
-/// Truncates the values of `attrs` to `max` bytes; returns how many were cut. Keys are left
-/// whole: a limit small enough to cut one (the tests use 8) would rename `service.name`.
-fn cap_lengths(attrs: &mut [KeyValue], max: usize) -> u64 {
-    attrs.iter_mut().map(|kv| truncate_value(&mut kv.value, max)).sum()
+/// Drops the attributes whose key is longer than `max` bytes (never `service.name`); returns
+/// how many went.
+fn drop_long_keys(attrs: &mut Vec<KeyValue>, max: usize) -> u64 {
+    let before = attrs.len();
+    attrs.retain(|kv| kv.key.len() <= max || kv.key == "service.name");
+    (before - attrs.len()) as u64
+}
+
+/// Truncates the values of `attrs` to the length limit, and drops entries of nested key-value
+/// lists whose key is too long; returns how many were cut or dropped. Keys are never cut: a
+/// limit small enough to cut one (the tests use 8) would rename `service.name`.
+fn cap_lengths(attrs: &mut [KeyValue], l: &Limits) -> u64 {
+    attrs.iter_mut().map(|kv| truncate_value(&mut kv.value, l)).sum()
 }
 
 /// Truncates `s` to at most `max` bytes on a character boundary; 1 if it was cut.
@@ -508,15 +527,16 @@ fn cap_shared<T: Clone>(last: &mut Option<(Arc<T>, Arc<T>)>, value: &mut Arc<T>,
     n
 }
 
-fn truncate_value(v: &mut AnyValue, max: usize) -> u64 {
+fn truncate_value(v: &mut AnyValue, l: &Limits) -> u64 {
+    let max = l.max_attribute_value_length;
     match v {
         AnyValue::String(s) => truncate_string(s, max),
         AnyValue::Bytes(b) if b.len() > max => {
             b.truncate(max);
             1
         }
-        AnyValue::Array(a) => a.iter_mut().map(|x| truncate_value(x, max)).sum(),
-        AnyValue::KvList(kv) => kv.iter_mut().map(|x| truncate_value(&mut x.value, max)).sum(),
+        AnyValue::Array(a) => a.iter_mut().map(|x| truncate_value(x, l)).sum(),
+        AnyValue::KvList(kv) => drop_long_keys(kv, l.max_attribute_key_length) + cap_lengths(kv, l),
         _ => 0,
     }
 }
@@ -528,7 +548,11 @@ mod tests {
     #[test]
     fn truncates_on_char_boundaries_and_counts() {
         let mut v = AnyValue::String("héllo".into());
-        assert_eq!(truncate_value(&mut v, 2), 1);
+        let two = Limits {
+            max_attribute_value_length: 2,
+            ..Limits::default()
+        };
+        assert_eq!(truncate_value(&mut v, &two), 1);
         assert_eq!(v, AnyValue::String("h".into()));
         let l = Limits {
             max_attributes_per_span: 1,
@@ -578,6 +602,7 @@ mod tests {
             max_attribute_value_length: 8,
             max_events_per_span: 2,
             max_links_per_span: 2,
+            max_attribute_key_length: 6,
             ..Limits::default()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -676,6 +701,79 @@ mod tests {
             "an event name too long",
             &|s| s.events[1].name = "0123456789".into(),
             &|s| s.events[1].name = "01234567".into(),
+        );
+        let long_key = || KeyValue::string("longkey", "v");
+        case(
+            "a span attribute key too long",
+            &|s| s.attributes.insert(1, long_key()),
+            &|s| {
+                s.attributes.remove(1);
+                s.dropped_attributes_count = 1;
+            },
+        );
+        case(
+            "a nested key too long",
+            &|s| {
+                s.attributes[0] = KeyValue::new(
+                    "nested",
+                    AnyValue::KvList(vec![long_key(), KeyValue::new("k", AnyValue::Int(1))]),
+                )
+            },
+            &|s| {
+                s.attributes[0] = KeyValue::new("nested", AnyValue::KvList(vec![KeyValue::new("k", AnyValue::Int(1))]))
+            },
+        );
+        case(
+            "an event attribute key too long",
+            &|s| s.events[0].attributes.push(long_key()),
+            &|s| {
+                s.events[0].attributes.pop();
+                s.events[0].dropped_attributes_count = 1;
+            },
+        );
+        case(
+            "a link attribute key too long",
+            &|s| s.links[1].attributes.insert(0, long_key()),
+            &|s| {
+                s.links[1].attributes.remove(0);
+                s.links[1].dropped_attributes_count = 1;
+            },
+        );
+        case(
+            "a resource attribute key too long",
+            &|s| {
+                s.resource = Arc::new(Resource {
+                    attributes: vec![
+                        KeyValue::string("service.name", "shop"),
+                        KeyValue::string("host.name", "h"),
+                    ],
+                    dropped_attributes_count: 0,
+                })
+            },
+            &|s| {
+                // `service.name` is longer than the limit too, and stays.
+                s.resource = Arc::new(Resource {
+                    attributes: vec![KeyValue::string("service.name", "shop")],
+                    dropped_attributes_count: 1,
+                })
+            },
+        );
+        case(
+            "a scope attribute key too long",
+            &|s| {
+                s.scope = Arc::new(Scope {
+                    name: "lib".into(),
+                    attributes: vec![long_key()],
+                    ..Default::default()
+                })
+            },
+            &|s| {
+                s.scope = Arc::new(Scope {
+                    name: "lib".into(),
+                    dropped_attributes_count: 1,
+                    ..Default::default()
+                })
+            },
         );
         let resource = |key: &str, value: &str| {
             Arc::new(Resource {

@@ -273,6 +273,10 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
         ("store.compaction_interval", s.compaction_interval.is_zero()),
         ("store.compaction_target_spans", s.compaction_target_spans == 0),
         ("limits.max_inflight_bytes", cfg.limits.max_inflight_bytes == 0),
+        (
+            "limits.max_attribute_key_length",
+            cfg.limits.max_attribute_key_length == 0,
+        ),
     ] {
         if zero {
             return Err(invalid(format!("{key} must be more than 0")));

@@ -364,19 +364,22 @@ async fn grpc_partial_success_and_limits() {
         &[
             "limits.max_spans_per_trace=3",
             "limits.max_attribute_value_length=8",
+            "limits.max_attribute_key_length=25",
             "otlp.max_request_bytes=64KiB",
         ],
     );
     let mut client = TraceServiceClient::connect(s.grpc_url()).await.unwrap();
     let t = rand_bytes::<16>();
     let mut spans: Vec<Span> = (0..5).map(|i| span(t, rand_bytes(), None, &format!("s{i}"))).collect();
-    spans[0].attributes.push(KeyValue {
-        key: "long".into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue("0123456789abcdef".into())),
-        }),
-        ..Default::default()
-    });
+    for key in ["long", "a.key.of.twenty.six.bytes!"] {
+        spans[0].attributes.push(KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("0123456789abcdef".into())),
+            }),
+            ..Default::default()
+        });
+    }
     let mut bad = span(t, rand_bytes(), None, "bad");
     bad.parent_span_id = vec![1; 5];
     spans.push(bad);
@@ -397,6 +400,23 @@ async fn grpc_partial_success_and_limits() {
         .find(|t| t["key"] == "long")
         .expect("truncated attribute kept");
     assert_eq!(long["value"], "01234567");
+    // A key over the limit is not cut (it would be another key): its attribute is dropped.
+    assert!(
+        spans
+            .iter()
+            .flat_map(|s| s["tags"].as_array().unwrap())
+            .all(|t| t["key"] != "a.key.of.twenty.six.bytes!"),
+        "{spans:?}"
+    );
+    let (status, v3) = get_json(format!("{}/api/v3/traces/{}", s.query_url(), hex(&t))).await;
+    assert_eq!(status, 200);
+    let s0 = v3["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "s0")
+        .expect("span s0");
+    assert_eq!(s0["droppedAttributesCount"], 1, "{s0}");
 
     // Names are capped too, resources included, whatever the protocol: a service name or an
     // operation of a megabyte would be listed, searched and drawn by every UI.

@@ -326,6 +326,8 @@ impl<'a> Decoder<'a> {
         }
         let resource = self.shared(&RECENT_RESOURCES, &resource_fields, Self::resource)?;
         self.note_attributes(resource.attributes.len());
+        // Its keys, not its encoded size: most resources outgrow the key limit as a whole.
+        self.note_key(longest_key(&resource.attributes));
         for (s, e) in scope_spans {
             self.scope_spans(s, e, &resource)?;
         }
@@ -380,6 +382,7 @@ impl<'a> Decoder<'a> {
         }
         let scope = self.shared(&RECENT_SCOPES, &scope_fields, Self::scope)?;
         self.note_attributes(scope.attributes.len());
+        self.note_key(longest_key(&scope.attributes));
         self.out.batch.spans.reserve(spans.len());
         for (s, e) in spans {
             match self.span(s, e, resource, &scope)? {
@@ -588,6 +591,13 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Notes an attribute key's length (or a bound on it) in `DecodedSizes::longest_key`.
+    fn note_key(&mut self, len: usize) {
+        if let Some(sizes) = &mut self.out.sizes {
+            sizes.longest_key = sizes.longest_key.max(len);
+        }
+    }
+
     /// Notes the attribute count of an event, link, resource or scope in
     /// `DecodedSizes::most_attributes`.
     fn note_attributes(&mut self, n: usize) {
@@ -605,7 +615,9 @@ impl<'a> Decoder<'a> {
             match field {
                 1 => {
                     let at = r.pos;
-                    kv.key = Key::from_utf8(r.bytes_field(wire)?).ok_or_else(|| r.not_utf8(at))?;
+                    let key = r.bytes_field(wire)?;
+                    self.note_key(key.len());
+                    kv.key = Key::from_utf8(key).ok_or_else(|| r.not_utf8(at))?;
                 }
                 2 => {
                     let (s, e) = r.len_field(wire)?;
@@ -691,6 +703,22 @@ impl<'a> Decoder<'a> {
         self.depth -= 1;
         Ok(())
     }
+}
+
+/// The longest key in `attrs`, nested key-value lists included.
+fn longest_key(attrs: &[KeyValue]) -> usize {
+    fn in_value(v: &AnyValue) -> usize {
+        match v {
+            AnyValue::KvList(kvs) => longest_key(kvs),
+            AnyValue::Array(items) => items.iter().map(in_value).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    attrs
+        .iter()
+        .map(|kv| kv.key.len().max(in_value(&kv.value)))
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -189,8 +189,10 @@ pub const MAX_DEDICATED: usize = 48;
 const DEDICATED_MIN_SHARE: f64 = 0.005;
 /// ...and at least this many.
 const DEDICATED_MIN_SPANS: usize = 32;
-/// Generic-column keys listed in the block meta; beyond this the list is dropped (unknown).
+/// Keys listed in the block meta (generic-column and resource keys, each list); beyond this
+/// many, or this many bytes of key text, the list is dropped (unknown). Metas stay in memory.
 const MAX_LISTED_GENERIC_KEYS: usize = 1024;
+const MAX_LISTED_KEY_BYTES: usize = 64 * 1024;
 /// `choose_layout` counts keys over at most about this many spans, evenly spread over the
 /// block: frequencies of 0.5% and up are estimated well from a few thousand spans, and
 /// counting every attribute of a 250,000-span head cost an eighth of the block build. A key
@@ -291,44 +293,57 @@ fn low_cardinality_keys(spans: &[&Span], dedicated: &[Dedicated]) -> Vec<String>
 
 /// The distinct keys written to a generic attribute column, or "unknown" past a bound.
 #[derive(Debug, Clone)]
-pub struct KeySet(Option<BTreeSet<String>>);
+pub struct KeySet {
+    keys: Option<BTreeSet<String>>,
+    /// Bytes of key text in `keys`.
+    bytes: usize,
+}
 
 impl Default for KeySet {
     fn default() -> Self {
-        KeySet(Some(BTreeSet::new()))
+        KeySet {
+            keys: Some(BTreeSet::new()),
+            bytes: 0,
+        }
     }
 }
 
 impl KeySet {
     pub fn unknown() -> KeySet {
-        KeySet(None)
+        KeySet { keys: None, bytes: 0 }
     }
 
     pub fn from_list(list: Option<&Vec<String>>) -> KeySet {
-        KeySet(list.map(|l| l.iter().cloned().collect()))
+        let mut set = KeySet::default();
+        match list {
+            None => set.keys = None,
+            Some(list) => list.iter().for_each(|k| set.add(k)),
+        }
+        set
     }
 
     pub fn add(&mut self, key: &str) {
-        if let Some(set) = &mut self.0 {
+        if let Some(set) = &mut self.keys {
             if !set.contains(key) {
                 set.insert(key.to_string());
-                if set.len() > MAX_LISTED_GENERIC_KEYS {
-                    self.0 = None;
+                self.bytes += key.len();
+                if set.len() > MAX_LISTED_GENERIC_KEYS || self.bytes > MAX_LISTED_KEY_BYTES {
+                    self.keys = None;
                 }
             }
         }
     }
 
     pub fn union(&mut self, other: &KeySet) {
-        match &other.0 {
-            None => self.0 = None,
+        match &other.keys {
+            None => self.keys = None,
             Some(keys) => keys.iter().for_each(|k| self.add(k)),
         }
     }
 
     /// Sorted, for the block meta.
     pub fn into_list(self) -> Option<Vec<String>> {
-        self.0.map(|s| s.into_iter().collect())
+        self.keys.map(|s| s.into_iter().collect())
     }
 }
 
@@ -1396,6 +1411,58 @@ mod tests {
             attributes: attrs,
             ..Default::default()
         }
+    }
+
+    /// A block's meta lists its generic-column and resource keys only while they stay under
+    /// both bounds (count and bytes): metas stay in memory, and one client's long keys must
+    /// not make every block's meta big. Past a bound the list is unknown, so a search of any
+    /// key reads the column.
+    #[test]
+    fn meta_key_lists_stop_at_a_count_or_bytes_bound() {
+        let keys = |n: usize, len: usize| (0..n).map(|i| format!("{i:0len$}")).collect::<Vec<String>>();
+        let build = |keys: &[String]| {
+            // Each key on one span of 2,000: too rare for a dedicated column.
+            let spans: Vec<Span> = (0..2000u64)
+                .map(|i| {
+                    let attrs = keys
+                        .get(i as usize)
+                        .map(|k| KeyValue::string(k.as_str(), "v"))
+                        .into_iter()
+                        .collect();
+                    Span {
+                        span_id: (i + 1).to_be_bytes(),
+                        resource: Arc::new(skein_model::Resource {
+                            attributes: keys
+                                .get(i as usize)
+                                .map(|k| KeyValue::string(k.as_str(), "r"))
+                                .into_iter()
+                                .collect(),
+                            dropped_attributes_count: 0,
+                        }),
+                        ..span_with(attrs)
+                    }
+                })
+                .collect();
+            let refs: Vec<&Span> = spans.iter().collect();
+            crate::build_block(&refs, "01KEYS".into(), 0).expect("build").meta
+        };
+        let listed = keys(60, 1000); // 60,000 bytes
+        let meta = build(&listed);
+        assert_eq!(meta.generic_keys.as_ref(), Some(&listed));
+        assert_eq!(meta.resource_keys.as_ref(), Some(&listed));
+        assert!(!meta.generic_may_contain("other") && !meta.resource_may_contain("other"));
+        let meta = build(&keys(70, 1000)); // 70,000 bytes
+        assert_eq!((meta.generic_keys, meta.resource_keys), (None, None));
+        let meta = build(&keys(MAX_LISTED_GENERIC_KEYS + 1, 4));
+        assert_eq!((meta.generic_keys, meta.resource_keys), (None, None));
+        // Merges keep the bound: two listed halves whose union is over it are unknown.
+        let (a, b) = (build(&keys(40, 1000)), build(&keys(70, 1000)[30..].to_vec()));
+        assert!(a.generic_keys.is_some() && b.generic_keys.is_some());
+        let mut union = BlockKeys::of(&a);
+        union.union(&BlockKeys::of(&b));
+        let mut merged = BlockMeta::new("m".into(), 1);
+        union.store_in(&mut merged);
+        assert_eq!(merged.generic_keys, None);
     }
 
     /// On a block far bigger than the sample, frequent keys still get columns and rare ones
