@@ -726,6 +726,8 @@ fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool
     // A capped operation list (`BlockMeta::operations_capped`) cannot rule an operation out.
     if let Some(svc) = &q.service {
         match meta.services.get(svc) {
+            // An unlisted service may be among those a capped list left out, with any operation.
+            None if meta.services_capped => {}
             None => return false,
             Some(ops) => {
                 if let Some(op) = &q.operation {
@@ -740,7 +742,10 @@ fn block_may_match(meta: &skein_store::block::BlockMeta, q: &TraceQuery) -> bool
             }
         }
     } else if let Some(op) = &q.operation {
-        if meta.operations_capped.is_empty() && !meta.services.values().any(|ops| ops.iter().any(|(n, _)| n == op)) {
+        if meta.operations_capped.is_empty()
+            && !meta.services_capped
+            && !meta.services.values().any(|ops| ops.iter().any(|(n, _)| n == op))
+        {
             return false;
         }
     }

@@ -813,6 +813,80 @@ async fn operation_lists_of_services_with_ids_in_span_names_are_capped() {
     }
 }
 
+/// A `service.name` with ids in it (a new service per trace): each block lists its first
+/// `MAX_SERVICES_PER_BLOCK` services and is marked capped, so its meta stays small, and a
+/// search by a service no meta lists still finds its spans, before and after compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_lists_of_blocks_with_ids_in_service_names_are_capped() {
+    use skein_store::block::MAX_SERVICES_PER_BLOCK;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 60 * 1_000_000_000;
+    let per_block = MAX_SERVICES_PER_BLOCK as u64 + 100;
+    let mut traces = Vec::new();
+    for block in 0..2u64 {
+        let mut batch = Vec::new();
+        for i in block * per_block..(block + 1) * per_block {
+            let mut t = g.trace(base + i * 1_000_000, 10, false);
+            t[3].resource = Arc::new(Resource {
+                attributes: vec![KeyValue::string("service.name", format!("worker-{i}"))],
+                dropped_attributes_count: 0,
+            });
+            batch.extend(t.clone());
+            traces.push(t);
+        }
+        store.append(batch).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    for (stage, blocks) in [("level 0", 2), ("compacted", 1)] {
+        if blocks == 1 {
+            assert_eq!(store.compact_once().await.unwrap(), 2);
+        }
+        let snap = store.snapshot();
+        assert_eq!(snap.blocks.len(), blocks, "{stage}");
+        let mut listed = std::collections::HashSet::new();
+        for b in &snap.blocks {
+            assert_eq!(b.meta.services.len(), MAX_SERVICES_PER_BLOCK, "{stage}");
+            assert!(b.meta.services_capped, "{stage}");
+            listed.extend(b.meta.services.keys().cloned());
+        }
+        let unlisted: Vec<&Vec<Span>> = traces
+            .iter()
+            .filter(|t| !listed.contains(t[3].resource.service_name()))
+            .take(3)
+            .collect();
+        assert_eq!(unlisted.len(), 3, "{stage}");
+        for t in unlisted {
+            let service = t[3].resource.service_name().to_string();
+            for operation in [None, Some(t[3].name.clone())] {
+                let query = TraceQuery {
+                    service: Some(service.clone()),
+                    operation: operation.clone(),
+                    limit: 10,
+                    ..Default::default()
+                };
+                let found: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
+                assert_eq!(found, [t[0].trace_id], "{stage}: {service} {operation:?}");
+            }
+        }
+        // A service no span has: a capped block cannot rule it out, so it is read, and nothing
+        // is found.
+        let query = TraceQuery {
+            service: Some("nowhere".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(q.search(&query).await.unwrap().is_empty(), "{stage}");
+        let services = q.services();
+        assert!(
+            services.len() >= MAX_SERVICES_PER_BLOCK && services.iter().any(|s| s == "frontend"),
+            "{stage}"
+        );
+    }
+}
+
 /// Damage found when the store opens. A bloom filter that fails its CRC, or is the wrong
 /// size, would turn lookups away from a block holding the trace: it is replaced by one that
 /// admits everything, and the block's own index answers. A block whose meta cannot be read

@@ -18,7 +18,7 @@ use skein_model::TraceId;
 
 pub use read::BlockHandle;
 pub use schema::{Dedicated, Layout};
-pub use write::{BlockBuilder, BuiltBlock, DataSink, TraceSummary, MAX_OPERATIONS_PER_SERVICE};
+pub use write::{BlockBuilder, BuiltBlock, DataSink, TraceSummary, MAX_OPERATIONS_PER_SERVICE, MAX_SERVICES_PER_BLOCK};
 
 /// 2 added per-block dedicated attribute columns; 3 stores event times relative to their
 /// span's start (see `StoredEvent`); 4 leaves the trace ids out of the summary table (see
@@ -134,6 +134,10 @@ pub struct BlockMeta {
     /// cannot rule the block out.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub operations_capped: BTreeSet<String>,
+    /// The block holds spans of more services than `services` lists
+    /// (`MAX_SERVICES_PER_BLOCK`): a search by service cannot rule it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub services_capped: bool,
     pub row_groups: Vec<RowGroupMeta>,
     /// Span attribute keys with a column of their own in this block (after the fixed columns).
     #[serde(default)]
@@ -186,6 +190,7 @@ impl BlockMeta {
             summary_bytes: 0,
             services: BTreeMap::new(),
             operations_capped: BTreeSet::new(),
+            services_capped: false,
             bloom_crc32c: None,
             sums_crc32c: None,
             row_groups: Vec::new(),

@@ -1084,6 +1084,11 @@ impl BlockBuilder {
 
 /// Most distinct operations (span names) of one service a block's meta lists.
 pub const MAX_OPERATIONS_PER_SERVICE: usize = 1000;
+/// Most services a block's meta lists; the rest are marked by `BlockMeta::services_capped`.
+pub const MAX_SERVICES_PER_BLOCK: usize = 4096;
+/// Most (service, operation) names a block's meta lists in all; past it every service's list
+/// that would grow is capped, as past `MAX_OPERATIONS_PER_SERVICE`.
+const MAX_LISTED_OPERATIONS: usize = 65_536;
 
 /// Each service's operations in the block being built: span name → the kinds seen with it (a
 /// bit per kind). A hash lookup per row, allocating only for a new name.
@@ -1092,10 +1097,16 @@ pub const MAX_OPERATIONS_PER_SERVICE: usize = 1000;
 /// service's list stops at `MAX_OPERATIONS_PER_SERVICE` names and is marked capped: every
 /// block's meta stays in memory, so an uncapped list grew with the spans, and the linear
 /// lookup it replaced made such a block's build quadratic (over five minutes of CPU, unfinished,
-/// for 250,000 spans). The frequent, real names come early and are kept.
+/// for 250,000 spans). The frequent, real names come early and are kept. Service names with
+/// ids in them (a request id as `service.name`) are capped the same way, at
+/// `MAX_SERVICES_PER_BLOCK`: 250,000 spans of unique services made a 9.8 MB meta before.
 #[derive(Default)]
 struct ServiceOperations {
     services: FxHashMap<String, Operations>,
+    /// Operations listed over all services.
+    listed: usize,
+    /// A service was left out (`MAX_SERVICES_PER_BLOCK`).
+    services_capped: bool,
 }
 
 #[derive(Default)]
@@ -1105,12 +1116,13 @@ struct Operations {
 }
 
 impl Operations {
-    fn note(&mut self, service: &str, name: &str, kind: u8) {
+    fn note(&mut self, service: &str, name: &str, kind: u8, listed: &mut usize) {
         let bit = 1u8 << (kind & 7);
         if let Some(kinds) = self.kinds_by_name.get_mut(name) {
             *kinds |= bit;
-        } else if self.kinds_by_name.len() < MAX_OPERATIONS_PER_SERVICE {
+        } else if self.kinds_by_name.len() < MAX_OPERATIONS_PER_SERVICE && *listed < MAX_LISTED_OPERATIONS {
             self.kinds_by_name.insert(name.to_string(), bit);
+            *listed += 1;
         } else if !self.capped {
             self.capped = true;
             warn_operations_capped(service);
@@ -1121,12 +1133,19 @@ impl Operations {
 impl ServiceOperations {
     /// One lookup of the service per row; its name is copied only the first time.
     fn note(&mut self, service: &str, name: &str, kind: u8) {
+        let room = self.services.len() < MAX_SERVICES_PER_BLOCK;
         match self.services.get_mut(service) {
-            Some(ops) => ops.note(service, name, kind),
-            None => {
+            Some(ops) => ops.note(service, name, kind, &mut self.listed),
+            None if room => {
                 let mut ops = Operations::default();
-                ops.note(service, name, kind);
+                ops.note(service, name, kind, &mut self.listed);
                 self.services.insert(service.to_string(), ops);
+            }
+            None => {
+                if !self.services_capped {
+                    self.services_capped = true;
+                    warn_services_capped();
+                }
             }
         }
     }
@@ -1143,7 +1162,22 @@ impl ServiceOperations {
             }
             meta.services.insert(service, list);
         }
+        meta.services_capped = self.services_capped;
     }
+}
+
+/// Says once per process why blocks' service lists are incomplete.
+fn warn_services_capped() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            limit = MAX_SERVICES_PER_BLOCK,
+            "a block has more distinct service names than its meta lists; the list is cut there \
+             (searches by service still find every span, /api/services lists the services kept). \
+             A service.name with ids in it makes every name new: name the service, put ids in \
+             other attributes"
+        );
+    });
 }
 
 /// Says once per service and process why its operation list is incomplete.
@@ -1411,6 +1445,31 @@ mod tests {
             attributes: attrs,
             ..Default::default()
         }
+    }
+
+    /// The operations a meta lists stop at `MAX_LISTED_OPERATIONS` in all, however many
+    /// services share them, and services past `MAX_SERVICES_PER_BLOCK` are left out.
+    #[test]
+    fn meta_operation_and_service_lists_are_bounded_in_all() {
+        let mut ops = ServiceOperations::default();
+        for svc in 0..70 {
+            for op in 0..MAX_OPERATIONS_PER_SERVICE {
+                ops.note(&format!("s{svc}"), &format!("op{op}"), 1);
+            }
+        }
+        for svc in 70..MAX_SERVICES_PER_BLOCK + 10 {
+            ops.note(&format!("s{svc}"), "op", 1);
+        }
+        let mut meta = BlockMeta::new("m".into(), 0);
+        ops.into_meta(&mut meta);
+        assert_eq!(meta.services.len(), MAX_SERVICES_PER_BLOCK);
+        assert!(meta.services_capped);
+        let listed: usize = meta.services.values().map(Vec::len).sum();
+        assert_eq!(listed, MAX_LISTED_OPERATIONS);
+        // 65 whole lists, one partial, and every later service capped at none.
+        assert_eq!(meta.operations_capped.len(), MAX_SERVICES_PER_BLOCK - 65);
+        assert_eq!(meta.services["s0"].len(), MAX_OPERATIONS_PER_SERVICE);
+        assert!(meta.services["s69"].is_empty());
     }
 
     /// A block's meta lists its generic-column and resource keys only while they stay under
