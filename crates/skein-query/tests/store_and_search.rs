@@ -2004,6 +2004,61 @@ async fn a_block_that_cannot_be_reached_is_skipped_and_tried_again() {
     store.shutdown().await.unwrap();
 }
 
+/// A span stamped far in the future does not stretch its block's or row group's time range
+/// past `CLOCK_AHEAD_SLACK` after the block's write, so recent searches do not read every
+/// block such a client touched; the span is kept whole, read with its trace, and the trace is
+/// found by search through its other spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_from_the_future_do_not_stretch_block_time_ranges() {
+    use skein_store::block::CLOCK_AHEAD_SLACK;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let start = now() - 60 * 1_000_000_000;
+    let mut mixed = g.trace(start, 10, false);
+    let ahead = 3650 * DAY;
+    mixed[2].start_unix_nano += ahead; // payment, on a clock ten years ahead
+    mixed[2].end_unix_nano += ahead;
+    let all_ahead = g.trace(start + ahead, 10, false);
+    let recent = g.trace(start + 1_000_000, 10, false);
+    store
+        .append([mixed.clone(), all_ahead.clone(), recent.clone()].concat())
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let snap = store.snapshot();
+    assert_eq!(snap.blocks.len(), 1);
+    let meta = &snap.blocks[0].meta;
+    let latest = meta.created_unix_nano + CLOCK_AHEAD_SLACK;
+    assert!(
+        meta.max_end <= latest && meta.min_start <= start,
+        "{} {}",
+        meta.min_start,
+        meta.max_end
+    );
+    assert!(meta.row_groups.iter().all(|g| g.max_end <= latest));
+    // Stored whole, and read with their traces.
+    let read = q.trace(&mixed[0].trace_id).await.unwrap();
+    let child = read.iter().find(|s| s.span_id == mixed[2].span_id).expect("kept");
+    assert_eq!(child.start_unix_nano, mixed[2].start_unix_nano);
+    assert_eq!(q.trace(&all_ahead[0].trace_id).await.unwrap().len(), 4);
+    // The last hour's searches find the traces through their spans of the last hour.
+    let query = TraceQuery {
+        service: Some("frontend".into()),
+        start_min: Some(now() - 3600 * 1_000_000_000),
+        start_max: Some(now()),
+        limit: 10,
+        ..Default::default()
+    };
+    let mut found: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
+    found.sort();
+    let mut want = vec![mixed[0].trace_id, recent[0].trace_id];
+    want.sort();
+    assert_eq!(found, want);
+    store.shutdown().await.unwrap();
+}
+
 /// Spans stamped far in the future (a client whose clock is years ahead) do not keep their
 /// block forever: retention ages a block by when it was written when that is earlier than its
 /// newest span, and the size cap deletes it before blocks of real recent data.

@@ -18,7 +18,10 @@ use skein_model::TraceId;
 
 pub use read::BlockHandle;
 pub use schema::{Dedicated, Layout};
-pub use write::{BlockBuilder, BuiltBlock, DataSink, TraceSummary, MAX_OPERATIONS_PER_SERVICE, MAX_SERVICES_PER_BLOCK};
+pub use write::{
+    BlockBuilder, BuiltBlock, DataSink, TraceSummary, CLOCK_AHEAD_SLACK, MAX_OPERATIONS_PER_SERVICE,
+    MAX_SERVICES_PER_BLOCK,
+};
 
 /// 2 added per-block dedicated attribute columns; 3 stores event times relative to their
 /// span's start (see `StoredEvent`); 4 leaves the trace ids out of the summary table (see

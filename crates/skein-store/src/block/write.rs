@@ -832,7 +832,18 @@ pub struct BlockBuilder {
     trace_spans: TraceSpans,
     /// Start of the current trace's first row: the trace's start in its summary.
     trace_start: i64,
+    /// Span times past this count as this in the block's and row groups' time ranges
+    /// (`CLOCK_AHEAD_SLACK`).
+    latest_time: u64,
 }
+
+/// How far past its write a block's time range reaches. A span stamped later (a client whose
+/// clock is ahead, often by years) would otherwise stretch its block's and row group's range
+/// to its time, and every search until then would read them: one such client in each block
+/// made every recent search read a row group of every block kept. Such spans are stored
+/// whole and read by trace id; a search finds them through the other spans of their trace,
+/// or once a merge after their time has arrived rewrites the block's range.
+pub const CLOCK_AHEAD_SLACK: u64 = 3600 * 1_000_000_000;
 
 /// The span ids of one trace's rows, to find a parent's row. Most traces are small enough
 /// that scanning back beats hashing (and clearing a map per trace); a big trace gets an index.
@@ -893,6 +904,7 @@ impl BlockBuilder {
         let mut meta = BlockMeta::new(id, level);
         meta.dedicated = layout.dedicated.clone();
         meta.low_cardinality = layout.low_cardinality.iter().cloned().collect();
+        let created = meta.created_unix_nano;
         Ok(BlockBuilder {
             writer,
             layout,
@@ -905,6 +917,7 @@ impl BlockBuilder {
             group_rows: 0,
             trace_spans: TraceSpans::default(),
             trace_start: 0,
+            latest_time: created.saturating_add(CLOCK_AHEAD_SLACK),
         })
     }
 
@@ -968,6 +981,8 @@ impl BlockBuilder {
                 .map_err(|_| StoreError::corrupt("trace id width"))?;
             let start = starts.value(i) as u64;
             let end = start + durations.value(i) as u64;
+            // Where the row counts in the time ranges (the summary keeps its real times).
+            let (range_start, range_end) = (start.min(self.latest_time), end.min(self.latest_time));
             let new_trace = self.current.as_ref().is_none_or(|c| c.trace_id != tid);
             if new_trace {
                 if let Some(done) = self.current.take() {
@@ -985,15 +1000,15 @@ impl BlockBuilder {
                 self.meta.row_groups.push(RowGroupMeta {
                     min_trace: tid,
                     max_trace: tid,
-                    min_start: start,
-                    max_end: end,
+                    min_start: range_start,
+                    max_end: range_end,
                     rows: 0,
                 });
             }
             let g = self.meta.row_groups.last_mut().expect("pushed above");
             g.max_trace = tid;
-            g.min_start = g.min_start.min(start);
-            g.max_end = g.max_end.max(end);
+            g.min_start = g.min_start.min(range_start);
+            g.max_end = g.max_end.max(range_end);
             g.rows += 1;
             self.rows += 1;
             self.group_rows += 1;
@@ -1031,8 +1046,8 @@ impl BlockBuilder {
                 .expect("set above")
                 .add(service, name, is_root, start, end, status.value(i) == 2);
             self.operations.note(service, name, kinds.value(i));
-            self.meta.min_start = self.meta.min_start.min(start);
-            self.meta.max_end = self.meta.max_end.max(end);
+            self.meta.min_start = self.meta.min_start.min(range_start);
+            self.meta.max_end = self.meta.max_end.max(range_end);
         }
         columns[schema::col(schema::PARENT_SPAN_ID)] = Arc::new(parent_ids.finish());
         columns.push(Arc::new(parent_offsets.finish()));
