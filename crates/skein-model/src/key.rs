@@ -21,6 +21,10 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 pub const MAX_INTERNED_KEYS: usize = 16_384;
 /// Key text the process interns at most.
 pub const MAX_INTERNED_BYTES: usize = 1 << 20;
+/// Longer keys are not interned (they are owned): keys are interned as they are decoded,
+/// before ingest limits drop the attributes of keys too long, and a few long keys would
+/// otherwise fill the interner's bytes for the rest of the process.
+pub const MAX_INTERNED_KEY_LENGTH: usize = 256;
 
 /// An attribute key: interned text shared by every attribute with that key, or its own copy
 /// once the interner is full. Compares, hashes and orders as its text.
@@ -141,6 +145,9 @@ fn intern_not_recent(text: &str) -> Option<&'static str> {
 
 /// `intern` past the table of recent keys: this thread's cache, then the shared set.
 fn intern_shared(text: &str) -> Option<&'static str> {
+    if text.len() > MAX_INTERNED_KEY_LENGTH {
+        return None;
+    }
     if let Some(k) = CACHE.with_borrow(|c| c.get(text).copied()) {
         return Some(k);
     }
@@ -328,6 +335,19 @@ mod tests {
         let y = Key::from_utf8(b"a.zy.b").unwrap();
         assert_eq!((x.as_str(), y.as_str()), ("a.xy.b", "a.zy.b"));
         assert_eq!(Key::from_utf8(b"a.xy.b").unwrap(), x);
+    }
+
+    #[test]
+    fn long_keys_are_owned_and_leave_the_interner_open() {
+        for i in 0..8 {
+            let long = format!("{i}{}", "k".repeat(200_000));
+            assert_eq!(Key::from_utf8(long.as_bytes()).unwrap().interned_addr(), None);
+            assert_eq!(Key::new(long.as_str()).as_str(), long);
+        }
+        // 1.6 MB of long keys later, a new short key is still interned.
+        let short = Key::from_utf8(b"app.after.long.keys").unwrap();
+        assert!(short.interned_addr().is_some());
+        assert_eq!(short.interned_addr(), Key::new("app.after.long.keys").interned_addr());
     }
 
     #[test]

@@ -227,7 +227,9 @@ impl QueryEngine {
             .filter(|b| block_may_match(&b.meta, q))
             .cloned()
             .collect();
-        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_end));
+        // Newest first by the latest start each block may hold (a capped time range bounds
+        // nothing: `BlockMeta::latest_start_bound`).
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.latest_start_bound()));
         let parallel = read_parallelism();
         let shared = Arc::new(q.clone());
         let mut scans = std::collections::VecDeque::new();
@@ -250,7 +252,10 @@ impl QueryEngine {
                 let mut starts: Vec<u64> = newest.values().copied().collect();
                 starts.sort_unstable_by(|a, b| b.cmp(a));
                 let kth = starts[q.limit - 1];
-                if blocks.get(i + 1).is_none_or(|next| next.meta.max_end < kth) {
+                if blocks
+                    .get(i + 1)
+                    .is_none_or(|next| next.meta.latest_start_bound() < kth)
+                {
                     break;
                 }
             }
@@ -851,10 +856,12 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
     let (lo, hi) = q.window();
     // Row groups whose spans all start inside the window need no start-time test, so their
     // filter does not decode the start column for every row (a quarter of a scan's CPU).
-    // Only groups at the window's edges do.
+    // Only groups at the window's edges do, and groups whose range was capped
+    // (`BlockMeta::times_capped_at`): they may hold spans stamped past it.
+    let capped = b.meta.times_capped_at();
     let (inside, edges): (Vec<usize>, Vec<usize>) = row_groups_in_window(b, lo, hi).into_iter().partition(|&g| {
         let g = &b.meta.row_groups[g];
-        lo <= g.min_start && g.max_end <= hi
+        lo <= g.min_start && g.max_end <= hi && g.max_end < capped
     });
     let mut out: HashMap<TraceId, u64> = HashMap::new();
     for (groups, window) in [(inside, None), (edges, Some((lo, hi)))] {

@@ -834,6 +834,7 @@ async fn service_lists_of_blocks_with_ids_in_service_names_are_capped() {
                 attributes: vec![KeyValue::string("service.name", format!("worker-{i}"))],
                 dropped_attributes_count: 0,
             });
+            t[3].name = format!("work {i}");
             batch.extend(t.clone());
             traces.push(t);
         }
@@ -870,6 +871,15 @@ async fn service_lists_of_blocks_with_ids_in_service_names_are_capped() {
                 let found: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
                 assert_eq!(found, [t[0].trace_id], "{stage}: {service} {operation:?}");
             }
+            // By operation alone: an unlisted service may hold any operation, so its span's
+            // name, listed nowhere, does not rule the block out.
+            let query = TraceQuery {
+                operation: Some(t[3].name.clone()),
+                limit: 10,
+                ..Default::default()
+            };
+            let found: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
+            assert_eq!(found, [t[0].trace_id], "{stage}: by operation {}", t[3].name);
         }
         // A service no span has: a capped block cannot rule it out, so it is read, and nothing
         // is found.
@@ -2005,9 +2015,9 @@ async fn a_block_that_cannot_be_reached_is_skipped_and_tried_again() {
 }
 
 /// A span stamped far in the future does not stretch its block's or row group's time range
-/// past `CLOCK_AHEAD_SLACK` after the block's write, so recent searches do not read every
-/// block such a client touched; the span is kept whole, read with its trace, and the trace is
-/// found by search through its other spans.
+/// past `CLOCK_AHEAD_SLACK` after the block's write, so searches do not read every block such
+/// a client touched; the span is kept whole, read with its trace, and the trace is found by
+/// search through its other spans, never through the span outside the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_from_the_future_do_not_stretch_block_time_ranges() {
     use skein_store::block::CLOCK_AHEAD_SLACK;
@@ -2043,19 +2053,23 @@ async fn spans_from_the_future_do_not_stretch_block_time_ranges() {
     let child = read.iter().find(|s| s.span_id == mixed[2].span_id).expect("kept");
     assert_eq!(child.start_unix_nano, mixed[2].start_unix_nano);
     assert_eq!(q.trace(&all_ahead[0].trace_id).await.unwrap().len(), 4);
-    // The last hour's searches find the traces through their spans of the last hour.
-    let query = TraceQuery {
-        service: Some("frontend".into()),
-        start_min: Some(now() - 3600 * 1_000_000_000),
-        start_max: Some(now()),
-        limit: 10,
-        ..Default::default()
-    };
-    let mut found: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
-    found.sort();
+    // Searches find the traces through their spans inside the window: the last hour's, and a
+    // window reaching past the capped range, where the capped row group's rows must still be
+    // tested against the window (its range no longer bounds them).
     let mut want = vec![mixed[0].trace_id, recent[0].trace_id];
     want.sort();
-    assert_eq!(found, want);
+    for ahead_of_now in [0, 2 * DAY] {
+        let query = TraceQuery {
+            service: Some("frontend".into()),
+            start_min: Some(now() - 3600 * 1_000_000_000),
+            start_max: Some(now() + ahead_of_now),
+            limit: 10,
+            ..Default::default()
+        };
+        let mut found: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
+        found.sort();
+        assert_eq!(found, want, "window ending {ahead_of_now} ns from now");
+    }
     store.shutdown().await.unwrap();
 }
 

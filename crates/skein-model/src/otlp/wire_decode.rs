@@ -751,6 +751,83 @@ mod tests {
         decode_request(body).expect("decodes").batch.spans.remove(0)
     }
 
+    /// `DecodedSizes::longest_key` bounds every attribute key wherever it is: span, event and
+    /// link attributes, nested lists (in arrays too), resources and scopes, including a
+    /// resource or scope served from the cache of recent ones on a second request.
+    #[test]
+    fn longest_key_bounds_every_attribute_key() {
+        let key = |len: usize| "k".repeat(len);
+        let nested =
+            |len: usize| AnyValue::Array(vec![AnyValue::KvList(vec![KeyValue::new(key(len), AnyValue::Int(1))])]);
+        let base = || Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            ..Default::default()
+        };
+        let places: Vec<(&str, Box<dyn Fn(usize, &mut Span)>)> = vec![
+            (
+                "span",
+                Box::new(|n, s| s.attributes.push(KeyValue::new(key(n), AnyValue::Int(1)))),
+            ),
+            (
+                "nested",
+                Box::new(|n, s| s.attributes.push(KeyValue::new("a", nested(n)))),
+            ),
+            (
+                "event",
+                Box::new(|n, s| {
+                    s.events.push(Event {
+                        attributes: vec![KeyValue::new(key(n), AnyValue::Int(1))],
+                        ..Default::default()
+                    })
+                }),
+            ),
+            (
+                "link",
+                Box::new(|n, s| {
+                    s.links.push(Link {
+                        trace_id: [3; 16],
+                        span_id: [4; 8],
+                        attributes: vec![KeyValue::new(key(n), AnyValue::Int(1))],
+                        ..Default::default()
+                    })
+                }),
+            ),
+            (
+                "resource",
+                Box::new(|n, s| {
+                    s.resource = Arc::new(Resource {
+                        attributes: vec![KeyValue::new("r", nested(n))],
+                        dropped_attributes_count: 0,
+                    })
+                }),
+            ),
+            (
+                "scope",
+                Box::new(|n, s| {
+                    s.scope = Arc::new(Scope {
+                        attributes: vec![KeyValue::new(key(n), AnyValue::Int(1))],
+                        ..Default::default()
+                    })
+                }),
+            ),
+        ];
+        for (i, (place, put)) in places.iter().enumerate() {
+            let n = 300 + i;
+            let mut span = base();
+            put(n, &mut span);
+            let mut body = Vec::new();
+            super::super::wire::export_request([&span], &mut body);
+            // The second decode takes the resource and scope from the cache.
+            for round in 0..2 {
+                let sizes = decode_request(&body).expect("decodes").sizes.expect("noted");
+                assert_eq!(sizes.longest_key, n, "{place}, round {round}");
+            }
+        }
+    }
+
     #[test]
     fn requests_with_the_same_resource_and_scope_share_them() {
         let (a, b) = (decode(&request("checkout", "a")), decode(&request("checkout", "b")));

@@ -236,6 +236,24 @@ impl BlockMeta {
         self.max_end.min(self.created_unix_nano)
     }
 
+    /// Span times past this count as this in the block's and its row groups' time ranges
+    /// (`CLOCK_AHEAD_SLACK`): a range that reaches it may hold spans stamped later, so it
+    /// bounds no span's start (blocks written before the cap have real ranges, and are only
+    /// taken for capped when they reach it).
+    pub fn times_capped_at(&self) -> u64 {
+        self.created_unix_nano.saturating_add(write::CLOCK_AHEAD_SLACK)
+    }
+
+    /// The latest a span in the block may start: `max_end`, or unbounded when the range was
+    /// capped (`times_capped_at`).
+    pub fn latest_start_bound(&self) -> u64 {
+        if self.max_end >= self.times_capped_at() {
+            u64::MAX
+        } else {
+            self.max_end
+        }
+    }
+
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
         self.min_start <= end && self.max_end >= start
     }

@@ -189,9 +189,10 @@ pub const MAX_DEDICATED: usize = 48;
 const DEDICATED_MIN_SHARE: f64 = 0.005;
 /// ...and at least this many.
 const DEDICATED_MIN_SPANS: usize = 32;
-/// Keys listed in the block meta (generic-column and resource keys, each list); beyond this
-/// many, or this many bytes of key text, the list is dropped (unknown). Metas stay in memory.
-const MAX_LISTED_GENERIC_KEYS: usize = 1024;
+/// Keys a block meta lists (generic-column keys, and resource keys, each list apart); beyond
+/// this many the list is dropped (unknown: any key may be there).
+const MAX_LISTED_KEYS: usize = 1024;
+/// ...or beyond this many bytes of key text: metas stay in memory, and keys can be long.
 const MAX_LISTED_KEY_BYTES: usize = 64 * 1024;
 /// `choose_layout` counts keys over at most about this many spans, evenly spread over the
 /// block: frequencies of 0.5% and up are estimated well from a few thousand spans, and
@@ -327,7 +328,7 @@ impl KeySet {
             if !set.contains(key) {
                 set.insert(key.to_string());
                 self.bytes += key.len();
-                if set.len() > MAX_LISTED_GENERIC_KEYS || self.bytes > MAX_LISTED_KEY_BYTES {
+                if set.len() > MAX_LISTED_KEYS || self.bytes > MAX_LISTED_KEY_BYTES {
                     self.keys = None;
                 }
             }
@@ -840,10 +841,11 @@ pub struct BlockBuilder {
 /// How far past its write a block's time range reaches. A span stamped later (a client whose
 /// clock is ahead, often by years) would otherwise stretch its block's and row group's range
 /// to its time, and every search until then would read them: one such client in each block
-/// made every recent search read a row group of every block kept. Such spans are stored
-/// whole and read by trace id; a search finds them through the other spans of their trace,
-/// or once a merge after their time has arrived rewrites the block's range.
-pub const CLOCK_AHEAD_SLACK: u64 = 3600 * 1_000_000_000;
+/// made every recent search read a row group of every block kept. A day covers clocks off by
+/// a time zone. Such spans are stored whole and read with their traces; searches find their
+/// traces through their other spans, but not the spans themselves by their stamped time. A
+/// range that reaches `BlockMeta::times_capped_at` may hold later spans.
+pub const CLOCK_AHEAD_SLACK: u64 = 86_400 * 1_000_000_000;
 
 /// The span ids of one trace's rows, to find a parent's row. Most traces are small enough
 /// that scanning back beats hashing (and clearing a map per trace); a big trace gets an index.
@@ -904,7 +906,7 @@ impl BlockBuilder {
         let mut meta = BlockMeta::new(id, level);
         meta.dedicated = layout.dedicated.clone();
         meta.low_cardinality = layout.low_cardinality.iter().cloned().collect();
-        let created = meta.created_unix_nano;
+        let latest_time = meta.times_capped_at();
         Ok(BlockBuilder {
             writer,
             layout,
@@ -917,7 +919,7 @@ impl BlockBuilder {
             group_rows: 0,
             trace_spans: TraceSpans::default(),
             trace_start: 0,
-            latest_time: created.saturating_add(CLOCK_AHEAD_SLACK),
+            latest_time,
         })
     }
 
@@ -1140,7 +1142,11 @@ impl Operations {
             *listed += 1;
         } else if !self.capped {
             self.capped = true;
-            warn_operations_capped(service);
+            if *listed < MAX_LISTED_OPERATIONS {
+                warn_operations_capped(service);
+            } else {
+                warn_listed_operations_capped();
+            }
         }
     }
 }
@@ -1179,6 +1185,19 @@ impl ServiceOperations {
         }
         meta.services_capped = self.services_capped;
     }
+}
+
+/// Says once per process why operation lists were cut by the block's budget for all services
+/// (`warn_operations_capped` names each service, which would grow with ids in service names).
+fn warn_listed_operations_capped() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            limit = MAX_LISTED_OPERATIONS,
+            "a block has more distinct (service, span name) pairs than its meta lists; later \
+             services' operation lists are cut there (searches by operation still find every span)"
+        );
+    });
 }
 
 /// Says once per process why blocks' service lists are incomplete.
@@ -1527,7 +1546,7 @@ mod tests {
         assert!(!meta.generic_may_contain("other") && !meta.resource_may_contain("other"));
         let meta = build(&keys(70, 1000)); // 70,000 bytes
         assert_eq!((meta.generic_keys, meta.resource_keys), (None, None));
-        let meta = build(&keys(MAX_LISTED_GENERIC_KEYS + 1, 4));
+        let meta = build(&keys(MAX_LISTED_KEYS + 1, 4));
         assert_eq!((meta.generic_keys, meta.resource_keys), (None, None));
         // Merges keep the bound: two listed halves whose union is over it are unknown.
         let (a, b) = (build(&keys(40, 1000)), build(&keys(70, 1000)[30..].to_vec()));
