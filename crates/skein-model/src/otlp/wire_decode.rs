@@ -766,7 +766,8 @@ mod tests {
             end_unix_nano: 2,
             ..Default::default()
         };
-        let places: Vec<(&str, Box<dyn Fn(usize, &mut Span)>)> = vec![
+        type Put<'a> = Box<dyn Fn(usize, &mut Span) + 'a>;
+        let places: Vec<(&str, Put)> = vec![
             (
                 "span",
                 Box::new(|n, s| s.attributes.push(KeyValue::new(key(n), AnyValue::Int(1)))),

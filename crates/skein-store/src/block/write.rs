@@ -1549,7 +1549,7 @@ mod tests {
         let meta = build(&keys(MAX_LISTED_KEYS + 1, 4));
         assert_eq!((meta.generic_keys, meta.resource_keys), (None, None));
         // Merges keep the bound: two listed halves whose union is over it are unknown.
-        let (a, b) = (build(&keys(40, 1000)), build(&keys(70, 1000)[30..].to_vec()));
+        let (a, b) = (build(&keys(40, 1000)), build(&keys(70, 1000)[30..]));
         assert!(a.generic_keys.is_some() && b.generic_keys.is_some());
         let mut union = BlockKeys::of(&a);
         union.union(&BlockKeys::of(&b));
