@@ -138,7 +138,7 @@ pub struct BlockMeta {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub operations_capped: BTreeSet<String>,
     /// The block holds spans of more services than `services` lists
-    /// (`MAX_SERVICES_PER_BLOCK`): a search by service cannot rule it out.
+    /// (`MAX_SERVICES_PER_BLOCK`): a search by service or by operation cannot rule it out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub services_capped: bool,
     pub row_groups: Vec<RowGroupMeta>,
