@@ -833,9 +833,6 @@ pub struct BlockBuilder {
     trace_spans: TraceSpans,
     /// Start of the current trace's first row: the trace's start in its summary.
     trace_start: i64,
-    /// Span times past this count as this in the block's and row groups' time ranges
-    /// (`CLOCK_AHEAD_SLACK`).
-    latest_time: u64,
 }
 
 /// How far past its write a block's time range reaches. A span stamped later (a client whose
@@ -906,7 +903,6 @@ impl BlockBuilder {
         let mut meta = BlockMeta::new(id, level);
         meta.dedicated = layout.dedicated.clone();
         meta.low_cardinality = layout.low_cardinality.iter().cloned().collect();
-        let latest_time = meta.times_capped_at();
         Ok(BlockBuilder {
             writer,
             layout,
@@ -919,7 +915,6 @@ impl BlockBuilder {
             group_rows: 0,
             trace_spans: TraceSpans::default(),
             trace_start: 0,
-            latest_time,
         })
     }
 
@@ -966,6 +961,8 @@ impl BlockBuilder {
         let trace_ids = fsb(batch, schema::TRACE_ID)?;
         let span_ids = fsb(batch, schema::SPAN_ID)?;
         let parents = fsb(batch, schema::PARENT_SPAN_ID)?;
+        // Span times past this count as this in the time ranges (`CLOCK_AHEAD_SLACK`).
+        let latest = self.meta.times_capped_at();
         let names = strings(batch, schema::NAME)?;
         let services = strings(batch, schema::SERVICE)?;
         let kinds = u8s(batch, schema::KIND)?;
@@ -984,7 +981,7 @@ impl BlockBuilder {
             let start = starts.value(i) as u64;
             let end = start + durations.value(i) as u64;
             // Where the row counts in the time ranges (the summary keeps its real times).
-            let (range_start, range_end) = (start.min(self.latest_time), end.min(self.latest_time));
+            let (range_start, range_end) = (start.min(latest), end.min(latest));
             let new_trace = self.current.as_ref().is_none_or(|c| c.trace_id != tid);
             if new_trace {
                 if let Some(done) = self.current.take() {
