@@ -1404,6 +1404,56 @@ async fn parent_ids_survive_offsets_row_groups_and_compaction() {
     check(traces.iter().step_by(150).cloned().collect()).await;
 }
 
+/// A trace lookup finds its rows from the trace-id column first, then reads the wide-page
+/// columns (events, starts, durations) on a task of their own beside the rest and puts the two
+/// side by side. A trace of 20,000 spans crosses every kind of page boundary (1 Ki-row trace-id
+/// pages, 4 Ki-row pages, and after compaction 16 Ki-row wide pages) and many of the reader's
+/// batches; it and its neighbours read back whole before and after compaction, and an id no
+/// block holds reads back as nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_traces_read_back_whole_across_page_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreConfig {
+            head_max_spans: 1_000_000,
+            head_max_bytes: 1 << 30,
+            ..cfg()
+        },
+    )
+    .await
+    .unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 600 * 1_000_000_000;
+    let big_id = rid::<16>();
+    let big: Vec<Span> = (0..5_000u64)
+        .flat_map(|i| g.trace(base + i * 1_000, 30, i % 50 == 0))
+        .map(|mut s| {
+            s.trace_id = big_id;
+            s
+        })
+        .collect();
+    let small: Vec<Vec<Span>> = (0..4_000u64)
+        .map(|i| g.trace(base + i * 1_000_000, 10, i % 7 == 0))
+        .collect();
+    store.append(big.clone()).await.unwrap();
+    store.append(small[..2_000].concat()).await.unwrap();
+    store.flush().await.unwrap();
+    store.append(small[2_000..].concat()).await.unwrap();
+    store.flush().await.unwrap();
+    let check = || async {
+        for t in std::iter::once(&big).chain(small.iter().step_by(37)) {
+            assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
+        }
+        assert!(q.trace(&rid::<16>()).await.unwrap().is_empty());
+    };
+    check().await;
+    assert_eq!(store.compact_once().await.unwrap(), 2);
+    assert_eq!(store.snapshot().blocks.len(), 1);
+    check().await;
+}
+
 /// A trace whose services' spans landed in different blocks, or partly in a block and partly
 /// still in memory (services export at different times), still counts each call once: a
 /// parent is looked up wherever it is. The counts do not change as the head is cut and the

@@ -1,5 +1,5 @@
-//! Reading blocks: trace by id through bloom + row-group ranges + a row filter on trace id,
-//! column scans for search, summaries, and full scans for compaction.
+//! Reading blocks: trace by id through bloom + row-group ranges + the trace-id pages, then its
+//! other columns on two tasks; column scans for search, summaries, and full scans for compaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -349,9 +349,12 @@ impl BlockHandle {
             return Ok(Vec::new());
         }
         let md = self.data_metadata().await?;
-        let filter = Self::trace_id_filter(&md, schema::TRACE_ID, HashSet::from([*id]))?;
         let pages = Self::trace_id_pages(&md, &groups, &[*id]).map(|(selection, _)| selection);
-        let outline_mask = if outline {
+        if !outline {
+            return self.read_whole_trace(md, groups, pages, id).await;
+        }
+        let filter = Self::trace_id_filter(&md, schema::TRACE_ID, HashSet::from([*id]))?;
+        let outline_mask = {
             let has = |c: &str| md.schema().index_of(c).is_ok();
             // Format 1 blocks have no parent offsets; a block without the service column
             // gives the service through its resources.
@@ -359,19 +362,15 @@ impl BlockHandle {
             if !has(schema::SERVICE) {
                 columns.push(schema::RESOURCE);
             }
-            Some(self.projection(&md, &columns)?)
-        } else {
-            None
+            self.projection(&md, &columns)?
         };
         let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
                 .with_row_groups(groups)
-                .with_row_filter(filter);
+                .with_row_filter(filter)
+                .with_projection(outline_mask);
         if let Some(pages) = pages {
             builder = builder.with_row_selection(pages);
-        }
-        if let Some(mask) = outline_mask {
-            builder = builder.with_projection(mask);
         }
         let stream = builder.build().map_err(StoreError::parquet)?;
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(StoreError::parquet)?;
@@ -382,6 +381,102 @@ impl BlockHandle {
             out.extend(batch_to_spans(&parents.resolve(doubles(b, &decimals)?)?)?);
         }
         Ok(out)
+    }
+
+    /// Every span of trace `id` in `groups`, whose trace-id pages `pages` picks. The rows are
+    /// found first, from the trace-id column alone; then the columns in wide pages (events,
+    /// starts, durations: most of the decompression) are read on a task of their own while
+    /// this one reads the rest, so a lookup on an idle server uses two cores
+    /// (docs/benchmarks.md, "Trace lookups read on two cores").
+    async fn read_whole_trace(
+        &self,
+        md: ArrowReaderMetadata,
+        groups: Vec<usize>,
+        pages: Option<RowSelection>,
+        id: &TraceId,
+    ) -> Result<Vec<Span>, StoreError> {
+        let Some(rows) = self.rows_of_trace(&md, &groups, pages, id).await? else {
+            return Ok(Vec::new());
+        };
+        // The trace-id column is not read again: every row holds `id`.
+        let (wide, rest): (Vec<&str>, Vec<&str>) = md
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|c| *c != schema::TRACE_ID)
+            .partition(|c| super::write::WIDE_PAGE_COLUMNS.contains(c));
+        let read = |columns: &[&str]| {
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md.clone())
+                .with_row_groups(groups.clone())
+                .with_row_selection(rows.clone())
+                .with_projection(self.projection(&md, columns)?)
+                .build()
+                .map_err(StoreError::parquet)
+        };
+        let wide = if wide.is_empty() {
+            None
+        } else {
+            Some(AbortOnDrop(tokio::spawn(
+                read(&wide)?.try_collect::<Vec<RecordBatch>>(),
+            )))
+        };
+        let rest: Vec<RecordBatch> = read(&rest)?.try_collect().await.map_err(StoreError::parquet)?;
+        let wide = match wide {
+            None => Vec::new(),
+            Some(task) => task
+                .join()
+                .await
+                .map_err(|e| StoreError::Internal(format!("reading a trace's wide columns failed: {e}")))?
+                .map_err(StoreError::parquet)?,
+        };
+        let batch = side_by_side(&rest, &wide, id)?;
+        let batch = ParentResolver::default().resolve(doubles(batch, &self.decimal_columns())?)?;
+        batch_to_spans(&batch)
+    }
+
+    /// The rows of trace `id` in `groups` (numbered across them, as a `RowSelection` counts),
+    /// found by reading the trace-id pages `pages` picks (all, when `None`); `None` when none
+    /// holds it.
+    async fn rows_of_trace(
+        &self,
+        md: &ArrowReaderMetadata,
+        groups: &[usize],
+        pages: Option<RowSelection>,
+        id: &TraceId,
+    ) -> Result<Option<RowSelection>, StoreError> {
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.reader(DATA_FILE, self.meta.data_bytes),
+            md.clone(),
+        )
+        .with_row_groups(groups.to_vec())
+        .with_projection(self.projection(md, &[schema::TRACE_ID])?);
+        if let Some(pages) = &pages {
+            builder = builder.with_row_selection(pages.clone());
+        }
+        let batches: Vec<RecordBatch> = builder
+            .build()
+            .map_err(StoreError::parquet)?
+            .try_collect()
+            .await
+            .map_err(StoreError::parquet)?;
+        let matches = batches
+            .iter()
+            .map(|b| {
+                let ids = fsb(b, schema::TRACE_ID)?;
+                Ok(BooleanArray::from_iter(
+                    (0..ids.len()).map(|i| Some(ids.value(i) == id.as_slice())),
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if matches.iter().all(|m| m.true_count() == 0) {
+            return Ok(None);
+        }
+        let found = RowSelection::from_filters(&matches);
+        Ok(Some(match pages {
+            Some(pages) => pages.and_then(&found),
+            None => found,
+        }))
     }
 
     /// The named columns of the block's last `rows` rows (its newest trace ids, not its newest
@@ -1132,6 +1227,61 @@ pub fn typed_value(a: &dyn Array, i: usize) -> Option<AnyValue> {
         return Some(AnyValue::Bool(x.value(i)));
     }
     None
+}
+
+/// A task aborted when its handle is dropped (a lookup given up stops its other read).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One batch of the columns of `left` and `right`, two reads of the same rows, plus the
+/// trace-id column, which holds `id` in every row.
+fn side_by_side(left: &[RecordBatch], right: &[RecordBatch], id: &TraceId) -> Result<RecordBatch, StoreError> {
+    let left = concat(left)?;
+    let right = concat(right)?;
+    let rows = left.as_ref().or(right.as_ref()).map_or(0, RecordBatch::num_rows);
+    let mut fields: Vec<FieldRef> = vec![Arc::new(arrow_schema::Field::new(
+        schema::TRACE_ID,
+        DataType::FixedSizeBinary(16),
+        false,
+    ))];
+    let ids =
+        FixedSizeBinaryArray::try_from_iter(std::iter::repeat_n(id.as_slice(), rows)).map_err(StoreError::arrow)?;
+    let mut columns: Vec<arrow_array::ArrayRef> = vec![Arc::new(ids)];
+    let mut metadata = HashMap::new();
+    for b in [&left, &right].into_iter().flatten() {
+        if b.num_rows() != rows {
+            return Err(StoreError::corrupt(format!(
+                "two reads of a trace's rows gave {rows} and {} rows",
+                b.num_rows()
+            )));
+        }
+        metadata.extend(b.schema().metadata().clone());
+        fields.extend(b.schema().fields().iter().cloned());
+        columns.extend(b.columns().iter().cloned());
+    }
+    RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, metadata)), columns).map_err(StoreError::arrow)
+}
+
+/// `batches` as one batch (`None` for none).
+fn concat(batches: &[RecordBatch]) -> Result<Option<RecordBatch>, StoreError> {
+    match batches {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        many => arrow_select::concat::concat_batches(&many[0].schema(), many)
+            .map(Some)
+            .map_err(StoreError::arrow),
+    }
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ const OTHER_PAGE_ROWS: usize = 4096;
 /// tighter"). Level-0 blocks keep small pages: merges read a page of every column of every
 /// input at once.
 const WIDE_PAGE_ROWS: usize = 16 * 1024;
-const WIDE_PAGE_COLUMNS: [&str; 3] = [schema::EVENTS, schema::START, schema::DURATION];
+pub(crate) const WIDE_PAGE_COLUMNS: [&str; 3] = [schema::EVENTS, schema::START, schema::DURATION];
 /// Dictionary size past which a column chunk falls back to plain values (see `props`).
 const DICTIONARY_LIMIT: usize = 16 * 1024;
 
