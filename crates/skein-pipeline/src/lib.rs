@@ -181,8 +181,37 @@ pub struct Pipeline {
     tail_sampler: Option<Arc<sampling::tail::TailSampler>>,
 }
 
-/// Memory reservation for a request; released when dropped.
-pub struct Reservation(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+/// Memory reserved for one request in flight: four times its encoded size when it arrives,
+/// raised by `Pipeline::submit` to what its decoded spans take. Released when dropped.
+pub struct Reservation {
+    budget: Arc<Semaphore>,
+    held: OwnedSemaphorePermit,
+    /// The whole budget, in units: a request may take all of it (when nothing else holds
+    /// any), never more.
+    whole: u64,
+}
+
+impl Reservation {
+    /// Raises the reservation to `bytes` of decoded spans, or refuses ("retry later") when
+    /// the budget has not that much free. Long arrays of small values or many empty
+    /// attributes decode to many times their encoded size: reserved by size alone, a full
+    /// budget of such requests held several times `limits.max_inflight_bytes`.
+    fn cover(&mut self, bytes: usize) -> Result<(), SubmitError> {
+        let want = (bytes as u64).div_ceil(UNIT).min(self.whole) as usize;
+        let have = self.held.num_permits();
+        if want <= have {
+            return Ok(());
+        }
+        let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+        let permit = self.budget.clone().try_acquire_many_owned(more).map_err(|_| {
+            SubmitError::Overloaded(format!(
+                "the request's spans take {bytes} bytes decoded, more than the ingest memory budget has free; retry later"
+            ))
+        })?;
+        self.held.merge(permit);
+        Ok(())
+    }
+}
 
 /// The bytes of one request body received so far, reserved from the pipeline's receive budget
 /// and released when dropped (once the body is complete and decoding takes over, or when it
@@ -276,7 +305,11 @@ impl Pipeline {
     pub fn reserve(&self, bytes: usize) -> Result<Reservation, SubmitError> {
         let units = ((bytes as u64 * 4) / UNIT + 1).min(self.inflight_units) as u32;
         match self.inflight.clone().try_acquire_many_owned(units) {
-            Ok(p) => Ok(Reservation(Some(p))),
+            Ok(held) => Ok(Reservation {
+                budget: self.inflight.clone(),
+                held,
+                whole: self.inflight_units,
+            }),
             Err(_) => Err(SubmitError::Overloaded(
                 "too many requests in flight; retry later".into(),
             )),
@@ -285,9 +318,11 @@ impl Pipeline {
 
     /// Applies limits, writes the good spans to the WAL and waits until they are durable.
     /// `encoded` is the request as OTLP protobuf when the caller has it; it is used as the WAL
-    /// record only if every span is stored unchanged.
+    /// record only if every span is stored unchanged. `reservation` (from `reserve`) is raised
+    /// to the decoded spans' memory first, or the request is refused as overload.
     pub async fn submit(
         &self,
+        reservation: &mut Reservation,
         mut decoded: Decoded,
         encoded: Option<bytes::Bytes>,
         m: &ProtocolMetrics,
@@ -363,12 +398,19 @@ impl Pipeline {
             truncated == 0 && outcome.rejected.is_empty() && sampled.removed == 0 && sampled.tracestate_updated == 0;
         let n = spans.len();
         let encoded = encoded.filter(|_| unchanged);
+        // Measured once: the head counts the same bytes.
+        let heap_bytes = skein_model::spans_heap_size(&spans);
+        if let Err(e) = reservation.cover(heap_bytes) {
+            m.backpressure.inc();
+            m.request("throttled");
+            return Err(e);
+        }
         let stored = match &self.tail_sampler {
-            None => self.store.append_encoded(spans, encoded).await,
+            None => self.store.append_measured(spans, encoded, heap_bytes).await,
             Some(tail) => match tail.admit(self.store.pending_stats()) {
                 Err(why) => Err(StoreError::Overloaded(why)),
                 Ok(()) => {
-                    let r = self.store.append_pending(spans, encoded).await;
+                    let r = self.store.append_pending_measured(spans, encoded, heap_bytes).await;
                     tail.after_append(self.store.pending_stats());
                     r
                 }
@@ -596,6 +638,79 @@ mod tests {
         let _decoding = pipeline.reserve(15 << 10).expect("own budget");
         drop(first);
         second.add(10_000).expect("the first body's bytes were given back");
+    }
+
+    /// A request is reserved at four times its encoded size. One whose spans take more decoded
+    /// (a long array of small values) raises its reservation to what they take, and is refused
+    /// as overload, storing nothing, while the budget has not that much free; once the budget
+    /// is free it is stored. So the budget bounds decoded spans in flight, whatever their shape.
+    #[tokio::test]
+    async fn spans_bigger_decoded_than_reserved_take_what_they_need() {
+        use skein_model::otlp::{wire, wire_decode};
+        let dir = tempfile::tempdir().unwrap();
+        let store = skein_store::Store::open(dir.path(), skein_store::StoreConfig::default())
+            .await
+            .unwrap();
+        let limits = Limits {
+            max_inflight_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let pipeline = Pipeline::new(limits, store.clone());
+        let metrics = ProtocolMetrics::new("test");
+        let span = Span {
+            trace_id: [7; 16],
+            span_id: [8; 8],
+            name: "batch".into(),
+            start_unix_nano: 1_700_000_000_000_000_000,
+            end_unix_nano: 1_700_000_001_000_000_000,
+            attributes: vec![KeyValue::new("ids", AnyValue::Array(vec![AnyValue::Int(1); 20_000]))],
+            ..Default::default()
+        };
+        let mut body = Vec::new();
+        wire::export_request([&span], &mut body);
+        let decoded = || wire_decode::decode_request(&body).unwrap();
+        let heap = skein_model::spans_heap_size(&decoded().batch.spans);
+        assert!(
+            heap > 5 * body.len(),
+            "{heap} bytes decoded from {} encoded",
+            body.len()
+        );
+        assert!(heap < 1 << 20, "{heap}");
+
+        // Half of the budget is held by other requests: enough for four times the encoded
+        // size, not for the decoded spans.
+        let others = pipeline.reserve((1 << 20) / 8).unwrap();
+        let mut reservation = pipeline.reserve(body.len()).unwrap();
+        let err = pipeline
+            .submit(
+                &mut reservation,
+                decoded(),
+                Some(bytes::Bytes::from(body.clone())),
+                &metrics,
+            )
+            .await
+            .expect_err("no room for the decoded spans");
+        assert!(matches!(err, SubmitError::Overloaded(_)), "{err}");
+        assert!(err.to_string().contains("retry later"), "{err}");
+        assert!(store.trace_sources(&span.trace_id).0.is_empty());
+        drop(reservation);
+
+        drop(others);
+        let mut reservation = pipeline.reserve(body.len()).unwrap();
+        pipeline
+            .submit(
+                &mut reservation,
+                decoded(),
+                Some(bytes::Bytes::from(body.clone())),
+                &metrics,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.trace_sources(&span.trace_id).0.len(), 1);
+        // What it held is the decoded size, and it all comes back.
+        assert!(pipeline.inflight.available_permits() as u64 <= pipeline.inflight_units - heap as u64 / UNIT);
+        drop(reservation);
+        assert_eq!(pipeline.inflight.available_permits() as u64, pipeline.inflight_units);
     }
 
     /// Requests read by the OTLP wire decoder skip the limits pass only when the decoder saw
@@ -858,8 +973,9 @@ mod tests {
             let decoded = wire_decode::decode_request(&body).unwrap();
             let sizes = decoded.sizes.expect("the wire decoder notes sizes");
             assert_eq!(limits.admit(sizes), what == "at every limit", "{what}: {sizes:?}");
+            let mut reservation = pipeline.reserve(body.len()).unwrap();
             pipeline
-                .submit(decoded, Some(bytes::Bytes::from(body)), &metrics)
+                .submit(&mut reservation, decoded, Some(bytes::Bytes::from(body)), &metrics)
                 .await
                 .unwrap();
             let (stored, _) = store.trace_sources(&sent.trace_id);

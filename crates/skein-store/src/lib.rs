@@ -593,7 +593,7 @@ impl Store {
         spans: Vec<Span>,
         encoded: Option<bytes::Bytes>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        self.queue_append(spans, encoded, false)
+        self.queue_append(spans, encoded, None, false)
     }
 
     /// Like `try_append`, but the spans wait (durably, not yet queryable) for a tail-sampling
@@ -603,13 +603,15 @@ impl Store {
         spans: Vec<Span>,
         encoded: Option<bytes::Bytes>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        self.queue_append(spans, encoded, true)
+        self.queue_append(spans, encoded, None, true)
     }
 
+    /// `heap_bytes` is `spans_heap_size(&spans)` when the caller has measured it already.
     fn queue_append(
         &self,
         spans: Vec<Span>,
         encoded: Option<bytes::Bytes>,
+        heap_bytes: Option<usize>,
         pending: bool,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (done, rx) = oneshot::channel();
@@ -628,7 +630,7 @@ impl Store {
             skein_model::otlp::wire::export_request(spans.iter(), &mut buf);
             buf.into()
         });
-        let heap_bytes = skein_model::spans_heap_size(&spans);
+        let heap_bytes = heap_bytes.unwrap_or_else(|| skein_model::spans_heap_size(&spans));
         // Counted before sending: the writer may take the message (and subtract) at once.
         self.inner.metrics.queue_depth.add(1);
         let sent = self.inner.tx.try_send(WalMsg::Append {
@@ -655,8 +657,19 @@ impl Store {
 
     /// Appends spans that wait for a tail-sampling decision, and waits until durable.
     pub async fn append_pending(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
+        let heap_bytes = skein_model::spans_heap_size(&spans);
+        self.append_pending_measured(spans, encoded, heap_bytes).await
+    }
+
+    /// `append_pending` for spans whose memory the caller measured (`spans_heap_size`).
+    pub async fn append_pending_measured(
+        &self,
+        spans: Vec<Span>,
+        encoded: Option<bytes::Bytes>,
+        heap_bytes: usize,
+    ) -> Result<(), StoreError> {
         self.wait_for_room().await?;
-        self.try_append_pending(spans, encoded)?
+        self.queue_append(spans, encoded, Some(heap_bytes), true)?
             .await
             .map_err(|_| StoreError::ShuttingDown)?
     }
@@ -720,8 +733,19 @@ impl Store {
 
     /// Like `append`, with the spans' OTLP encoding already at hand (see `try_append`).
     pub async fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
+        let heap_bytes = skein_model::spans_heap_size(&spans);
+        self.append_measured(spans, encoded, heap_bytes).await
+    }
+
+    /// `append_encoded` for spans whose memory the caller measured (`spans_heap_size`).
+    pub async fn append_measured(
+        &self,
+        spans: Vec<Span>,
+        encoded: Option<bytes::Bytes>,
+        heap_bytes: usize,
+    ) -> Result<(), StoreError> {
         self.wait_for_room().await?;
-        self.try_append(spans, encoded)?
+        self.queue_append(spans, encoded, Some(heap_bytes), false)?
             .await
             .map_err(|_| StoreError::ShuttingDown)?
     }

@@ -85,8 +85,8 @@ pub async fn run(socket: UdpSocket, protocol: Protocol, pipeline: Pipeline, shut
             log.clone(),
         );
         tokio::spawn(async move {
-            let _reservation = reservation;
-            match pipeline.submit(decoded, None, &m).await {
+            let mut reservation = reservation;
+            match pipeline.submit(&mut reservation, decoded, None, &m).await {
                 Ok(outcome) => {
                     if let Some(msg) = outcome.message() {
                         log.note(Some(from), &msg);

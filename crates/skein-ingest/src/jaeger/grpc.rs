@@ -23,7 +23,7 @@ impl UnaryMethod for Collector {
     type Codec = tonic_prost::ProstCodec<PostSpansResponse, PostSpansRequest>;
 
     async fn handle(self: Arc<Self>, req: PostSpansRequest) -> Result<PostSpansResponse, Status> {
-        let _reservation = self.pipeline.reserve(req.encoded_len()).map_err(|e| {
+        let mut reservation = self.pipeline.reserve(req.encoded_len()).map_err(|e| {
             self.metrics.backpressure.inc();
             self.metrics.request("throttled");
             submit_status(e)
@@ -31,7 +31,7 @@ impl UnaryMethod for Collector {
         let decoded = proto::decode_post_spans(req);
         let outcome = self
             .pipeline
-            .submit(decoded, None, &self.metrics)
+            .submit(&mut reservation, decoded, None, &self.metrics)
             .await
             .map_err(submit_status)?;
         match super::rejection_message(&outcome) {

@@ -55,7 +55,7 @@ async fn post_traces(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::bod
         };
         return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
     };
-    let (raw, _reservation) = match admit(
+    let (raw, mut reservation) = match admit(
         &ctx.pipeline,
         m,
         &headers,
@@ -79,7 +79,7 @@ async fn post_traces(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::bod
         }
     };
     let decoded = batch_to_model(batch.process, batch.spans);
-    match ctx.pipeline.submit(decoded, None, m).await {
+    match ctx.pipeline.submit(&mut reservation, decoded, None, m).await {
         Ok(outcome) => match super::rejection_message(&outcome) {
             None => StatusCode::ACCEPTED.into_response(),
             Some(msg) => text(StatusCode::BAD_REQUEST, msg),

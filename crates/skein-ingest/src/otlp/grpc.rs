@@ -35,7 +35,7 @@ impl UnaryMethod for Exporter {
     type Codec = RawCodec;
 
     async fn handle(self: Arc<Self>, raw: RawExport) -> Result<ExportTraceServiceResponse, Status> {
-        let _reservation = self.pipeline.reserve(raw.bytes.len()).map_err(|e| {
+        let mut reservation = self.pipeline.reserve(raw.bytes.len()).map_err(|e| {
             self.metrics.backpressure.inc();
             submit_status(e)
         })?;
@@ -46,7 +46,7 @@ impl UnaryMethod for Exporter {
         })?;
         let outcome = self
             .pipeline
-            .submit(decoded, Some(raw.bytes), &self.metrics)
+            .submit(&mut reservation, decoded, Some(raw.bytes), &self.metrics)
             .await
             .map_err(submit_status)?;
         let partial_success = outcome.message().map(|error_message| ExportTracePartialSuccess {

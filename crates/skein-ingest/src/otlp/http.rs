@@ -67,7 +67,7 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bo
     } else {
         &ctx.proto_metrics
     };
-    let (raw, _reservation) = match admit(
+    let (raw, mut reservation) = match admit(
         &ctx.pipeline,
         m,
         &headers,
@@ -97,7 +97,7 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bo
             }
         },
     };
-    match ctx.pipeline.submit(decoded, encoded, m).await {
+    match ctx.pipeline.submit(&mut reservation, decoded, encoded, m).await {
         Ok(outcome) => {
             let partial = outcome.message().map(|error_message| ExportTracePartialSuccess {
                 rejected_spans: outcome.rejected.len() as i64,

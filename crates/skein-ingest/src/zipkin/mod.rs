@@ -77,7 +77,7 @@ async fn spans_v1(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::
 
 async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: axum::body::Body) -> Response {
     let m = &ctx.metrics;
-    let (raw, _reservation) = match admit(
+    let (raw, mut reservation) = match admit(
         &ctx.pipeline,
         m,
         headers,
@@ -102,7 +102,7 @@ async fn ingest(ctx: Ctx, format: Format, headers: &HeaderMap, body: axum::body:
             return text(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    match ctx.pipeline.submit(decoded, None, m).await {
+    match ctx.pipeline.submit(&mut reservation, decoded, None, m).await {
         Ok(outcome) => match outcome.message() {
             None => StatusCode::ACCEPTED.into_response(),
             Some(msg) => {
