@@ -266,8 +266,8 @@ impl BlockHandle {
 
     /// The rows of `groups` (numbered across them, as a `RowSelection` counts) on trace-id
     /// pages whose min..=max admits one of `ids`, from the page statistics, and the same rows
-    /// numbered in the whole file; `None` where a block has none (a trace lookup then finds
-    /// its rows by the row filter alone; format-4 blocks always have them). A lookup then decodes one 1,024-row trace-id page instead of the whole
+    /// numbered in the whole file; `None` where a block has none (a trace lookup then decodes
+    /// the whole trace-id column of its row groups; format-4 blocks always have them). A lookup then decodes one 1,024-row trace-id page instead of the whole
     /// column chunk, and from every other column only the page holding those rows.
     fn trace_id_pages(
         md: &ArrowReaderMetadata,
@@ -415,22 +415,13 @@ impl BlockHandle {
                 .build()
                 .map_err(StoreError::parquet)
         };
-        let second = if second.is_empty() {
-            None
-        } else {
-            Some(AbortOnDrop(tokio::spawn(
-                read(&second)?.try_collect::<Vec<RecordBatch>>(),
-            )))
-        };
+        let second = AbortOnDrop(tokio::spawn(read(&second)?.try_collect::<Vec<RecordBatch>>()));
         let first: Vec<RecordBatch> = read(&first)?.try_collect().await.map_err(StoreError::parquet)?;
-        let second = match second {
-            None => Vec::new(),
-            Some(task) => task
-                .join()
-                .await
-                .map_err(|e| StoreError::Internal(format!("reading a trace's columns failed: {e}")))?
-                .map_err(StoreError::parquet)?,
-        };
+        let second = second
+            .join()
+            .await
+            .map_err(|e| StoreError::Internal(format!("reading a trace's columns failed: {e}")))?
+            .map_err(StoreError::parquet)?;
         let batch = side_by_side(&first, &second, id)?;
         let batch = ParentResolver::default().resolve(doubles(batch, &self.decimal_columns())?)?;
         batch_to_spans(&batch)
@@ -938,8 +929,8 @@ const OUTLINE_COLUMNS: &[&str] = &[
 ];
 
 /// Turns on-disk parent offsets back into parent span ids. Batches must come in file order
-/// and start at a trace's first row (row groups never split a trace; a trace-id row filter
-/// keeps whole traces). Batches without offsets (format 1 blocks) pass through unchanged.
+/// and start at a trace's first row (row groups never split a trace; a lookup's selection of
+/// a trace's rows, by row filter or by `rows_of_trace`, keeps whole traces). Batches without offsets (format 1 blocks) pass through unchanged.
 #[derive(Default)]
 pub(crate) struct ParentResolver {
     trace: Option<TraceId>,
@@ -1262,7 +1253,7 @@ fn side_by_side(left: &[RecordBatch], right: &[RecordBatch], id: &TraceId) -> Re
     let mut metadata = HashMap::new();
     for b in [&left, &right].into_iter().flatten() {
         if b.num_rows() != rows {
-            return Err(StoreError::corrupt(format!(
+            return Err(StoreError::Internal(format!(
                 "two reads of a trace's rows gave {rows} and {} rows",
                 b.num_rows()
             )));
@@ -1279,9 +1270,11 @@ fn concat(batches: &[RecordBatch]) -> Result<Option<RecordBatch>, StoreError> {
     match batches {
         [] => Ok(None),
         [one] => Ok(Some(one.clone())),
+        // Not `StoreError::arrow`: that marks the block damaged, and a failure here (offsets
+        // of a huge trace past 2 GiB) says nothing about the file.
         many => arrow_select::concat::concat_batches(&many[0].schema(), many)
             .map(Some)
-            .map_err(StoreError::arrow),
+            .map_err(|e| StoreError::Internal(format!("joining a trace's batches: {e}"))),
     }
 }
 
