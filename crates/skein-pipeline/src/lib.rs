@@ -613,19 +613,25 @@ mod tests {
         assert_eq!((attrs.len(), dropped), (1, 1));
     }
 
-    /// Bodies still arriving share a budget of `max_inflight_bytes`, apart from the decoded
-    /// requests' own, and give it back when dropped.
-    #[tokio::test]
-    async fn bodies_arriving_share_a_budget_of_their_own() {
+    /// A pipeline with `limits` over a store in a fresh directory (kept alive by the `TempDir`).
+    async fn pipeline_with(limits: Limits) -> (tempfile::TempDir, skein_store::Store, Pipeline) {
         let dir = tempfile::tempdir().unwrap();
         let store = skein_store::Store::open(dir.path(), skein_store::StoreConfig::default())
             .await
             .unwrap();
-        let limits = Limits {
+        let pipeline = Pipeline::new(limits, store.clone());
+        (dir, store, pipeline)
+    }
+
+    /// Bodies still arriving share a budget of `max_inflight_bytes`, apart from the decoded
+    /// requests' own, and give it back when dropped.
+    #[tokio::test]
+    async fn bodies_arriving_share_a_budget_of_their_own() {
+        let (_dir, _store, pipeline) = pipeline_with(Limits {
             max_inflight_bytes: 64 << 10,
             ..Limits::default()
-        };
-        let pipeline = Pipeline::new(limits, store);
+        })
+        .await;
         let mut first = pipeline.receiving();
         for _ in 0..40 {
             first.add(1000).unwrap(); // 40,000 bytes, a frame at a time
@@ -647,15 +653,11 @@ mod tests {
     #[tokio::test]
     async fn spans_bigger_decoded_than_reserved_take_what_they_need() {
         use skein_model::otlp::{wire, wire_decode};
-        let dir = tempfile::tempdir().unwrap();
-        let store = skein_store::Store::open(dir.path(), skein_store::StoreConfig::default())
-            .await
-            .unwrap();
-        let limits = Limits {
+        let (_dir, store, pipeline) = pipeline_with(Limits {
             max_inflight_bytes: 1 << 20,
             ..Limits::default()
-        };
-        let pipeline = Pipeline::new(limits, store.clone());
+        })
+        .await;
         let metrics = ProtocolMetrics::new("test");
         let span = Span {
             trace_id: [7; 16],
@@ -729,11 +731,7 @@ mod tests {
             max_attribute_key_length: 6,
             ..Limits::default()
         };
-        let dir = tempfile::tempdir().unwrap();
-        let store = skein_store::Store::open(dir.path(), skein_store::StoreConfig::default())
-            .await
-            .unwrap();
-        let pipeline = Pipeline::new(limits.clone(), store.clone());
+        let (_dir, store, pipeline) = pipeline_with(limits.clone()).await;
         let metrics = ProtocolMetrics::new("test");
         let attrs = |n: usize| {
             (0..n)

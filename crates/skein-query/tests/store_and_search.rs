@@ -1330,16 +1330,7 @@ async fn decimal_doubles_are_stored_as_integers_and_read_back_exactly() {
 async fn parent_ids_survive_offsets_row_groups_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     // One head of 144,000 spans: a block of two 128 Ki-row groups.
-    let store = Store::open(
-        dir.path(),
-        StoreConfig {
-            head_max_spans: 1_000_000,
-            head_max_bytes: 1 << 30,
-            ..cfg()
-        },
-    )
-    .await
-    .unwrap();
+    let store = big_head_store(dir.path()).await;
     let q = QueryEngine::new(store.clone());
     let g = Gen::new();
     let base = now() - 600 * 1_000_000_000;
@@ -1404,6 +1395,20 @@ async fn parent_ids_survive_offsets_row_groups_and_compaction() {
     check(traces.iter().step_by(150).cloned().collect()).await;
 }
 
+/// A store whose head is cut only by `flush` (up to a million spans).
+async fn big_head_store(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        StoreConfig {
+            head_max_spans: 1_000_000,
+            head_max_bytes: 1 << 30,
+            ..cfg()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// A trace lookup finds its rows from the trace-id column first, then reads the wide-page
 /// columns (events, starts, durations) on a task of their own beside the rest and puts the two
 /// side by side. A trace of 20,000 spans crosses every kind of page boundary (1 Ki-row trace-id
@@ -1413,16 +1418,7 @@ async fn parent_ids_survive_offsets_row_groups_and_compaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_traces_read_back_whole_across_page_boundaries() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        StoreConfig {
-            head_max_spans: 1_000_000,
-            head_max_bytes: 1 << 30,
-            ..cfg()
-        },
-    )
-    .await
-    .unwrap();
+    let store = big_head_store(dir.path()).await;
     let q = QueryEngine::new(store.clone());
     let g = Gen::new();
     let base = now() - 600 * 1_000_000_000;
