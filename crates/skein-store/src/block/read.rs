@@ -267,8 +267,9 @@ impl BlockHandle {
     /// The rows of `groups` (numbered across them, as a `RowSelection` counts) on trace-id
     /// pages whose min..=max admits one of `ids`, from the page statistics, and the same rows
     /// numbered in the whole file; `None` where a block has none (a trace lookup then decodes
-    /// the whole trace-id column of its row groups; format-4 blocks always have them). A lookup then decodes one 1,024-row trace-id page instead of the whole
-    /// column chunk, and from every other column only the page holding those rows.
+    /// the whole trace-id column of its row groups; format-4 blocks always have them). A
+    /// lookup then decodes one 1,024-row trace-id page instead of the whole column chunk, and
+    /// from every other column only the page holding those rows.
     fn trace_id_pages(
         md: &ArrowReaderMetadata,
         groups: &[usize],
@@ -930,7 +931,8 @@ const OUTLINE_COLUMNS: &[&str] = &[
 
 /// Turns on-disk parent offsets back into parent span ids. Batches must come in file order
 /// and start at a trace's first row (row groups never split a trace; a lookup's selection of
-/// a trace's rows, by row filter or by `rows_of_trace`, keeps whole traces). Batches without offsets (format 1 blocks) pass through unchanged.
+/// a trace's rows, by row filter or by `rows_of_trace`, keeps whole traces). Batches without
+/// offsets (format 1 blocks) pass through unchanged.
 #[derive(Default)]
 pub(crate) struct ParentResolver {
     trace: Option<TraceId>,
