@@ -652,7 +652,8 @@ impl Store {
 
     /// Appends and waits until durable.
     pub async fn append(&self, spans: Vec<Span>) -> Result<(), StoreError> {
-        self.append_encoded(spans, None).await
+        let heap_bytes = skein_model::spans_heap_size(&spans);
+        self.append_measured(spans, None, heap_bytes).await
     }
 
     /// Appends spans that wait for a tail-sampling decision, and waits until durable.
@@ -668,8 +669,30 @@ impl Store {
         encoded: Option<bytes::Bytes>,
         heap_bytes: usize,
     ) -> Result<(), StoreError> {
+        self.append_when_room(spans, encoded, heap_bytes, true).await
+    }
+
+    /// Like `append`, with the spans' OTLP encoding at hand (see `try_append`) and their memory
+    /// measured (`spans_heap_size`).
+    pub async fn append_measured(
+        &self,
+        spans: Vec<Span>,
+        encoded: Option<bytes::Bytes>,
+        heap_bytes: usize,
+    ) -> Result<(), StoreError> {
+        self.append_when_room(spans, encoded, heap_bytes, false).await
+    }
+
+    /// Waits for room (`wait_for_room`), queues the spans and waits until they are durable.
+    async fn append_when_room(
+        &self,
+        spans: Vec<Span>,
+        encoded: Option<bytes::Bytes>,
+        heap_bytes: usize,
+        pending: bool,
+    ) -> Result<(), StoreError> {
         self.wait_for_room().await?;
-        self.queue_append(spans, encoded, Some(heap_bytes), true)?
+        self.queue_append(spans, encoded, Some(heap_bytes), pending)?
             .await
             .map_err(|_| StoreError::ShuttingDown)?
     }
@@ -729,25 +752,6 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .pending
             .stats()
-    }
-
-    /// Like `append`, with the spans' OTLP encoding already at hand (see `try_append`).
-    pub async fn append_encoded(&self, spans: Vec<Span>, encoded: Option<bytes::Bytes>) -> Result<(), StoreError> {
-        let heap_bytes = skein_model::spans_heap_size(&spans);
-        self.append_measured(spans, encoded, heap_bytes).await
-    }
-
-    /// `append_encoded` for spans whose memory the caller measured (`spans_heap_size`).
-    pub async fn append_measured(
-        &self,
-        spans: Vec<Span>,
-        encoded: Option<bytes::Bytes>,
-        heap_bytes: usize,
-    ) -> Result<(), StoreError> {
-        self.wait_for_room().await?;
-        self.queue_append(spans, encoded, Some(heap_bytes), false)?
-            .await
-            .map_err(|_| StoreError::ShuttingDown)?
     }
 
     /// Returns once the block backlog has room and compaction is not behind, waiting up to

@@ -241,25 +241,13 @@ impl BlockHandle {
             .index_of(column)
             .map_err(|_| StoreError::corrupt(format!("no column {column}")))?;
         let mask = ProjectionMask::roots(md.parquet_schema(), [idx]);
-        // One id (trace by id) is compared directly; a set is hashed.
-        let single = if ids.len() == 1 {
-            ids.iter().next().copied()
-        } else {
-            None
-        };
         let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
             let col = batch
                 .column(0)
                 .as_any()
                 .downcast_ref::<FixedSizeBinaryArray>()
                 .ok_or_else(|| arrow_schema::ArrowError::SchemaError("trace id column type".into()))?;
-            Ok(BooleanArray::from_iter((0..col.len()).map(|i| {
-                let id: Option<TraceId> = col.value(i).try_into().ok();
-                Some(match single {
-                    Some(want) => id == Some(want),
-                    None => id.is_some_and(|id| ids.contains(&id)),
-                })
-            })))
+            Ok(holding_ids(col, &ids))
         });
         Ok(RowFilter::new(vec![Box::new(predicate)]))
     }
@@ -409,23 +397,22 @@ impl BlockHandle {
             .filter(|c| *c != schema::TRACE_ID)
             .partition(|c| super::write::WIDE_PAGE_COLUMNS.contains(c) || c.starts_with(schema::DEDICATED_PREFIX));
         let read = |columns: &[&str]| {
-            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md.clone())
-                .with_row_groups(groups.clone())
-                .with_row_selection(rows.clone())
-                .with_projection(self.projection(&md, columns)?)
-                .build()
-                .map_err(StoreError::parquet)
+            self.stored_rows(
+                md.clone(),
+                columns,
+                Some(groups.clone()),
+                Some(rows.clone()),
+                BATCH_ROWS,
+            )
         };
         let second = AbortOnDrop(tokio::spawn(read(&second)?.try_collect::<Vec<RecordBatch>>()));
-        let first: Vec<RecordBatch> = read(&first)?.try_collect().await.map_err(StoreError::parquet)?;
+        let first: Vec<RecordBatch> = read(&first)?.try_collect().await?;
         let second = second
             .join()
             .await
-            .map_err(|e| StoreError::Internal(format!("reading a trace's columns failed: {e}")))?
-            .map_err(StoreError::parquet)?;
+            .map_err(|e| StoreError::Internal(format!("reading a trace's columns failed: {e}")))??;
         let batch = side_by_side(&first, &second, id)?;
-        let batch = ParentResolver::default().resolve(doubles(batch, &self.decimal_columns())?)?;
-        batch_to_spans(&batch)
+        batch_to_spans(&ParentResolver::default().resolve(batch)?)
     }
 
     /// The rows of trace `id` in `groups` (numbered across them, as a `RowSelection` counts),
@@ -438,29 +425,20 @@ impl BlockHandle {
         pages: Option<RowSelection>,
         id: &TraceId,
     ) -> Result<Option<RowSelection>, StoreError> {
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.reader(DATA_FILE, self.meta.data_bytes),
-            md.clone(),
-        )
-        .with_row_groups(groups.to_vec())
-        .with_projection(self.projection(md, &[schema::TRACE_ID])?);
-        if let Some(pages) = &pages {
-            builder = builder.with_row_selection(pages.clone());
-        }
-        let batches: Vec<RecordBatch> = builder
-            .build()
-            .map_err(StoreError::parquet)?
+        let batches: Vec<RecordBatch> = self
+            .stored_rows(
+                md.clone(),
+                &[schema::TRACE_ID],
+                Some(groups.to_vec()),
+                pages.clone(),
+                BATCH_ROWS,
+            )?
             .try_collect()
-            .await
-            .map_err(StoreError::parquet)?;
+            .await?;
+        let wanted = HashSet::from([*id]);
         let matches = batches
             .iter()
-            .map(|b| {
-                let ids = fsb(b, schema::TRACE_ID)?;
-                Ok(BooleanArray::from_iter(
-                    (0..ids.len()).map(|i| Some(ids.value(i) == id.as_slice())),
-                ))
-            })
+            .map(|b| Ok(holding_ids(fsb(b, schema::TRACE_ID)?, &wanted)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         if matches.iter().all(|m| m.true_count() == 0) {
             return Ok(None);
@@ -508,7 +486,7 @@ impl BlockHandle {
         columns: &[&str],
         row_groups: Option<Vec<usize>>,
     ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError> {
-        self.stream_batches(columns, row_groups, 8192).await
+        self.stream_batches(columns, row_groups, BATCH_ROWS).await
     }
 
     pub async fn stream_batches(
@@ -530,17 +508,19 @@ impl BlockHandle {
         }
         let mut parents = ParentResolver::default();
         Ok(self
-            .stored_rows(md, &wanted, row_groups, batch_rows)?
+            .stored_rows(md, &wanted, row_groups, None, batch_rows)?
             .map(move |r| r.and_then(|b| parents.resolve(b))))
     }
 
-    /// The named columns of the chosen row groups (all when `None`), as the file stores them
-    /// (typed as `md` says).
+    /// The named columns of the chosen row groups (all when `None`), of the rows `selection`
+    /// picks in them (all when `None`), as the file stores them (typed as `md` says; decimal
+    /// columns as doubles).
     fn stored_rows(
         &self,
         md: ArrowReaderMetadata,
         columns: &[&str],
         row_groups: Option<Vec<usize>>,
+        selection: Option<RowSelection>,
         batch_rows: usize,
     ) -> Result<impl Stream<Item = Result<RecordBatch, StoreError>> + Send + 'static, StoreError> {
         let mask = self.projection(&md, columns)?;
@@ -550,6 +530,9 @@ impl BlockHandle {
                 .with_batch_size(batch_rows);
         if let Some(g) = row_groups {
             b = b.with_row_groups(g);
+        }
+        if let Some(selection) = selection {
+            b = b.with_row_selection(selection);
         }
         let decimals = self.decimal_columns();
         Ok(b.build()
@@ -589,7 +572,8 @@ impl BlockHandle {
             schema::START,
             schema::SERVICE,
         ];
-        self.stored_rows(md, &columns, Some(row_groups), 8192).map(Some)
+        self.stored_rows(md, &columns, Some(row_groups), None, BATCH_ROWS)
+            .map(Some)
     }
 
     /// The named columns, as a projection of this block's file.
@@ -1221,6 +1205,22 @@ pub fn typed_value(a: &dyn Array, i: usize) -> Option<AnyValue> {
         return Some(AnyValue::Bool(x.value(i)));
     }
     None
+}
+
+/// Rows per batch of a block's reads that decode whole row groups or traces.
+const BATCH_ROWS: usize = 8192;
+
+/// Which rows of a trace-id column hold one of `ids` (one id, as a trace lookup asks, is
+/// compared directly; a set is hashed).
+fn holding_ids(col: &FixedSizeBinaryArray, ids: &HashSet<TraceId>) -> BooleanArray {
+    let single = if ids.len() == 1 { ids.iter().next() } else { None };
+    BooleanArray::from_iter((0..col.len()).map(|i| {
+        let id: Option<TraceId> = col.value(i).try_into().ok();
+        Some(match single {
+            Some(want) => id.as_ref() == Some(want),
+            None => id.is_some_and(|id| ids.contains(&id)),
+        })
+    }))
 }
 
 /// A task aborted when its handle is dropped (a lookup given up stops its other read).
