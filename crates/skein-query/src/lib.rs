@@ -206,6 +206,15 @@ impl QueryEngine {
     /// `search`, unobserved.
     async fn find(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
         let snap = self.store.snapshot();
+        let picked = self.pick(q, &snap).await?;
+        let mut summaries = self.summaries_of(&picked, &snap).await?;
+        summaries.sort_by(|a, b| b.start.cmp(&a.start).then(a.trace_id.cmp(&b.trace_id)));
+        Ok(summaries)
+    }
+
+    /// The traces a search finds, in no order: with a limit, the `limit` with the newest
+    /// matching spans.
+    async fn pick(&self, q: &TraceQuery, snap: &skein_store::Snapshot) -> Result<HashSet<TraceId>, QueryError> {
         // trace → start of its newest matching span.
         let mut newest: HashMap<TraceId, u64> = HashMap::new();
         for h in &snap.heads {
@@ -265,17 +274,8 @@ impl QueryEngine {
         // spans, then ordered by trace start. Summaries for every hit would cost far more
         // than the scan when an attribute is common.
         let mut chosen: Vec<(TraceId, u64)> = newest.into_iter().collect();
-        if q.limit > 0 && chosen.len() > q.limit {
-            chosen.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            chosen.truncate(q.limit);
-        }
-        let hits: HashSet<TraceId> = chosen.into_iter().map(|(t, _)| t).collect();
-        let mut summaries = self.summaries_of(&hits, &snap).await?;
-        summaries.sort_by(|a, b| b.start.cmp(&a.start).then(a.trace_id.cmp(&b.trace_id)));
-        if q.limit > 0 {
-            summaries.truncate(q.limit);
-        }
-        Ok(summaries)
+        keep_newest(&mut chosen, q.limit);
+        Ok(chosen.into_iter().map(|(t, _)| t).collect())
     }
 
     /// Merged summaries of the given traces across heads and every block that may hold them.
@@ -331,26 +331,29 @@ impl QueryEngine {
     }
 
     async fn fetch_found(&self, q: &TraceQuery, outline: bool) -> Result<Vec<Vec<Span>>, QueryError> {
-        // Fetched a few at a time on all cores (each a trace-by-id lookup), kept in the
-        // search's order. Not all at once: each lookup decodes a page of every column, and a
-        // hundred at once held half a gigabyte. Timed as one search, lookups included.
+        // Fetched a few at a time on all cores (each a trace-by-id lookup). Not all at once:
+        // each lookup decodes a page of every column, and a hundred at once held half a
+        // gigabyte. No summaries are read: the traces themselves give the order. Timed as
+        // one search, lookups included.
         let t = std::time::Instant::now();
-        let traces: Vec<Vec<Span>> = futures::stream::iter(self.find(q).await?)
-            .map(|s| {
+        let picked = self.pick(q, &self.store.snapshot()).await?;
+        let mut traces: Vec<Vec<Span>> = futures::stream::iter(picked)
+            .map(|id| {
                 let engine = self.clone();
-                BlockRead::spawn(async move {
-                    engine
-                        .read_trace(&s.trace_id, outline)
-                        .await
-                        .map_err(|QueryError::Store(e)| e)
-                })
-                .join()
+                BlockRead::spawn(async move { engine.read_trace(&id, outline).await.map_err(|QueryError::Store(e)| e) })
+                    .join()
             })
             .buffered(read_parallelism())
             .try_collect()
             .await?;
+        traces.retain(|spans| !spans.is_empty());
+        // As summaries are ordered: by trace start, newest first, ties by trace id.
+        traces.sort_by_cached_key(|spans| {
+            let start = spans.iter().map(|s| s.start_unix_nano).min();
+            (std::cmp::Reverse(start), spans[0].trace_id)
+        });
         observe("search", t);
-        Ok(traces.into_iter().filter(|spans| !spans.is_empty()).collect())
+        Ok(traces)
     }
 
     /// Service names, sorted.
@@ -849,9 +852,13 @@ impl<T> Drop for BlockRead<T> {
     }
 }
 
-/// Scans one block for spans that match and returns their trace ids, each with the start of
-/// its newest matching span. Only the columns the conditions need are decoded for every row;
-/// trace id and start are decoded just for the rows that match.
+/// Scans one block for spans that match and returns their traces, each with the start of its
+/// newest matching span: with a limit, only the `limit` newest (ties by trace id). That keeps
+/// the search's overall `limit` newest exact: each of them is among the newest of the block
+/// holding its newest match. Only the columns the conditions need are decoded for every row,
+/// starts just for the rows that match, and trace ids just for the traces returned: rows are
+/// mapped to traces by the block's trace rows (`BlockHandle::trace_rows`), not by decoding
+/// every matching row's trace id (most of a scan's CPU when a value is common).
 async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
     let (lo, hi) = q.window();
     // Row groups whose spans all start inside the window need no start-time test, so their
@@ -863,7 +870,17 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
         let g = &b.meta.row_groups[g];
         lo <= g.min_start && g.max_end <= hi && g.max_end < capped
     });
-    let mut out: HashMap<TraceId, u64> = HashMap::new();
+    if inside.is_empty() && edges.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut hits = match b.trace_rows().await? {
+        Some(firsts) => BlockHits::ByRow {
+            firsts,
+            at: 0,
+            found: Vec::new(),
+        },
+        None => BlockHits::ById(HashMap::new()),
+    };
     for (groups, window) in [(inside, None), (edges, Some((lo, hi)))] {
         if groups.is_empty() {
             continue;
@@ -872,26 +889,113 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
         let filter = matcher.columns();
         let filter: Vec<&str> = filter.iter().map(String::as_str).collect();
         let mut stream = b
-            .scan_where(
-                &filter,
-                move |batch| matcher.select(&batch),
-                &[schema::TRACE_ID, schema::START],
-                groups,
-            )
+            .scan_where(&filter, move |batch| matcher.select(&batch), &hits.output(), groups)
             .await?;
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let tid = fixed_col(&batch, schema::TRACE_ID)?;
-            let st = i64_col(&batch, schema::START)?;
-            for i in 0..batch.num_rows() {
-                let t: TraceId = tid.value(i).try_into().unwrap_or([0; 16]);
-                let s = st.value(i) as u64;
-                let newest = out.entry(t).or_insert(s);
-                *newest = (*newest).max(s);
+            hits.add(&batch?)?;
+        }
+    }
+    hits.newest(b, q.limit).await
+}
+
+/// The matching traces of one block, each with the start of its newest matching span.
+enum BlockHits {
+    /// By trace, in the block's order: `firsts` is where each trace's rows start, then the
+    /// row count (`BlockHandle::trace_rows`); `at` the trace of the last row seen. Matching
+    /// rows come in row order within each scan, so a trace's rows come one after another and
+    /// `found` takes a trace when its first matching row comes.
+    ByRow {
+        firsts: Vec<u64>,
+        at: usize,
+        found: Vec<(usize, u64)>,
+    },
+    /// By trace id, decoded for every matching row: blocks whose summaries keep trace ids
+    /// (formats 1 to 3) give no trace rows.
+    ById(HashMap<TraceId, u64>),
+}
+
+impl BlockHits {
+    /// The columns `add` reads.
+    fn output(&self) -> [&'static str; 2] {
+        match self {
+            BlockHits::ByRow { .. } => [schema::START, schema::ROW_NUMBER],
+            BlockHits::ById(_) => [schema::START, schema::TRACE_ID],
+        }
+    }
+
+    fn add(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        let starts = i64_col(batch, schema::START)?;
+        match self {
+            BlockHits::ByRow { firsts, at, found } => {
+                let rows = i64_col(batch, schema::ROW_NUMBER)?;
+                for (&row, &start) in rows.values().iter().zip(starts.values()) {
+                    let (row, start) = (row as u64, start as u64);
+                    // Forward to the row's trace: each scan walks the trace list once.
+                    if row < firsts[*at] {
+                        *at = firsts.partition_point(|&first| first <= row).saturating_sub(1);
+                    }
+                    while firsts.get(*at + 1).is_some_and(|&next| next <= row) {
+                        *at += 1;
+                    }
+                    if *at + 1 >= firsts.len() {
+                        return Err(StoreError::corrupt(format!(
+                            "row {row} is past the block's {} traces",
+                            firsts.len() - 1
+                        )));
+                    }
+                    match found.last_mut() {
+                        Some((trace, newest)) if *trace == *at => *newest = (*newest).max(start),
+                        _ => found.push((*at, start)),
+                    }
+                }
+            }
+            BlockHits::ById(newest) => {
+                let ids = fixed_col(batch, schema::TRACE_ID)?;
+                for (i, &start) in starts.values().iter().enumerate() {
+                    let id: TraceId = ids.value(i).try_into().unwrap_or([0; 16]);
+                    let newest = newest.entry(id).or_insert(start as u64);
+                    *newest = (*newest).max(start as u64);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The traces found, only the `limit` newest when `limit` is set, by trace id.
+    async fn newest(self, b: &BlockHandle, limit: usize) -> Result<HashMap<TraceId, u64>, StoreError> {
+        match self {
+            BlockHits::ByRow { firsts, mut found, .. } => {
+                // Row groups never split a trace, so each trace was taken once; made sure of.
+                found.sort_unstable_by_key(|&(trace, _)| trace);
+                found.dedup_by(|later, kept| {
+                    if later.0 != kept.0 {
+                        return false;
+                    }
+                    kept.1 = kept.1.max(later.1);
+                    true
+                });
+                // Traces are in trace id order: ties by position are ties by id.
+                keep_newest(&mut found, limit);
+                found.sort_unstable_by_key(|&(trace, _)| trace);
+                let rows: Vec<u64> = found.iter().map(|&(trace, _)| firsts[trace]).collect();
+                let ids = b.trace_ids_at(&rows).await?;
+                Ok(ids.into_iter().zip(found).map(|(id, (_, start))| (id, start)).collect())
+            }
+            BlockHits::ById(newest) => {
+                let mut found: Vec<(TraceId, u64)> = newest.into_iter().collect();
+                keep_newest(&mut found, limit);
+                Ok(found.into_iter().collect())
             }
         }
     }
-    Ok(out)
+}
+
+/// Keeps the `limit` newest of `found` (all when 0), ties by key, in no particular order.
+fn keep_newest<K: Ord + Copy>(found: &mut Vec<(K, u64)>, limit: usize) {
+    if limit > 0 && found.len() > limit {
+        found.select_nth_unstable_by(limit - 1, |a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        found.truncate(limit);
+    }
 }
 
 /// A search's span-level conditions, prepared for one block's columns.

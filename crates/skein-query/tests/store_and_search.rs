@@ -1606,6 +1606,150 @@ async fn dependencies_read_blocks_without_parent_offsets() {
     }
 }
 
+/// A search with a limit returns the traces whose matching spans are newest, wherever their
+/// spans are stored. Each block gives only its own newest: it maps matching rows to traces by
+/// the summary table's span counts (format 4 on), or, where the summary table keeps trace ids
+/// (formats 1 to 3; one block is rewritten so), by each matching row's trace id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gen::new();
+    let base = now() - 3600 * 1_000_000_000;
+    let minute = 60 * 1_000_000_000;
+    // Traces start in random order over 20 minutes; each span has one of three tiers.
+    let traces: Vec<Vec<Span>> = (0..11_000)
+        .map(|_| {
+            let mut t = g.trace(base + fastrand::u64(..20 * minute), 30, false);
+            for s in &mut t {
+                let tier = ["free", "pro", "enterprise"][fastrand::usize(..3)];
+                s.attributes.push(KeyValue::string("app.tier", tier));
+            }
+            t
+        })
+        .collect();
+    // Traces 4500..6500 have their first two spans in the first block, their last two in the
+    // second. Both blocks have two row groups (16 Ki rows each at most).
+    let halves = |from: usize, to: usize| -> Vec<Span> {
+        traces[4500..6500].iter().flat_map(|t| t[from..to].to_vec()).collect()
+    };
+    let blocks = [
+        [traces[..4500].concat(), halves(0, 2)].concat(),
+        [halves(2, 4), traces[6500..10_000].concat()].concat(),
+        traces[10_000..].concat(),
+    ];
+    let store = big_head_store(dir.path()).await;
+    for spans in &blocks {
+        store.append(spans.clone()).await.unwrap();
+        store.flush().await.unwrap();
+    }
+
+    let expected = |tier: &str, lo: u64, hi: u64, limit: usize| -> Vec<TraceId> {
+        let mut newest: std::collections::HashMap<TraceId, u64> = Default::default();
+        for s in traces.iter().flatten() {
+            let matches = s.attributes.iter().any(|a| a.key == "app.tier" && a.value == AnyValue::String(tier.into()));
+            if matches && (lo..=hi).contains(&s.start_unix_nano) {
+                let e = newest.entry(s.trace_id).or_insert(0);
+                *e = (*e).max(s.start_unix_nano);
+            }
+        }
+        let mut found: Vec<(TraceId, u64)> = newest.into_iter().collect();
+        found.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        if limit > 0 {
+            found.truncate(limit);
+        }
+        let mut ids: Vec<TraceId> = found.into_iter().map(|(t, _)| t).collect();
+        ids.sort();
+        ids
+    };
+    let check = |q: QueryEngine| {
+        let expected = &expected;
+        async move {
+            for (lo, hi) in [(0, u64::MAX), (base + 5 * minute, base + 12 * minute)] {
+                for limit in [1, 20, 700, 0] {
+                    let query = TraceQuery {
+                        attributes: vec![("app.tier".into(), "enterprise".into())],
+                        start_min: Some(lo),
+                        start_max: Some(hi),
+                        limit,
+                        ..Default::default()
+                    };
+                    let found = q.search(&query).await.unwrap();
+                    assert!(found.windows(2).all(|w| w[0].start >= w[1].start), "newest first");
+                    let mut ids: Vec<TraceId> = found.iter().map(|s| s.trace_id).collect();
+                    ids.sort();
+                    assert_eq!(ids, expected("enterprise", lo, hi, limit), "window {lo}..{hi}, limit {limit}");
+                }
+            }
+        }
+    };
+    let snap = store.snapshot();
+    assert_eq!(snap.blocks.len(), 3);
+    assert_eq!(snap.blocks.iter().filter(|b| b.meta.row_groups.len() == 2).count(), 2);
+    check(QueryEngine::new(store.clone())).await;
+
+    // The third block's summary table rewritten with trace ids and starts, as formats 1 to 3
+    // kept them.
+    let third = snap.blocks.iter().find(|b| b.meta.span_count == 4000).unwrap().meta.id.clone();
+    drop(snap);
+    store.shutdown().await.unwrap();
+    drop(store);
+    let mut firsts: std::collections::BTreeMap<TraceId, u64> = Default::default();
+    for s in &blocks[2] {
+        let e = firsts.entry(s.trace_id).or_insert(u64::MAX);
+        *e = (*e).min(s.start_unix_nano);
+    }
+    let block_dir = dir.path().join("blocks").join(&third);
+    keep_trace_ids_in_summaries(&block_dir, &firsts);
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let block = store.snapshot().blocks.iter().find(|b| b.meta.id == third).unwrap().clone();
+    assert_eq!(block.trace_rows().await.unwrap(), None, "no trace rows in the rewritten block");
+    drop(block);
+    check(QueryEngine::new(store.clone())).await;
+}
+
+/// Rewrites a block's summary table with its trace ids and starts (`firsts`, in the table's
+/// order) in front, as formats 1 to 3 stored it, and marks the block format 3.
+fn keep_trace_ids_in_summaries(block_dir: &std::path::Path, firsts: &std::collections::BTreeMap<TraceId, u64>) {
+    use arrow_array::{ArrayRef, FixedSizeBinaryArray, Int64Array, RecordBatch};
+    use skein_store::block::schema;
+    let path = block_dir.join(skein_store::block::SUMMARY_FILE);
+    let batches: Vec<RecordBatch> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let mut traces = firsts.iter();
+    let mut older = Vec::new();
+    for b in &batches {
+        let (ids, starts): (Vec<TraceId>, Vec<i64>) =
+            (0..b.num_rows()).map(|_| traces.next().map(|(t, s)| (*t, *s as i64)).unwrap()).unzip();
+        let mut fields = vec![
+            arrow_schema::Field::new(schema::SUM_TRACE_ID, arrow_schema::DataType::FixedSizeBinary(16), false),
+            arrow_schema::Field::new(schema::SUM_START, arrow_schema::DataType::Int64, false),
+        ];
+        fields.extend(b.schema().fields().iter().map(|f| f.as_ref().clone()));
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(FixedSizeBinaryArray::try_from_iter(ids.iter()).unwrap()),
+            Arc::new(Int64Array::from(starts)),
+        ];
+        columns.extend(b.columns().iter().cloned());
+        older.push(RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap());
+    }
+    assert!(traces.next().is_none(), "a summary per trace");
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), older[0].schema(), None).unwrap();
+    for b in &older {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    let meta_path = block_dir.join(skein_store::block::META_FILE);
+    let mut meta: skein_store::block::BlockMeta = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta.summary_bytes = std::fs::metadata(&path).unwrap().len();
+    meta.format = 3;
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+}
+
 /// Makes block writes fail: a file where the blocks directory goes (root ignores permissions).
 fn break_blocks(blocks: &std::path::Path) {
     if blocks.exists() {
@@ -2029,6 +2173,43 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     let far_future = now() + 30 * 86400 * 1_000_000_000;
     assert_eq!(store.enforce_retention(far_future).await.unwrap(), 5);
     assert_eq!(store.stats().blocks, 0);
+    store.shutdown().await.unwrap();
+}
+
+/// A trace lookup reads the wide columns (events among them) on a second task: damage met
+/// only there is damage like any other. The lookup answers without the block, which is left
+/// out from then on, and the other block's traces still read back whole. The block's
+/// checksums are removed, so the damage is met by decoding the page, not by its checksum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_only_in_a_lookups_second_read_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let g = Gen::new();
+    let blocks = blocks_of_20_traces(&store, &g, now() - 60 * 1_000_000_000, 2).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+    let block_dir = dir.path().join("blocks").join(&blocks[0].0);
+    std::fs::remove_file(block_dir.join(skein_store::block::SUMS_FILE)).unwrap();
+    let data = block_dir.join(skein_store::block::DATA_FILE);
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&data).unwrap()).unwrap();
+    let group = parquet::file::reader::FileReader::metadata(&reader).row_group(0);
+    let events = (0..group.num_columns())
+        .map(|c| group.column(c))
+        .find(|c| c.column_path().string() == skein_store::block::schema::EVENTS)
+        .unwrap();
+    let (at, len) = events.byte_range();
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[at as usize..(at + len) as usize].fill(0xFF);
+    std::fs::write(&data, bytes).unwrap();
+
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    assert_eq!(store.snapshot().blocks.len(), 2);
+    assert_eq!(q.trace(&blocks[0].1[0][0].trace_id).await.unwrap(), Vec::new());
+    assert_eq!(store.snapshot().blocks.len(), 1, "left out once found damaged");
+    for t in &blocks[1].1 {
+        assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
+    }
     store.shutdown().await.unwrap();
 }
 

@@ -9,7 +9,7 @@ use arrow_array::{
     Array, BooleanArray, FixedSizeBinaryArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
     UInt64Array,
 };
-use arrow_schema::{DataType, FieldRef, Schema};
+use arrow_schema::{DataType, Field, FieldRef, Schema};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
@@ -594,7 +594,9 @@ impl BlockHandle {
     /// sees batches of the `filter` columns only; the output columns are decoded just for the
     /// rows it keeps, and their pages without such rows are not read at all — most of a
     /// search's work when few spans match. Few-valued string columns reach `keep` as
-    /// dictionary arrays. `output` must not name `parent_span_id`.
+    /// dictionary arrays. `output` must not name `parent_span_id`; it may name
+    /// `schema::ROW_NUMBER`, each kept row's position in the span table (an `Int64` column
+    /// the reader counts, nothing decoded).
     pub async fn scan_where<F>(
         &self,
         filter: &[&str],
@@ -605,13 +607,17 @@ impl BlockHandle {
     where
         F: FnMut(RecordBatch) -> Result<BooleanArray, arrow_schema::ArrowError> + Send + 'static,
     {
-        let md = self.with_dictionaries(self.data_metadata().await?, filter)?;
+        let mut md = self.with_dictionaries(self.data_metadata().await?, filter)?;
+        let stored: Vec<&str> = output.iter().copied().filter(|c| *c != schema::ROW_NUMBER).collect();
+        if stored.len() < output.len() {
+            md = with_row_numbers(md)?;
+        }
         let decimals = self.decimal_columns();
         let filter_decimals = decimals.clone();
         let predicate = ArrowPredicateFn::new(self.projection(&md, filter)?, move |b| {
             keep(doubles(b, &filter_decimals).map_err(|e| arrow_schema::ArrowError::ExternalError(Box::new(e)))?)
         });
-        let mask = self.projection(&md, output)?;
+        let mask = self.projection(&md, &stored)?;
         let stream =
             ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(DATA_FILE, self.meta.data_bytes), md)
                 .with_projection(mask)
@@ -655,18 +661,11 @@ impl BlockHandle {
         if stores_ids {
             builder = builder.with_row_filter(Self::trace_id_filter(&md, schema::SUM_TRACE_ID, ids.clone())?);
         } else {
-            found = self.summary_rows(&md, ids, !stores_starts).await?;
+            found = self.summary_rows(ids, !stores_starts).await?;
             if found.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut selectors = Vec::with_capacity(2 * found.len());
-            let mut at = 0;
-            for &row in found.keys() {
-                selectors.push(RowSelector::skip(row - at));
-                selectors.push(RowSelector::select(1));
-                at = row + 1;
-            }
-            builder = builder.with_row_selection(selectors.into());
+            builder = builder.with_row_selection(just_rows(found.keys().map(|&t| t as u64)));
         }
         let batches: Vec<RecordBatch> = builder
             .build()
@@ -758,48 +757,97 @@ impl BlockHandle {
     /// is where each trace starts, which its first row must match.
     async fn summary_rows(
         &self,
-        md: &ArrowReaderMetadata,
         ids: &HashSet<TraceId>,
         starts: bool,
     ) -> Result<BTreeMap<usize, (TraceId, Option<i64>)>, StoreError> {
         let firsts = self.first_rows(ids, starts).await?;
-        let mut wanted = firsts.iter().peekable();
         let mut rows = BTreeMap::new();
-        if wanted.peek().is_none() {
+        if firsts.is_empty() {
             return Ok(rows);
         }
-        let counts = self.projection(md, &[schema::SUM_SPANS])?;
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        let Some(traces) = self.trace_rows().await? else {
+            return Err(StoreError::corrupt(format!(
+                "block {}: its summary table keeps trace ids, but its format finds summaries by row",
+                self.meta.id
+            )));
+        };
+        for (first, id) in firsts {
+            match traces.binary_search(&first) {
+                Ok(trace) if trace + 1 < traces.len() => rows.insert(trace, id),
+                _ => return Err(self.summaries_disagree(first)),
+            };
+        }
+        Ok(rows)
+    }
+
+    /// Where each trace's rows start in the span table, in the table's order, followed by the
+    /// table's row count: the running total of the summary table's span counts (format 4 on;
+    /// `None` where the summary table keeps trace ids instead, formats 1 to 3). A search maps
+    /// the rows it matches to traces with these, without decoding their trace ids.
+    pub async fn trace_rows(&self) -> Result<Option<Vec<u64>>, StoreError> {
+        let md = self.file_metadata(SUMMARY_FILE, self.meta.summary_bytes).await?;
+        if md.schema().index_of(schema::SUM_TRACE_ID).is_ok() {
+            return Ok(None);
+        }
+        let counts = self.projection(&md, &[schema::SUM_SPANS])?;
+        let traces = md.metadata().file_metadata().num_rows() as usize;
+        let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.reader(SUMMARY_FILE, self.meta.summary_bytes),
-            md.clone(),
+            md,
         )
         .with_projection(counts)
         .build()
+        .map_err(StoreError::parquet)?
+        .try_collect()
+        .await
         .map_err(StoreError::parquet)?;
-        let (mut trace, mut row) = (0usize, 0u64);
-        while let Some(b) = stream.try_next().await.map_err(StoreError::parquet)? {
-            for &count in column::<UInt32Array>(&b, schema::SUM_SPANS)?.values() {
-                while let Some(&(&first, &id)) = wanted.peek() {
-                    if first > row {
-                        break;
-                    }
-                    if first < row {
-                        return Err(self.summaries_disagree(first));
-                    }
-                    rows.insert(trace, id);
-                    wanted.next();
-                }
-                if wanted.peek().is_none() {
-                    return Ok(rows);
-                }
-                trace += 1;
+        let mut firsts = Vec::with_capacity(traces + 1);
+        let mut row = 0u64;
+        firsts.push(row);
+        for b in &batches {
+            for &count in column::<UInt32Array>(b, schema::SUM_SPANS)?.values() {
                 row += count as u64;
+                firsts.push(row);
             }
         }
-        match wanted.next() {
-            Some((&first, _)) => Err(self.summaries_disagree(first)),
-            None => Ok(rows),
+        let stored = self.data_metadata().await?.metadata().file_metadata().num_rows() as u64;
+        if row != stored {
+            return Err(StoreError::corrupt(format!(
+                "block {}: its trace summaries count {row} spans, its span table holds {stored}",
+                self.meta.id
+            )));
         }
+        Ok(Some(firsts))
+    }
+
+    /// The trace ids of the given rows of the span table (ascending, no repeats), in order.
+    pub async fn trace_ids_at(&self, rows: &[u64]) -> Result<Vec<TraceId>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let md = self.data_metadata().await?;
+        let selection = just_rows(rows.iter().copied());
+        let mut stream = self.stored_rows(md, &[schema::TRACE_ID], None, Some(selection), BATCH_ROWS)?;
+        let mut ids = Vec::with_capacity(rows.len());
+        while let Some(b) = stream.try_next().await? {
+            let tid = fsb(&b, schema::TRACE_ID)?;
+            for i in 0..b.num_rows() {
+                ids.push(
+                    tid.value(i)
+                        .try_into()
+                        .map_err(|_| StoreError::corrupt("trace id width"))?,
+                );
+            }
+        }
+        if ids.len() != rows.len() {
+            return Err(StoreError::corrupt(format!(
+                "block {}: {} of {} rows read",
+                self.meta.id,
+                ids.len(),
+                rows.len()
+            )));
+        }
+        Ok(ids)
     }
 
     fn summaries_disagree(&self, first: u64) -> StoreError {
@@ -875,6 +923,28 @@ fn with_shared_bytes(md: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, Sto
         let shared = [schema::RESOURCE, schema::SCOPE].contains(&f.name().as_str());
         (shared && f.data_type() == &DataType::Binary).then(schema::shared_bytes)
     })
+}
+
+/// A selection of just the given rows (ascending, no repeats).
+fn just_rows(rows: impl Iterator<Item = u64>) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0;
+    for row in rows {
+        selectors.push(RowSelector::skip((row - at) as usize));
+        selectors.push(RowSelector::select(1));
+        at = row + 1;
+    }
+    selectors.into()
+}
+
+/// `md` reading each row's position in the file alongside, as `schema::ROW_NUMBER`.
+fn with_row_numbers(md: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, StoreError> {
+    let numbers = Field::new(schema::ROW_NUMBER, DataType::Int64, false).with_extension_type(parquet::arrow::RowNumber);
+    let options = ArrowReaderOptions::new()
+        .with_schema(md.schema().clone())
+        .with_virtual_columns(vec![Arc::new(numbers)])
+        .map_err(StoreError::parquet)?;
+    ArrowReaderMetadata::try_new(md.metadata().clone(), options).map_err(StoreError::parquet)
 }
 
 /// `md` with the Arrow type of the columns `retype` gives a type for changed to it.

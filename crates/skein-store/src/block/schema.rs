@@ -13,6 +13,9 @@ pub const PARENT_SPAN_ID: &str = "parent_span_id";
 pub const NAME: &str = "name";
 pub const KIND: &str = "kind";
 pub const START: &str = "start_unix_nano";
+/// Not stored: a row's position in the span table, which the reader can give alongside
+/// stored columns (`BlockHandle::scan_where`).
+pub const ROW_NUMBER: &str = "row_number";
 pub const DURATION: &str = "duration_nano";
 pub const STATUS_CODE: &str = "status_code";
 pub const STATUS_MESSAGE: &str = "status_message";
