@@ -1646,7 +1646,10 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
     let expected = |tier: &str, lo: u64, hi: u64, limit: usize| -> Vec<TraceId> {
         let mut newest: std::collections::HashMap<TraceId, u64> = Default::default();
         for s in traces.iter().flatten() {
-            let matches = s.attributes.iter().any(|a| a.key == "app.tier" && a.value == AnyValue::String(tier.into()));
+            let matches = s
+                .attributes
+                .iter()
+                .any(|a| a.key == "app.tier" && a.value == AnyValue::String(tier.into()));
             if matches && (lo..=hi).contains(&s.start_unix_nano) {
                 let e = newest.entry(s.trace_id).or_insert(0);
                 *e = (*e).max(s.start_unix_nano);
@@ -1677,7 +1680,11 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
                     assert!(found.windows(2).all(|w| w[0].start >= w[1].start), "newest first");
                     let mut ids: Vec<TraceId> = found.iter().map(|s| s.trace_id).collect();
                     ids.sort();
-                    assert_eq!(ids, expected("enterprise", lo, hi, limit), "window {lo}..{hi}, limit {limit}");
+                    assert_eq!(
+                        ids,
+                        expected("enterprise", lo, hi, limit),
+                        "window {lo}..{hi}, limit {limit}"
+                    );
                 }
             }
         }
@@ -1689,7 +1696,14 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
 
     // The third block's summary table rewritten with trace ids and starts, as formats 1 to 3
     // kept them.
-    let third = snap.blocks.iter().find(|b| b.meta.span_count == 4000).unwrap().meta.id.clone();
+    let third = snap
+        .blocks
+        .iter()
+        .find(|b| b.meta.span_count == 4000)
+        .unwrap()
+        .meta
+        .id
+        .clone();
     drop(snap);
     store.shutdown().await.unwrap();
     drop(store);
@@ -1701,8 +1715,18 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
     let block_dir = dir.path().join("blocks").join(&third);
     keep_trace_ids_in_summaries(&block_dir, &firsts);
     let store = Store::open(dir.path(), cfg()).await.unwrap();
-    let block = store.snapshot().blocks.iter().find(|b| b.meta.id == third).unwrap().clone();
-    assert_eq!(block.trace_rows().await.unwrap(), None, "no trace rows in the rewritten block");
+    let block = store
+        .snapshot()
+        .blocks
+        .iter()
+        .find(|b| b.meta.id == third)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        block.trace_rows().await.unwrap(),
+        None,
+        "no trace rows in the rewritten block"
+    );
     drop(block);
     check(QueryEngine::new(store.clone())).await;
 }
@@ -1723,8 +1747,9 @@ fn keep_trace_ids_in_summaries(block_dir: &std::path::Path, firsts: &std::collec
     let mut traces = firsts.iter();
     let mut older = Vec::new();
     for b in &batches {
-        let (ids, starts): (Vec<TraceId>, Vec<i64>) =
-            (0..b.num_rows()).map(|_| traces.next().map(|(t, s)| (*t, *s as i64)).unwrap()).unzip();
+        let (ids, starts): (Vec<TraceId>, Vec<i64>) = (0..b.num_rows())
+            .map(|_| traces.next().map(|(t, s)| (*t, *s as i64)).unwrap())
+            .unzip();
         let mut fields = vec![
             arrow_schema::Field::new(schema::SUM_TRACE_ID, arrow_schema::DataType::FixedSizeBinary(16), false),
             arrow_schema::Field::new(schema::SUM_START, arrow_schema::DataType::Int64, false),
@@ -1738,7 +1763,8 @@ fn keep_trace_ids_in_summaries(block_dir: &std::path::Path, firsts: &std::collec
         older.push(RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap());
     }
     assert!(traces.next().is_none(), "a summary per trace");
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), older[0].schema(), None).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), older[0].schema(), None).unwrap();
     for b in &older {
         w.write(b).unwrap();
     }
@@ -2191,7 +2217,8 @@ async fn damage_only_in_a_lookups_second_read_is_found() {
     let block_dir = dir.path().join("blocks").join(&blocks[0].0);
     std::fs::remove_file(block_dir.join(skein_store::block::SUMS_FILE)).unwrap();
     let data = block_dir.join(skein_store::block::DATA_FILE);
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&data).unwrap()).unwrap();
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&data).unwrap()).unwrap();
     let group = parquet::file::reader::FileReader::metadata(&reader).row_group(0);
     let events = (0..group.num_columns())
         .map(|c| group.column(c))

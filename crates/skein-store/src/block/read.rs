@@ -791,16 +791,14 @@ impl BlockHandle {
         }
         let counts = self.projection(&md, &[schema::SUM_SPANS])?;
         let traces = md.metadata().file_metadata().num_rows() as usize;
-        let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.reader(SUMMARY_FILE, self.meta.summary_bytes),
-            md,
-        )
-        .with_projection(counts)
-        .build()
-        .map_err(StoreError::parquet)?
-        .try_collect()
-        .await
-        .map_err(StoreError::parquet)?;
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(SUMMARY_FILE, self.meta.summary_bytes), md)
+                .with_projection(counts)
+                .build()
+                .map_err(StoreError::parquet)?
+                .try_collect()
+                .await
+                .map_err(StoreError::parquet)?;
         let mut firsts = Vec::with_capacity(traces + 1);
         let mut row = 0u64;
         firsts.push(row);
