@@ -211,6 +211,12 @@ impl BlockMeta {
         Layout::new(self.dedicated.clone()).with_low_cardinality(self.low_cardinality.iter().map(String::as_str))
     }
 
+    /// Whether the summary table is found by rows (`BlockHandle::trace_rows`): from format 4
+    /// it keeps no trace ids.
+    pub fn summaries_by_row(&self) -> bool {
+        self.format >= 4
+    }
+
     /// Whether the generic attribute column may hold `key`.
     pub fn generic_may_contain(&self, key: &str) -> bool {
         self.generic_keys

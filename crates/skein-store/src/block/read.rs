@@ -765,12 +765,7 @@ impl BlockHandle {
         if firsts.is_empty() {
             return Ok(rows);
         }
-        let Some(traces) = self.trace_rows().await? else {
-            return Err(StoreError::corrupt(format!(
-                "block {}: its summary table keeps trace ids, but its format finds summaries by row",
-                self.meta.id
-            )));
-        };
+        let traces = self.trace_rows().await?;
         for (first, id) in firsts {
             match traces.binary_search(&first) {
                 Ok(trace) if trace + 1 < traces.len() => rows.insert(trace, id),
@@ -781,13 +776,17 @@ impl BlockHandle {
     }
 
     /// Where each trace's rows start in the span table, in the table's order, followed by the
-    /// table's row count: the running total of the summary table's span counts (format 4 on;
-    /// `None` where the summary table keeps trace ids instead, formats 1 to 3). A search maps
-    /// the rows it matches to traces with these, without decoding their trace ids.
-    pub async fn trace_rows(&self) -> Result<Option<Vec<u64>>, StoreError> {
+    /// table's row count: the running total of the summary table's span counts. Only for
+    /// blocks whose summaries are found by row (`BlockMeta::summaries_by_row`; the summary
+    /// tables of formats 1 to 3 keep trace ids instead). A search maps the rows it matches to
+    /// traces with these, without decoding their trace ids.
+    pub async fn trace_rows(&self) -> Result<Vec<u64>, StoreError> {
         let md = self.file_metadata(SUMMARY_FILE, self.meta.summary_bytes).await?;
         if md.schema().index_of(schema::SUM_TRACE_ID).is_ok() {
-            return Ok(None);
+            return Err(StoreError::corrupt(format!(
+                "block {}: its summary table keeps trace ids, but its format finds summaries by row",
+                self.meta.id
+            )));
         }
         let counts = self.projection(&md, &[schema::SUM_SPANS])?;
         let traces = md.metadata().file_metadata().num_rows() as usize;
@@ -815,7 +814,7 @@ impl BlockHandle {
                 self.meta.id
             )));
         }
-        Ok(Some(firsts))
+        Ok(firsts)
     }
 
     /// The trace ids of the given rows of the span table (ascending, no repeats), in order.
@@ -837,8 +836,9 @@ impl BlockHandle {
                 );
             }
         }
+        // The rows were checked against the file's row count: a shortfall is the reader's.
         if ids.len() != rows.len() {
-            return Err(StoreError::corrupt(format!(
+            return Err(StoreError::Internal(format!(
                 "block {}: {} of {} rows read",
                 self.meta.id,
                 ids.len(),
@@ -938,11 +938,13 @@ fn just_rows(rows: impl Iterator<Item = u64>) -> RowSelection {
 /// `md` reading each row's position in the file alongside, as `schema::ROW_NUMBER`.
 fn with_row_numbers(md: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, StoreError> {
     let numbers = Field::new(schema::ROW_NUMBER, DataType::Int64, false).with_extension_type(parquet::arrow::RowNumber);
+    // Not `StoreError::parquet`, which would take the block for damaged: the footer decoded.
+    let failed = |e: parquet::errors::ParquetError| StoreError::Internal(format!("numbering rows: {e}"));
     let options = ArrowReaderOptions::new()
         .with_schema(md.schema().clone())
         .with_virtual_columns(vec![Arc::new(numbers)])
-        .map_err(StoreError::parquet)?;
-    ArrowReaderMetadata::try_new(md.metadata().clone(), options).map_err(StoreError::parquet)
+        .map_err(failed)?;
+    ArrowReaderMetadata::try_new(md.metadata().clone(), options).map_err(failed)
 }
 
 /// `md` with the Arrow type of the columns `retype` gives a type for changed to it.
