@@ -1318,36 +1318,40 @@ impl RowMatcher {
             if let (true, Some(e)) = (a.error_status, &errors) {
                 hit = &hit | e;
             }
+            // Each distinct resource (a dictionary key) is decoded and matched once per
+            // dictionary; each row then looks its resource's answer up, and none does when no
+            // resource matches.
+            if let Some(r) = &resource {
+                for (k, h) in hits.iter_mut().enumerate() {
+                    h.get_or_insert_with(|| {
+                        let attrs = <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
+                            .map(|r| proto::resource_from(r).attributes)
+                            .unwrap_or_default();
+                        attr_matches(&attrs, &a.key, &a.value)
+                    });
+                }
+                if hits.contains(&Some(true)) {
+                    let holds = BooleanBuffer::collect_bool(n, |i| hits.get(r.key(i)) == Some(&Some(true)));
+                    hit = &hit | &holds;
+                }
+            }
             // A key whose value sits in its typed column is in the generic column only when a
-            // value had another type: decode that only when the block lists the key. Each
-            // distinct resource (by its dictionary key) is decoded and matched once per
-            // dictionary.
-            if a.generic || resource.is_some() {
+            // value had another type: decode that only when the block lists the key.
+            if a.generic {
                 let mut found = BooleanBufferBuilder::new(n);
                 found.append_n(n, false);
                 for i in (&keep & &!&hit).set_indices() {
-                    let in_generic = a.generic && {
-                        let decode = || {
-                            generic
-                                .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
-                                .map(|l| proto::attrs_from(l.values))
-                                .unwrap_or_default()
-                        };
-                        match decoded.get_mut(i) {
-                            Some(row) => attr_matches(row.get_or_insert_with(decode), &a.key, &a.value),
-                            None => attr_matches(&decode(), &a.key, &a.value),
-                        }
+                    let decode = || {
+                        generic
+                            .and_then(|c| <pb::common::v1::KeyValueList as prost::Message>::decode(c.value(i)).ok())
+                            .map(|l| proto::attrs_from(l.values))
+                            .unwrap_or_default()
                     };
-                    let in_resource = |r: &SharedBytes| {
-                        let k = r.key(i);
-                        *hits[k].get_or_insert_with(|| {
-                            let attrs = <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
-                                .map(|r| proto::resource_from(r).attributes)
-                                .unwrap_or_default();
-                            attr_matches(&attrs, &a.key, &a.value)
-                        })
+                    let matches = match decoded.get_mut(i) {
+                        Some(row) => attr_matches(row.get_or_insert_with(decode), &a.key, &a.value),
+                        None => attr_matches(&decode(), &a.key, &a.value),
                     };
-                    if in_generic || resource.as_ref().is_some_and(in_resource) {
+                    if matches {
                         found.set_bit(i, true);
                     }
                 }
