@@ -596,7 +596,8 @@ impl BlockHandle {
     /// search's work when few spans match. Few-valued string columns reach `keep` as
     /// dictionary arrays. `output` must not name `parent_span_id`; it may name
     /// `schema::ROW_NUMBER`, each kept row's position in the span table (an `Int64` column
-    /// the reader counts, nothing decoded).
+    /// the reader counts, nothing decoded; `keep`'s batches then carry it too, as Parquet
+    /// adds virtual columns to every read).
     pub async fn scan_where<F>(
         &self,
         filter: &[&str],
