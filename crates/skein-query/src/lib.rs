@@ -1319,20 +1319,34 @@ impl RowMatcher {
                 hit = &hit | e;
             }
             // Each distinct resource (a dictionary key) is decoded and matched once per
-            // dictionary; each row then looks its resource's answer up, and none does when no
-            // resource matches.
+            // dictionary. Where the dictionary is smaller than the rows left to test, all of
+            // it is matched first: each row then looks its answer up, and none does when no
+            // resource matches. A bigger one (a chunk that fell back to plain values brings
+            // a dictionary per batch) is matched only for those rows.
             if let Some(r) = &resource {
-                for (k, h) in hits.iter_mut().enumerate() {
-                    h.get_or_insert_with(|| {
+                let mut holds = |k: usize| {
+                    *hits[k].get_or_insert_with(|| {
                         let attrs = <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
                             .map(|r| proto::resource_from(r).attributes)
                             .unwrap_or_default();
                         attr_matches(&attrs, &a.key, &a.value)
-                    });
-                }
-                if hits.contains(&Some(true)) {
-                    let holds = BooleanBuffer::collect_bool(n, |i| hits.get(r.key(i)) == Some(&Some(true)));
-                    hit = &hit | &holds;
+                    })
+                };
+                let open = &keep & &!&hit;
+                if r.distinct() <= open.count_set_bits() {
+                    let answers: Vec<bool> = (0..r.distinct()).map(&mut holds).collect();
+                    if answers.contains(&true) {
+                        hit = &hit | &BooleanBuffer::collect_bool(n, |i| answers[r.key(i)]);
+                    }
+                } else {
+                    let mut found = BooleanBufferBuilder::new(n);
+                    found.append_n(n, false);
+                    for i in open.set_indices() {
+                        if holds(r.key(i)) {
+                            found.set_bit(i, true);
+                        }
+                    }
+                    hit = &hit | &found.finish();
                 }
             }
             // A key whose value sits in its typed column is in the generic column only when a
