@@ -1324,8 +1324,11 @@ impl RowMatcher {
             // resource matches. A bigger one (a chunk that fell back to plain values brings
             // a dictionary per batch) is matched only for those rows.
             if let Some(r) = &resource {
+                // A key past the dictionary (a damaged page; the reader does not check keys)
+                // matches nothing.
                 let mut holds = |k: usize| {
-                    *hits[k].get_or_insert_with(|| {
+                    let Some(h) = hits.get_mut(k) else { return false };
+                    *h.get_or_insert_with(|| {
                         let attrs = <pb::resource::v1::Resource as prost::Message>::decode(r.message(k))
                             .map(|r| proto::resource_from(r).attributes)
                             .unwrap_or_default();
@@ -1336,7 +1339,8 @@ impl RowMatcher {
                 if r.distinct() <= open.count_set_bits() {
                     let answers: Vec<bool> = (0..r.distinct()).map(&mut holds).collect();
                     if answers.contains(&true) {
-                        hit = &hit | &BooleanBuffer::collect_bool(n, |i| answers[r.key(i)]);
+                        hit =
+                            &hit | &BooleanBuffer::collect_bool(n, |i| answers.get(r.key(i)).copied().unwrap_or(false));
                     }
                 } else {
                     let mut found = BooleanBufferBuilder::new(n);
