@@ -765,7 +765,7 @@ fn row_groups_in_window(b: &BlockHandle, lo: u64, hi: u64) -> Vec<usize> {
         .row_groups
         .iter()
         .enumerate()
-        .filter(|(_, g)| g.min_start <= hi && g.max_end >= lo)
+        .filter(|(_, g)| b.meta.group_overlaps(g, lo, hi))
         .map(|(i, _)| i)
         .collect()
 }
@@ -864,7 +864,7 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
     // Row groups whose spans all start inside the window need no start-time test, so their
     // filter does not decode the start column for every row (a quarter of a scan's CPU).
     // Only groups at the window's edges do, and groups whose range was capped
-    // (`BlockMeta::times_capped_at`): they may hold spans stamped past it.
+    // (`BlockMeta::times_capped_at`): they may hold spans stamped past it (`ahead`).
     let capped = b.meta.times_capped_at();
     let (inside, edges): (Vec<usize>, Vec<usize>) = row_groups_in_window(b, lo, hi).into_iter().partition(|&g| {
         let g = &b.meta.row_groups[g];

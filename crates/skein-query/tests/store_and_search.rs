@@ -2367,6 +2367,110 @@ async fn spans_from_the_future_do_not_stretch_block_time_ranges() {
     store.shutdown().await.unwrap();
 }
 
+/// A span stamped a few days ahead, past its block's capped range but inside the retention
+/// period, is found by a search of its own time once that time comes: its block keeps where
+/// such spans start (`BlockMeta::ahead_starts`), through a restart and a merge, while windows
+/// between the block's range and those starts still pass the block by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_a_few_days_ahead_are_found_by_searches_of_their_time() {
+    use skein_store::block::MAX_AHEAD_RANGES;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let g = Gen::new();
+    let start = now() - 60 * 1_000_000_000;
+    let ahead = 3 * DAY;
+    let mut mixed = g.trace(start, 10, false);
+    mixed[2].start_unix_nano += ahead; // payment, on a clock three days ahead
+    mixed[2].end_unix_nano += ahead;
+    let all_ahead = g.trace(start + ahead + 5_000_000_000, 10, true);
+    let recent = g.trace(start + 1_000_000, 10, false);
+    store
+        .append([mixed.clone(), all_ahead.clone(), recent.clone()].concat())
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store.append(g.trace(start + 2_000_000, 10, false)).await.unwrap();
+    store.flush().await.unwrap();
+
+    let window = |from: u64, to: u64| TraceQuery {
+        start_min: Some(from),
+        start_max: Some(to),
+        limit: 10,
+        ..Default::default()
+    };
+    let sorted = |mut ids: Vec<TraceId>| {
+        ids.sort();
+        ids
+    };
+    let ahead_hour = window(start + ahead - 60 * 1_000_000_000, start + ahead + 3_600_000_000_000);
+    let between = window(start + DAY + 3_600_000_000_000, start + 2 * DAY);
+    let want = sorted(vec![mixed[0].trace_id, all_ahead[0].trace_id]);
+    let check = |q: QueryEngine, blocks: usize| {
+        let (mixed, all_ahead, want, ahead_hour, between) = (&mixed, &all_ahead, &want, &ahead_hour, &between);
+        let sorted = &sorted;
+        async move {
+            let snap = q.store().snapshot();
+            assert_eq!(snap.blocks.len(), blocks);
+            let block = snap
+                .blocks
+                .iter()
+                .find(|b| b.meta.ahead_starts.as_ref().is_some_and(|a| !a.is_empty()))
+                .expect("a block keeps where its spans ahead start");
+            let ranges = block.meta.ahead_starts.clone().unwrap();
+            assert!(ranges.len() <= MAX_AHEAD_RANGES, "{ranges:?}");
+            for s in [&mixed[2]].into_iter().chain(all_ahead) {
+                let t = s.start_unix_nano;
+                assert!(ranges.iter().any(|r| r[0] <= t && t <= r[1]), "{t} not in {ranges:?}");
+            }
+            assert!(block.meta.row_groups.iter().any(|g| g.ahead));
+            assert!(block.meta.latest_start_bound() >= all_ahead[3].start_unix_nano);
+            assert!(
+                !block
+                    .meta
+                    .overlaps(between.start_min.unwrap(), between.start_max.unwrap()),
+                "a window between the range and the spans ahead does not read the block"
+            );
+            let found = q.search(ahead_hour).await.unwrap();
+            assert_eq!(sorted(found.iter().map(|s| s.trace_id).collect()), *want);
+            let traces = q.find_traces(ahead_hour).await.unwrap();
+            assert_eq!(sorted(traces.iter().map(|t| t[0].trace_id).collect()), *want);
+            let by_service = TraceQuery {
+                service: Some("payment".into()),
+                ..ahead_hour.clone()
+            };
+            let found = q.search(&by_service).await.unwrap();
+            assert_eq!(sorted(found.iter().map(|s| s.trace_id).collect()), *want);
+            assert!(q.search(between).await.unwrap().is_empty());
+            // Calls whose two spans started in the window: the trace ahead's (the mixed trace's
+            // payment span has its parent an hour before the window).
+            let deps = q
+                .dependencies(ahead_hour.start_min.unwrap(), ahead_hour.start_max.unwrap())
+                .await
+                .unwrap();
+            let calls: Vec<(String, String, u64)> =
+                deps.into_iter().map(|d| (d.parent, d.child, d.call_count)).collect();
+            let want_calls = [
+                ("checkout", "db-proxy"),
+                ("checkout", "payment"),
+                ("frontend", "checkout"),
+            ];
+            assert_eq!(
+                calls,
+                want_calls.map(|(p, c)| (p.to_string(), c.to_string(), 1)).to_vec()
+            );
+        }
+    };
+    check(QueryEngine::new(store.clone()), 2).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    check(QueryEngine::new(store.clone()), 2).await;
+    assert_eq!(store.compact_once().await.unwrap(), 2);
+    check(QueryEngine::new(store.clone()), 1).await;
+    store.shutdown().await.unwrap();
+}
+
 /// Spans stamped far in the future (a client whose clock is years ahead) do not keep their
 /// block forever: retention ages a block by when it was written when that is earlier than its
 /// newest span, and the size cap deletes it before blocks of real recent data.

@@ -114,6 +114,10 @@ pub struct RowGroupMeta {
     pub min_start: u64,
     pub max_end: u64,
     pub rows: u64,
+    /// Holds spans stamped past the block's `times_capped_at`; where they start is in
+    /// `BlockMeta::ahead_starts`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ahead: bool,
 }
 
 /// What a block holds, read at start-up and kept in memory for pruning.
@@ -125,6 +129,12 @@ pub struct BlockMeta {
     pub level: u32,
     pub min_start: u64,
     pub max_end: u64,
+    /// Where the spans stamped past `times_capped_at` start, which the range above leaves
+    /// out: at most `MAX_AHEAD_RANGES` sorted, disjoint ranges (inclusive) covering every such
+    /// start, so a search of their own time still finds them. `None` for blocks written
+    /// before it was kept: there, a capped range bounds nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ahead_starts: Option<Vec<[u64; 2]>>,
     pub span_count: u64,
     pub trace_count: u64,
     pub data_bytes: u64,
@@ -187,6 +197,7 @@ impl BlockMeta {
             level,
             min_start: u64::MAX,
             max_end: 0,
+            ahead_starts: Some(Vec::new()),
             span_count: 0,
             trace_count: 0,
             data_bytes: 0,
@@ -243,27 +254,63 @@ impl BlockMeta {
     }
 
     /// Span times past this count as this in the block's and its row groups' time ranges
-    /// (`CLOCK_AHEAD_SLACK`): a range that reaches it may hold spans stamped later, so it
-    /// bounds no span's start (blocks written before the cap have real ranges, and are only
-    /// taken for capped when they reach it).
+    /// (`CLOCK_AHEAD_SLACK`): a range that reaches it may hold spans stamped later, whose
+    /// starts are in `ahead_starts` (blocks written before the cap have real ranges, and are
+    /// only taken for capped when they reach it).
     pub fn times_capped_at(&self) -> u64 {
         self.created_unix_nano.saturating_add(write::CLOCK_AHEAD_SLACK)
     }
 
-    /// The latest a span in the block may start: `max_end`, or unbounded when the range was
-    /// capped (`times_capped_at`).
+    /// The latest a span in the block may start: `max_end`, or the last start past the cap
+    /// (`ahead_starts`); unbounded when the range was capped and those were not kept.
     pub fn latest_start_bound(&self) -> u64 {
-        if self.max_end >= self.times_capped_at() {
-            u64::MAX
-        } else {
-            self.max_end
+        match &self.ahead_starts {
+            Some(ahead) => ahead.last().map_or(self.max_end, |r| r[1].max(self.max_end)),
+            None if self.max_end >= self.times_capped_at() => u64::MAX,
+            None => self.max_end,
         }
     }
 
+    /// Whether spans starting in `[start, end]` may be in the block.
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
-        self.min_start <= end && self.max_end >= start
+        (self.min_start <= end && self.max_end >= start) || self.ahead_overlaps(start, end)
+    }
+
+    /// Whether row group `g` may hold spans starting in `[start, end]`.
+    pub fn group_overlaps(&self, g: &RowGroupMeta, start: u64, end: u64) -> bool {
+        (g.min_start <= end && g.max_end >= start) || (g.ahead && self.ahead_overlaps(start, end))
+    }
+
+    fn ahead_overlaps(&self, start: u64, end: u64) -> bool {
+        self.ahead_starts
+            .iter()
+            .flatten()
+            .any(|&[first, last]| first <= end && last >= start)
+    }
+
+    /// Counts `start`, stamped past the cap, in `ahead_starts`.
+    pub(crate) fn note_ahead(&mut self, start: u64) {
+        let ranges = self.ahead_starts.get_or_insert_with(Vec::new);
+        let i = ranges.partition_point(|r| r[1] < start);
+        if ranges.get(i).is_some_and(|r| r[0] <= start) {
+            return;
+        }
+        ranges.insert(i, [start, start]);
+        if ranges.len() > MAX_AHEAD_RANGES {
+            // Close the smallest gap: the ranges widen where such spans are densest.
+            let j = (0..ranges.len() - 1)
+                .min_by_key(|&j| ranges[j + 1][0] - ranges[j][1])
+                .expect("more than one range");
+            ranges[j][1] = ranges[j + 1][1];
+            ranges.remove(j + 1);
+        }
     }
 }
+
+/// How many ranges a block's meta keeps of where its spans stamped past the cap start
+/// (`BlockMeta::ahead_starts`): a client with a clock off by a few days adds one, a client
+/// sending random times widens them instead of growing the meta.
+pub const MAX_AHEAD_RANGES: usize = 16;
 
 /// A new block id: time-ordered so listings sort oldest first.
 pub fn new_block_id() -> String {
@@ -275,4 +322,46 @@ fn fastrand_u32() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(crate::now_unix_nano());
     h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many starts past the cap a block holds, its meta keeps at most
+    /// `MAX_AHEAD_RANGES` sorted, disjoint ranges, and every start lies in one.
+    #[test]
+    fn ahead_starts_stay_few_and_cover_every_start() {
+        let seed = fastrand::u64(..);
+        println!("seed {seed}");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut meta = BlockMeta::new("b".into(), 0);
+        let mut starts = Vec::new();
+        for i in 0..2_000u64 {
+            // Bursts around a few times, and now and then one far off.
+            let t = match rng.u32(..10) {
+                0 => rng.u64(..u64::MAX / 2),
+                k => k as u64 * 1_000_000_000_000 + rng.u64(..1_000_000) + i,
+            };
+            meta.note_ahead(t);
+            starts.push(t);
+            let ranges = meta.ahead_starts.as_ref().unwrap();
+            assert!(ranges.len() <= MAX_AHEAD_RANGES, "{ranges:?}");
+            assert!(ranges.iter().all(|r| r[0] <= r[1]), "{ranges:?}");
+            assert!(ranges.windows(2).all(|w| w[0][1] < w[1][0]), "{ranges:?}");
+        }
+        let ranges = meta.ahead_starts.as_ref().unwrap();
+        for t in starts {
+            assert!(ranges.iter().any(|r| r[0] <= t && t <= r[1]), "{t} not in {ranges:?}");
+            assert!(meta.overlaps(t, t));
+        }
+        // A few distinct starts are kept exactly.
+        let mut meta = BlockMeta::new("b".into(), 0);
+        for t in [50, 10, 30, 10, 30] {
+            meta.note_ahead(t);
+        }
+        assert_eq!(meta.ahead_starts, Some(vec![[10, 10], [30, 30], [50, 50]]));
+        assert!(!meta.overlaps(11, 29));
+        assert_eq!(meta.latest_start_bound(), 50);
+    }
 }

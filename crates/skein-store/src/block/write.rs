@@ -839,9 +839,10 @@ pub struct BlockBuilder {
 /// clock is ahead, often by years) would otherwise stretch its block's and row group's range
 /// to its time, and every search until then would read them: one such client in each block
 /// made every recent search read a row group of every block kept. A day covers clocks off by
-/// a time zone. Such spans are stored whole and read with their traces; searches find their
-/// traces through their other spans, but not the spans themselves by their stamped time. A
-/// range that reaches `BlockMeta::times_capped_at` may hold later spans.
+/// a time zone. Such spans are stored whole and read with their traces; where they start is
+/// kept apart, in a few ranges (`BlockMeta::ahead_starts`), so a search of their own time
+/// still reads their block and row group. A range that reaches `BlockMeta::times_capped_at`
+/// may hold later spans.
 pub const CLOCK_AHEAD_SLACK: u64 = 86_400 * 1_000_000_000;
 
 /// The span ids of one trace's rows, to find a parent's row. Most traces are small enough
@@ -1002,6 +1003,7 @@ impl BlockBuilder {
                     min_start: range_start,
                     max_end: range_end,
                     rows: 0,
+                    ahead: false,
                 });
             }
             let g = self.meta.row_groups.last_mut().expect("pushed above");
@@ -1009,6 +1011,10 @@ impl BlockBuilder {
             g.min_start = g.min_start.min(range_start);
             g.max_end = g.max_end.max(range_end);
             g.rows += 1;
+            if start > latest {
+                g.ahead = true;
+                self.meta.note_ahead(start);
+            }
             self.rows += 1;
             self.group_rows += 1;
 
