@@ -2389,7 +2389,9 @@ async fn spans_a_few_days_ahead_are_found_by_searches_of_their_time() {
         .await
         .unwrap();
     store.flush().await.unwrap();
-    store.append(g.trace(start + 2_000_000, 10, false)).await.unwrap();
+    let mut long = g.trace(start + 2_000_000, 10, false);
+    long[1].end_unix_nano += 10 * DAY;
+    store.append(long).await.unwrap();
     store.flush().await.unwrap();
 
     let window = |from: u64, to: u64| TraceQuery {
@@ -2414,16 +2416,41 @@ async fn spans_a_few_days_ahead_are_found_by_searches_of_their_time() {
             let block = snap
                 .blocks
                 .iter()
-                .find(|b| !b.meta.ahead_starts.is_empty())
+                .find(|b| b.meta.ahead_starts.as_ref().is_some_and(|a| !a.is_empty()))
                 .expect("a block keeps where its spans ahead start");
-            let ranges = &block.meta.ahead_starts;
+            let ranges = block.meta.ahead_starts.as_ref().unwrap();
             assert!(ranges.len() <= MAX_AHEAD_RANGES, "{ranges:?}");
             for s in [&mixed[2]].into_iter().chain(all_ahead) {
                 let t = s.start_unix_nano;
                 assert!(ranges.iter().any(|r| r[0] <= t && t <= r[1]), "{t} not in {ranges:?}");
             }
             assert!(block.meta.row_groups.iter().any(|g| g.ahead));
-            assert!(block.meta.latest_start_bound() >= all_ahead[3].start_unix_nano);
+            let last_ahead = all_ahead.iter().map(|s| s.start_unix_nano).max().unwrap();
+            assert_eq!(block.meta.latest_start_bound(), last_ahead);
+            if blocks == 2 {
+                // The other block's range reaches its cap through a span's end only: its starts
+                // are still bounded, so limited searches need not read it first.
+                let other = snap
+                    .blocks
+                    .iter()
+                    .find(|b| b.meta.ahead_starts.as_ref().is_some_and(|a| a.is_empty()))
+                    .expect("the block without spans ahead");
+                assert_eq!(other.meta.max_end, other.meta.times_capped_at());
+                assert_eq!(other.meta.latest_start_bound(), other.meta.max_end);
+            }
+            // The newest matching span of all is ahead: a limited search with no window stops
+            // after the block that holds it.
+            let newest = q
+                .search(&TraceQuery {
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                newest.iter().map(|s| s.trace_id).collect::<Vec<_>>(),
+                [all_ahead[0].trace_id]
+            );
             assert!(
                 !block
                     .meta

@@ -131,10 +131,10 @@ pub struct BlockMeta {
     pub max_end: u64,
     /// Where the spans stamped past `times_capped_at` start, which the range above leaves
     /// out: at most `MAX_AHEAD_RANGES` sorted, disjoint ranges (inclusive) covering every such
-    /// start, so a search of their own time still finds them. Empty in blocks written before
-    /// it was kept, which do not find those spans by their time.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ahead_starts: Vec<[u64; 2]>,
+    /// start, so a search of their own time still finds them. `None` in blocks written
+    /// before they were kept, which do not find those spans by their time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ahead_starts: Option<Vec<[u64; 2]>>,
     pub span_count: u64,
     pub trace_count: u64,
     pub data_bytes: u64,
@@ -197,7 +197,7 @@ impl BlockMeta {
             level,
             min_start: u64::MAX,
             max_end: 0,
-            ahead_starts: Vec::new(),
+            ahead_starts: Some(Vec::new()),
             span_count: 0,
             trace_count: 0,
             data_bytes: 0,
@@ -262,11 +262,11 @@ impl BlockMeta {
     }
 
     /// The latest a span in the block may start: `max_end`, or the last start past the cap
-    /// (`ahead_starts`); unbounded when the range was capped and none is listed (a block
-    /// written before they were kept may hold some).
+    /// (`ahead_starts`); unbounded when the range was capped in a block written before those
+    /// were kept.
     pub fn latest_start_bound(&self) -> u64 {
-        match self.ahead_starts.last() {
-            Some(last) => last[1].max(self.max_end),
+        match &self.ahead_starts {
+            Some(ahead) => ahead.last().map_or(self.max_end, |last| last[1].max(self.max_end)),
             None if self.max_end >= self.times_capped_at() => u64::MAX,
             None => self.max_end,
         }
@@ -285,12 +285,13 @@ impl BlockMeta {
     fn ahead_overlaps(&self, start: u64, end: u64) -> bool {
         self.ahead_starts
             .iter()
+            .flatten()
             .any(|&[first, last]| first <= end && last >= start)
     }
 
     /// Counts `start`, stamped past the cap, in `ahead_starts`.
     pub(crate) fn note_ahead(&mut self, start: u64) {
-        let ranges = &mut self.ahead_starts;
+        let ranges = self.ahead_starts.get_or_insert_with(Vec::new);
         let i = ranges.partition_point(|r| r[1] < start);
         if ranges.get(i).is_some_and(|r| r[0] <= start) {
             return;
@@ -345,12 +346,12 @@ mod tests {
             };
             meta.note_ahead(t);
             starts.push(t);
-            let ranges = &meta.ahead_starts;
+            let ranges = meta.ahead_starts.as_ref().unwrap();
             assert!(ranges.len() <= MAX_AHEAD_RANGES, "{ranges:?}");
             assert!(ranges.iter().all(|r| r[0] <= r[1]), "{ranges:?}");
             assert!(ranges.windows(2).all(|w| w[0][1] < w[1][0]), "{ranges:?}");
         }
-        let ranges = &meta.ahead_starts;
+        let ranges = meta.ahead_starts.as_ref().unwrap();
         for t in starts {
             assert!(ranges.iter().any(|r| r[0] <= t && t <= r[1]), "{t} not in {ranges:?}");
             assert!(meta.overlaps(t, t));
@@ -360,7 +361,7 @@ mod tests {
         for t in [50, 10, 30, 10, 30] {
             meta.note_ahead(t);
         }
-        assert_eq!(meta.ahead_starts, [[10, 10], [30, 30], [50, 50]]);
+        assert_eq!(meta.ahead_starts, Some(vec![[10, 10], [30, 30], [50, 50]]));
         assert!(!meta.overlaps(11, 29));
         assert_eq!(meta.latest_start_bound(), 50);
     }
