@@ -2342,6 +2342,13 @@ async fn spans_from_the_future_do_not_stretch_block_time_ranges() {
         meta.max_end
     );
     assert!(meta.row_groups.iter().all(|g| g.max_end <= latest));
+    // Ten years is past the retention period: the block is gone before then, so those starts
+    // are not listed (`BlockBuilder::keep_ahead_for`), and the block's starts are unbounded.
+    assert_eq!(meta.ahead_starts, Some(Vec::new()));
+    assert!(meta.row_groups.iter().all(|g| !g.ahead));
+    assert!(meta.ahead_unlisted);
+    assert_eq!(meta.latest_start_bound(), u64::MAX);
+    assert!(!meta.overlaps(start + ahead - 1, start + ahead + 1));
     // Stored whole, and read with their traces.
     let read = q.trace(&mixed[0].trace_id).await.unwrap();
     let child = read.iter().find(|s| s.span_id == mixed[2].span_id).expect("kept");

@@ -27,7 +27,7 @@ const SCAN_COLUMNS: &[&str] = &[
 fn block_write(c: &mut Criterion) {
     let spans = gen::spans(SPANS, 1);
     let refs: Vec<&Span> = spans.iter().collect();
-    let built = build_block(&refs, new_block_id(), 0).expect("bench block builds");
+    let built = build_block(&refs, new_block_id(), 0, std::time::Duration::MAX).expect("bench block builds");
     println!(
         "block write: {} spans in {} bytes of parquet ({:.1} bytes/span)",
         built.meta.span_count,
@@ -40,7 +40,9 @@ fn block_write(c: &mut Criterion) {
     // One build takes a good fraction of a second; criterion's minimum sample count is plenty.
     g.sample_size(10);
     g.bench_function("build_block", |b| {
-        b.iter(|| build_block(black_box(&refs), new_block_id(), 0).expect("bench block builds"))
+        b.iter(|| {
+            build_block(black_box(&refs), new_block_id(), 0, std::time::Duration::MAX).expect("bench block builds")
+        })
     });
     g.finish();
 }

@@ -114,9 +114,12 @@ impl Store {
         // runtime worker the receivers need.
         let merged = {
             let (group, rt, store) = (group.clone(), tokio::runtime::Handle::current(), self.clone());
-            tokio::task::spawn_blocking(move || rt.block_on(merge_blocks(&group, store.backend(), || store.closing())))
-                .await
-                .map_err(|e| StoreError::Internal(e.to_string()))??
+            let retention = store.config().retention;
+            tokio::task::spawn_blocking(move || {
+                rt.block_on(merge_blocks(&group, store.backend(), retention, || store.closing()))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))??
         };
         // Shutdown began during the merge: as above, write nothing more.
         if self.closing() {
@@ -443,6 +446,7 @@ impl Normalizer {
 pub async fn merge_blocks(
     inputs: &[Arc<BlockHandle>],
     backend: &crate::backend::Backend,
+    retention: std::time::Duration,
     stop: impl Fn() -> bool,
 ) -> Result<crate::block::BuiltBlock, StoreError> {
     let layout = merged_layout(inputs);
@@ -457,6 +461,7 @@ pub async fn merge_blocks(
         .put_streaming(&backend.block_path(&id, crate::block::DATA_FILE))
         .await?;
     let mut builder = BlockBuilder::streaming(id, level, layout, put)?;
+    builder.keep_ahead_for(retention);
     if let Err(e) = merge_into(inputs, &mut keys, &mut builder, stop).await {
         builder.abort(backend).await;
         return Err(e);
@@ -758,7 +763,7 @@ mod tests {
 
         let new_spans = with_resource(100, "new");
         let refs: Vec<&skein_model::Span> = new_spans.iter().collect();
-        let built = crate::build_block(&refs, "new-block".into(), 0).unwrap();
+        let built = crate::build_block(&refs, "new-block".into(), 0, std::time::Duration::MAX).unwrap();
         let new = Arc::new(crate::upload_block(&backend, built).await.unwrap());
 
         let check = |read: Vec<skein_model::Span>, want: &skein_model::Span| {
@@ -767,9 +772,11 @@ mod tests {
             assert_eq!(read[0].scope, want.scope);
         };
         check(old.trace(&old_spans[0].trace_id).await.unwrap(), &old_spans[0]);
-        let merged = merge_blocks(&[old.clone(), new.clone()], &backend, || false)
-            .await
-            .unwrap();
+        let merged = merge_blocks(&[old.clone(), new.clone()], &backend, std::time::Duration::MAX, || {
+            false
+        })
+        .await
+        .unwrap();
         let merged = crate::upload_block(&backend, merged).await.unwrap();
         assert_eq!(merged.meta.span_count, 6);
         for s in old_spans.iter().chain(&new_spans) {
@@ -871,7 +878,7 @@ mod tests {
         let files = |id: &str| sorted_names(&dir.path().join("blocks").join(id));
         let before: Vec<Vec<String>> = input_ids.iter().map(|id| files(id)).collect();
 
-        match merge_blocks(&inputs, store.backend(), || true).await {
+        match merge_blocks(&inputs, store.backend(), std::time::Duration::MAX, || true).await {
             Err(StoreError::ShuttingDown) => {}
             Err(e) => panic!("expected ShuttingDown, got {e}"),
             Ok(_) => panic!("the merge was to stop at its first flush"),
@@ -880,7 +887,9 @@ mod tests {
         let after: Vec<Vec<String>> = input_ids.iter().map(|id| files(id)).collect();
         assert_eq!(after, before);
 
-        let built = merge_blocks(&inputs, store.backend(), || false).await.unwrap();
+        let built = merge_blocks(&inputs, store.backend(), std::time::Duration::MAX, || false)
+            .await
+            .unwrap();
         let handle = crate::upload_block(store.backend(), built).await.unwrap();
         assert_eq!(handle.meta.span_count, 12_000);
         let data = dir
@@ -1035,14 +1044,21 @@ mod tests {
         // Merged and written, never swapped in and their inputs never deleted: a crash right
         // after each commit.
         async fn write_merge(store: &crate::Store, inputs: &[Arc<BlockHandle>]) -> Arc<BlockHandle> {
-            let built = merge_blocks(inputs, store.backend(), || false).await.unwrap();
+            let built = merge_blocks(inputs, store.backend(), std::time::Duration::MAX, || false)
+                .await
+                .unwrap();
             Arc::new(crate::upload_block(store.backend(), built).await.unwrap())
         }
         let first = write_merge(&store, a).await;
         let second = write_merge(&store, b).await;
-        let top = merge_blocks(&[first.clone(), second.clone()], store.backend(), || false)
-            .await
-            .unwrap();
+        let top = merge_blocks(
+            &[first.clone(), second.clone()],
+            store.backend(),
+            std::time::Duration::MAX,
+            || false,
+        )
+        .await
+        .unwrap();
         let mut all_inputs: Vec<String> = level0.iter().map(|b| b.meta.id.clone()).collect();
         all_inputs.extend([first.meta.id.clone(), second.meta.id.clone()]);
         all_inputs.sort();

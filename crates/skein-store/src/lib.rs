@@ -933,9 +933,10 @@ impl Store {
         if self.closing() {
             return Err(StoreError::ShuttingDown);
         }
+        let retention = self.config().retention;
         let built = tokio::task::spawn_blocking(move || {
             let refs: Vec<&Span> = spans.iter().collect();
-            build_block(&refs, block::new_block_id(), 1)
+            build_block(&refs, block::new_block_id(), 1, retention)
         })
         .await
         .map_err(|e| StoreError::Internal(format!("block build panicked: {e}")))??;
@@ -1316,7 +1317,12 @@ fn replay_record(rec: &[u8], head: &mut Head, pending: &mut Pending, now: Instan
 }
 
 /// Builds a block from spans in memory (sorting them by trace id, start).
-pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::BuiltBlock, StoreError> {
+pub fn build_block(
+    spans: &[&Span],
+    id: String,
+    level: u32,
+    retention: Duration,
+) -> Result<block::BuiltBlock, StoreError> {
     // Sort copies of the keys, read in the order the spans lie in memory: a comparison that
     // followed two span pointers missed the cache on most of them.
     let mut keyed: Vec<(TraceId, u64, SpanId, &Span)> = spans
@@ -1329,6 +1335,7 @@ pub fn build_block(spans: &[&Span], id: String, level: u32) -> Result<block::Bui
     let sorted: Vec<&Span> = keyed.into_iter().map(|k| k.3).collect();
     let layout = block::write::choose_layout(&sorted);
     let mut builder = BlockBuilder::new(id, level, layout)?;
+    builder.keep_ahead_for(retention);
     let mut keys = block::write::BlockKeys::default();
     for chunk in sorted.chunks(block::BUILD_BATCH_ROWS) {
         let batch = block::write::spans_to_batch(chunk, builder.layout(), &mut keys)?;
@@ -1646,9 +1653,10 @@ fn cut_head(inner: &Arc<Inner>, segment: &mut wal::Segment) -> Result<(), StoreE
 
 async fn write_frozen(inner: &Arc<Inner>, frozen: &Arc<Frozen>) -> Result<(), StoreError> {
     let f = frozen.clone();
+    let retention = inner.cfg.retention;
     let built = tokio::task::spawn_blocking(move || {
         let spans: Vec<&Span> = f.head.all_spans().collect();
-        let mut built = build_block(&spans, block::new_block_id(), 0)?;
+        let mut built = build_block(&spans, block::new_block_id(), 0, retention)?;
         built.meta.wal_segments = f.head.wal_segments.clone();
         Ok::<_, StoreError>(built)
     })

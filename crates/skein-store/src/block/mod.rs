@@ -135,6 +135,10 @@ pub struct BlockMeta {
     /// before they were kept, which do not find those spans by their time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ahead_starts: Option<Vec<[u64; 2]>>,
+    /// Holds spans starting later than `ahead_starts` lists (`BlockBuilder::keep_ahead_for`):
+    /// its starts are unbounded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ahead_unlisted: bool,
     pub span_count: u64,
     pub trace_count: u64,
     pub data_bytes: u64,
@@ -198,6 +202,7 @@ impl BlockMeta {
             min_start: u64::MAX,
             max_end: 0,
             ahead_starts: Some(Vec::new()),
+            ahead_unlisted: false,
             span_count: 0,
             trace_count: 0,
             data_bytes: 0,
@@ -262,9 +267,12 @@ impl BlockMeta {
     }
 
     /// The latest a span in the block may start: `max_end`, or the last start past the cap
-    /// (`ahead_starts`); unbounded when the range was capped in a block written before those
-    /// were kept.
+    /// (`ahead_starts`); unbounded when some were not listed, or the range was capped in a
+    /// block written before they were.
     pub fn latest_start_bound(&self) -> u64 {
+        if self.ahead_unlisted {
+            return u64::MAX;
+        }
         match &self.ahead_starts {
             Some(ahead) => ahead.last().map_or(self.max_end, |last| last[1].max(self.max_end)),
             None if self.max_end >= self.times_capped_at() => u64::MAX,

@@ -1461,13 +1461,13 @@ mod tests {
         }
         let ids: Vec<TraceId> = by_trace.keys().copied().collect();
 
-        let new = build_block(&refs, "01NEWFORMAT".into(), 0).expect("build");
+        let new = build_block(&refs, "01NEWFORMAT".into(), 0, std::time::Duration::MAX).expect("build");
         assert!(
             new.meta.row_groups.len() >= 3,
             "{} row groups",
             new.meta.row_groups.len()
         );
-        let mut old = build_block(&refs, "01OLDFORMAT".into(), 0).expect("build");
+        let mut old = build_block(&refs, "01OLDFORMAT".into(), 0, std::time::Duration::MAX).expect("build");
         let starts: Vec<i64> = by_trace
             .values()
             .map(|spans| spans.iter().map(|s| s.start_unix_nano as i64).min().expect("a span"))
@@ -1475,7 +1475,7 @@ mod tests {
         old.summaries = older_table(&old.summaries, &starts, Some(&ids));
         old.meta.summary_bytes = old.summaries.len() as u64;
         old.meta.format = 3;
-        let mut six = build_block(&refs, "01FORMATSIX".into(), 0).expect("build");
+        let mut six = build_block(&refs, "01FORMATSIX".into(), 0, std::time::Duration::MAX).expect("build");
         assert!(
             ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(six.summaries.clone()))
                 .expect("summary table")

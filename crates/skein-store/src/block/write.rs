@@ -833,6 +833,8 @@ pub struct BlockBuilder {
     trace_spans: TraceSpans,
     /// Start of the current trace's first row: the trace's start in its summary.
     trace_start: i64,
+    /// Starts past this are not listed in `BlockMeta::ahead_starts` (`keep_ahead_for`).
+    ahead_horizon: u64,
 }
 
 /// How far past its write a block's time range reaches. A span stamped later (a client whose
@@ -916,7 +918,19 @@ impl BlockBuilder {
             group_rows: 0,
             trace_spans: TraceSpans::default(),
             trace_start: 0,
+            ahead_horizon: u64::MAX,
         })
+    }
+
+    /// Lists starts past the cap in `BlockMeta::ahead_starts` only while the block can still
+    /// exist when their time comes: it is deleted `retention` after its write (its retention
+    /// time is never later), so a start beyond that can be reached only by a window searched
+    /// ahead of its time. A client sending random times (mostly years off) then widens no range
+    /// over the days the block is kept; the block is marked `ahead_unlisted` instead. Call
+    /// before the first push.
+    pub fn keep_ahead_for(&mut self, retention: std::time::Duration) {
+        let retention = u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX);
+        self.ahead_horizon = self.meta.created_unix_nano.saturating_add(retention);
     }
 
     pub fn rows(&self) -> u64 {
@@ -1012,8 +1026,12 @@ impl BlockBuilder {
             g.max_end = g.max_end.max(range_end);
             g.rows += 1;
             if start > latest {
-                g.ahead = true;
-                self.meta.note_ahead(start);
+                if start <= self.ahead_horizon {
+                    g.ahead = true;
+                    self.meta.note_ahead(start);
+                } else {
+                    self.meta.ahead_unlisted = true;
+                }
             }
             self.rows += 1;
             self.group_rows += 1;
@@ -1540,7 +1558,9 @@ mod tests {
                 })
                 .collect();
             let refs: Vec<&Span> = spans.iter().collect();
-            crate::build_block(&refs, "01KEYS".into(), 0).expect("build").meta
+            crate::build_block(&refs, "01KEYS".into(), 0, std::time::Duration::MAX)
+                .expect("build")
+                .meta
         };
         let listed = keys(60, 1000); // 60,000 bytes
         let meta = build(&listed);
