@@ -236,9 +236,10 @@ impl QueryEngine {
             .filter(|b| block_may_match(&b.meta, q))
             .cloned()
             .collect();
-        // Newest first by the latest start each block may hold (a capped time range bounds
-        // nothing: `BlockMeta::latest_start_bound`).
-        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.latest_start_bound()));
+        // Newest first by the latest start in the window each block may hold
+        // (`BlockMeta::latest_start_until`).
+        let hi = q.window().1;
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.latest_start_until(hi)));
         let parallel = read_parallelism();
         let shared = Arc::new(q.clone());
         let mut scans = std::collections::VecDeque::new();
@@ -263,7 +264,7 @@ impl QueryEngine {
                 let kth = starts[q.limit - 1];
                 if blocks
                     .get(i + 1)
-                    .is_none_or(|next| next.meta.latest_start_bound() < kth)
+                    .is_none_or(|next| next.meta.latest_start_until(hi) < kth)
                 {
                     break;
                 }

@@ -2316,7 +2316,7 @@ async fn a_block_that_cannot_be_reached_is_skipped_and_tried_again() {
 async fn spans_from_the_future_do_not_stretch_block_time_ranges() {
     use skein_store::block::CLOCK_AHEAD_SLACK;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let store = Store::open(dir.path(), retaining(2, 0)).await.unwrap();
     let q = QueryEngine::new(store.clone());
     let g = Gen::new();
     let start = now() - 60 * 1_000_000_000;
@@ -2342,13 +2342,27 @@ async fn spans_from_the_future_do_not_stretch_block_time_ranges() {
         meta.max_end
     );
     assert!(meta.row_groups.iter().all(|g| g.max_end <= latest));
-    // Ten years is past the retention period: the block is gone before then, so those starts
-    // are not listed (`BlockBuilder::keep_ahead_for`), and the block's starts are unbounded.
-    assert_eq!(meta.ahead_starts, Some(Vec::new()));
-    assert!(meta.row_groups.iter().all(|g| !g.ahead));
-    assert!(meta.ahead_unlisted);
-    assert_eq!(meta.latest_start_bound(), u64::MAX);
-    assert!(!meta.overlaps(start + ahead - 1, start + ahead + 1));
+    // Ten years is past the retention period (two days here): the block is due to go before
+    // then, so those starts share one open range from then on (`BlockBuilder::keep_ahead_for`).
+    let due = meta.created_unix_nano + 2 * DAY;
+    assert_eq!(meta.ahead_starts, Some(vec![[due + 1, u64::MAX]]));
+    assert!(meta.row_groups.iter().any(|g| g.ahead));
+    assert_eq!(meta.latest_start_until(u64::MAX), u64::MAX);
+    assert!(!meta.overlaps(due - DAY / 2, due));
+    // A search of their own time, bounded or open-ended, finds them while the block is kept.
+    let mut ahead_traces = vec![mixed[0].trace_id, all_ahead[0].trace_id];
+    ahead_traces.sort();
+    for start_max in [Some(start + ahead + 3_600_000_000_000), None] {
+        let query = TraceQuery {
+            start_min: Some(start + ahead - 1),
+            start_max,
+            limit: 10,
+            ..Default::default()
+        };
+        let mut found: Vec<TraceId> = q.search(&query).await.unwrap().iter().map(|s| s.trace_id).collect();
+        found.sort();
+        assert_eq!(found, ahead_traces, "window ending {start_max:?}");
+    }
     // Stored whole, and read with their traces.
     let read = q.trace(&mixed[0].trace_id).await.unwrap();
     let child = read.iter().find(|s| s.span_id == mixed[2].span_id).expect("kept");
@@ -2359,7 +2373,7 @@ async fn spans_from_the_future_do_not_stretch_block_time_ranges() {
     // tested against the window (its range no longer bounds them).
     let mut want = vec![mixed[0].trace_id, recent[0].trace_id];
     want.sort();
-    for ahead_of_now in [0, 2 * DAY] {
+    for ahead_of_now in [0, 3 * DAY] {
         let query = TraceQuery {
             service: Some("frontend".into()),
             start_min: Some(now() - 3600 * 1_000_000_000),
@@ -2433,7 +2447,7 @@ async fn spans_a_few_days_ahead_are_found_by_searches_of_their_time() {
             }
             assert!(block.meta.row_groups.iter().any(|g| g.ahead));
             let last_ahead = all_ahead.iter().map(|s| s.start_unix_nano).max().unwrap();
-            assert_eq!(block.meta.latest_start_bound(), last_ahead);
+            assert_eq!(block.meta.latest_start_until(u64::MAX), last_ahead);
             if blocks == 2 {
                 // The other block's range reaches its cap through a span's end only: its starts
                 // are still bounded, so limited searches need not read it first.
@@ -2443,10 +2457,10 @@ async fn spans_a_few_days_ahead_are_found_by_searches_of_their_time() {
                     .find(|b| b.meta.ahead_starts.as_ref().is_some_and(|a| a.is_empty()))
                     .expect("the block without spans ahead");
                 assert_eq!(other.meta.max_end, other.meta.times_capped_at());
-                assert_eq!(other.meta.latest_start_bound(), other.meta.max_end);
+                assert_eq!(other.meta.latest_start_until(u64::MAX), other.meta.max_end);
             }
-            // The newest matching span of all is ahead: a limited search with no window stops
-            // after the block that holds it.
+            // The newest matching span of all is ahead: a limited search with no window takes
+            // its trace, from the block listed as holding the latest start.
             let newest = q
                 .search(&TraceQuery {
                     limit: 1,

@@ -131,14 +131,11 @@ pub struct BlockMeta {
     pub max_end: u64,
     /// Where the spans stamped past `times_capped_at` start, which the range above leaves
     /// out: at most `MAX_AHEAD_RANGES` sorted, disjoint ranges (inclusive) covering every such
-    /// start, so a search of their own time still finds them. `None` in blocks written
+    /// start, so a search of their own time still finds them. Starts past the block's expected
+    /// life end in one open range (`BlockBuilder::keep_ahead_for`). `None` in blocks written
     /// before they were kept, which do not find those spans by their time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ahead_starts: Option<Vec<[u64; 2]>>,
-    /// Holds spans starting later than `ahead_starts` lists (`BlockBuilder::keep_ahead_for`):
-    /// its starts are unbounded.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ahead_unlisted: bool,
     pub span_count: u64,
     pub trace_count: u64,
     pub data_bytes: u64,
@@ -202,7 +199,6 @@ impl BlockMeta {
             min_start: u64::MAX,
             max_end: 0,
             ahead_starts: Some(Vec::new()),
-            ahead_unlisted: false,
             span_count: 0,
             trace_count: 0,
             data_bytes: 0,
@@ -266,18 +262,23 @@ impl BlockMeta {
         self.created_unix_nano.saturating_add(write::CLOCK_AHEAD_SLACK)
     }
 
-    /// The latest a span in the block may start: `max_end`, or the last start past the cap
-    /// (`ahead_starts`); unbounded when some were not listed, or the range was capped in a
-    /// block written before they were.
-    pub fn latest_start_bound(&self) -> u64 {
-        if self.ahead_unlisted {
-            return u64::MAX;
-        }
-        match &self.ahead_starts {
-            Some(ahead) => ahead.last().map_or(self.max_end, |last| last[1].max(self.max_end)),
-            None if self.max_end >= self.times_capped_at() => u64::MAX,
-            None => self.max_end,
-        }
+    /// The latest a span in the block that starts by `hi` may start: from `max_end` and the
+    /// ranges of `ahead_starts`, each cut at `hi`; `hi` itself when the range was capped in a
+    /// block written before those were kept (it bounds nothing there).
+    pub fn latest_start_until(&self, hi: u64) -> u64 {
+        let Some(ahead) = &self.ahead_starts else {
+            return if self.max_end >= self.times_capped_at() {
+                hi
+            } else {
+                self.max_end.min(hi)
+            };
+        };
+        let in_range = if self.min_start <= hi { self.max_end.min(hi) } else { 0 };
+        ahead
+            .iter()
+            .filter(|r| r[0] <= hi)
+            .map(|r| r[1].min(hi))
+            .fold(in_range, u64::max)
     }
 
     /// Whether spans starting in `[start, end]` may be in the block.
@@ -297,14 +298,20 @@ impl BlockMeta {
             .any(|&[first, last]| first <= end && last >= start)
     }
 
-    /// Counts `start`, stamped past the cap, in `ahead_starts`.
-    pub(crate) fn note_ahead(&mut self, start: u64) {
+    /// Counts starts `first..=last`, stamped past the cap, in `ahead_starts`.
+    pub(crate) fn note_ahead(&mut self, mut first: u64, mut last: u64) {
         let ranges = self.ahead_starts.get_or_insert_with(Vec::new);
-        let i = ranges.partition_point(|r| r[1] < start);
-        if ranges.get(i).is_some_and(|r| r[0] <= start) {
+        let i = ranges.partition_point(|r| r[1] < first);
+        if ranges.get(i).is_some_and(|r| r[0] <= first && last <= r[1]) {
             return;
         }
-        ranges.insert(i, [start, start]);
+        // Ranges it touches become part of it.
+        while ranges.get(i).is_some_and(|r| r[0] <= last) {
+            first = first.min(ranges[i][0]);
+            last = last.max(ranges[i][1]);
+            ranges.remove(i);
+        }
+        ranges.insert(i, [first, last]);
         if ranges.len() > MAX_AHEAD_RANGES {
             // Close the smallest gap: the ranges widen where such spans are densest.
             let j = (0..ranges.len() - 1)
@@ -345,32 +352,90 @@ mod tests {
         println!("seed {seed}");
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut meta = BlockMeta::new("b".into(), 0);
-        let mut starts = Vec::new();
+        let mut noted = Vec::new();
         for i in 0..2_000u64 {
-            // Bursts around a few times, and now and then one far off.
-            let t = match rng.u32(..10) {
-                0 => rng.u64(..u64::MAX / 2),
-                k => k as u64 * 1_000_000_000_000 + rng.u64(..1_000_000) + i,
+            // Bursts around a few times, now and then one far off, and now and then a range.
+            let (first, last) = match rng.u32(..20) {
+                0 | 1 => {
+                    let t = rng.u64(..u64::MAX / 2);
+                    (t, t)
+                }
+                2 => {
+                    let t = rng.u64(..u64::MAX / 2);
+                    (t, t.saturating_add(rng.u64(..1 << 40)))
+                }
+                k => {
+                    let t = k as u64 * 1_000_000_000_000 + rng.u64(..1_000_000) + i;
+                    (t, t)
+                }
             };
-            meta.note_ahead(t);
-            starts.push(t);
+            meta.note_ahead(first, last);
+            noted.push((first, last));
             let ranges = meta.ahead_starts.as_ref().unwrap();
             assert!(ranges.len() <= MAX_AHEAD_RANGES, "{ranges:?}");
             assert!(ranges.iter().all(|r| r[0] <= r[1]), "{ranges:?}");
             assert!(ranges.windows(2).all(|w| w[0][1] < w[1][0]), "{ranges:?}");
         }
         let ranges = meta.ahead_starts.as_ref().unwrap();
-        for t in starts {
-            assert!(ranges.iter().any(|r| r[0] <= t && t <= r[1]), "{t} not in {ranges:?}");
-            assert!(meta.overlaps(t, t));
+        for (first, last) in noted {
+            assert!(
+                ranges.iter().any(|r| r[0] <= first && last <= r[1]),
+                "{first}..={last} not in {ranges:?}"
+            );
+            assert!(meta.overlaps(first, first) && meta.overlaps(last, last));
         }
-        // A few distinct starts are kept exactly.
+    }
+
+    /// A few distinct starts are kept exactly; a 17th closes the smallest gap; ranges merge
+    /// with those they touch; the latest start a window can meet is cut at its end.
+    #[test]
+    fn ahead_starts_merge_and_bound_starts() {
         let mut meta = BlockMeta::new("b".into(), 0);
+        meta.min_start = 1;
+        meta.max_end = 5;
         for t in [50, 10, 30, 10, 30] {
-            meta.note_ahead(t);
+            meta.note_ahead(t, t);
         }
         assert_eq!(meta.ahead_starts, Some(vec![[10, 10], [30, 30], [50, 50]]));
-        assert!(!meta.overlaps(11, 29));
-        assert_eq!(meta.latest_start_bound(), 50);
+        assert!(!meta.overlaps(11, 29) && meta.overlaps(29, 30));
+        assert_eq!(meta.latest_start_until(u64::MAX), 50);
+        assert_eq!(meta.latest_start_until(40), 30);
+        assert_eq!(meta.latest_start_until(20), 10);
+        assert_eq!(meta.latest_start_until(7), 5);
+        let group = |ahead| RowGroupMeta {
+            min_trace: [0; 16],
+            max_trace: [0; 16],
+            min_start: 1,
+            max_end: 5,
+            rows: 1,
+            ahead,
+        };
+        assert!(meta.group_overlaps(&group(true), 30, 30));
+        assert!(!meta.group_overlaps(&group(false), 30, 30));
+
+        // An open range swallows the ranges it reaches, and bounds nothing past them.
+        meta.note_ahead(29, u64::MAX);
+        assert_eq!(meta.ahead_starts, Some(vec![[10, 10], [29, u64::MAX]]));
+        assert_eq!(meta.latest_start_until(1_000), 1_000);
+        assert_eq!(meta.latest_start_until(20), 10);
+
+        // Seventeen points 100 apart but one 1 from its neighbour: those two merge.
+        let mut meta = BlockMeta::new("b".into(), 0);
+        for k in 0..16u64 {
+            meta.note_ahead(k * 100, k * 100);
+        }
+        meta.note_ahead(701, 701);
+        let ranges = meta.ahead_starts.as_ref().unwrap();
+        assert_eq!(ranges.len(), MAX_AHEAD_RANGES);
+        assert!(ranges.contains(&[700, 701]), "{ranges:?}");
+
+        // Blocks written before the list was kept: a capped range bounds nothing.
+        let mut old = BlockMeta::new("old".into(), 0);
+        old.ahead_starts = None;
+        old.min_start = 1;
+        old.max_end = old.times_capped_at();
+        assert_eq!(old.latest_start_until(u64::MAX), u64::MAX);
+        old.max_end = 5;
+        assert_eq!(old.latest_start_until(u64::MAX), 5);
     }
 }

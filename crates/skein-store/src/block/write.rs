@@ -922,12 +922,13 @@ impl BlockBuilder {
         })
     }
 
-    /// Lists starts past the cap in `BlockMeta::ahead_starts` only while the block can still
-    /// exist when their time comes: it is deleted `retention` after its write (its retention
-    /// time is never later), so a start beyond that can be reached only by a window searched
-    /// ahead of its time. A client sending random times (mostly years off) then widens no range
-    /// over the days the block is kept; the block is marked `ahead_unlisted` instead. Call
-    /// before the first push.
+    /// Lists starts past the cap in `BlockMeta::ahead_starts` one by one only up to when the
+    /// block is due to expire, `retention` after its write (its retention time is never
+    /// later); later ones share one open range from there. Searches of recent windows meet
+    /// that range only if the block outlives its due time (retention raised since, or
+    /// deletion late), and then read it, never miss it; a client sending random times (years
+    /// off, mostly) so leaves the listed ranges narrow. Call before the first push.
+    /// Without it, every start is listed.
     pub fn keep_ahead_for(&mut self, retention: std::time::Duration) {
         let retention = u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX);
         self.ahead_horizon = self.meta.created_unix_nano.saturating_add(retention);
@@ -1026,11 +1027,11 @@ impl BlockBuilder {
             g.max_end = g.max_end.max(range_end);
             g.rows += 1;
             if start > latest {
+                g.ahead = true;
                 if start <= self.ahead_horizon {
-                    g.ahead = true;
-                    self.meta.note_ahead(start);
+                    self.meta.note_ahead(start, start);
                 } else {
-                    self.meta.ahead_unlisted = true;
+                    self.meta.note_ahead(self.ahead_horizon + 1, u64::MAX);
                 }
             }
             self.rows += 1;
