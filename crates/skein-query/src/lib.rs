@@ -237,9 +237,10 @@ impl QueryEngine {
             .cloned()
             .collect();
         // Newest first by the latest start in the window each block may hold
-        // (`BlockMeta::latest_start_until`).
+        // (`BlockMeta::latest_start_until`); blocks reaching past the window by their latest
+        // start of all, as before the cut.
         let hi = q.window().1;
-        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.latest_start_until(hi)));
+        blocks.sort_by_key(|b| std::cmp::Reverse((b.meta.latest_start_until(hi), b.meta.latest_start_until(u64::MAX))));
         let parallel = read_parallelism();
         let shared = Arc::new(q.clone());
         let mut scans = std::collections::VecDeque::new();

@@ -324,8 +324,8 @@ impl BlockMeta {
 }
 
 /// How many ranges a block's meta keeps of where its spans stamped past the cap start
-/// (`BlockMeta::ahead_starts`): a client with a clock off by a few days adds one, a client
-/// sending random times widens them instead of growing the meta.
+/// (`BlockMeta::ahead_starts`): a client with a clock off by a few days adds one; a client
+/// whose times scatter widens them instead of growing the meta.
 pub const MAX_AHEAD_RANGES: usize = 16;
 
 /// A new block id: time-ordered so listings sort oldest first.
