@@ -28,7 +28,7 @@ impl Store {
             return Ok(0);
         }
         let cfg = self.config();
-        let cutoff = now_unix_nano.saturating_sub(u64::try_from(cfg.retention.as_nanos()).unwrap_or(u64::MAX));
+        let cutoff = now_unix_nano.saturating_sub(crate::saturating_nanos(cfg.retention));
         // Unreadable blocks too: they expire like the rest.
         let mut blocks = self.all_blocks();
         blocks.sort_by_key(|b| (b.meta.retention_time(), b.meta.min_start));

@@ -44,6 +44,11 @@ pub fn now_unix_nano() -> u64 {
         .unwrap_or(0)
 }
 
+/// A duration in nanoseconds, at most `u64::MAX` (a retention of centuries would wrap).
+pub(crate) fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{what} {path}: {source}")]

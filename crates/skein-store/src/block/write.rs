@@ -930,8 +930,10 @@ impl BlockBuilder {
     /// off, mostly) so leaves the listed ranges narrow. Call before the first push.
     /// Without it, every start is listed.
     pub fn keep_ahead_for(&mut self, retention: std::time::Duration) {
-        let retention = u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX);
-        self.ahead_horizon = self.meta.created_unix_nano.saturating_add(retention);
+        self.ahead_horizon = self
+            .meta
+            .created_unix_nano
+            .saturating_add(crate::saturating_nanos(retention));
     }
 
     pub fn rows(&self) -> u64 {
