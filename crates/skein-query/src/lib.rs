@@ -101,6 +101,9 @@ pub struct QueryEngine {
     store: Store,
     /// Most traces one search may ask for (`query.max_traces`).
     max_traces: usize,
+    /// How many reads of one search run at once, and into how many scans a block's row
+    /// groups are split: one per core unless set (`with_read_parallelism`).
+    parallelism: usize,
 }
 
 /// `query.max_traces` unless configured.
@@ -124,7 +127,14 @@ impl QueryEngine {
         QueryEngine {
             store,
             max_traces: DEFAULT_MAX_TRACES,
+            parallelism: read_parallelism(),
         }
+    }
+
+    /// Runs `n` reads of a search at once (at least 1) instead of one per core.
+    pub fn with_read_parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
     }
 
     /// Searches may ask for at most `max_traces` traces (at least 1).
@@ -228,8 +238,11 @@ impl QueryEngine {
         // Newest blocks first; stop once `limit` hits are newer than anything older blocks hold.
         // (A trace's start can only be earlier than its matching span's, so ordering across the
         // cut-off is by the matching spans — exact for traces that live in one block.)
-        // Blocks are scanned on all cores, a few ahead of the one being merged; a scan that
-        // turns out not to be needed is aborted.
+        // Each block's row groups are split into one scan per core (row groups never split a
+        // trace), so the newest block, which often holds every hit a search needs, is read on
+        // all cores instead of one core reading it while another reads the next block on
+        // speculation. Scans run a few ahead of the one being merged; one that turns out not
+        // to be needed is aborted.
         let mut blocks: Vec<Arc<BlockHandle>> = snap
             .blocks
             .iter()
@@ -239,27 +252,42 @@ impl QueryEngine {
         // Newest first by the latest start in the window each block may hold
         // (`BlockMeta::latest_start_until`); blocks reaching past the window by their latest
         // start of all, as before the cut.
-        let hi = q.window().1;
+        let (lo, hi) = q.window();
         blocks.sort_by_key(|b| std::cmp::Reverse((b.meta.latest_start_until(hi), b.meta.latest_start_until(u64::MAX))));
-        let parallel = read_parallelism();
+        let parallel = self.parallelism;
         let shared = Arc::new(q.clone());
+        // Scans in order: (block's place, block, its row groups for this scan, the block's
+        // trace rows shared by its scans, whether this is the block's last scan).
+        let mut parts = blocks.iter().enumerate().flat_map(|(i, b)| {
+            let chunks = split_scans(row_groups_in_window(b, lo, hi), parallel);
+            let trace_rows: Arc<TraceRows> = Arc::default();
+            let last = chunks.len() - 1;
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(move |(k, groups)| (i, b.clone(), groups, trace_rows.clone(), k == last))
+        });
         let mut scans = std::collections::VecDeque::new();
-        let mut queued = blocks.iter();
-        for i in 0..blocks.len() {
+        loop {
             while scans.len() < parallel {
-                let Some(b) = queued.next().cloned() else { break };
+                let Some((i, b, groups, trace_rows, last)) = parts.next() else {
+                    break;
+                };
                 let q = shared.clone();
-                scans.push_back(BlockRead::of_block(
+                let read = BlockRead::of_block(
                     b.clone(),
-                    async move { search_block(&b, &q).await },
-                ));
+                    async move { search_block(&b, &q, groups, &trace_rows).await },
+                );
+                scans.push_back((i, last, read));
             }
-            let Some(scan) = scans.pop_front() else { break };
+            let Some((i, last, scan)) = scans.pop_front() else {
+                break;
+            };
             for (t, start) in scan.join().await? {
                 let e = newest.entry(t).or_insert(0);
                 *e = (*e).max(start);
             }
-            if q.limit > 0 && newest.len() >= q.limit {
+            if last && q.limit > 0 && newest.len() >= q.limit {
                 let mut starts: Vec<u64> = newest.values().copied().collect();
                 starts.sort_unstable_by(|a, b| b.cmp(a));
                 let kth = starts[q.limit - 1];
@@ -345,7 +373,7 @@ impl QueryEngine {
                 BlockRead::spawn(async move { engine.read_trace(&id, outline).await.map_err(|QueryError::Store(e)| e) })
                     .join()
             })
-            .buffered(read_parallelism())
+            .buffered(self.parallelism)
             .try_collect()
             .await?;
         traces.retain(|spans| !spans.is_empty());
@@ -433,18 +461,37 @@ impl QueryEngine {
             let spans: Vec<(SpanId, SpanId, &str)> = spans.into_iter().map(|(id, _, p, svc)| (id, p, svc)).collect();
             graph.add_trace(trace, &spans);
         }
-        // Blocks are sorted by trace id, so each trace's spans are contiguous within a block.
+        // Blocks are sorted by trace id, so each trace's spans are contiguous within a block,
+        // and within a row group. Each block's row groups are read in one scan per core, each
+        // into a graph of its own, merged in order.
         let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();
-        for b in &blocks {
-            let groups = row_groups_in_window(b, start, end);
-            let read = async {
-                match b.stream_parent_links(groups.clone()).await? {
-                    Some(rows) => graph.add_linked_rows(rows, in_window).await,
-                    None => graph.add_block_by_ids(b, groups, in_window).await,
-                }
-            };
-            b.settle(read.await.map_err(|QueryError::Store(e)| e))?;
+        let scans: Vec<(Arc<BlockHandle>, Vec<usize>)> = blocks
+            .iter()
+            .flat_map(|&b| {
+                split_scans(row_groups_in_window(b, start, end), self.parallelism)
+                    .into_iter()
+                    .map(|groups| (b.clone(), groups))
+            })
+            .collect();
+        let mut parts = futures::stream::iter(scans)
+            .map(|(b, groups)| {
+                BlockRead::of_block(b.clone(), async move {
+                    let in_window = move |s: u64| s >= start && s <= end;
+                    let mut part = CallGraph::default();
+                    let read = match b.stream_parent_links(groups.clone()).await? {
+                        Some(rows) => part.add_linked_rows(rows, in_window).await,
+                        None => part.add_block_by_ids(&b, groups, in_window).await,
+                    };
+                    read.map_err(|QueryError::Store(e)| e)?;
+                    Ok(part)
+                })
+                .join()
+            })
+            .buffered(self.parallelism);
+        while let Some(part) = parts.try_next().await? {
+            graph.absorb(part);
         }
+        drop(parts);
         // Parents in another block, or in memory while their children are in a block: a trace
         // whose services exported at different times is split until compaction merges its
         // blocks, or for good when they were cut far apart.
@@ -472,6 +519,16 @@ struct CallGraph {
 }
 
 impl CallGraph {
+    /// Adds the calls and unresolved children of `part`, a graph of other spans.
+    fn absorb(&mut self, part: CallGraph) {
+        for (edge, n) in part.edges {
+            *self.edges.entry(edge).or_default() += n;
+        }
+        for (parent, children) in part.unresolved {
+            self.unresolved.entry(parent).or_default().extend(children);
+        }
+    }
+
     /// The spans of one trace read from one place (memory, or a block): (id, parent, service).
     fn add_trace(&mut self, trace: TraceId, spans: &[(SpanId, SpanId, &str)]) {
         let services: HashMap<SpanId, &str> = spans.iter().map(|(id, _, svc)| (*id, *svc)).collect();
@@ -772,6 +829,19 @@ fn row_groups_in_window(b: &BlockHandle, lo: u64, hi: u64) -> Vec<usize> {
         .collect()
 }
 
+/// `groups` (a block's row groups) split into at most `n` scans of neighbouring groups, as
+/// even as they divide. Always one scan at least, empty when `groups` is: a search checks its
+/// early stop after each block's last scan.
+fn split_scans(groups: Vec<usize>, n: usize) -> Vec<Vec<usize>> {
+    if groups.is_empty() {
+        return vec![Vec::new()];
+    }
+    groups
+        .chunks(groups.len().div_ceil(n.max(1)))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
 fn fixed_col<'a>(b: &'a RecordBatch, n: &str) -> Result<&'a arrow_array::FixedSizeBinaryArray, StoreError> {
     downcast(b, n)
 }
@@ -854,21 +924,27 @@ impl<T> Drop for BlockRead<T> {
     }
 }
 
-/// Scans one block for spans that match and returns their traces, each with the start of its
-/// newest matching span: with a limit, only the `limit` newest (ties by trace id). That keeps
-/// the search's overall `limit` newest exact: each of them is among the newest of the block
-/// holding its newest match. Only the columns the conditions need are decoded for every row,
-/// starts just for the rows that match, and trace ids just for the traces returned: rows are
-/// mapped to traces by the block's trace rows (`BlockHandle::trace_rows`), not by decoding
+/// Scans row groups `groups` of one block for spans that match and returns their traces, each
+/// with the start of its newest matching span: with a limit, only the `limit` newest (ties by
+/// trace id). That keeps the search's overall `limit` newest exact: each of them is among the
+/// newest of the row groups holding its newest match (a trace lies in one row group). Only the
+/// columns the conditions need are decoded for every row, starts just for the rows that match,
+/// and trace ids just for the traces returned: rows are mapped to traces by the block's trace
+/// rows (`BlockHandle::trace_rows`, read once per block into `trace_rows`), not by decoding
 /// every matching row's trace id (which doubled the time of a search for a common value).
-async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
+async fn search_block(
+    b: &BlockHandle,
+    q: &TraceQuery,
+    groups: Vec<usize>,
+    trace_rows: &TraceRows,
+) -> Result<HashMap<TraceId, u64>, StoreError> {
     let (lo, hi) = q.window();
     // Row groups whose spans all start inside the window need no start-time test, so their
     // filter does not decode the start column for every row (a quarter of a scan's CPU).
     // Only groups at the window's edges do, and groups whose range was capped
     // (`BlockMeta::times_capped_at`): they may hold spans stamped past it (`ahead`).
     let capped = b.meta.times_capped_at();
-    let (inside, edges): (Vec<usize>, Vec<usize>) = row_groups_in_window(b, lo, hi).into_iter().partition(|&g| {
+    let (inside, edges): (Vec<usize>, Vec<usize>) = groups.into_iter().partition(|&g| {
         let g = &b.meta.row_groups[g];
         lo <= g.min_start && g.max_end <= hi && g.max_end < capped
     });
@@ -877,7 +953,7 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
     }
     let mut hits = if b.meta.summaries_by_row() {
         BlockHits::ByRow {
-            firsts: Vec::new(),
+            firsts: Arc::new(Vec::new()),
             at: 0,
             found: Vec::new(),
         }
@@ -899,7 +975,10 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
             // The trace list is read once a row matches: a block without any needs none.
             if let BlockHits::ByRow { firsts, .. } = &mut hits {
                 if firsts.is_empty() && batch.num_rows() > 0 {
-                    *firsts = b.trace_rows().await?;
+                    *firsts = trace_rows
+                        .get_or_try_init(|| async { b.trace_rows().await.map(Arc::new) })
+                        .await?
+                        .clone();
                 }
             }
             hits.add(&batch)?;
@@ -907,6 +986,9 @@ async fn search_block(b: &BlockHandle, q: &TraceQuery) -> Result<HashMap<TraceId
     }
     hits.newest(b, q.limit).await
 }
+
+/// A block's `BlockHandle::trace_rows`, read once by whichever of its scans first needs it.
+type TraceRows = tokio::sync::OnceCell<Arc<Vec<u64>>>;
 
 /// The matching traces of one block, each with the start of its newest matching span.
 enum BlockHits {
@@ -916,7 +998,7 @@ enum BlockHits {
     /// rows come in row order within each scan, so a trace's rows come one after another and
     /// `found` takes a trace when its first matching row comes.
     ByRow {
-        firsts: Vec<u64>,
+        firsts: Arc<Vec<u64>>,
         at: usize,
         found: Vec<(usize, u64)>,
     },

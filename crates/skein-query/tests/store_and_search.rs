@@ -2,6 +2,7 @@
 //! between head and blocks, compaction dedupes, retention drops by age and size, and a restart
 //! finds everything.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1717,7 +1718,42 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
     assert_eq!(snap.blocks.len(), 3);
     assert_eq!(snap.blocks.iter().filter(|b| b.meta.row_groups.len() == 2).count(), 2);
     assert!(snap.blocks.iter().all(|b| b.meta.summaries_by_row()));
-    check(QueryEngine::new(store.clone())).await;
+    // Each block scanned whole, then split into one scan per row group (a trace's rows all lie
+    // in one), and into more scans than it has groups. Dependencies are read the same way.
+    let calls = |lo: u64, hi: u64| -> Vec<(String, String, u64)> {
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for t in &traces {
+            for child in t {
+                let Some(parent) = t.iter().find(|p| p.span_id == child.parent_span_id) else {
+                    continue;
+                };
+                let here = |s: &Span| (lo..=hi).contains(&s.start_unix_nano);
+                let (from, to) = (parent.service_name(), child.service_name());
+                if here(parent) && here(child) && from != to {
+                    *counts.entry((from.to_string(), to.to_string())).or_default() += 1;
+                }
+            }
+        }
+        counts.into_iter().map(|((p, c), n)| (p, c, n)).collect()
+    };
+    for parallelism in [1, 2, 3] {
+        let q = QueryEngine::new(store.clone()).with_read_parallelism(parallelism);
+        for (lo, hi) in [(0, u64::MAX), (base + 5 * minute, base + 12 * minute)] {
+            let found: Vec<(String, String, u64)> = q
+                .dependencies(lo, hi)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.parent, d.child, d.call_count))
+                .collect();
+            assert_eq!(
+                found,
+                calls(lo, hi),
+                "dependencies in {lo}..{hi}, {parallelism} reads at once"
+            );
+        }
+        check(q).await;
+    }
 
     // The third block's summary table rewritten with trace ids and starts, as formats 1 to 3
     // kept them.
