@@ -268,22 +268,22 @@ impl QueryEngine {
                 .map(move |(k, groups)| (i, b.clone(), groups, trace_rows.clone(), k == last))
         });
         let mut scans = std::collections::VecDeque::new();
+        let mut settled = ScansSettled::default();
         loop {
             while scans.len() < parallel {
                 let Some((i, b, groups, trace_rows, last)) = parts.next() else {
                     break;
                 };
                 let q = shared.clone();
-                let read = BlockRead::of_block(
-                    b.clone(),
-                    async move { search_block(&b, &q, groups, &trace_rows).await },
-                );
-                scans.push_back((i, last, read));
+                let scanned = b.clone();
+                let read = BlockRead::spawn(async move { search_block(&scanned, &q, groups, &trace_rows).await });
+                scans.push_back((i, b, last, read));
             }
-            let Some((i, last, scan)) = scans.pop_front() else {
+            let Some((i, b, last, scan)) = scans.pop_front() else {
                 break;
             };
-            for (t, start) in scan.join().await? {
+            let found = settled.scan(i, &b, scan.join().await)?.unwrap_or_default();
+            for (t, start) in found {
                 let e = newest.entry(t).or_insert(0);
                 *e = (*e).max(start);
             }
@@ -462,36 +462,42 @@ impl QueryEngine {
             graph.add_trace(trace, &spans);
         }
         // Blocks are sorted by trace id, so each trace's spans are contiguous within a block,
-        // and within a row group. Each block's row groups are read in one scan per core, each
-        // into a graph of its own, merged in order.
+        // and within a row group (in blocks with parent offsets; a trace that an older block
+        // splits between two scans is joined by `resolve_elsewhere`). Each block's row groups are read as a
+        // search reads them (`split_scans`), each scan into a graph of its own; the graphs add
+        // up in any order.
         let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();
-        let scans: Vec<(Arc<BlockHandle>, Vec<usize>)> = blocks
+        let scans: Vec<(usize, Arc<BlockHandle>, Vec<usize>)> = blocks
             .iter()
-            .flat_map(|&b| {
+            .enumerate()
+            .flat_map(|(i, &b)| {
                 split_scans(row_groups_in_window(b, start, end), self.parallelism)
                     .into_iter()
-                    .map(|groups| (b.clone(), groups))
+                    .map(move |groups| (i, b.clone(), groups))
             })
             .collect();
         let mut parts = futures::stream::iter(scans)
-            .map(|(b, groups)| {
-                BlockRead::of_block(b.clone(), async move {
+            .map(|(i, b, groups)| {
+                let scanned = b.clone();
+                let read = BlockRead::spawn(async move {
                     let in_window = move |s: u64| s >= start && s <= end;
                     let mut part = CallGraph::default();
-                    let read = match b.stream_parent_links(groups.clone()).await? {
+                    let read = match scanned.stream_parent_links(groups.clone()).await? {
                         Some(rows) => part.add_linked_rows(rows, in_window).await,
-                        None => part.add_block_by_ids(&b, groups, in_window).await,
+                        None => part.add_block_by_ids(&scanned, groups, in_window).await,
                     };
                     read.map_err(|QueryError::Store(e)| e)?;
                     Ok(part)
-                })
-                .join()
+                });
+                async move { (i, b, read.join().await) }
             })
-            .buffered(self.parallelism);
-        while let Some(part) = parts.try_next().await? {
-            graph.absorb(part);
+            .buffer_unordered(self.parallelism);
+        let mut settled = ScansSettled::default();
+        while let Some((i, b, part)) = parts.next().await {
+            if let Some(part) = settled.scan(i, &b, part)? {
+                graph.absorb(part);
+            }
         }
-        drop(parts);
         // Parents in another block, or in memory while their children are in a block: a trace
         // whose services exported at different times is split until compaction merges its
         // blocks, or for good when they were cut far apart.
@@ -829,9 +835,9 @@ fn row_groups_in_window(b: &BlockHandle, lo: u64, hi: u64) -> Vec<usize> {
         .collect()
 }
 
-/// `groups` (a block's row groups) split into at most `n` scans of neighbouring groups, as
-/// even as they divide. Always one scan at least, empty when `groups` is: a search checks its
-/// early stop after each block's last scan.
+/// `groups` (a block's row groups) split into at most `n` scans of neighbouring groups, each
+/// of at most ⌈len / n⌉ groups. Always one scan at least, empty when `groups` is: a search
+/// checks its early stop after each block's last scan.
 fn split_scans(groups: Vec<usize>, n: usize) -> Vec<Vec<usize>> {
     if groups.is_empty() {
         return vec![Vec::new()];
@@ -987,6 +993,29 @@ async fn search_block(
     hits.newest(b, q.limit).await
 }
 
+/// Settles the results of one query's block scans (`BlockHandle::settle`), blocks named by
+/// their place in the query's list. Once a scan of a block failed in this query, a later one
+/// that succeeds is taken as it is, without marking the block readable again: the answer
+/// still lacks what the failed scan held, and must say it may be incomplete
+/// (`QueryEngine::damaged_blocks_for`).
+#[derive(Default)]
+struct ScansSettled {
+    failed: HashSet<usize>,
+}
+
+impl ScansSettled {
+    fn scan<T>(&mut self, block: usize, b: &BlockHandle, r: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+        if r.is_ok() && self.failed.contains(&block) {
+            return Ok(r.ok());
+        }
+        let settled = b.settle(r)?;
+        if settled.is_none() {
+            self.failed.insert(block);
+        }
+        Ok(settled)
+    }
+}
+
 /// A block's `BlockHandle::trace_rows`, read once by whichever of its scans first needs it.
 type TraceRows = tokio::sync::OnceCell<Arc<Vec<u64>>>;
 
@@ -1023,8 +1052,9 @@ impl BlockHits {
                 let rows = i64_col(batch, schema::ROW_NUMBER)?;
                 for (&row, &start) in rows.values().iter().zip(starts.values()) {
                     let (row, start) = (row as u64, start as u64);
-                    // Forward to the row's trace: each scan walks the trace list once.
-                    if row < firsts[*at] {
+                    // Forward to the row's trace: a binary search for a scan's first row
+                    // (its groups may start anywhere in the block), then a walk.
+                    if row < firsts[*at] || found.is_empty() {
                         *at = firsts.partition_point(|&first| first <= row).saturating_sub(1);
                     }
                     while firsts.get(*at + 1).is_some_and(|&next| next <= row) {
@@ -1462,5 +1492,51 @@ impl RowMatcher {
             keep = &keep & &hit;
         }
         Ok(BooleanArray::new(keep, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One scan of a block that cannot be reached leaves the block failing for the rest of
+    /// the query, whatever its other scans find; the next query's read clears it.
+    #[tokio::test]
+    async fn a_failed_scan_keeps_its_block_failing_for_the_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), skein_store::StoreConfig::default())
+            .await
+            .unwrap();
+        let span = Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            name: "op".into(),
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            ..Default::default()
+        };
+        store.append(vec![span]).await.unwrap();
+        store.flush().await.unwrap();
+        let block = store.snapshot().blocks[0].clone();
+        let unreachable = || StoreError::Object("connection reset".into());
+
+        let mut settled = ScansSettled::default();
+        assert_eq!(settled.scan(0, &block, Ok(1)).unwrap(), Some(1));
+        assert_eq!(settled.scan(0, &block, Err::<u8, _>(unreachable())).unwrap(), None);
+        assert!(block.is_failing());
+        assert_eq!(
+            settled.scan(0, &block, Ok(3)).unwrap(),
+            Some(3),
+            "what it found is kept"
+        );
+        assert!(block.is_failing(), "the answer still lacks the failed scan's rows");
+        assert!(settled
+            .scan(0, &block, Err::<u8, _>(StoreError::Internal("bug".into())))
+            .is_err());
+
+        let mut next_query = ScansSettled::default();
+        assert_eq!(next_query.scan(0, &block, Ok(5)).unwrap(), Some(5));
+        assert!(!block.is_failing(), "read again");
+        store.shutdown().await.unwrap();
     }
 }

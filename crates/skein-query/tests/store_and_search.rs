@@ -1719,7 +1719,8 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
     assert_eq!(snap.blocks.iter().filter(|b| b.meta.row_groups.len() == 2).count(), 2);
     assert!(snap.blocks.iter().all(|b| b.meta.summaries_by_row()));
     // Each block scanned whole, then split into one scan per row group (a trace's rows all lie
-    // in one), and into more scans than it has groups. Dependencies are read the same way.
+    // in one), also with more reads at once than a block has groups. Dependencies are read the
+    // same way.
     let calls = |lo: u64, hi: u64| -> Vec<(String, String, u64)> {
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         for t in &traces {
