@@ -375,9 +375,11 @@ impl BlockHandle {
     /// Every span of trace `id` in `groups`, whose trace-id pages `pages` picks. The rows are
     /// found first, from the trace-id column alone; then the columns in wide pages (events,
     /// starts, durations: most of the decompression) and the dedicated ones are read on a task
-    /// of their own while this one reads the rest, so a lookup on an idle server uses two
-    /// cores (docs/benchmarks.md, "Trace lookups on two cores"). (Letting each of the two
-    /// reads find the rows with its own row filter instead was no faster.)
+    /// each while this one reads the rest. So a lookup on an idle server uses both cores, and
+    /// the blocking pool's reads of one part overlap the decoding of the others (three parts
+    /// gave a p99 ~15 % below two; docs/benchmarks.md, "Trace lookups on two cores" and
+    /// session 36). (Letting each read find the rows with its own row filter instead was no
+    /// faster.)
     async fn read_whole_trace(
         &self,
         md: ArrowReaderMetadata,
@@ -389,13 +391,17 @@ impl BlockHandle {
             return Ok(Vec::new());
         };
         // The trace-id column is not read again: every row holds `id`.
-        let (second, first): (Vec<&str>, Vec<&str>) = md
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .filter(|c| *c != schema::TRACE_ID)
-            .partition(|c| super::write::WIDE_PAGE_COLUMNS.contains(c) || c.starts_with(schema::DEDICATED_PREFIX));
+        let columns = md.schema().fields().iter().map(|f| f.name().as_str());
+        let (mut wide, mut dedicated, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for c in columns.filter(|c| *c != schema::TRACE_ID) {
+            if super::write::WIDE_PAGE_COLUMNS.contains(&c) {
+                wide.push(c);
+            } else if c.starts_with(schema::DEDICATED_PREFIX) {
+                dedicated.push(c);
+            } else {
+                rest.push(c);
+            }
+        }
         let read = |columns: &[&str]| {
             self.stored_rows(
                 md.clone(),
@@ -405,13 +411,26 @@ impl BlockHandle {
                 BATCH_ROWS,
             )
         };
-        let second = AbortOnDrop(tokio::spawn(read(&second)?.try_collect::<Vec<RecordBatch>>()));
-        let first: Vec<RecordBatch> = read(&first)?.try_collect().await?;
-        let second = second
-            .join()
-            .await
-            .map_err(|e| StoreError::Internal(format!("reading a trace's columns failed: {e}")))??;
-        let batch = side_by_side(&first, &second, id)?;
+        // A block may have no dedicated columns: no task for nothing.
+        let others = [wide, dedicated]
+            .iter()
+            .filter(|columns| !columns.is_empty())
+            .map(|columns| {
+                Ok(AbortOnDrop(tokio::spawn(
+                    read(columns)?.try_collect::<Vec<RecordBatch>>(),
+                )))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut parts: Vec<Vec<RecordBatch>> = vec![read(&rest)?.try_collect().await?];
+        for other in others {
+            parts.push(
+                other
+                    .join()
+                    .await
+                    .map_err(|e| StoreError::Internal(format!("reading a trace's columns failed: {e}")))??,
+            );
+        }
+        let batch = side_by_side(&parts, id)?;
         batch_to_spans(&ParentResolver::default().resolve(batch)?)
     }
 
@@ -1309,12 +1328,11 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// One batch of the columns of `left` and `right`, two reads of the same rows, plus the
-/// trace-id column, which holds `id` in every row.
-fn side_by_side(left: &[RecordBatch], right: &[RecordBatch], id: &TraceId) -> Result<RecordBatch, StoreError> {
-    let left = concat(left)?;
-    let right = concat(right)?;
-    let rows = left.as_ref().or(right.as_ref()).map_or(0, RecordBatch::num_rows);
+/// One batch of the columns of `parts`, reads of the same rows, plus the trace-id column,
+/// which holds `id` in every row.
+fn side_by_side(parts: &[Vec<RecordBatch>], id: &TraceId) -> Result<RecordBatch, StoreError> {
+    let parts = parts.iter().map(|p| concat(p)).collect::<Result<Vec<_>, _>>()?;
+    let rows = parts.iter().flatten().next().map_or(0, RecordBatch::num_rows);
     let mut fields: Vec<FieldRef> = vec![Arc::new(arrow_schema::Field::new(
         schema::TRACE_ID,
         DataType::FixedSizeBinary(16),
@@ -1324,7 +1342,7 @@ fn side_by_side(left: &[RecordBatch], right: &[RecordBatch], id: &TraceId) -> Re
         FixedSizeBinaryArray::try_from_iter(std::iter::repeat_n(id.as_slice(), rows)).map_err(StoreError::arrow)?;
     let mut columns: Vec<arrow_array::ArrayRef> = vec![Arc::new(ids)];
     let mut metadata = HashMap::new();
-    for b in [&left, &right].into_iter().flatten() {
+    for b in parts.iter().flatten() {
         if b.num_rows() != rows {
             return Err(StoreError::Internal(format!(
                 "two reads of a trace's rows gave {rows} and {} rows",
