@@ -377,7 +377,7 @@ impl BlockHandle {
     /// starts, durations: most of the decompression) and the dedicated ones are read on a task
     /// each while this one reads the rest. So a lookup on an idle server uses both cores, and
     /// the blocking pool's reads of one part overlap the decoding of the others (three parts
-    /// gave a p99 ~15 % below two; docs/benchmarks.md, "Trace lookups on two cores" and
+    /// gave a median p99 ~18 % below two; docs/benchmarks.md, "Trace lookups on two cores" and
     /// session 36). (Letting each read find the rows with its own row filter instead was no
     /// faster.)
     async fn read_whole_trace(
