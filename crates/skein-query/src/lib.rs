@@ -238,10 +238,9 @@ impl QueryEngine {
         // Newest blocks first; stop once `limit` hits are newer than anything older blocks hold.
         // (A trace's start can only be earlier than its matching span's, so ordering across the
         // cut-off is by the matching spans — exact for traces that live in one block.)
-        // Each block's row groups are split into one scan per core (row groups never split a
-        // trace), so the newest block, which often holds every hit a search needs, is read on
-        // all cores instead of one core reading it while another reads the next block on
-        // speculation. Scans run a few ahead of the one being merged; one that turns out not
+        // Each block's row groups are split into one scan per core (`split_scans`), so the
+        // newest block, which often holds every hit a search needs, is read on all cores
+        // instead of one core reading it while another reads the next block on speculation. Scans run a few ahead of the one being merged; one that turns out not
         // to be needed is aborted.
         let mut blocks: Vec<Arc<BlockHandle>> = snap
             .blocks
@@ -463,9 +462,9 @@ impl QueryEngine {
         }
         // Blocks are sorted by trace id, so each trace's spans are contiguous within a block,
         // and within a row group (in blocks with parent offsets; a trace that an older block
-        // splits between two scans is joined by `resolve_elsewhere`). Each block's row groups are read as a
-        // search reads them (`split_scans`), each scan into a graph of its own; the graphs add
-        // up in any order.
+        // splits between two scans is joined by `resolve_elsewhere`). Each block's row groups
+        // are read as a search reads them (`split_scans`), each scan into a graph of its own;
+        // the graphs add up in any order.
         let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();
         let scans: Vec<(usize, Arc<BlockHandle>, Vec<usize>)> = blocks
             .iter()
@@ -933,11 +932,12 @@ impl<T> Drop for BlockRead<T> {
 /// Scans row groups `groups` of one block for spans that match and returns their traces, each
 /// with the start of its newest matching span: with a limit, only the `limit` newest (ties by
 /// trace id). That keeps the search's overall `limit` newest exact: each of them is among the
-/// newest of the row groups holding its newest match (a trace lies in one row group). Only the
-/// columns the conditions need are decoded for every row, starts just for the rows that match,
-/// and trace ids just for the traces returned: rows are mapped to traces by the block's trace
-/// rows (`BlockHandle::trace_rows`, read once per block into `trace_rows`), not by decoding
-/// every matching row's trace id (which doubled the time of a search for a common value).
+/// newest of the scan holding its newest match, and a trace split between scans (blocks
+/// without parent offsets) keeps the newest start any of them found. Only the columns the
+/// conditions need are decoded for every row, starts just for the rows that match, and trace
+/// ids just for the traces returned: rows are mapped to traces by the block's trace rows
+/// (`BlockHandle::trace_rows`, read once per block into `trace_rows`), not by decoding every
+/// matching row's trace id (which doubled the time of a search for a common value).
 async fn search_block(
     b: &BlockHandle,
     q: &TraceQuery,
