@@ -2268,42 +2268,59 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     store.shutdown().await.unwrap();
 }
 
-/// A trace lookup reads the wide columns (events among them) on a second task: damage met
-/// only there is damage like any other. The lookup answers without the block, which is left
-/// out from then on, and the other block's traces still read back whole. The block's
-/// checksums are removed, so the damage is met by decoding the page, not by its checksum.
+/// A trace lookup reads the wide columns (events among them) and the dedicated ones on tasks
+/// of their own: damage met only there is damage like any other. The lookup answers without
+/// the block, which is left out from then on, and the other block's traces still read back
+/// whole. The block's checksums are removed, so the damage is met by decoding the page, not by
+/// its checksum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damage_only_in_a_lookups_second_read_is_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), cfg()).await.unwrap();
-    let g = Gen::new();
-    let blocks = blocks_of_20_traces(&store, &g, now() - 60 * 1_000_000_000, 2).await;
-    store.shutdown().await.unwrap();
-    drop(store);
-    let block_dir = dir.path().join("blocks").join(&blocks[0].0);
-    std::fs::remove_file(block_dir.join(skein_store::block::SUMS_FILE)).unwrap();
-    let data = block_dir.join(skein_store::block::DATA_FILE);
-    let reader =
-        parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&data).unwrap()).unwrap();
-    let group = parquet::file::reader::FileReader::metadata(&reader).row_group(0);
-    let events = (0..group.num_columns())
-        .map(|c| group.column(c))
-        .find(|c| c.column_path().string() == skein_store::block::schema::EVENTS)
-        .unwrap();
-    let (at, len) = events.byte_range();
-    let mut bytes = std::fs::read(&data).unwrap();
-    bytes[at as usize..(at + len) as usize].fill(0xFF);
-    std::fs::write(&data, bytes).unwrap();
+async fn damage_only_in_a_lookups_other_reads_is_found() {
+    for damaged in ["events", "a dedicated column"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), cfg()).await.unwrap();
+        let g = Gen::new();
+        let blocks = blocks_of_20_traces(&store, &g, now() - 60 * 1_000_000_000, 2).await;
+        store.shutdown().await.unwrap();
+        drop(store);
+        let block_dir = dir.path().join("blocks").join(&blocks[0].0);
+        std::fs::remove_file(block_dir.join(skein_store::block::SUMS_FILE)).unwrap();
+        let data = block_dir.join(skein_store::block::DATA_FILE);
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&data).unwrap()).unwrap();
+        let group = parquet::file::reader::FileReader::metadata(&reader).row_group(0);
+        let column = (0..group.num_columns())
+            .map(|c| group.column(c))
+            .find(|c| match damaged {
+                "events" => c.column_path().string() == skein_store::block::schema::EVENTS,
+                _ => c
+                    .column_path()
+                    .string()
+                    .starts_with(skein_store::block::schema::DEDICATED_PREFIX),
+            })
+            .unwrap_or_else(|| panic!("the block has {damaged}"));
+        let (at, len) = column.byte_range();
+        let mut bytes = std::fs::read(&data).unwrap();
+        bytes[at as usize..(at + len) as usize].fill(0xFF);
+        std::fs::write(&data, bytes).unwrap();
 
-    let store = Store::open(dir.path(), cfg()).await.unwrap();
-    let q = QueryEngine::new(store.clone());
-    assert_eq!(store.snapshot().blocks.len(), 2);
-    assert_eq!(q.trace(&blocks[0].1[0][0].trace_id).await.unwrap(), Vec::new());
-    assert_eq!(store.snapshot().blocks.len(), 1, "left out once found damaged");
-    for t in &blocks[1].1 {
-        assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
+        let store = Store::open(dir.path(), cfg()).await.unwrap();
+        let q = QueryEngine::new(store.clone());
+        assert_eq!(store.snapshot().blocks.len(), 2);
+        assert_eq!(
+            q.trace(&blocks[0].1[0][0].trace_id).await.unwrap(),
+            Vec::new(),
+            "{damaged}"
+        );
+        assert_eq!(
+            store.snapshot().blocks.len(),
+            1,
+            "left out once found damaged ({damaged})"
+        );
+        for t in &blocks[1].1 {
+            assert_eq!(sorted(q.trace(&t[0].trace_id).await.unwrap()), sorted(t.clone()));
+        }
+        store.shutdown().await.unwrap();
     }
-    store.shutdown().await.unwrap();
 }
 
 /// A block whose file cannot be reached (moved away, no descriptor left) is not taken for

@@ -377,7 +377,7 @@ impl BlockHandle {
     /// starts, durations: most of the decompression) and the dedicated ones are read on a task
     /// each while this one reads the rest. So a lookup on an idle server uses both cores, and
     /// the blocking pool's reads of one part overlap the decoding of the others (three parts
-    /// gave a median p99 ~18 % below two; docs/benchmarks.md, "Trace lookups on two cores" and
+    /// gave a median p99 ~19 % below two; docs/benchmarks.md, "Trace lookups on two cores" and
     /// session 36). (Letting each read find the rows with its own row filter instead was no
     /// faster.)
     async fn read_whole_trace(
@@ -1313,7 +1313,7 @@ fn holding_ids(col: &FixedSizeBinaryArray, ids: &HashSet<TraceId>) -> BooleanArr
     }))
 }
 
-/// A task aborted when its handle is dropped (a lookup given up stops its other read).
+/// A task aborted when its handle is dropped (a lookup given up stops its other reads).
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {
@@ -1345,7 +1345,7 @@ fn side_by_side(parts: &[Vec<RecordBatch>], id: &TraceId) -> Result<RecordBatch,
     for b in parts.iter().flatten() {
         if b.num_rows() != rows {
             return Err(StoreError::Internal(format!(
-                "two reads of a trace's rows gave {rows} and {} rows",
+                "the reads of a trace's rows gave {rows} and {} rows",
                 b.num_rows()
             )));
         }
