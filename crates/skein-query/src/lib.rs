@@ -438,7 +438,7 @@ impl QueryEngine {
     pub async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, QueryError> {
         let t = std::time::Instant::now();
         let snap = self.store.snapshot();
-        let in_window = |s: u64| s >= start && s <= end;
+        let in_window = move |s: u64| s >= start && s <= end;
         let mut graph = CallGraph::default();
         // Memory: group by trace across all head chunks.
         let mut by_trace: HashMap<TraceId, Vec<(SpanId, u64, SpanId, &str)>> = HashMap::new();
@@ -479,7 +479,6 @@ impl QueryEngine {
             .map(|(i, b, groups)| {
                 let scanned = b.clone();
                 let read = BlockRead::spawn(async move {
-                    let in_window = move |s: u64| s >= start && s <= end;
                     let mut part = CallGraph::default();
                     let read = match scanned.stream_parent_links(groups.clone()).await? {
                         Some(rows) => part.add_linked_rows(rows, in_window).await,

@@ -109,6 +109,11 @@ impl Gen {
     }
 }
 
+/// Dependencies as (parent, child, calls), comparable with expected lists.
+fn deps(d: Vec<skein_query::Dependency>) -> Vec<(String, String, u64)> {
+    d.into_iter().map(|d| (d.parent, d.child, d.call_count)).collect()
+}
+
 fn sorted(mut v: Vec<Span>) -> Vec<Span> {
     v.sort_by_key(|s| (s.start_unix_nano, s.span_id));
     for s in &mut v {
@@ -1469,9 +1474,6 @@ async fn dependencies_join_parents_and_children_stored_apart() {
         ("checkout", "payment", 3),
         ("frontend", "checkout", 3),
     ];
-    let deps = |d: Vec<skein_query::Dependency>| -> Vec<(String, String, u64)> {
-        d.into_iter().map(|d| (d.parent, d.child, d.call_count)).collect()
-    };
     let expected: Vec<(String, String, u64)> = expected
         .into_iter()
         .map(|(p, c, n)| (p.to_string(), c.to_string(), n))
@@ -1525,22 +1527,19 @@ async fn dependencies_count_a_resent_span_once() {
     let q = QueryEngine::new(store.clone());
     let g = Gen::new();
     let trace = g.trace(now() - 600 * 1_000_000_000, 30, false);
-    let counts = |d: Vec<skein_query::Dependency>| -> Vec<(String, String, u64)> {
-        d.into_iter().map(|d| (d.parent, d.child, d.call_count)).collect()
-    };
     store.append(trace.clone()).await.unwrap();
-    let once = counts(q.dependencies(0, u64::MAX).await.unwrap());
+    let once = deps(q.dependencies(0, u64::MAX).await.unwrap());
     assert!(!once.is_empty() && once.iter().all(|(_, _, n)| *n >= 1), "{once:?}");
     store.append(trace.clone()).await.unwrap();
     assert_eq!(
-        counts(q.dependencies(0, u64::MAX).await.unwrap()),
+        deps(q.dependencies(0, u64::MAX).await.unwrap()),
         once,
         "both copies in memory"
     );
     store.flush().await.unwrap();
     assert_eq!(store.snapshot().blocks.len(), 1);
     assert_eq!(
-        counts(q.dependencies(0, u64::MAX).await.unwrap()),
+        deps(q.dependencies(0, u64::MAX).await.unwrap()),
         once,
         "the block cut from them"
     );
@@ -1740,13 +1739,7 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
     for parallelism in [1, 2, 3] {
         let q = QueryEngine::new(store.clone()).with_read_parallelism(parallelism);
         for (lo, hi) in [(0, u64::MAX), (base + 5 * minute, base + 12 * minute)] {
-            let found: Vec<(String, String, u64)> = q
-                .dependencies(lo, hi)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|d| (d.parent, d.child, d.call_count))
-                .collect();
+            let found = deps(q.dependencies(lo, hi).await.unwrap());
             assert_eq!(
                 found,
                 calls(lo, hi),
