@@ -1376,6 +1376,23 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ArrowWriter;
 
+    /// A lookup's other reads run on spawned tasks: when the lookup is dropped (its client went
+    /// away, or its time limit passed), those tasks must stop too, not read on for nobody.
+    #[tokio::test]
+    async fn a_dropped_lookup_part_stops_its_task() {
+        let (held, closed) = tokio::sync::oneshot::channel::<()>();
+        let part = AbortOnDrop(tokio::spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await
+        }));
+        tokio::task::yield_now().await;
+        drop(part);
+        // The task is aborted, so the sender it held is dropped and the channel closes. A wait
+        // this long only ends the test if that never happens; it is not a measure of speed.
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(30), closed).await;
+        assert!(matches!(woke, Ok(Err(_))), "the part's task still runs: {woke:?}");
+    }
+
     /// `traces` traces of 1 to 7 spans from three services, some with errors, some without
     /// their root.
     fn spans(traces: u64) -> Vec<Span> {
