@@ -460,31 +460,56 @@ impl QueryEngine {
             let spans: Vec<(SpanId, SpanId, &str)> = spans.into_iter().map(|(id, _, p, svc)| (id, p, svc)).collect();
             graph.add_trace(trace, &spans);
         }
-        // Blocks are sorted by trace id, so each trace's spans are contiguous within a block,
-        // and within a row group (in blocks with parent offsets; a trace that an older block
-        // splits between two scans is joined by `resolve_elsewhere`). Each block's row groups
-        // are read as a search reads them (`split_scans`), each scan into a graph of its own;
-        // the graphs add up in any order.
+        // A block the window holds whole gives the calls counted when it was built
+        // (`BlockMeta::calls`); of its rows only the children whose parent is elsewhere are
+        // read. Other blocks are read: sorted by trace id, each trace's spans are contiguous
+        // within a block, and within a row group (in blocks with parent offsets; a trace that an
+        // older block splits between two scans is joined by `resolve_elsewhere`). Each block's
+        // row groups are read as a search reads them (`split_scans`), each scan into a graph of
+        // its own; the graphs add up in any order.
         let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();
-        let scans: Vec<(usize, Arc<BlockHandle>, Vec<usize>)> = blocks
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &b)| {
-                split_scans(row_groups_in_window(b, start, end), self.parallelism)
-                    .into_iter()
-                    .map(move |groups| (i, b.clone(), groups))
-            })
-            .collect();
+        let mut scans: Vec<(usize, Arc<BlockHandle>, CallsRead)> = Vec::new();
+        for (i, &b) in blocks.iter().enumerate() {
+            match b.meta.calls.as_ref().filter(|_| b.meta.within(start, end)) {
+                Some(calls) => {
+                    for (parent, child, n) in &calls.edges {
+                        graph.calls(parent, child, *n);
+                    }
+                    if calls.unresolved > 0 {
+                        let all = (0..b.meta.row_groups.len()).collect();
+                        scans.extend(
+                            split_scans(all, self.parallelism)
+                                .into_iter()
+                                .map(|groups| (i, b.clone(), CallsRead::Unresolved(groups))),
+                        );
+                    }
+                }
+                None => scans.extend(
+                    split_scans(row_groups_in_window(b, start, end), self.parallelism)
+                        .into_iter()
+                        .map(|groups| (i, b.clone(), CallsRead::Rows(groups))),
+                ),
+            }
+        }
         let mut parts = futures::stream::iter(scans)
-            .map(|(i, b, groups)| {
+            .map(|(i, b, what)| {
                 let scanned = b.clone();
                 let read = BlockRead::spawn(async move {
                     let mut part = CallGraph::default();
-                    let read = match scanned.stream_parent_links(groups.clone()).await? {
-                        Some(rows) => part.add_linked_rows(rows, in_window).await,
-                        None => part.add_block_by_ids(&scanned, groups, in_window).await,
-                    };
-                    read.map_err(|QueryError::Store(e)| e)?;
+                    match what {
+                        CallsRead::Unresolved(groups) => {
+                            for (trace, parent, child) in scanned.unresolved_children(groups).await? {
+                                part.unresolved.entry((trace, parent)).or_default().push(child);
+                            }
+                        }
+                        CallsRead::Rows(groups) => {
+                            let read = match scanned.stream_parent_links(groups.clone()).await? {
+                                Some(rows) => part.add_linked_rows(rows, in_window).await,
+                                None => part.add_block_by_ids(&scanned, groups, in_window).await,
+                            };
+                            read.map_err(|QueryError::Store(e)| e)?;
+                        }
+                    }
                     Ok(part)
                 });
                 async move { (i, b, read.join().await) }
@@ -511,6 +536,13 @@ impl QueryEngine {
             })
             .collect())
     }
+}
+
+/// What a dependencies query reads of a block: these row groups' rows, or only their
+/// children whose parent is elsewhere (the block's meta has its other calls).
+enum CallsRead {
+    Rows(Vec<usize>),
+    Unresolved(Vec<usize>),
 }
 
 /// Service → service call counts from spans and their parents.

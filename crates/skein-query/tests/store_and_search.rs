@@ -1591,6 +1591,8 @@ async fn dependencies_read_blocks_without_parent_offsets() {
     for d in &mut meta.dedicated {
         d.decimals = None;
     }
+    // Nor did format 1 count calls: dependencies read the rows.
+    meta.calls = None;
     std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
 
     let store = Store::open(dir.path(), cfg()).await.unwrap();
@@ -1717,6 +1719,15 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
     assert_eq!(snap.blocks.len(), 3);
     assert_eq!(snap.blocks.iter().filter(|b| b.meta.row_groups.len() == 2).count(), 2);
     assert!(snap.blocks.iter().all(|b| b.meta.summaries_by_row()));
+    // Each block counted its calls as it was built, so a window holding it whole reads only
+    // its children whose parent is elsewhere: traces 4500..6500's payment and db spans, in the
+    // second block, whose checkout parents are in the first.
+    let unresolved: u64 = snap
+        .blocks
+        .iter()
+        .map(|b| b.meta.calls.as_ref().expect("calls").unresolved)
+        .sum();
+    assert_eq!(unresolved, 2 * 2000);
     // Each block scanned whole, then split into one scan per row group (a trace's rows all lie
     // in one), also with more reads at once than a block has groups. Dependencies are read the
     // same way.
@@ -1738,6 +1749,8 @@ async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
     };
     for parallelism in [1, 2, 3] {
         let q = QueryEngine::new(store.clone()).with_read_parallelism(parallelism);
+        // The whole store: every block's calls from its meta. Then a window that cuts into
+        // blocks, which are read.
         for (lo, hi) in [(0, u64::MAX), (base + 5 * minute, base + 12 * minute)] {
             let found = deps(q.dependencies(lo, hi).await.unwrap());
             assert_eq!(
@@ -2224,10 +2237,21 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     let found = q.search(&TraceQuery::default()).await.unwrap();
     assert_eq!(found.len(), 80, "the traces of the four readable blocks");
     assert_eq!(store.snapshot().blocks.len(), 4);
-    // Dependencies: the third.
+    // Dependencies: the third. A window holding a block whole takes its calls from its meta
+    // without reading it (the damaged block's 60 calls are still counted then), so this one
+    // starts inside the third block, whose traces start 400 to 590 ms after `base`.
     damage(2);
-    let calls: u64 = q
+    let whole: u64 = q
         .dependencies(0, u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.call_count)
+        .sum();
+    assert_eq!(whole, 60 * 4, "the calls of the four blocks left, from their metas");
+    assert_eq!(store.snapshot().blocks.len(), 4, "not read, so not found damaged yet");
+    let calls: u64 = q
+        .dependencies(base + 500 * 1_000_000, u64::MAX)
         .await
         .unwrap()
         .iter()

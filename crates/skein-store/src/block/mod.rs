@@ -188,6 +188,26 @@ pub struct BlockMeta {
     /// against. Blocks written before it have none, and their reads are not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sums_crc32c: Option<u32>,
+    /// The service-to-service calls among the block's spans, counted as the block was built:
+    /// a dependencies query whose window holds the whole block takes them from here instead
+    /// of reading the block. `None` in blocks written before it, and when there were more
+    /// distinct pairs than `MAX_LISTED_CALLS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<BlockCalls>,
+}
+
+/// Most distinct (parent service, child service) pairs a block's meta lists in `calls`.
+pub const MAX_LISTED_CALLS: usize = 1024;
+
+/// What a block contributes to a dependencies query whose window holds all of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockCalls {
+    /// (parent's service, child's service, calls): a child whose parent is in the same trace
+    /// within this block and of another service, sorted by the names.
+    pub edges: Vec<(String, String, u64)>,
+    /// Children whose parent is not in this block before them (it is in another block, or
+    /// lost): their rows keep the parent's id, and a query reads only those rows.
+    pub unresolved: u64,
 }
 
 impl BlockMeta {
@@ -208,6 +228,7 @@ impl BlockMeta {
             services_capped: false,
             bloom_crc32c: None,
             sums_crc32c: None,
+            calls: None,
             row_groups: Vec::new(),
             dedicated: Vec::new(),
             low_cardinality: Vec::new(),
@@ -284,6 +305,13 @@ impl BlockMeta {
     /// Whether spans starting in `[start, end]` may be in the block.
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
         (self.min_start <= end && self.max_end >= start) || self.ahead_overlaps(start, end)
+    }
+
+    /// Whether every span of the block starts in `[start, end]` (none stamped past the cap).
+    pub fn within(&self, start: u64, end: u64) -> bool {
+        let none_ahead =
+            self.ahead_starts.as_ref().is_some_and(Vec::is_empty) && !self.row_groups.iter().any(|g| g.ahead);
+        none_ahead && self.span_count > 0 && self.min_start >= start && self.max_end <= end
     }
 
     /// Whether row group `g` may hold spans starting in `[start, end]`.

@@ -595,6 +595,65 @@ impl BlockHandle {
             .map(Some)
     }
 
+    /// The rows of `row_groups` whose parent is not an earlier row of their trace in this
+    /// block, each as (trace, parent's id, service): the children `BlockCalls::unresolved`
+    /// counts. Only those rows keep a parent id, so this reads that column, null elsewhere,
+    /// and then the trace ids and services of those rows alone.
+    pub async fn unresolved_children(
+        &self,
+        row_groups: Vec<usize>,
+    ) -> Result<Vec<(TraceId, SpanId, String)>, StoreError> {
+        let md = self.data_metadata().await?;
+        let parents: Vec<RecordBatch> = self
+            .stored_rows(
+                md.clone(),
+                &[schema::PARENT_SPAN_ID],
+                Some(row_groups.clone()),
+                None,
+                BATCH_ROWS,
+            )?
+            .try_collect()
+            .await?;
+        let kept: Vec<BooleanArray> = parents
+            .iter()
+            .map(|b| {
+                b.column(0).logical_nulls().map_or_else(
+                    || BooleanArray::from(vec![true; b.num_rows()]),
+                    |n| BooleanArray::from(n.inner().clone()),
+                )
+            })
+            .collect();
+        if kept.iter().all(|k| k.true_count() == 0) {
+            return Ok(Vec::new());
+        }
+        let selection = RowSelection::from_filters(&kept);
+        let columns = [schema::TRACE_ID, schema::PARENT_SPAN_ID, schema::SERVICE];
+        let batches: Vec<RecordBatch> = self
+            .stored_rows(md, &columns, Some(row_groups), Some(selection), BATCH_ROWS)?
+            .try_collect()
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let (traces, parents, services) = (
+                fsb(b, schema::TRACE_ID)?,
+                fsb(b, schema::PARENT_SPAN_ID)?,
+                strings(b, schema::SERVICE)?,
+            );
+            for i in 0..b.num_rows() {
+                let trace = traces
+                    .value(i)
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("trace id width"))?;
+                let parent = parents
+                    .value(i)
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("parent id width"))?;
+                out.push((trace, parent, services.value(i).to_string()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The named columns, as a projection of this block's file.
     fn projection(&self, md: &ArrowReaderMetadata, columns: &[&str]) -> Result<ProjectionMask, StoreError> {
         let mut idx: Vec<usize> = columns

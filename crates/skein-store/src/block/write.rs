@@ -25,7 +25,7 @@ use super::bloom::Bloom;
 use super::fxhash::{FxHashMap, FxHashSet};
 use super::prefetch;
 use super::schema::{self, Dedicated, HotType, Layout, HOT};
-use super::{BlockMeta, RowGroupMeta, LEVEL0_ROW_GROUP_ROWS, ROW_GROUP_ROWS};
+use super::{BlockCalls, BlockMeta, RowGroupMeta, LEVEL0_ROW_GROUP_ROWS, MAX_LISTED_CALLS, ROW_GROUP_ROWS};
 use crate::backend::{Backend, StreamingPut};
 use crate::StoreError;
 
@@ -835,6 +835,98 @@ pub struct BlockBuilder {
     trace_start: i64,
     /// Starts past this are not listed in `BlockMeta::ahead_starts` (`keep_ahead_for`).
     ahead_horizon: u64,
+    calls: CallCounter,
+}
+
+/// The service-to-service calls among a block's rows, counted as they are pushed exactly as
+/// a dependencies scan of the whole block counts them (`BlockMeta::calls`): a row whose parent
+/// is an earlier row of its trace (it gets a parent offset) is a call when the two services
+/// differ; a row whose parent is not there keeps the parent's id and counts as unresolved.
+#[derive(Default)]
+struct CallCounter {
+    services: Vec<String>,
+    ids: FxHashMap<String, u32>,
+    /// The previous row's service: rows of one trace and service come in runs.
+    last: Option<u32>,
+    /// The service of each row of the current trace so far, as `TraceSpans` holds their ids.
+    trace: Vec<u32>,
+    edges: FxHashMap<(u32, u32), u64>,
+    unresolved: u64,
+    /// More services or pairs than a meta lists: the block keeps no calls.
+    overflowed: bool,
+}
+
+impl CallCounter {
+    fn new_trace(&mut self) {
+        self.trace.clear();
+    }
+
+    /// One row: its service, and the row of its trace that holds its parent, if any.
+    fn row(&mut self, service: &str, parent_row: Option<u32>, has_parent: bool) {
+        let id = self.service_id(service);
+        match parent_row {
+            Some(p) => {
+                let parent = self.trace[p as usize];
+                if parent != id && !self.overflowed {
+                    *self.edges.entry((parent, id)).or_default() += 1;
+                    if self.edges.len() > MAX_LISTED_CALLS {
+                        self.overflow();
+                    }
+                }
+            }
+            None if has_parent => self.unresolved += 1,
+            None => {}
+        }
+        self.trace.push(id);
+    }
+
+    fn service_id(&mut self, service: &str) -> u32 {
+        if let Some(last) = self.last.filter(|&l| self.services[l as usize] == service) {
+            return last;
+        }
+        let id = match self.ids.get(service) {
+            Some(&id) => id,
+            None if self.overflowed => 0,
+            None => {
+                let id = self.services.len() as u32;
+                self.services.push(service.to_string());
+                self.ids.insert(service.to_string(), id);
+                if self.services.len() > MAX_SERVICES_PER_BLOCK {
+                    self.overflow();
+                    return 0;
+                }
+                id
+            }
+        };
+        self.last = Some(id);
+        id
+    }
+
+    /// Stops counting (each row still takes a place in `trace`, as service 0).
+    fn overflow(&mut self) {
+        self.overflowed = true;
+        self.edges = FxHashMap::default();
+        self.ids = FxHashMap::default();
+        self.services = vec![String::new()];
+        self.last = None;
+        self.trace.iter_mut().for_each(|s| *s = 0);
+    }
+
+    fn into_meta(self) -> Option<BlockCalls> {
+        if self.overflowed {
+            return None;
+        }
+        let mut edges: Vec<(String, String, u64)> = self
+            .edges
+            .into_iter()
+            .map(|((p, c), n)| (self.services[p as usize].clone(), self.services[c as usize].clone(), n))
+            .collect();
+        edges.sort_unstable();
+        Some(BlockCalls {
+            edges,
+            unresolved: self.unresolved,
+        })
+    }
 }
 
 /// How far past its write a block's time range reaches. A span stamped later (a client whose
@@ -919,6 +1011,7 @@ impl BlockBuilder {
             trace_spans: TraceSpans::default(),
             trace_start: 0,
             ahead_horizon: u64::MAX,
+            calls: CallCounter::default(),
         })
     }
 
@@ -1007,6 +1100,7 @@ impl BlockBuilder {
                 }
                 self.current = Some(TraceSummary::new(tid));
                 self.trace_spans.clear();
+                self.calls.new_trace();
                 self.trace_start = starts.value(i);
                 if self.group_rows >= self.row_group_rows {
                     cuts.push(i);
@@ -1044,12 +1138,15 @@ impl BlockBuilder {
                 .try_into()
                 .map_err(|_| StoreError::corrupt("parent id width"))?;
             let position = self.trace_spans.len();
+            let service = services.value(i);
             match self.trace_spans.position(&parent) {
                 Some(p) if parent != [0; 8] => {
+                    self.calls.row(service, Some(p), true);
                     parent_offsets.append_value(position - p);
                     parent_ids.append_null();
                 }
                 _ => {
+                    self.calls.row(service, None, parent != [0; 8]);
                     parent_offsets.append_value(0);
                     if parent == [0; 8] {
                         parent_ids.append_null();
@@ -1064,7 +1161,6 @@ impl BlockBuilder {
                 .map_err(|_| StoreError::corrupt("span id width"))?;
             self.trace_spans.push(span_id);
 
-            let service = services.value(i);
             let name = names.value(i);
             let is_root = parent == [0u8; 8];
             self.current
@@ -1112,6 +1208,7 @@ impl BlockBuilder {
         meta.data_bytes = data.len();
         meta.summary_bytes = summaries.len() as u64;
         self.operations.into_meta(&mut meta);
+        meta.calls = self.calls.into_meta();
         let bloom = bloom.to_bytes();
         meta.bloom_crc32c = Some(crc32c::crc32c(&bloom));
         Ok(BuiltBlock {
@@ -1494,6 +1591,60 @@ mod tests {
         assert_eq!(spans.len(), 0);
         assert_eq!(spans.position(&id(1)), None);
         assert!(spans.index.is_none());
+    }
+
+    /// A block counts the calls between its spans' services as a dependencies scan would: a
+    /// child of another service under a parent before it in its trace; a child whose parent
+    /// is not in the block is unresolved; a root or a call within a service is neither. Past
+    /// `MAX_LISTED_CALLS` distinct pairs the block keeps none.
+    #[test]
+    fn blocks_count_their_calls_and_give_up_past_the_listed_pairs() {
+        let span = |trace: u8, id: u8, parent: u8, service: &str| Span {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent_span_id: [parent; 8],
+            start_unix_nano: 1_000 + id as u64,
+            end_unix_nano: 2_000,
+            resource: Arc::new(skein_model::Resource {
+                attributes: vec![KeyValue::string("service.name", service)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spans = [
+            // Trace 1: a → b → {c, b}, and a child of a span in another block.
+            span(1, 1, 0, "a"),
+            span(1, 2, 1, "b"),
+            span(1, 3, 2, "c"),
+            span(1, 4, 2, "b"),
+            span(1, 5, 9, "c"),
+            // Trace 2: a → b twice.
+            span(2, 1, 0, "a"),
+            span(2, 2, 1, "b"),
+            span(2, 3, 1, "b"),
+        ];
+        let refs: Vec<&Span> = spans.iter().collect();
+        let built = crate::build_block(&refs, "calls".into(), 1, std::time::Duration::from_secs(3600)).expect("block");
+        let calls = built.meta.calls.expect("calls");
+        let edges = |v: &[(&str, &str, u64)]| -> Vec<(String, String, u64)> {
+            v.iter().map(|(p, c, n)| (p.to_string(), c.to_string(), *n)).collect()
+        };
+        assert_eq!(calls.edges, edges(&[("a", "b", 3), ("b", "c", 1)]));
+        assert_eq!(calls.unresolved, 1);
+
+        // One trace whose root calls MAX_LISTED_CALLS + 1 distinct services.
+        let mut wide = vec![span(3, 0, 0, "root")];
+        wide[0].span_id = [0xff; 8];
+        for i in 0..=MAX_LISTED_CALLS {
+            let mut s = span(3, 1, 0, &format!("svc-{i}"));
+            s.span_id = (i as u64 + 1).to_be_bytes();
+            s.parent_span_id = [0xff; 8];
+            s.start_unix_nano = 5_000;
+            wide.push(s);
+        }
+        let refs: Vec<&Span> = wide.iter().collect();
+        let built = crate::build_block(&refs, "wide".into(), 1, std::time::Duration::from_secs(3600)).expect("block");
+        assert_eq!(built.meta.calls, None, "too many pairs to list");
     }
 
     fn span_with(attrs: Vec<KeyValue>) -> Span {
