@@ -469,12 +469,11 @@ impl QueryEngine {
         // its own; the graphs add up in any order.
         let blocks: Vec<&Arc<BlockHandle>> = snap.blocks.iter().filter(|b| b.meta.overlaps(start, end)).collect();
         let mut scans: Vec<(usize, Arc<BlockHandle>, CallsRead)> = Vec::new();
+        let mut stored: Vec<(usize, &skein_store::block::BlockCalls)> = Vec::new();
         for (i, &b) in blocks.iter().enumerate() {
             match b.meta.calls.as_ref().filter(|_| b.meta.within(start, end)) {
                 Some(calls) => {
-                    for (parent, child, n) in &calls.edges {
-                        graph.calls(parent, child, *n);
-                    }
+                    stored.push((i, calls));
                     if calls.unresolved > 0 {
                         let all = (0..b.meta.row_groups.len()).collect();
                         scans.extend(
@@ -519,6 +518,16 @@ impl QueryEngine {
         while let Some((i, b, part)) = parts.next().await {
             if let Some(part) = settled.scan(i, &b, part)? {
                 graph.absorb(part);
+            }
+        }
+        // A block whose unresolved children could not be read gives none of its calls, as
+        // when a scan of it fails: the answer says it may be incomplete, and the next query,
+        // which leaves a damaged block out, answers the same.
+        for (i, calls) in stored {
+            if !settled.failed.contains(&i) {
+                for (parent, child, n) in &calls.edges {
+                    graph.calls(parent, child, *n);
+                }
             }
         }
         // Parents in another block, or in memory while their children are in a block: a trace

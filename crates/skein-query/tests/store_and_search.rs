@@ -2635,3 +2635,136 @@ async fn spans_from_the_future_expire_with_their_block() {
     assert_eq!(store.stats().blocks, 0);
     store.shutdown().await.unwrap();
 }
+
+/// Dependencies taken from the blocks' metas (windows that hold blocks whole) answer as
+/// reading the blocks does, window by window: with spans sent twice, parents that start after
+/// their children, parents lost, traces of over 64 spans (whose parents are found by an
+/// index) and traces split across blocks. The same store is asked again with the metas'
+/// calls removed, so every block is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_from_block_metas_match_reading_the_blocks() {
+    let seed = fastrand::u64(..);
+    fastrand::seed(seed);
+    eprintln!("fastrand seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gen::new();
+    let minute = 60 * 1_000_000_000;
+    let base = now() - 60 * minute;
+    // Four blocks; block k holds traces starting 8k to 8k + 7 minutes after `base`, and
+    // every fifth trace of it has its last spans in block k + 1.
+    let mut blocks: Vec<Vec<Span>> = vec![Vec::new(); 4];
+    for k in 0..4u64 {
+        for i in 0..1500 {
+            let mut t = g.trace(base + k * 8 * minute + fastrand::u64(..7 * minute), 30, false);
+            match i % 6 {
+                0 => t.push(t[1].clone()),
+                1 => t[1].start_unix_nano = t[3].start_unix_nano + 1,
+                2 => t[2].parent_span_id = rid(),
+                3 if i % 12 == 3 => {
+                    for n in 0..100u64 {
+                        let mut s = t[2 + (n % 2) as usize].clone();
+                        s.span_id = rid();
+                        s.parent_span_id = t[(n % 4) as usize].span_id;
+                        s.resource = t[(n % 3) as usize].resource.clone();
+                        s.start_unix_nano += n;
+                        t.push(s);
+                    }
+                }
+                _ => {}
+            }
+            if i % 5 == 4 && k < 3 {
+                blocks[k as usize + 1].extend(t.split_off(2));
+            }
+            blocks[k as usize].extend(t);
+        }
+    }
+    let store = big_head_store(dir.path()).await;
+    for spans in &blocks {
+        store.append(spans.clone()).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let snap = store.snapshot();
+    assert_eq!(snap.blocks.len(), 4);
+    assert!(snap.blocks.iter().any(|b| b.meta.row_groups.len() > 1));
+    let unresolved: u64 = snap
+        .blocks
+        .iter()
+        .map(|b| b.meta.calls.as_ref().expect("calls").unresolved)
+        .sum();
+    assert!(unresolved > 0);
+    drop(snap);
+    let windows = [
+        (0, u64::MAX),
+        (base + 7 * minute + minute / 2, u64::MAX),
+        (base, base + 23 * minute + minute / 2),
+        (base + 3 * minute, base + 20 * minute),
+        (base + 12 * minute, base + 13 * minute),
+    ];
+    let ask = |q: QueryEngine| async move {
+        let mut answers = Vec::new();
+        for (lo, hi) in windows {
+            answers.push(deps(q.dependencies(lo, hi).await.unwrap()));
+        }
+        answers
+    };
+    let from_metas = ask(QueryEngine::new(store.clone()).with_read_parallelism(2)).await;
+    assert!(from_metas.iter().all(|a| !a.is_empty()));
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    for entry in std::fs::read_dir(dir.path().join("blocks")).unwrap() {
+        let path = entry.unwrap().path().join(skein_store::block::META_FILE);
+        let mut meta: skein_store::block::BlockMeta = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        meta.calls = None;
+        std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    }
+    let store = big_head_store(dir.path()).await;
+    assert!(store.snapshot().blocks.iter().all(|b| b.meta.calls.is_none()));
+    let read = ask(QueryEngine::new(store.clone()).with_read_parallelism(2)).await;
+    for ((window, a), b) in windows.iter().zip(&from_metas).zip(&read) {
+        assert_eq!(a, b, "window {window:?}: from the metas, then read");
+    }
+}
+
+/// A block the window holds whole whose unresolved children cannot be read (it is damaged)
+/// gives none of its calls, as a block whose scan fails: the first answer, which says the
+/// block may be missing, and the next, which leaves the block out, agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_leave_out_all_of_a_damaged_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), cfg()).await.unwrap();
+    let q = QueryEngine::new(store.clone());
+    let g = Gen::new();
+    let base = now() - 600 * 1_000_000_000;
+    // Each trace: frontend → checkout → {payment, db-proxy}, three calls.
+    let traces: Vec<Vec<Span>> = (0..60).map(|i| g.trace(base + i * 1_000_000, 30, false)).collect();
+    let first: Vec<Span> = traces[..20]
+        .iter()
+        .flatten()
+        .chain(traces[20..40].iter().flat_map(|t| &t[..2]))
+        .cloned()
+        .collect();
+    let second: Vec<Span> = traces[20..40]
+        .iter()
+        .flat_map(|t| &t[2..])
+        .chain(traces[40..].iter().flatten())
+        .cloned()
+        .collect();
+    store.append(first).await.unwrap();
+    store.flush().await.unwrap();
+    let first_id = store.snapshot().blocks[0].meta.id.clone();
+    store.append(second).await.unwrap();
+    store.flush().await.unwrap();
+    let snap = store.snapshot();
+    let second = snap.blocks.iter().find(|b| b.meta.id != first_id).unwrap().clone();
+    assert_eq!(second.meta.calls.as_ref().unwrap().unresolved, 40);
+    let total = |d: Vec<skein_query::Dependency>| d.iter().map(|d| d.call_count).sum::<u64>();
+    assert_eq!(total(q.dependencies(0, u64::MAX).await.unwrap()), 60 * 3);
+
+    damage_pages(&dir.path().join("blocks").join(&second.meta.id).join("data.parquet"));
+    drop((snap, second));
+    // The first block's whole traces, and frontend → checkout of the split ones.
+    assert_eq!(total(q.dependencies(0, u64::MAX).await.unwrap()), 20 * 3 + 20);
+    assert_eq!(q.damaged_blocks_for(Asked::Window(0, u64::MAX)).len(), 1);
+    assert_eq!(total(q.dependencies(0, u64::MAX).await.unwrap()), 20 * 3 + 20);
+}

@@ -191,7 +191,7 @@ pub struct BlockMeta {
     /// The service-to-service calls among the block's spans, counted as the block was built:
     /// a dependencies query whose window holds the whole block takes them from here instead
     /// of reading the block. `None` in blocks written before it, and when there were more
-    /// distinct pairs than `MAX_LISTED_CALLS`.
+    /// distinct pairs than `MAX_LISTED_CALLS` or more services than `MAX_SERVICES_PER_BLOCK`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calls: Option<BlockCalls>,
 }
@@ -307,7 +307,9 @@ impl BlockMeta {
         (self.min_start <= end && self.max_end >= start) || self.ahead_overlaps(start, end)
     }
 
-    /// Whether every span of the block starts in `[start, end]` (none stamped past the cap).
+    /// Whether every span of the block starts and ends in `[start, end]` (none stamped past
+    /// the cap). Stricter than a dependencies query needs (starts only): a block with a span
+    /// ending past the window is read instead.
     pub fn within(&self, start: u64, end: u64) -> bool {
         let none_ahead =
             self.ahead_starts.as_ref().is_some_and(Vec::is_empty) && !self.row_groups.iter().any(|g| g.ahead);

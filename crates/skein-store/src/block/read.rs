@@ -604,6 +604,14 @@ impl BlockHandle {
         row_groups: Vec<usize>,
     ) -> Result<Vec<(TraceId, SpanId, String)>, StoreError> {
         let md = self.data_metadata().await?;
+        // Without parent offsets (format 1) every child keeps its parent's id: such a block
+        // has no counted calls, and its rows must be read whole.
+        if md.schema().index_of(schema::PARENT_OFFSET).is_err() {
+            return Err(StoreError::corrupt(format!(
+                "block {} lists calls but has no parent offsets",
+                self.meta.id
+            )));
+        }
         let parents: Vec<RecordBatch> = self
             .stored_rows(
                 md.clone(),
@@ -648,7 +656,9 @@ impl BlockHandle {
                     .value(i)
                     .try_into()
                     .map_err(|_| StoreError::corrupt("parent id width"))?;
-                out.push((trace, parent, services.value(i).to_string()));
+                if parent != [0; 8] {
+                    out.push((trace, parent, services.value(i).to_string()));
+                }
             }
         }
         Ok(out)

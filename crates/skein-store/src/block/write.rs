@@ -1137,6 +1137,10 @@ impl BlockBuilder {
                 .value(i)
                 .try_into()
                 .map_err(|_| StoreError::corrupt("parent id width"))?;
+            let span_id: SpanId = span_ids
+                .value(i)
+                .try_into()
+                .map_err(|_| StoreError::corrupt("span id width"))?;
             let position = self.trace_spans.len();
             let service = services.value(i);
             match self.trace_spans.position(&parent) {
@@ -1155,10 +1159,6 @@ impl BlockBuilder {
                     }
                 }
             }
-            let span_id: SpanId = span_ids
-                .value(i)
-                .try_into()
-                .map_err(|_| StoreError::corrupt("span id width"))?;
             self.trace_spans.push(span_id);
 
             let name = names.value(i);
