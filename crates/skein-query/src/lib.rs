@@ -240,8 +240,9 @@ impl QueryEngine {
         // cut-off is by the matching spans — exact for traces that live in one block.)
         // Each block's row groups are split into one scan per core (`split_scans`), so the
         // newest block, which often holds every hit a search needs, is read on all cores
-        // instead of one core reading it while another reads the next block on speculation. Scans run a few ahead of the one being merged; one that turns out not
-        // to be needed is aborted.
+        // instead of one core reading it while another reads the next block on speculation.
+        // Scans run a few ahead of the one being merged; one that turns out not to be needed
+        // is aborted.
         let mut blocks: Vec<Arc<BlockHandle>> = snap
             .blocks
             .iter()

@@ -129,6 +129,13 @@ fn cfg() -> StoreConfig {
     }
 }
 
+/// Seeds this thread's `fastrand` afresh and prints the seed, to replay a failure.
+fn random_seed() {
+    let seed = fastrand::u64(..);
+    fastrand::seed(seed);
+    eprintln!("fastrand seed {seed}");
+}
+
 fn now() -> u64 {
     skein_store::now_unix_nano()
 }
@@ -1617,9 +1624,7 @@ async fn dependencies_read_blocks_without_parent_offsets() {
 /// (the search then stops before older blocks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limited_searches_find_the_newest_matching_traces_across_blocks() {
-    let seed = fastrand::u64(..);
-    fastrand::seed(seed);
-    eprintln!("fastrand seed {seed}");
+    random_seed();
     let dir = tempfile::tempdir().unwrap();
     let g = Gen::new();
     let base = now() - 3600 * 1_000_000_000;
@@ -2643,9 +2648,7 @@ async fn spans_from_the_future_expire_with_their_block() {
 /// calls removed, so every block is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dependencies_from_block_metas_match_reading_the_blocks() {
-    let seed = fastrand::u64(..);
-    fastrand::seed(seed);
-    eprintln!("fastrand seed {seed}");
+    random_seed();
     let dir = tempfile::tempdir().unwrap();
     let g = Gen::new();
     let minute = 60 * 1_000_000_000;

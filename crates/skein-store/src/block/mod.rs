@@ -307,12 +307,12 @@ impl BlockMeta {
         (self.min_start <= end && self.max_end >= start) || self.ahead_overlaps(start, end)
     }
 
-    /// Whether every span of the block starts and ends in `[start, end]` (none stamped past
-    /// the cap). Stricter than a dependencies query needs (starts only): a block with a span
-    /// ending past the window is read instead.
+    /// Whether every span of the block starts and ends in `[start, end]`: none stamped past
+    /// the cap (a row group holding such spans lists them in `ahead_starts`; blocks older than
+    /// the list may hold them unlisted). Stricter than a dependencies query needs (starts
+    /// only): a block with a span ending past the window is read instead.
     pub fn within(&self, start: u64, end: u64) -> bool {
-        let none_ahead =
-            self.ahead_starts.as_ref().is_some_and(Vec::is_empty) && !self.row_groups.iter().any(|g| g.ahead);
+        let none_ahead = self.ahead_starts.as_ref().is_some_and(Vec::is_empty);
         none_ahead && self.span_count > 0 && self.min_start >= start && self.max_end <= end
     }
 

@@ -598,7 +598,7 @@ impl BlockHandle {
     /// The rows of `row_groups` whose parent is not an earlier row of their trace in this
     /// block, each as (trace, parent's id, service): the children `BlockCalls::unresolved`
     /// counts. Only those rows keep a parent id, so this reads that column, null elsewhere,
-    /// and then the trace ids and services of those rows alone.
+    /// and then the trace ids and services of those rows alone, in the same order.
     pub async fn unresolved_children(
         &self,
         row_groups: Vec<usize>,
@@ -622,40 +622,43 @@ impl BlockHandle {
             )?
             .try_collect()
             .await?;
-        let kept: Vec<BooleanArray> = parents
-            .iter()
-            .map(|b| {
-                b.column(0).logical_nulls().map_or_else(
-                    || BooleanArray::from(vec![true; b.num_rows()]),
-                    |n| BooleanArray::from(n.inner().clone()),
-                )
-            })
-            .collect();
-        if kept.iter().all(|k| k.true_count() == 0) {
+        let mut kept: Vec<BooleanArray> = Vec::with_capacity(parents.len());
+        let mut parent_ids: Vec<SpanId> = Vec::new();
+        for b in &parents {
+            let column = fsb(b, schema::PARENT_SPAN_ID)?;
+            kept.push(BooleanArray::from_iter(
+                (0..b.num_rows()).map(|i| Some(column.is_valid(i))),
+            ));
+            for id in column.iter().flatten() {
+                parent_ids.push(id.try_into().map_err(|_| StoreError::corrupt("parent id width"))?);
+            }
+        }
+        if parent_ids.is_empty() {
             return Ok(Vec::new());
         }
         let selection = RowSelection::from_filters(&kept);
-        let columns = [schema::TRACE_ID, schema::PARENT_SPAN_ID, schema::SERVICE];
         let batches: Vec<RecordBatch> = self
-            .stored_rows(md, &columns, Some(row_groups), Some(selection), BATCH_ROWS)?
+            .stored_rows(
+                md,
+                &[schema::TRACE_ID, schema::SERVICE],
+                Some(row_groups),
+                Some(selection),
+                BATCH_ROWS,
+            )?
             .try_collect()
             .await?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(parent_ids.len());
+        let mut parents = parent_ids.into_iter();
         for b in &batches {
-            let (traces, parents, services) = (
-                fsb(b, schema::TRACE_ID)?,
-                fsb(b, schema::PARENT_SPAN_ID)?,
-                strings(b, schema::SERVICE)?,
-            );
+            let (traces, services) = (fsb(b, schema::TRACE_ID)?, strings(b, schema::SERVICE)?);
             for i in 0..b.num_rows() {
                 let trace = traces
                     .value(i)
                     .try_into()
                     .map_err(|_| StoreError::corrupt("trace id width"))?;
                 let parent = parents
-                    .value(i)
-                    .try_into()
-                    .map_err(|_| StoreError::corrupt("parent id width"))?;
+                    .next()
+                    .ok_or_else(|| StoreError::corrupt("more unresolved rows than parent ids"))?;
                 if parent != [0; 8] {
                     out.push((trace, parent, services.value(i).to_string()));
                 }

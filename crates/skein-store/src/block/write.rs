@@ -863,11 +863,13 @@ impl CallCounter {
 
     /// One row: its service, and the row of its trace that holds its parent, if any.
     fn row(&mut self, service: &str, parent_row: Option<u32>, has_parent: bool) {
-        let id = self.service_id(service);
+        let Some(id) = self.service_id(service) else {
+            return;
+        };
         match parent_row {
             Some(p) => {
                 let parent = self.trace[p as usize];
-                if parent != id && !self.overflowed {
+                if parent != id {
                     *self.edges.entry((parent, id)).or_default() += 1;
                     if self.edges.len() > MAX_LISTED_CALLS {
                         self.overflow();
@@ -880,36 +882,38 @@ impl CallCounter {
         self.trace.push(id);
     }
 
-    fn service_id(&mut self, service: &str) -> u32 {
+    /// `None` once counting stopped.
+    fn service_id(&mut self, service: &str) -> Option<u32> {
+        if self.overflowed {
+            return None;
+        }
         if let Some(last) = self.last.filter(|&l| self.services[l as usize] == service) {
-            return last;
+            return Some(last);
         }
         let id = match self.ids.get(service) {
             Some(&id) => id,
-            None if self.overflowed => 0,
             None => {
                 let id = self.services.len() as u32;
                 self.services.push(service.to_string());
                 self.ids.insert(service.to_string(), id);
                 if self.services.len() > MAX_SERVICES_PER_BLOCK {
                     self.overflow();
-                    return 0;
+                    return None;
                 }
                 id
             }
         };
         self.last = Some(id);
-        id
+        Some(id)
     }
 
-    /// Stops counting (each row still takes a place in `trace`, as service 0).
+    /// Stops counting for good, freeing what was counted.
     fn overflow(&mut self) {
         self.overflowed = true;
         self.edges = FxHashMap::default();
         self.ids = FxHashMap::default();
-        self.services = vec![String::new()];
-        self.last = None;
-        self.trace.iter_mut().for_each(|s| *s = 0);
+        self.services = Vec::new();
+        self.trace = Vec::new();
     }
 
     fn into_meta(self) -> Option<BlockCalls> {
@@ -1596,7 +1600,8 @@ mod tests {
     /// A block counts the calls between its spans' services as a dependencies scan would: a
     /// child of another service under a parent before it in its trace; a child whose parent
     /// is not in the block is unresolved; a root or a call within a service is neither. Past
-    /// `MAX_LISTED_CALLS` distinct pairs the block keeps none.
+    /// `MAX_LISTED_CALLS` distinct pairs, or `MAX_SERVICES_PER_BLOCK` services, the block
+    /// keeps none.
     #[test]
     fn blocks_count_their_calls_and_give_up_past_the_listed_pairs() {
         let span = |trace: u8, id: u8, parent: u8, service: &str| Span {
@@ -1645,6 +1650,18 @@ mod tests {
         let refs: Vec<&Span> = wide.iter().collect();
         let built = crate::build_block(&refs, "wide".into(), 1, std::time::Duration::from_secs(3600)).expect("block");
         assert_eq!(built.meta.calls, None, "too many pairs to list");
+
+        // Roots of MAX_SERVICES_PER_BLOCK + 1 services: no pair at all, but too many names.
+        let roots: Vec<Span> = (0..=MAX_SERVICES_PER_BLOCK)
+            .map(|i| {
+                let mut s = span(4, 1, 0, &format!("svc-{i}"));
+                s.trace_id = (i as u128 + 1).to_be_bytes();
+                s
+            })
+            .collect();
+        let refs: Vec<&Span> = roots.iter().collect();
+        let built = crate::build_block(&refs, "many".into(), 1, std::time::Duration::from_secs(3600)).expect("block");
+        assert_eq!(built.meta.calls, None, "too many services to list");
     }
 
     fn span_with(attrs: Vec<KeyValue>) -> Span {
