@@ -114,6 +114,11 @@ fn deps(d: Vec<skein_query::Dependency>) -> Vec<(String, String, u64)> {
     d.into_iter().map(|d| (d.parent, d.child, d.call_count)).collect()
 }
 
+/// All the calls of some dependencies.
+fn total_calls(d: Vec<skein_query::Dependency>) -> u64 {
+    d.iter().map(|d| d.call_count).sum()
+}
+
 fn sorted(mut v: Vec<Span>) -> Vec<Span> {
     v.sort_by_key(|s| (s.start_unix_nano, s.span_id));
     for s in &mut v {
@@ -2246,22 +2251,10 @@ async fn a_damaged_block_is_skipped_not_fatal() {
     // without reading it (the damaged block's 60 calls are still counted then), so this one
     // starts inside the third block, whose traces start 400 to 590 ms after `base`.
     damage(2);
-    let whole: u64 = q
-        .dependencies(0, u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.call_count)
-        .sum();
+    let whole = total_calls(q.dependencies(0, u64::MAX).await.unwrap());
     assert_eq!(whole, 60 * 4, "the calls of the four blocks left, from their metas");
     assert_eq!(store.snapshot().blocks.len(), 4, "not read, so not found damaged yet");
-    let calls: u64 = q
-        .dependencies(base + 500 * 1_000_000, u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.call_count)
-        .sum();
+    let calls = total_calls(q.dependencies(base + 500 * 1_000_000, u64::MAX).await.unwrap());
     assert_eq!(calls, 60 * 3, "the calls of the three readable blocks");
     assert_eq!(store.snapshot().blocks.len(), 3);
     // Traces of the readable blocks come back whole.
@@ -2761,13 +2754,12 @@ async fn dependencies_leave_out_all_of_a_damaged_block() {
     let snap = store.snapshot();
     let second = snap.blocks.iter().find(|b| b.meta.id != first_id).unwrap().clone();
     assert_eq!(second.meta.calls.as_ref().unwrap().unresolved, 40);
-    let total = |d: Vec<skein_query::Dependency>| d.iter().map(|d| d.call_count).sum::<u64>();
-    assert_eq!(total(q.dependencies(0, u64::MAX).await.unwrap()), 60 * 3);
+    assert_eq!(total_calls(q.dependencies(0, u64::MAX).await.unwrap()), 60 * 3);
 
     damage_pages(&dir.path().join("blocks").join(&second.meta.id).join("data.parquet"));
     drop((snap, second));
     // The first block's whole traces, and frontend → checkout of the split ones.
-    assert_eq!(total(q.dependencies(0, u64::MAX).await.unwrap()), 20 * 3 + 20);
+    assert_eq!(total_calls(q.dependencies(0, u64::MAX).await.unwrap()), 20 * 3 + 20);
     assert_eq!(q.damaged_blocks_for(Asked::Window(0, u64::MAX)).len(), 1);
-    assert_eq!(total(q.dependencies(0, u64::MAX).await.unwrap()), 20 * 3 + 20);
+    assert_eq!(total_calls(q.dependencies(0, u64::MAX).await.unwrap()), 20 * 3 + 20);
 }
